@@ -1,0 +1,1 @@
+"""ILCscope core: pure logic over numpy, pandas and DuckDB (no Streamlit, no torch)."""

@@ -1,0 +1,18 @@
+"""The few exception types that cross layers.
+
+`InputError` is bad input from a person (a file, a flag, a table): its message is one line that
+names the input, the value and the way out. The CLI prints it as ``error: ...`` and exits 2; pages
+show it with ``st.error``. Anything else is a bug or a failed job (exit 1).
+"""
+
+
+class InputError(ValueError):
+    """Bad user input; the message is one line: what, which value, what to do."""
+
+
+class StoreBusy(RuntimeError):
+    """Another process holds the store's write lock for longer than the bounded retry."""
+
+
+class StoreVersionError(RuntimeError):
+    """The store file was written by a newer ILCscope than this one."""

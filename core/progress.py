@@ -1,0 +1,39 @@
+"""Progress reporting shared by the CLI (tqdm on stderr) and the pages (st.progress).
+
+Long functions in core/ and models/ take ``progress: ProgressFn | None`` and call
+``progress(done, total, message)``; they never print.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+def report(progress: ProgressFn | None, done: int, total: int, message: str = "") -> None:
+    """Call ``progress`` if given (keeps the ``if progress`` out of every loop)."""
+    if progress is not None:
+        progress(done, total, message)
+
+
+@contextlib.contextmanager
+def tqdm_progress(desc: str, *, disable: bool = False) -> Iterator[ProgressFn]:
+    """A ProgressFn drawing a tqdm bar on stderr (stdout stays clean for ``--json``)."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, file=sys.stderr, disable=disable, dynamic_ncols=True, leave=False)
+
+    def update(done: int, total: int, message: str = "") -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        if message:
+            bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()

@@ -1,0 +1,1 @@
+"""ILCscope models: PyTorch networks, preprocessing, inference and training."""
