@@ -1,0 +1,610 @@
+"""The store: one DuckDB file of exams, images, labels, reads, annotations and predictions.
+
+This is the only module that speaks SQL. Every connection is short: it is opened for one
+operation (or one ``with store.connection():`` block) and closed, because DuckDB lets one
+process at a time hold a file for writing; a second writer retries with back-off for
+``busy_timeout_s`` and then raises `StoreBusy` rather than waiting forever or corrupting
+anything. Every write is one transaction: all of it lands, or none (``write_tables``,
+``ingest``). Long jobs never write here directly: they write a result folder
+(`write_result`) that ``ingest`` loads in one transaction.
+
+SQL values always travel as ``?`` parameters; bulk writes register a DataFrame and run
+``INSERT OR REPLACE ... SELECT`` (idempotent: re-importing updates rows, never duplicates).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import secrets
+import hashlib
+import hmac
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from core.errors import InputError, StoreBusy, StoreVersionError
+from core.schema import LEVELS, MIGRATIONS, PRIMARY_KEYS, SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS
+from core.testsets import Clause, parse_rule
+
+DEFAULT_DB = Path("data") / "ilcscope.duckdb"
+RESULT_MANIFEST = "result.json"
+
+
+def default_db_path() -> Path:
+    """``ILCSCOPE_DB`` if set, else ``data/ilcscope.duckdb`` (relative to the working folder)."""
+    return Path(os.environ.get("ILCSCOPE_DB") or DEFAULT_DB)
+
+
+def open_store(path: str | Path | None = None, *, read_only: bool = False,
+               busy_timeout_s: float = 10.0) -> Store:
+    """Open (and create or migrate, unless read-only) the store at ``path``.
+
+    A file written by a newer ILCscope raises `StoreVersionError`; an older one is migrated in
+    one transaction. A read-only store refuses every write with an `InputError`.
+    """
+    path = Path(path) if path is not None else default_db_path()
+    store = Store(path=path, read_only=read_only, busy_timeout_s=busy_timeout_s)
+    if read_only:
+        if not path.exists():
+            raise InputError(f"store {path} does not exist; build it with `python -m core demo` "
+                             "or `python -m core init`")
+        store.schema_version()  # refuses newer files
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store._create_or_migrate()
+    return store
+
+
+@dataclass
+class Store:
+    """A handle on one store file; cheap to copy, holds no connection between operations."""
+
+    path: Path
+    read_only: bool = False
+    busy_timeout_s: float = 10.0
+    _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+
+    # ------------------------------------------------------------------ connections
+    @property
+    def files_dir(self) -> Path:
+        """Folder for files the store owns (masks, saliency maps, display copies)."""
+        return self.path.with_name(self.path.stem + "_files")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One connection for a block of operations; nested calls in a thread reuse it."""
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            yield con
+            return
+        con = self._open()
+        self._local.con = con
+        try:
+            yield con
+        finally:
+            self._local.con = None
+            con.close()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.01
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=self.read_only)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                busy = "lock" in str(exc).lower() or "different configuration" in str(exc)
+                if not busy:
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreBusy(
+                        f"store is busy: {self.path} stayed locked by another process for "
+                        f"{self.busy_timeout_s:.0f} s; retry when its import or job ends") from exc
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        if self.read_only:
+            raise InputError(f"store {self.path} is open read-only (demo mode); writes are disabled")
+        with self.connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+
+    def _df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
+        with self.connection() as con:
+            return con.execute(sql, list(params)).df()
+
+    def _scalar(self, sql: str, params: Sequence = ()):
+        with self.connection() as con:
+            row = con.execute(sql, list(params)).fetchone()
+        return None if row is None else row[0]
+
+    # ------------------------------------------------------------------ schema
+    def schema_version(self) -> int:
+        version = int(self._scalar("SELECT value FROM meta WHERE key = 'schema_version'"))
+        if version > SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"store {self.path} has schema version {version}, newer than this ILCscope's "
+                f"{SCHEMA_VERSION}; upgrade ILCscope or open another store with --db")
+        return version
+
+    def _create_or_migrate(self) -> None:
+        with self.transaction() as con:
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+            ).fetchone()[0]
+            if not exists:
+                con.execute(SCHEMA)
+                con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('salt', ?)",
+                            [str(SCHEMA_VERSION), secrets.token_hex(16)])
+                return
+            version = int(con.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreVersionError(
+                    f"store {self.path} has schema version {version}, newer than this "
+                    f"ILCscope's {SCHEMA_VERSION}; upgrade ILCscope or open another store with --db")
+            while version < SCHEMA_VERSION:
+                con.execute(MIGRATIONS[version])
+                version += 1
+            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+
+    def pseudonym(self, patient_id: str) -> str:
+        """A stable pseudonym for a patient identifier: HMAC-SHA256 with this store's salt.
+
+        The salt is random per store, so pseudonyms cannot be matched across stores or
+        reversed with a table of hashed hospital numbers; the identifier itself is never kept.
+        """
+        salt = self._scalar("SELECT value FROM meta WHERE key = 'salt'")
+        if salt is None:
+            with self.transaction() as con:
+                salt = secrets.token_hex(16)
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", [salt])
+                salt = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0]
+        digest = hmac.new(salt.encode(), str(patient_id).encode(), hashlib.sha256).hexdigest()
+        return "P" + digest[:16]
+
+    # ------------------------------------------------------------------ writes
+    def write_tables(self, frames: dict[str, pd.DataFrame], *,
+                     delete: Sequence[tuple[str, str, Sequence]] = ()) -> dict[str, int]:
+        """Upsert several tables in one transaction; returns rows written per table.
+
+        ``delete`` holds ``(table, where_sql, params)`` run first in the same transaction
+        (for replacing a dataset's rows); ``where_sql`` is fixed text from the caller's code,
+        never user input, and values go through ``params``.
+        """
+        with self.transaction() as con:
+            for table, where, params in delete:
+                _check_table(table)
+                con.execute(f"DELETE FROM {table} WHERE {where}", list(params))
+            return {table: _upsert(con, table, frame) for table, frame in frames.items()}
+
+    def ingest(self, result_dir: str | Path) -> dict[str, int]:
+        """Load a job's result folder (see `write_result`) in one transaction."""
+        result_dir = Path(result_dir)
+        manifest_path = result_dir / RESULT_MANIFEST
+        if not manifest_path.is_file():
+            raise InputError(f"{result_dir} holds no {RESULT_MANIFEST}; pass a job's result folder")
+        manifest = json.loads(manifest_path.read_text())
+        frames = {t: pd.read_parquet(result_dir / f) for t, f in manifest["tables"].items()}
+        delete = [(d["table"], d["where"], d["params"]) for d in manifest.get("delete", [])]
+        return self.write_tables(frames, delete=delete)
+
+    # ------------------------------------------------------------------ summaries
+    def counts(self) -> dict[str, int]:
+        """Rows per table."""
+        with self.connection() as con:
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in TABLE_COLUMNS}
+
+    def datasets(self) -> pd.DataFrame:
+        return self._df("""
+            SELECT d.dataset, d.kind, d.source, d.root, d.notes,
+                   (SELECT count(*) FROM exams e WHERE e.dataset = d.dataset) AS n_exams,
+                   (SELECT count(*) FROM images i WHERE i.dataset = d.dataset) AS n_images
+            FROM datasets d ORDER BY d.dataset""")
+
+    def dataset_names(self) -> list[str]:
+        return self.datasets()["dataset"].tolist()
+
+    def testsets(self) -> pd.DataFrame:
+        """Named test sets with their rule and size (each dataset's own set included)."""
+        return self._df("""
+            SELECT t.name, t.rule, count(m.exam_id) AS n_exams, t.created_at
+            FROM testsets t LEFT JOIN testset_exams m USING (name)
+            GROUP BY t.name, t.rule, t.created_at ORDER BY t.name""")
+
+    def testset_names(self) -> list[str]:
+        return self.testsets()["name"].tolist()
+
+    def models(self) -> pd.DataFrame:
+        return self._df("""
+            SELECT m.*, (SELECT count(*) FROM predictions p WHERE p.model = m.model) AS n_predictions
+            FROM models m ORDER BY m.model""")
+
+    def model_names(self) -> list[str]:
+        return self.models()["model"].tolist()
+
+    def readers(self) -> pd.DataFrame:
+        return self._df("""
+            SELECT r.*, (SELECT count(*) FROM reads x WHERE x.reader = r.reader) AS n_reads
+            FROM readers r ORDER BY r.kind DESC, r.reader""")
+
+    def reader_names(self) -> list[str]:
+        return self.readers()["reader"].tolist()
+
+    def summary(self, *, test_set: str | None = None) -> dict[str, pd.DataFrame]:
+        """What the Overview page and ``info`` show: breakdowns within a test set (or all)."""
+        exams, params = self._exam_filter(test_set)
+        with self.connection():
+            return {
+                "histology": self._df(f"""
+                    SELECT b.histology, count(*) AS breasts FROM breasts b
+                    WHERE b.exam_id IN ({exams}) GROUP BY 1 ORDER BY 2 DESC""", params),
+                "presentation": self._df(f"""
+                    SELECT trim(p) AS presentation, b.histology, count(*) AS breasts
+                    FROM breasts b, unnest(string_split(coalesce(b.presentation, ''), ',')) t(p)
+                    WHERE b.exam_id IN ({exams}) AND b.cancer = 1 AND trim(p) <> ''
+                    GROUP BY 1, 2 ORDER BY 3 DESC""", params),
+                "density": self._df(f"""
+                    SELECT d.source, d.category, count(*) AS exams FROM density d
+                    WHERE d.level = 'exam' AND d.exam_id IN ({exams}) AND d.category IS NOT NULL
+                    GROUP BY 1, 2 ORDER BY 1, 2""", params),
+                "views": self._df(f"""
+                    SELECT i.view, i.laterality, count(*) AS images FROM images i
+                    WHERE i.exam_id IN ({exams}) GROUP BY 1, 2 ORDER BY 1, 2""", params),
+                "splits": self._df(f"""
+                    SELECT e.dataset, coalesce(e.split, 'none') AS split, count(*) AS exams
+                    FROM exams e WHERE e.exam_id IN ({exams}) GROUP BY 1, 2 ORDER BY 1, 2""",
+                                   params),
+            }
+
+    # ------------------------------------------------------------------ cases and labels
+    def _exam_filter(self, test_set: str | None) -> tuple[str, list]:
+        """SQL selecting the exam ids of a test set (all exams when None) and its params."""
+        if test_set is None:
+            return "SELECT exam_id FROM exams", []
+        if not self._scalar("SELECT count(*) FROM testsets WHERE name = ?", [test_set]):
+            names = ", ".join(self.testset_names()) or "none yet"
+            raise InputError(f"test set {test_set!r} does not exist; known: {names}")
+        return "SELECT exam_id FROM testset_exams WHERE name = ?", [test_set]
+
+    def exams(self, *, test_set: str | None = None, dataset: str | None = None) -> pd.DataFrame:
+        exams, params = self._exam_filter(test_set)
+        sql = f"SELECT * FROM exams WHERE exam_id IN ({exams})"
+        if dataset is not None:
+            sql += " AND dataset = ?"
+            params = [*params, dataset]
+        return self._df(sql + " ORDER BY exam_id", params)
+
+    def images(self, *, test_set: str | None = None, dataset: str | None = None,
+               image_ids: Sequence[str] | None = None) -> pd.DataFrame:
+        """Image rows with ``abs_path`` (the file on disk, or None without pixels)."""
+        exams, params = self._exam_filter(test_set)
+        sql = f"""SELECT i.*, CASE WHEN i.path IS NULL THEN NULL
+                                   ELSE d.root || '/' || i.path END AS abs_path
+                  FROM images i JOIN datasets d USING (dataset)
+                  WHERE i.exam_id IN ({exams})"""
+        if dataset is not None:
+            sql += " AND i.dataset = ?"
+            params = [*params, dataset]
+        if image_ids is not None:
+            sql += " AND i.image_id IN (SELECT unnest(?::VARCHAR[]))"
+            params = [*params, list(image_ids)]
+        return self._df(sql + " ORDER BY i.image_id", params)
+
+    def image(self, image_id: str) -> dict:
+        rows = self.images(image_ids=[image_id])
+        if rows.empty:
+            raise InputError(f"image {image_id!r} is not in the store")
+        return rows.iloc[0].to_dict()
+
+    def lesions(self, *, image_id: str | None = None, test_set: str | None = None) -> pd.DataFrame:
+        exams, params = self._exam_filter(test_set)
+        sql = f"SELECT * FROM lesions WHERE exam_id IN ({exams})"
+        if image_id is not None:
+            sql += " AND image_id = ?"
+            params = [*params, image_id]
+        return self._df(sql + " ORDER BY lesion_id", params)
+
+    def cases(self, *, test_set: str | None = None, level: str = "image",
+              density_source: str = "label") -> pd.DataFrame:
+        """One row per case with its truth: the labels every metric starts from.
+
+        Columns: case_id, exam_id, laterality, image_id, dataset, split, label (0/1),
+        histology, presentation, density (exam category from ``density_source``, may be NA).
+        An image's label is its breast's; an exam is positive if any breast is, and its
+        histology is ILC if any breast is ILC, else IDC, else other, else none/unknown.
+        """
+        _check_level(level)
+        exams, params = self._exam_filter(test_set)
+        dens = ("LEFT JOIN (SELECT exam_id, category FROM density WHERE level = 'exam' "
+                "AND source = ?) dn USING (exam_id)")
+        if level == "image":
+            sql = f"""
+                SELECT i.image_id AS case_id, i.exam_id, i.laterality, i.image_id, e.dataset,
+                       e.split, b.cancer AS label, b.histology, b.presentation,
+                       dn.category AS density, i.view
+                FROM images i JOIN exams e USING (exam_id)
+                JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
+                {dens} WHERE i.exam_id IN ({exams}) ORDER BY case_id"""
+        elif level == "breast":
+            sql = f"""
+                SELECT b.exam_id || '/' || b.laterality AS case_id, b.exam_id, b.laterality,
+                       NULL::VARCHAR AS image_id, e.dataset, e.split, b.cancer AS label,
+                       b.histology, b.presentation, dn.category AS density
+                FROM breasts b JOIN exams e USING (exam_id)
+                {dens} WHERE b.exam_id IN ({exams}) ORDER BY case_id"""
+        else:
+            sql = f"""
+                SELECT e.exam_id AS case_id, e.exam_id, NULL::VARCHAR AS laterality,
+                       NULL::VARCHAR AS image_id, e.dataset, e.split, h.label, h.histology,
+                       h.presentation, dn.category AS density
+                FROM exams e JOIN ({_EXAM_TRUTH}) h USING (exam_id)
+                {dens} WHERE e.exam_id IN ({exams}) ORDER BY case_id"""
+        frame = self._df(sql, [density_source, *params])
+        frame["label"] = frame["label"].astype("Int8")
+        frame["density"] = frame["density"].astype("Int8")
+        return frame
+
+    def predictions(self, *, models: Sequence[str], level: str,
+                    test_set: str | None = None) -> pd.DataFrame:
+        """Stored predictions at ``level`` joined with the case truth (inner join on case).
+
+        Columns: model, case_id, exam_id, laterality, image_id, label, histology, density,
+        score (= malignant), benign. Cases without a prediction are absent; cases of the test
+        set are the caller's `cases` frame.
+        """
+        _check_level(level)
+        exams, params = self._exam_filter(test_set)
+        return self._df(f"""
+            SELECT p.model, p.case_id, p.exam_id, p.laterality, p.image_id,
+                   p.malignant AS score, p.benign
+            FROM predictions p
+            WHERE p.level = ? AND p.model IN (SELECT unnest(?::VARCHAR[]))
+              AND p.exam_id IN ({exams})
+            ORDER BY p.model, p.case_id""", [level, list(models), *params])
+
+    def prediction_levels(self) -> pd.DataFrame:
+        """Which levels each model has predictions at (model, level, n)."""
+        return self._df("""SELECT model, level, count(*) AS n FROM predictions
+                           GROUP BY 1, 2 ORDER BY 1, 2""")
+
+    def reads(self, *, level: str, readers: Sequence[str] | None = None,
+              test_set: str | None = None) -> pd.DataFrame:
+        """Reader reads at ``level``: reader, case_id, exam_id, laterality, image_id, score, recall."""
+        _check_level(level)
+        exams, params = self._exam_filter(test_set)
+        sql = f"""SELECT reader, case_id, exam_id, laterality, image_id, score, recall
+                  FROM reads WHERE level = ? AND exam_id IN ({exams})"""
+        params = [level, *params]
+        if readers is not None:
+            sql += " AND reader IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(list(readers))
+        return self._df(sql + " ORDER BY reader, case_id", params)
+
+    def density(self, *, source: str | None = None, level: str = "exam",
+                test_set: str | None = None) -> pd.DataFrame:
+        _check_level(level)
+        exams, params = self._exam_filter(test_set)
+        sql = f"SELECT * FROM density WHERE level = ? AND exam_id IN ({exams})"
+        params = [level, *params]
+        if source is not None:
+            sql += " AND source = ?"
+            params.append(source)
+        return self._df(sql + " ORDER BY source, case_id", params)
+
+    def density_sources(self) -> list[str]:
+        return self._df("SELECT DISTINCT source FROM density ORDER BY 1")["source"].tolist()
+
+    # ------------------------------------------------------------------ annotations
+    def annotations(self, image_id: str) -> pd.DataFrame:
+        return self._df("SELECT * FROM annotations WHERE image_id = ? ORDER BY version",
+                        [image_id])
+
+    def latest_annotations(self, *, test_set: str | None = None) -> pd.DataFrame:
+        """The newest annotation version of every annotated image (of a test set)."""
+        exams, params = self._exam_filter(test_set)
+        return self._df(f"""
+            SELECT a.* FROM annotations a JOIN images i USING (image_id)
+            WHERE i.exam_id IN ({exams})
+            QUALIFY row_number() OVER (PARTITION BY a.image_id ORDER BY a.version DESC) = 1
+            ORDER BY a.image_id""", params)
+
+    def add_annotation(self, image_id: str, mask: np.ndarray, *, source: str,
+                       author: str | None = None, note: str | None = None) -> int:
+        """Save ``mask`` as the image's next annotation version; returns the version.
+
+        The mask file is written first under a name no other version uses, then the row is
+        inserted; if the insert fails the file is removed, so nothing half-written remains.
+        """
+        from core.imageio import write_mask
+
+        self.image(image_id)  # raises for an unknown image
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or not mask.any():
+            raise InputError(f"annotation mask for {image_id} is empty or not 2-D "
+                             f"(shape {mask.shape}); draw the tumour region first")
+        with self.transaction() as con:
+            version = con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM annotations WHERE image_id = ?",
+                [image_id]).fetchone()[0]
+            rel = Path("masks") / _safe_name(image_id) / f"v{version}.png"
+            target = self.files_dir / rel
+            write_mask(target, mask)
+            try:
+                con.execute(
+                    "INSERT INTO annotations (image_id, version, source, author, mask_path, note)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [image_id, version, source, author, rel.as_posix(), note])
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+        return int(version)
+
+    def stage_masks(self, masks: dict[str, np.ndarray], *, source: str,
+                    author: str | None = None, note: str | None = None) -> pd.DataFrame:
+        """Write mask files for a bulk import and return their ``annotations`` rows.
+
+        Versions continue after each image's newest one. The rows go into the caller's
+        ``write_tables`` call, so masks and the rest of a file land in one transaction; a
+        file whose rows never land is an unreferenced leftover, never a wrong annotation.
+        """
+        from core.imageio import write_mask
+
+        if not masks:
+            return pd.DataFrame(columns=["image_id", "version", "source", "author",
+                                         "mask_path", "note"])
+        current = self._df("""SELECT image_id, max(version) AS v FROM annotations
+                              WHERE image_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1""",
+                           [list(masks)])
+        latest = dict(zip(current["image_id"], current["v"]))
+        rows = []
+        for image_id, mask in masks.items():
+            version = int(latest.get(image_id, 0)) + 1
+            rel = Path("masks") / _safe_name(image_id) / f"v{version}.png"
+            write_mask(self.files_dir / rel, mask)
+            rows.append((image_id, version, source, author, rel.as_posix(), note))
+        return pd.DataFrame(rows, columns=["image_id", "version", "source", "author",
+                                           "mask_path", "note"])
+
+    def load_mask(self, mask_path: str) -> np.ndarray:
+        """An annotation's mask (bool array) from its stored relative path."""
+        from core.imageio import read_mask
+
+        return read_mask(self.files_dir / mask_path)
+
+    # ------------------------------------------------------------------ test sets
+    def create_testset(self, name: str, rule: str) -> int:
+        """Create or replace test set ``name`` from ``rule``; returns its number of exams."""
+        if not name or any(c.isspace() for c in name):
+            raise InputError(f"test-set name {name!r} must be non-empty without spaces")
+        where, params = _rule_sql(parse_rule(rule))
+        with self.transaction() as con:
+            con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
+            con.execute("INSERT OR REPLACE INTO testsets (name, rule) VALUES (?, ?)", [name, rule])
+            con.execute(f"""
+                INSERT INTO testset_exams
+                SELECT ?, e.exam_id FROM exams e JOIN ({_EXAM_TRUTH}) h USING (exam_id)
+                WHERE {where}""", [name, *params])
+            return con.execute("SELECT count(*) FROM testset_exams WHERE name = ?",
+                               [name]).fetchone()[0]
+
+    def refresh_testsets(self) -> None:
+        """Re-evaluate every rule (after an import) and make each dataset's own set."""
+        for dataset in self.dataset_names():
+            self.create_testset(dataset, f"dataset={dataset}")
+        for row in self.testsets().itertuples():
+            self.create_testset(row.name, row.rule)
+
+    def delete_testset(self, name: str) -> None:
+        with self.transaction() as con:
+            con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
+            con.execute("DELETE FROM testsets WHERE name = ?", [name])
+
+
+def dataset_delete_plan(dataset: str) -> list[tuple[str, str, list]]:
+    """``write_tables(delete=...)`` entries that remove a dataset and everything on its exams."""
+    on_exams = "exam_id IN (SELECT exam_id FROM exams WHERE dataset = ?)"
+    on_images = "image_id IN (SELECT image_id FROM images WHERE dataset = ?)"
+    plan = [(t, on_exams, [dataset]) for t in
+            ("reads", "density", "predictions", "lesions", "breasts", "testset_exams")]
+    plan += [(t, on_images, [dataset]) for t in ("annotations", "filter_results")]
+    plan += [("images", "dataset = ?", [dataset]), ("exams", "dataset = ?", [dataset]),
+             ("datasets", "dataset = ?", [dataset])]
+    return plan
+
+
+# An exam's truth: positive if any breast is; histology ILC > IDC > other > none > unknown.
+_EXAM_TRUTH = """
+    SELECT b.exam_id, max(b.cancer) AS label,
+           CASE WHEN bool_or(b.histology = 'ILC') THEN 'ILC'
+                WHEN bool_or(b.histology = 'IDC') THEN 'IDC'
+                WHEN bool_or(b.histology = 'other') THEN 'other'
+                WHEN bool_and(b.histology = 'none') THEN 'none'
+                ELSE 'unknown' END AS histology,
+           string_agg(b.presentation, ',') AS presentation,
+           (SELECT category FROM density d WHERE d.exam_id = b.exam_id AND d.level = 'exam'
+              AND d.source = 'label' LIMIT 1) AS density_label
+    FROM breasts b GROUP BY b.exam_id"""
+
+
+def _rule_sql(clauses: tuple[Clause, ...]) -> tuple[str, list]:
+    parts, params = ["TRUE"], []
+    column = {"dataset": "e.dataset", "split": "e.split", "cancer": "CAST(h.label AS VARCHAR)",
+              "histology": "h.histology", "density": "CAST(h.density_label AS VARCHAR)"}
+    for clause in clauses:
+        if clause.field == "presentation":
+            parts.append("list_has_any(list_transform(string_split(coalesce(h.presentation, ''),"
+                         " ','), lambda x: trim(x)), ?::VARCHAR[])")
+        else:
+            parts.append(f"{column[clause.field]} IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(clause.values))
+    return " AND ".join(parts), params
+
+
+def _upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
+    _check_table(table)
+    columns = TABLE_COLUMNS[table]
+    missing = [c for c in PRIMARY_KEYS[table] if c not in frame.columns]
+    if missing:
+        raise InputError(f"rows for table {table} lack key column(s) {', '.join(missing)}")
+    if frame.empty:
+        return 0
+    cols = [c for c in columns if c in frame.columns]
+    name = f"_incoming_{table}"
+    con.register(name, frame[cols])
+    try:
+        col_sql = ", ".join(cols)
+        con.execute(f"INSERT OR REPLACE INTO {table} ({col_sql}) SELECT {col_sql} FROM {name}")
+    finally:
+        con.unregister(name)
+    return len(frame)
+
+
+def write_result(result_dir: str | Path, frames: dict[str, pd.DataFrame], *,
+                 delete: Sequence[dict] = ()) -> Path:
+    """Write a job's result folder for `Store.ingest`: one Parquet file per table + manifest.
+
+    The manifest is written last, so a folder without one is an unfinished job.
+    """
+    result_dir = Path(result_dir)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for table, frame in frames.items():
+        _check_table(table)
+        tables[table] = f"{table}.parquet"
+        frame.to_parquet(result_dir / tables[table], index=False)
+    manifest = {"tables": tables, "delete": list(delete)}
+    tmp = result_dir / (RESULT_MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(result_dir / RESULT_MANIFEST)
+    return result_dir
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLE_COLUMNS:
+        raise InputError(f"unknown table {table!r}; known: {', '.join(TABLE_COLUMNS)}")
+
+
+def _check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise InputError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+
+
+def _safe_name(identifier: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in identifier)
