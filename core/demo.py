@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.progress import ProgressFn
-from core.store import Store, dataset_delete_plan
+from core.store import FILES_ROOT, Store, dataset_delete_plan
 
 DEMO_DATASET = "demo"
+DEMO_IMAGES = "demo_images"  # folder inside the store's files folder
 # The study's named test sets, as rules over the demo (see core.testsets).
 DEMO_TESTSETS = {
     "test-all": "dataset=demo split=test",
@@ -35,7 +36,7 @@ class DemoSummary:
 
 def demo_root(store: Store) -> Path:
     """Where the demo's PNG files live: beside the store, in its files folder."""
-    return store.files_dir / "demo_images"
+    return store.files_dir / DEMO_IMAGES
 
 
 def build_demo(store: Store, *, n_exams: int = 120, seed: int = 0, metadata_only: bool = False,
@@ -48,7 +49,8 @@ def build_demo(store: Store, *, n_exams: int = 120, seed: int = 0, metadata_only
     cohort = generate_cohort(root, n_exams=n_exams, seed=seed, dataset=DEMO_DATASET,
                              metadata_only=metadata_only, progress=progress)
     frames = dict(cohort.tables)
-    frames["datasets"] = frames["datasets"].assign(root=str(root.resolve()) if root else None)
+    frames["datasets"] = frames["datasets"].assign(
+        root=f"{FILES_ROOT}/{DEMO_IMAGES}" if root else None)
     # One transaction drops the old demo and writes the new one (mask versions continue).
     frames["annotations"] = store.stage_masks(
         cohort.masks, source="imported", author="synthetic generator",

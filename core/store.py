@@ -36,6 +36,7 @@ from core.testsets import Clause, parse_rule
 
 DEFAULT_DB = Path("data") / "ilcscope.duckdb"
 RESULT_MANIFEST = "result.json"
+FILES_ROOT = "@files"  # a dataset root inside the store's files folder moves with the store
 
 
 def default_db_path() -> Path:
@@ -123,6 +124,11 @@ class Store:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the file (before copying or moving the store)."""
+        with self.connection() as con:
+            con.execute("CHECKPOINT")
 
     def _df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
         with self.connection() as con:
@@ -224,8 +230,10 @@ class Store:
     def testsets(self) -> pd.DataFrame:
         """Named test sets with their rule and size (each dataset's own set included)."""
         return self._df("""
-            SELECT t.name, t.rule, count(m.exam_id) AS n_exams, t.created_at
+            SELECT t.name, t.rule, count(m.exam_id) AS n_exams,
+                   string_agg(DISTINCT e.dataset, ',' ORDER BY e.dataset) AS datasets, t.created_at
             FROM testsets t LEFT JOIN testset_exams m USING (name)
+            LEFT JOIN exams e USING (exam_id)
             GROUP BY t.name, t.rule, t.created_at ORDER BY t.name""")
 
     def testset_names(self) -> list[str]:
@@ -296,9 +304,11 @@ class Store:
         """Image rows with ``abs_path`` (the file on disk, or None without pixels)."""
         exams, params = self._exam_filter(test_set)
         sql = f"""SELECT i.*, CASE WHEN i.path IS NULL THEN NULL
-                                   ELSE d.root || '/' || i.path END AS abs_path
+                                   ELSE replace(d.root, '{FILES_ROOT}', ?) || '/' || i.path
+                              END AS abs_path
                   FROM images i JOIN datasets d USING (dataset)
                   WHERE i.exam_id IN ({exams})"""
+        params = [str(self.files_dir.resolve()), *params]
         if dataset is not None:
             sql += " AND i.dataset = ?"
             params = [*params, dataset]
@@ -330,6 +340,14 @@ class Store:
         An image's label is its breast's; an exam is positive if any breast is, and its
         histology is ILC if any breast is ILC, else IDC, else other, else none/unknown.
         """
+        sql, params = self._cases_sql(level, test_set, density_source)
+        frame = self._df(sql + " ORDER BY case_id", params)
+        frame["label"] = frame["label"].astype("Int8")
+        frame["density"] = frame["density"].astype("Int8")
+        return frame
+
+    def _cases_sql(self, level: str, test_set: str | None,
+                   density_source: str) -> tuple[str, list]:
         _check_level(level)
         exams, params = self._exam_filter(test_set)
         dens = ("LEFT JOIN (SELECT exam_id, category FROM density WHERE level = 'exam' "
@@ -341,22 +359,38 @@ class Store:
                        dn.category AS density, i.view
                 FROM images i JOIN exams e USING (exam_id)
                 JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
-                {dens} WHERE i.exam_id IN ({exams}) ORDER BY case_id"""
+                {dens} WHERE i.exam_id IN ({exams})"""
         elif level == "breast":
             sql = f"""
                 SELECT b.exam_id || '/' || b.laterality AS case_id, b.exam_id, b.laterality,
                        NULL::VARCHAR AS image_id, e.dataset, e.split, b.cancer AS label,
                        b.histology, b.presentation, dn.category AS density
                 FROM breasts b JOIN exams e USING (exam_id)
-                {dens} WHERE b.exam_id IN ({exams}) ORDER BY case_id"""
+                {dens} WHERE b.exam_id IN ({exams})"""
         else:
             sql = f"""
                 SELECT e.exam_id AS case_id, e.exam_id, NULL::VARCHAR AS laterality,
                        NULL::VARCHAR AS image_id, e.dataset, e.split, h.label, h.histology,
                        h.presentation, dn.category AS density
                 FROM exams e JOIN ({_EXAM_TRUTH}) h USING (exam_id)
-                {dens} WHERE e.exam_id IN ({exams}) ORDER BY case_id"""
-        frame = self._df(sql, [density_source, *params])
+                {dens} WHERE e.exam_id IN ({exams})"""
+        return sql, [density_source, *params]
+
+    def scores(self, *, models: Sequence[str], level: str, test_set: str | None = None,
+               density_source: str = "label") -> pd.DataFrame:
+        """Every case of the test set at ``level`` with each model's stored score there.
+
+        One row per (model, case): the `cases` columns plus ``model``, ``score`` (malignant;
+        NaN where the model has no prediction for the case, so missing scores are counted,
+        never silently dropped) and ``benign``.
+        """
+        sql, params = self._cases_sql(level, test_set, density_source)
+        frame = self._df(f"""
+            WITH c AS ({sql}), m AS (SELECT unnest(?::VARCHAR[]) AS model)
+            SELECT m.model, c.*, p.malignant AS score, p.benign
+            FROM c CROSS JOIN m
+            LEFT JOIN predictions p ON p.model = m.model AND p.level = ? AND p.case_id = c.case_id
+            ORDER BY m.model, c.case_id""", [*params, list(models), level])
         frame["label"] = frame["label"].astype("Int8")
         frame["density"] = frame["density"].astype("Int8")
         return frame

@@ -19,3 +19,29 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def mias_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "mias"
+
+
+@pytest.fixture(scope="session")
+def demo_store_path(tmp_path_factory) -> Path:
+    """A small demo store (32 exams, images, reads, masks, demo models), built once per run.
+
+    Tests must not write to it; copy it (`copy_store`) for tests that do.
+    """
+    from core.demo import build_demo
+    from core.store import open_store
+    from models.demo_models import add_demo_models
+
+    path = tmp_path_factory.mktemp("demo") / "ilcscope.duckdb"
+    store = open_store(path)
+    build_demo(store, n_exams=32, seed=1)
+    add_demo_models(store)
+    store.checkpoint()
+    return path
+
+
+@pytest.fixture
+def demo_env(demo_store_path, monkeypatch) -> Path:
+    """ILCSCOPE_DB pointing at the shared demo store (for AppTest and CLI tests)."""
+    monkeypatch.setenv("ILCSCOPE_DB", str(demo_store_path))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+    return demo_store_path

@@ -1,0 +1,34 @@
+"""Altair chart builders: a frame in, an ``alt.Chart`` out (pure; pages only place them)."""
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+DENSITY_NAMES = {0: "0 almost entirely fatty", 1: "1 scattered", 2: "2 heterogeneously dense",
+                 3: "3 extremely dense"}
+HISTOLOGY_COLOURS = alt.Scale(domain=["ILC", "IDC", "other", "unknown", "none"],
+                              range=["#7b2d8e", "#e07b39", "#5b8db8", "#9e9e9e", "#cfcfcf"])
+
+
+def bar(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
+        title: str = "", horizontal: bool = False, color_scale=None) -> alt.Chart:
+    """A bar chart with tooltips; ``color`` stacks the bars."""
+    enc_x = alt.X(f"{x}:N", title=None, sort="-y" if not horizontal else None)
+    enc_y = alt.Y(f"{y}:Q", title=y)
+    if horizontal:
+        enc_x, enc_y = alt.X(f"{y}:Q", title=y), alt.Y(f"{x}:N", title=None, sort="-x")
+    chart = alt.Chart(frame, title=title).mark_bar().encode(
+        x=enc_x, y=enc_y, tooltip=list(frame.columns))
+    if color:
+        chart = chart.encode(color=alt.Color(f"{color}:N", scale=color_scale or alt.Undefined))
+    return chart.properties(height=alt.Step(22) if horizontal else 260)
+
+
+def density_bars(frame: pd.DataFrame, *, count: str = "exams", title: str = "") -> alt.Chart:
+    """Exams per density category (0-3) with the category names."""
+    frame = frame.assign(category=frame["category"].map(DENSITY_NAMES))
+    return alt.Chart(frame, title=title).mark_bar().encode(
+        x=alt.X("category:N", title="density category", sort=list(DENSITY_NAMES.values())),
+        y=alt.Y(f"{count}:Q"),
+        color=alt.Color("category:N", scale=alt.Scale(scheme="purples"), legend=None),
+        tooltip=list(frame.columns)).properties(height=260)

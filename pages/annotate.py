@@ -1,0 +1,7 @@
+"""Tumour annotation on a canvas (a later issue)."""
+from pages._shared import planned
+
+planned("Annotate tumours",
+        "This page will let a radiologist draw a tumour outline on a canvas over the image; "
+        "the drawing becomes a filled mask saved as a new annotation version (old versions are "
+        "kept) that the Filters and Saliency pages use.")

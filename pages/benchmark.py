@@ -1,0 +1,2 @@
+from pages._shared import planned
+planned('benchmark', 'Coming in this release.')

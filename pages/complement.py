@@ -1,0 +1,2 @@
+from pages._shared import planned
+planned('complement', 'Coming in this release.')

@@ -1,0 +1,2 @@
+from pages._shared import planned
+planned('density', 'Coming in this release.')

@@ -1,0 +1,2 @@
+from pages._shared import planned
+planned('filters', 'Coming in this release.')

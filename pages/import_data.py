@@ -1,0 +1,2 @@
+from pages._shared import planned
+planned('import_data', 'Coming in this release.')

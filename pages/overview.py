@@ -1,0 +1,64 @@
+"""Overview: what is in the store, at a glance."""
+import streamlit as st
+
+from pages import _charts as charts
+from pages._shared import query, test_set
+
+st.title("ILCscope")
+st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms: filters, "
+            "detection models, density and the radiologist's view, on your own data.")
+
+scope = st.segmented_control("Scope", ["Whole store", "Active test set"], default="Whole store",
+                             key="overview_scope")
+within = test_set() if scope == "Active test set" else None
+counts = query("counts")
+summary = query("summary", test_set=within)
+histology = summary["histology"]
+cancers = histology[histology["histology"].isin(["ILC", "IDC", "other", "unknown"])]
+
+cols = st.columns(6)
+cols[0].metric("Exams", f"{(query('exams', test_set=within).shape[0]):,}")
+cols[1].metric("Images", f"{int(summary['views']['images'].sum()):,}")
+cols[2].metric("Cancers (breasts)", f"{int(cancers['breasts'].sum()):,}")
+cols[3].metric("ILC", f"{int(histology.loc[histology['histology'] == 'ILC', 'breasts'].sum()):,}")
+cols[4].metric("Readers", counts["readers"])
+cols[5].metric("Models", counts["models"])
+
+left, right = st.columns(2)
+with left:
+    if summary["presentation"].empty:
+        st.info("No cancers in this scope.")
+    else:
+        st.altair_chart(charts.bar(summary["presentation"], "presentation", "breasts",
+                                   color="histology", horizontal=True,
+                                   color_scale=charts.HISTOLOGY_COLOURS,
+                                   title="Cancers by lesion presentation and histology"))
+with right:
+    density = summary["density"]
+    if density.empty:
+        st.info("No density recorded yet (see the Density page).")
+    else:
+        source = st.selectbox("Density source", sorted(density["source"].unique()),
+                              key="overview_density_source")
+        st.altair_chart(charts.density_bars(density[density["source"] == source],
+                                            title="Exams per density category"))
+
+left, right = st.columns(2)
+with left:
+    st.altair_chart(charts.bar(summary["splits"], "split", "exams", color="dataset",
+                               title="Exams per split"))
+with right:
+    if not summary["views"].empty:
+        st.altair_chart(charts.bar(summary["views"], "view", "images", color="laterality",
+                                   title="Images per view and side"))
+
+st.subheader("Datasets")
+st.dataframe(query("datasets"), hide_index=True)
+st.subheader("Test sets")
+st.dataframe(query("testsets"), hide_index=True)
+left, right = st.columns(2)
+left.subheader("Models")
+left.dataframe(query("models")[["model", "kind", "parent", "n_predictions", "description"]],
+               hide_index=True)
+right.subheader("Readers")
+right.dataframe(query("readers"), hide_index=True)
