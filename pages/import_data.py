@@ -1,2 +1,123 @@
-from pages._shared import planned
-planned('import_data', 'Coming in this release.')
+"""Import: upload files or name a server folder; each file's outcome; test sets."""
+import pandas as pd
+import streamlit as st
+
+from core.errors import InputError
+from core.importers import KINDS, run_import
+from core.importers.uploads import save_uploads
+from pages._shared import query, read_only_notice, settings, show_input_error, store
+
+LABELS = {
+    "dicom": "DICOM folder", "png": "PNG folder + label manifest", "mias": "mini-MIAS",
+    "csaw": "CSAW-CC metadata table", "predictions": "Model predictions table",
+    "readers": "Reader reads table",
+}
+UPLOAD_TYPES = {
+    "dicom": ["dcm", "zip"], "png": ["png", "csv", "zip"], "mias": ["pgm", "png", "txt", "zip"],
+    "csaw": ["csv", "zip"], "predictions": ["csv", "parquet", "pkl", "pickle"],
+    "readers": ["csv", "parquet", "pkl", "pickle"],
+}
+
+st.title("Import data")
+if read_only_notice("Importing"):
+    st.stop()
+
+kind = st.selectbox("What are you importing?", list(KINDS), format_func=LABELS.get,
+                    key="import_kind")
+with st.expander("Options", expanded=kind in ("predictions", "readers", "png")):
+    options = {"dataset": st.text_input("Dataset name (blank: from the folder or file name)",
+                                        key="import_dataset").strip() or None}
+    if kind == "png":
+        options["manifest"] = st.text_input("Manifest CSV (file name in the upload or a path)",
+                                            key="import_manifest")
+    if kind == "csaw":
+        options["images"] = st.text_input("Images folder (optional)", key="import_images") or None
+    if kind == "mias":
+        options["laterality_rule"] = st.radio(
+            "Laterality", ["film-marker", "readme"], horizontal=True, key="import_mias_rule",
+            help="The films' markers say odd = left; the README says even = left.")
+    if kind in ("predictions", "readers"):
+        c1, c2, c3 = st.columns(3)
+        options["format"] = c1.selectbox("Format", ["auto", "long", "wide"], key="import_fmt")
+        options["level"] = c2.selectbox("Level", ["auto", "image", "breast", "exam"],
+                                        key="import_level")
+        options["id_column"] = c3.text_input("Id column", key="import_id") or None
+        options["side_column"] = c1.text_input("Side column", key="import_side") or None
+        options["label_column"] = c2.text_input("Label column (creates cases)",
+                                                key="import_label") or None
+        columns = "model_columns" if kind == "predictions" else "reader_columns"
+        names = c3.text_input("Score columns (comma-separated)", key="import_cols")
+        options[columns] = [c.strip() for c in names.split(",") if c.strip()] or None
+        options = {k: v for k, v in options.items() if v not in (None, "auto")}
+
+source_upload, source_server = st.tabs(["Upload files", "Folder or file on the server"])
+with source_upload:
+    uploads = st.file_uploader("Files (a ZIP keeps a folder's structure)",
+                               type=UPLOAD_TYPES[kind], accept_multiple_files=True,
+                               key=f"import_upload_{kind}")
+    go_upload = st.button("Import the uploaded files", type="primary", disabled=not uploads)
+with source_server:
+    server_path = st.text_input("Path on the server", key="import_path",
+                                placeholder="/data/mias or /data/preds.csv")
+    go_server = st.button("Import from the server path", type="primary",
+                          disabled=not server_path)
+
+
+def run(path) -> None:
+    bar = st.progress(0.0, text="starting")
+
+    def progress(done, total, message=""):
+        bar.progress(min(done / max(total, 1), 1.0), text=message or f"{done} of {total}")
+
+    try:
+        report = run_import(store(), kind, path, progress=progress, **options)
+    except InputError as exc:
+        bar.empty()
+        show_input_error(exc)
+        return
+    bar.progress(1.0, text="done")
+    st.session_state["import_last"] = report.as_dict()
+
+
+try:
+    if go_upload:
+        folder = save_uploads([(f.name, f.getvalue()) for f in uploads],
+                              store().files_dir / "uploads")
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        target = folder if KINDS[kind][2] == "folder" or len(files) != 1 else files[0]
+        if kind == "png" and options.get("manifest") and "/" not in options["manifest"]:
+            options["manifest"] = folder / options["manifest"]
+        run(target)
+    elif go_server:
+        run(server_path)
+except InputError as exc:
+    show_input_error(exc)
+
+last = st.session_state.get("import_last")
+if last:
+    st.subheader(f"Last import: {last['kind']} → {last['dataset']}")
+    c = st.columns(4)
+    for col, (status, n) in zip(c, last["counts"].items()):
+        col.metric(status.capitalize(), n)
+    c[3].metric("Unmatched rows", last["n_unmatched"])
+    st.dataframe(pd.DataFrame(last["files"]), hide_index=True)
+    if last["unmatched"]:
+        with st.expander("Rows that match no stored case"):
+            st.write(", ".join(map(str, last["unmatched"][:200])))
+
+st.divider()
+st.subheader("Test sets")
+st.dataframe(query("testsets"), hide_index=True)
+with st.form("import_testset"):
+    c1, c2 = st.columns([1, 3])
+    name = c1.text_input("Name", placeholder="test-ILC")
+    rule = c2.text_input("Rule", placeholder="dataset=demo split=test histology=ILC,none",
+                         help="Fields: dataset split cancer histology density presentation; "
+                              "clauses are ANDed, commas mean OR.")
+    if st.form_submit_button("Create or replace"):
+        try:
+            n = store().create_testset(name.strip(), rule.strip())
+            st.success(f"Test set {name} holds {n} exams.")
+        except InputError as exc:
+            show_input_error(exc)
+st.caption(f"Store: `{settings().db_path}`")

@@ -20,7 +20,8 @@ import pandas as pd
 
 from core.errors import InputError, StoreBusy, StoreVersionError
 
-COMMAND_MODULES = ("data", "imports", "reports", "filters", "density", "predict")
+COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
+                   "density", "predict")
 
 
 class CommandFailed(RuntimeError):

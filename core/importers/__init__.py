@@ -48,3 +48,27 @@ class ImportReport:
             "unmatched": self.unmatched[:1000],
             "n_unmatched": len(self.unmatched),
         }
+
+
+# kind -> (module, function, what the path names); the Import page and tests dispatch here.
+KINDS: dict[str, tuple[str, str, str]] = {
+    "dicom": ("core.importers.dicom", "import_dicom", "folder"),
+    "png": ("core.importers.png", "import_png", "folder"),
+    "mias": ("core.importers.mias", "import_mias", "folder"),
+    "csaw": ("core.importers.csaw", "import_csaw", "file"),
+    "predictions": ("core.importers.tables", "import_predictions", "file"),
+    "readers": ("core.importers.tables", "import_readers", "file"),
+}
+
+
+def run_import(store, kind: str, path, *, progress=None, **options) -> ImportReport:
+    """Run importer ``kind`` on ``path`` with its keyword options (see each importer)."""
+    import importlib
+
+    from core.errors import InputError
+
+    if kind not in KINDS:
+        raise InputError(f"import kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
+    module, function, _ = KINDS[kind]
+    importer = getattr(importlib.import_module(module), function)
+    return importer(store, path, progress=progress, **options)

@@ -1,0 +1,82 @@
+"""The app shell: every page opens on the demo store; demo mode refuses writes; layering."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.errors import InputError
+from core.store import open_store
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = sorted(re.findall(r'st\.Page\("(pages/[a-z_]+\.py)"', (REPO / "app.py").read_text()))
+
+
+def test_every_page_file_is_in_the_navigation():
+    on_disk = {f"pages/{p.name}" for p in (REPO / "pages").glob("*.py")
+               if not p.name.startswith("_")}
+    assert on_disk == set(PAGES)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_opens_without_exception(demo_env, page):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title or at.header or at.subheader or at.info
+
+
+def test_overview_counts_match_the_store(demo_env):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    metrics = {m.label: m.value for m in at.metric}
+    store = open_store(demo_env, read_only=True)
+    assert metrics["Exams"] == f"{len(store.exams()):,}"
+    assert metrics["Images"] == f"{len(store.images()):,}"
+    cancers = int(store.cases(level="breast")["label"].sum())
+    assert metrics["Cancers (breasts)"] == f"{cancers:,}"
+
+
+def test_demo_mode_opens_read_only_and_refuses_writes(demo_env, monkeypatch):
+    monkeypatch.setenv("ILCSCOPE_MODE", "demo")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert any("read-only" in i.value for i in at.sidebar.info)
+    at.switch_page("pages/import_data.py")
+    at.run()
+    assert not at.exception
+    assert any("disabled in the hosted demo" in i.value for i in at.info)
+    store = open_store(demo_env, read_only=True)
+    with pytest.raises(InputError, match="read-only"):
+        store.write_tables({"datasets": pd.DataFrame([{"dataset": "x", "kind": "imported"}])})
+
+
+def test_core_and_models_never_import_streamlit():
+    offenders = []
+    for folder in ("core", "models"):
+        for path in (REPO / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(n.split(".")[0] in ("streamlit", "streamlit_drawable_canvas")
+                       for n in names):
+                    offenders.append(str(path.relative_to(REPO)))
+    assert not offenders
+
+
+def test_core_never_imports_torch():
+    for path in (REPO / "core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""])
+                assert not any(n.split(".")[0] == "torch" for n in names), path

@@ -1,0 +1,100 @@
+"""A real browser: `streamlit run` on a free port with a fresh store (first run builds the demo),
+every page opened in headless Chromium, no exception element, no traceback; a screenshot each."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGES = re.findall(r'st\.Page\("pages/([a-z_]+)\.py"', (REPO / "app.py").read_text())
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                 reason="Debian's chromium is not installed (.ci/run installs it)")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("browser") / "ilcscope.duckdb"  # does not exist yet
+    port = free_port()
+    env = {**os.environ, "ILCSCOPE_DB": str(store), "ILCSCOPE_MODE": ""}
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        log.seek(0)
+        pytest.fail("streamlit did not start: " + log.read()[-2000:])
+    yield url, store
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"])
+        yield b
+        b.close()
+
+
+def settle(page, timeout_s: float = 240) -> None:
+    """Wait until Streamlit has finished running the script (no 'running' widget)."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=60_000)
+    deadline = time.time() + timeout_s
+    quiet = 0
+    while time.time() < deadline:
+        running = page.locator("[data-testid='stStatusWidget']").count()
+        quiet = quiet + 1 if not running else 0
+        if quiet >= 4:
+            return
+        time.sleep(0.5)
+    raise AssertionError("page kept running")
+
+
+def test_first_run_builds_demo_then_every_page_renders(server, browser):
+    url, store = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, timeout=120_000)
+    settle(page, timeout_s=600)  # first run: the demo store is built here
+    assert store.exists(), "first run did not build the demo store"
+    page.wait_for_selector("text=Exams", timeout=120_000)
+    for name in PAGES:
+        path = "" if name == "overview" else name
+        page.goto(f"{url}/{path}", timeout=120_000)
+        settle(page)
+        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0, name
+        assert "Traceback" not in page.content(), name
+    page.close()
