@@ -572,9 +572,10 @@ _EXAM_TRUTH = """
                 WHEN bool_and(b.histology = 'none') THEN 'none'
                 ELSE 'unknown' END AS histology,
            string_agg(b.presentation, ',') AS presentation,
-           (SELECT category FROM density d WHERE d.exam_id = b.exam_id AND d.level = 'exam'
-              AND d.source = 'label' LIMIT 1) AS density_label
-    FROM breasts b GROUP BY b.exam_id"""
+           any_value(d.category) AS density_label
+    FROM breasts b
+    LEFT JOIN density d ON d.exam_id = b.exam_id AND d.level = 'exam' AND d.source = 'label'
+    GROUP BY b.exam_id"""
 
 
 def _rule_sql(clauses: tuple[Clause, ...]) -> tuple[str, list]:

@@ -1,0 +1,709 @@
+"""GMIC: the Globally-aware Multiple Instance Classifier for screening mammography.
+
+Shen, Wu, Phang, et al., "An interpretable classifier for high-resolution breast cancer screening
+images utilizing weakly supervised localization", Medical Image Analysis 68 (2021); the reference
+PyTorch code is nyukat/GMIC (AGPL). This file is an independent re-implementation from the paper
+and the fixture in ``shared/fixtures/gmic_reference`` (no official code is copied); module names
+follow the official state-dict keys so the released checkpoints load with ``strict=True``.
+
+Pipeline, per image (N, 1, H, W) float32, standardised, chest wall at column 0:
+
+1. global module: a pre-activation ResNet-22 (stride 64) gives a 256-channel map ``h_g`` of
+   ``cam_size``; a 1x1 conv + sigmoid turns it into one saliency map per class (benign,
+   malignant); ``y_global`` is the mean of the top ``percent_t`` of each map;
+2. ROI retrieval: the min-max normalised maps are summed and K windows of the crop's size are
+   chosen greedily (best mean, then zeroed); the windows' upper-left cells map to input pixels;
+3. local module: a ResNet-18 reads each full-resolution ``crop_shape`` patch;
+4. gated-attention MIL (Ilse et al. 2018) pools the K patch vectors into ``z`` -> ``y_local``;
+5. fusion: ``[max-pooled h_g, z]`` -> linear -> sigmoid = ``y_fusion`` (the prediction).
+
+Everything stays a tensor on the input's device. Patch selection (an argmax) carries no gradient,
+but the crops are gathered from ``x`` with differentiable indexing, so ``y_fusion`` trains the
+global network, the local network, the attention and the fusion layer together (fine-tuning).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.errors import InputError
+
+__all__ = [
+    "CLASS_NAMES",
+    "CONFIGS",
+    "GMIC",
+    "GMICConfig",
+    "PAPER_PERCENT_T",
+    "build_gmic",
+    "cam_size_for",
+    "checkpoint_filter_fn",
+    "greedy_roi_cells",
+    "load_gmic_checkpoint",
+    "optimize_for_inference",
+    "top_t_percent_pool",
+]
+
+#: percent_t of the five released checkpoints (sample_model_1.p .. sample_model_5.p).
+PAPER_PERCENT_T = {1: 0.02, 2: 0.03, 3: 0.03, 4: 0.05, 5: 0.1}
+CLASS_NAMES = ("benign", "malignant")
+_LOCAL_DIM = 512  # ResNet-18 feature width
+_ATTN_DIM = 128
+_UNUSED_CHECKPOINT_KEYS = ("shared_rep_filter.weight",)  # in sample_model_*.p, never used
+
+
+def _global_out(n: int) -> int:
+    """Output length of the global network along one axis of length n (stride ~64)."""
+    n = (n - 1) // 2 + 1          # 7x7 conv, stride 2, padding 3
+    n = (n - 3) // 2 + 1          # 3x3 max-pool, stride 2, no padding
+    for _ in range(4):            # stages 1..4 open with a stride-2 3x3 conv, padding 1
+        n = (n - 1) // 2 + 1
+    return n
+
+
+def cam_size_for(input_shape: tuple[int, int]) -> tuple[int, int]:
+    """Saliency grid (rows, cols) the global network produces for an input of ``input_shape``.
+
+    2944 x 1920 -> 46 x 30; 1472 x 960 -> 23 x 15; 512 x 320 -> 8 x 5 (the network's own
+    arithmetic: floor divisions of its strided convs and its unpadded max-pool).
+    """
+    return (_global_out(int(input_shape[0])), _global_out(int(input_shape[1])))
+
+
+def _top_t_count(num_cells: int, percent_t: float) -> int:
+    t = int(round(num_cells * float(percent_t)))
+    if t < 1:
+        raise InputError(
+            f"percent_t={percent_t} keeps round({num_cells} * {percent_t}) = 0 saliency cells; "
+            "raise percent_t or use a larger input"
+        )
+    return t
+
+
+def _window_cells(crop_shape, cam_size, input_shape) -> tuple[int, int]:
+    # Python's round: half to even, as the reference (numpy.round) does.
+    return (max(1, int(round(crop_shape[0] * cam_size[0] / input_shape[0]))),
+            max(1, int(round(crop_shape[1] * cam_size[1] / input_shape[1]))))
+
+
+@dataclass(frozen=True)
+class GMICConfig:
+    """One GMIC variant. Defaults are the paper's setting with sample_model_1's percent_t.
+
+    Args:
+        input_shape: (H, W) pixels of the model input, after crop and resize.
+        cam_size: (h, w) saliency grid, cells; must equal ``cam_size_for(input_shape)``.
+        crop_shape: (height, width) of each local patch, input pixels.
+        num_patches: K, patches per image (shared by the classes).
+        percent_t: fraction of saliency cells averaged into ``y_global`` (top-t pooling).
+        post_processing_dim: channels of the global feature map (16 * 2**4 = 256 in the paper);
+            the global ResNet-22's base width is ``post_processing_dim // 16``.
+        num_classes: output columns; 2 = (benign, malignant), the order of the checkpoints.
+    """
+
+    input_shape: tuple[int, int] = (2944, 1920)
+    cam_size: tuple[int, int] = (46, 30)
+    crop_shape: tuple[int, int] = (256, 256)
+    num_patches: int = 6
+    percent_t: float = 0.02
+    post_processing_dim: int = 256
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("input_shape", "cam_size", "crop_shape"):
+            value = tuple(getattr(self, name))
+            if len(value) != 2 or any(int(v) != v or v < 1 for v in value):
+                raise InputError(f"GMICConfig.{name} is {value!r}; pass two positive integers (rows, cols)")
+            object.__setattr__(self, name, tuple(int(v) for v in value))
+        if min(self.input_shape) < 64:
+            raise InputError(f"GMICConfig.input_shape is {self.input_shape}; need at least 64 x 64 pixels")
+        expected = cam_size_for(self.input_shape)
+        if self.cam_size != expected:
+            raise InputError(
+                f"GMICConfig.cam_size is {self.cam_size} but the stride-64 global network maps "
+                f"{self.input_shape} to {expected}; pass cam_size={expected}"
+            )
+        if self.crop_shape[0] > self.input_shape[0] or self.crop_shape[1] > self.input_shape[1]:
+            raise InputError(
+                f"GMICConfig.crop_shape {self.crop_shape} exceeds input_shape {self.input_shape}; "
+                "use a smaller crop"
+            )
+        if min(self.crop_shape) < 32:
+            raise InputError(
+                f"GMICConfig.crop_shape is {self.crop_shape}; the local ResNet-18 needs at least 32 x 32"
+            )
+        if not (isinstance(self.num_patches, int) and self.num_patches >= 1):
+            raise InputError(f"GMICConfig.num_patches is {self.num_patches!r}; pass an integer >= 1")
+        if not (0.0 < float(self.percent_t) <= 1.0):
+            raise InputError(f"GMICConfig.percent_t is {self.percent_t!r}; pass a fraction in (0, 1]")
+        _top_t_count(self.cam_size[0] * self.cam_size[1], self.percent_t)
+        if self.post_processing_dim < 16 or self.post_processing_dim % 16:
+            raise InputError(
+                f"GMICConfig.post_processing_dim is {self.post_processing_dim}; pass a multiple of 16 (paper: 256)"
+            )
+        if not (isinstance(self.num_classes, int) and self.num_classes >= 1):
+            raise InputError(f"GMICConfig.num_classes is {self.num_classes!r}; pass an integer >= 1 (paper: 2)")
+
+    @property
+    def window_cells(self) -> tuple[int, int]:
+        """Size of the crop on the saliency grid, cells (4 x 4 for the paper)."""
+        return _window_cells(self.crop_shape, self.cam_size, self.input_shape)
+
+
+_PAPER = GMICConfig()
+CONFIGS: dict[str, GMICConfig] = {
+    # paper == paper-1 (sample_model_1); paper-k only changes percent_t, i.e. only y_global.
+    "paper": _PAPER,
+    **{f"paper-{k}": dataclasses.replace(_PAPER, percent_t=t) for k, t in PAPER_PERCENT_T.items()},
+    # half resolution: same weights, 4x cheaper global module, ~1 s per image on 2 CPU cores.
+    "cpu-small": GMICConfig(input_shape=(1472, 960), cam_size=(23, 15)),
+    # demo cohort (~512 x 320): 8 x 5 grid; a 64 x 64 crop is exactly one cell; trains on a CPU.
+    "tiny": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4),
+}
+
+
+# --- building blocks ----------------------------------------------------------------------------
+
+
+def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation ("v2") basic block of the global network.
+
+    ``a = relu(bn1(x))``; ``out = conv2(relu(bn2(conv1(a)))) + shortcut`` where the shortcut is
+    ``downsample(a)`` (a lone 1x1 conv, applied to the *pre-activated* input) when given, else x.
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        stride: stride of conv1 and of the shortcut.
+        project: give this block a 1x1 ``downsample`` conv (the first block of every stage has
+            one, even at stride 1 and equal width, as in the released weights).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, project: bool = False) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.conv1 = _conv3x3(in_ch, out_ch, stride)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.conv2 = _conv3x3(out_ch, out_ch)
+        # Sequential with the conv at index 0: the checkpoint key is `downsample.0.weight`.
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False))
+            if project else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = F.relu(self.bn1(x), inplace=True)
+        shortcut = x if self.downsample is None else self.downsample(a)
+        out = self.conv2(F.relu(self.bn2(self.conv1(a)), inplace=True))
+        return out.add_(shortcut)
+
+
+class BasicBlock(nn.Module):
+    """Post-activation ("v1") basic block of the local ResNet-18 (torchvision layout).
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        stride: stride of conv1; a 1x1 conv + BN shortcut is built when stride != 1 or the width
+            changes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_ch, out_ch, stride)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = _conv3x3(out_ch, out_ch)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False),
+                          nn.BatchNorm2d(out_ch))
+            if stride != 1 or in_ch != out_ch else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        return F.relu(out.add_(shortcut), inplace=True)
+
+
+class GlobalResNet22(nn.Module):
+    """Global network (``ds_net``): ResNet-22 v2 on the whole image, total stride ~64.
+
+    7x7/2 conv (1 -> w) -> 3x3/2 max-pool (no padding) -> 5 stages of 2 pre-activation blocks,
+    strides (1, 2, 2, 2, 2), widths w * (1, 2, 4, 8, 16) -> BN -> ReLU. No upsampling.
+
+    Args:
+        width: base width w (16 in the paper, giving 256 output channels).
+
+    Shape: (N, 1, H, W) -> (N, 16 w, *cam_size_for((H, W))).
+    """
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.first_conv = nn.Conv2d(1, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.first_pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0)
+        self.layer_list = nn.ModuleList()
+        in_ch = width
+        for i, stride in enumerate((1, 2, 2, 2, 2)):
+            out_ch = width * 2 ** i
+            self.layer_list.append(nn.Sequential(
+                PreActBlock(in_ch, out_ch, stride, project=True), PreActBlock(out_ch, out_ch)))
+            in_ch = out_ch
+        self.final_bn = nn.BatchNorm2d(in_ch)
+        self.out_channels = in_ch
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.first_pool(self.first_conv(x))
+        for stage in self.layer_list:
+            h = stage(h)
+        return F.relu(self.final_bn(h), inplace=True)
+
+
+class SaliencyHead(nn.Module):
+    """``left_postprocess_net``: 1x1 conv, one saliency logit map per class (sigmoid applied outside)."""
+
+    def __init__(self, in_ch: int, num_classes: int) -> None:
+        super().__init__()
+        self.gn_conv_last = nn.Conv2d(in_ch, num_classes, kernel_size=1, bias=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.gn_conv_last(h)
+
+
+class LocalResNet18(nn.Module):
+    """Local network (``dn_resnet``): torchvision-style ResNet-18 without its fc layer.
+
+    The 1-channel crop is repeated to 3 channels (the first conv has 3 input channels, as in the
+    checkpoints). Output: mean over rows, then columns, of the 512-channel map.
+
+    Shape: (M, 1, h, w) -> (M, 512).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        in_ch = 64
+        for i, out_ch in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            # `layer1`..`layer4`: names kept for the checkpoints' keys.
+            setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(in_ch, out_ch, stride),
+                                                         BasicBlock(out_ch, out_ch)))
+            in_ch = out_ch
+
+    def forward(self, crops: Tensor) -> Tensor:
+        if self.conv1.in_channels == 3:  # 1 after optimize_for_inference (channels pre-summed)
+            crops = crops.expand(-1, 3, -1, -1)
+        h = self.conv1(crops)
+        h = self.maxpool(F.relu(self.bn1(h), inplace=True))
+        h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
+        # mean over H then W (not one mean over both): bit-compatible with the reference outputs.
+        return h.mean(dim=2).mean(dim=2)
+
+
+# --- the non-learned steps ----------------------------------------------------------------------
+
+
+def top_t_percent_pool(saliency: Tensor, percent_t: float) -> Tensor:
+    """Mean of the top ``percent_t`` fraction of each saliency map (GMIC's ``y_global``).
+
+    Parameters
+    ----------
+    saliency : Tensor of shape (N, C, h, w)
+        Sigmoid saliency maps.
+    percent_t : float in (0, 1]
+        ``t = int(round(h * w * percent_t))`` cells are averaged (28 of 46 x 30 for 0.02).
+
+    Returns
+    -------
+    Tensor of shape (N, C)
+    """
+    n, c, h, w = saliency.shape
+    t = _top_t_count(h * w, percent_t)
+    return saliency.reshape(n, c, h * w).topk(t, dim=2).values.mean(dim=2)
+
+
+def _roi_score_map(saliency: Tensor) -> Tensor:
+    """Per-class min-max normalisation, summed over classes: (N, C, h, w) -> (N, 1, h, w)."""
+    flat = saliency.flatten(2)
+    lo = flat.amin(dim=2)[..., None, None]
+    span = flat.amax(dim=2)[..., None, None] - lo
+    # The reference divides without an epsilon; a constant map (span 0) contributes 0 here
+    # instead of NaN, which changes nothing whenever the reference is defined.
+    norm = torch.where(span > 0, (saliency - lo) / torch.where(span > 0, span, 1.0), 0.0)
+    return norm.sum(dim=1, keepdim=True)
+
+
+@torch.no_grad()
+def greedy_roi_cells(score_map: Tensor, window: tuple[int, int], k: int) -> Tensor:
+    """Greedy retrieval of K windows with the largest mean score (GMIC's ROI module).
+
+    At each step the window (``window`` cells, stride 1, inside the map) with the highest mean
+    wins (the first in row-major order on ties) and its cells are set to 0; later windows may
+    overlap earlier ones.
+
+    Parameters
+    ----------
+    score_map : Tensor of shape (N, 1, h, w)
+    window : (rows, cols) in cells.
+    k : number of windows.
+
+    Returns
+    -------
+    LongTensor of shape (N, k, 2)
+        Upper-left (row, col) cell of each window, in selection order.
+    """
+    n, _, h, w = score_map.shape
+    wh, ww = min(window[0], h), min(window[1], w)
+    pooled_w = w - ww + 1
+    rows = torch.arange(h, device=score_map.device).view(1, h, 1)
+    cols = torch.arange(w, device=score_map.device).view(1, 1, w)
+    current = score_map[:, 0]
+    picks = []
+    for _ in range(k):
+        pooled = F.avg_pool2d(current.unsqueeze(1), (wh, ww), stride=1)
+        idx = pooled.flatten(1).argmax(dim=1)
+        r, c = idx // pooled_w, idx % pooled_w
+        picks.append(torch.stack((r, c), dim=1))
+        r, c = r.view(n, 1, 1), c.view(n, 1, 1)
+        inside = (rows >= r) & (rows < r + wh) & (cols >= c) & (cols < c + ww)
+        current = current.masked_fill(inside, 0.0)
+    return torch.stack(picks, dim=1)
+
+
+def _cells_to_pixels(cells: Tensor, cam_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
+    """round(cell / cam * image) in float64, half to even: 64 px per cell for the paper."""
+    scale = torch.tensor([image_size[0] / 1.0, image_size[1] / 1.0], dtype=torch.float64, device=cells.device)
+    grid = torch.tensor([cam_size[0], cam_size[1]], dtype=torch.float64, device=cells.device)
+    return torch.round(cells.to(torch.float64) / grid * scale).to(torch.int64)
+
+
+def _gather_crops(x: Tensor, locations: Tensor, crop_shape: tuple[int, int]) -> Tensor:
+    """Differentiable crops ``x[i, 0, r:r+ch, c:c+cw]``: (N, 1, H, W), (N, K, 2) -> (N, K, ch, cw).
+
+    A crop that leaves the image is handled as the reference does: filled with the image's
+    minimum, the valid part pasted at the crop's bottom-right.
+    """
+    n, _, height, width = x.shape
+    ch, cw = crop_shape
+    k = locations.shape[1]
+
+    def axis(start: Tensor, size: int, limit: int) -> tuple[Tensor, Tensor]:
+        lo = start.clamp(0, limit)
+        hi = (start + size).clamp(0, limit)
+        offset = size - (hi - lo)              # rows/cols of fill before the valid part
+        u = torch.arange(size, device=x.device)
+        src = lo.unsqueeze(-1) + u - offset.unsqueeze(-1)
+        return src.clamp(0, limit - 1), u >= offset.unsqueeze(-1)
+
+    src_r, ok_r = axis(locations[..., 0], ch, height)   # (N, K, ch)
+    src_c, ok_c = axis(locations[..., 1], cw, width)    # (N, K, cw)
+    index = (src_r.unsqueeze(-1) * width + src_c.unsqueeze(-2)).reshape(n, k * ch * cw)
+    crops = x.reshape(n, height * width).gather(1, index).view(n, k, ch, cw)
+    valid = ok_r.unsqueeze(-1) & ok_c.unsqueeze(-2)
+    fill = x.detach().amin(dim=(1, 2, 3)).view(n, 1, 1, 1)
+    return torch.where(valid, crops, fill)
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+class GMIC(nn.Module):
+    """GMIC (see the module docstring). Build it with :func:`build_gmic`.
+
+    Args:
+        config: the variant; all variants with the same ``post_processing_dim`` and
+            ``num_classes`` share one state-dict layout, so paper weights load into "cpu-small"
+            and "tiny" as well.
+
+    Attributes follow the official checkpoint keys: ``ds_net`` (global ResNet-22),
+    ``left_postprocess_net`` (saliency 1x1 conv), ``dn_resnet`` (local ResNet-18),
+    ``mil_attn_V``, ``mil_attn_U``, ``mil_attn_w`` (gated attention), ``classifier_linear``
+    (y_local head), ``fusion_dnn`` (y_fusion head).
+    """
+
+    def __init__(self, config: GMICConfig = _PAPER) -> None:
+        super().__init__()
+        self.config = config
+        c = config.num_classes
+        self.ds_net = GlobalResNet22(config.post_processing_dim // 16)
+        self.left_postprocess_net = SaliencyHead(config.post_processing_dim, c)
+        self.dn_resnet = LocalResNet18()
+        self.mil_attn_V = nn.Linear(_LOCAL_DIM, _ATTN_DIM, bias=False)
+        self.mil_attn_U = nn.Linear(_LOCAL_DIM, _ATTN_DIM, bias=False)
+        self.mil_attn_w = nn.Linear(_ATTN_DIM, 1, bias=False)
+        self.classifier_linear = nn.Linear(_LOCAL_DIM, c, bias=False)
+        self.fusion_dnn = nn.Linear(config.post_processing_dim + _LOCAL_DIM, c)
+        # He init for the two ResNets (torchvision's choice); the saliency conv and the linear
+        # heads keep PyTorch's fan-in default, so fresh saliency logits stay O(1), unsaturated.
+        for m in (*self.ds_net.modules(), *self.dn_resnet.modules()):
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    # -- parameter groups (feature extraction vs full fine-tuning) --
+
+    def global_parameters(self) -> list[nn.Parameter]:
+        """Global module: ``ds_net`` + ``left_postprocess_net`` (saliency)."""
+        return [*self.ds_net.parameters(), *self.left_postprocess_net.parameters()]
+
+    def local_parameters(self) -> list[nn.Parameter]:
+        """Local module: ``dn_resnet`` (patch encoder)."""
+        return list(self.dn_resnet.parameters())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Attention (``mil_attn_*``), ``classifier_linear`` and ``fusion_dnn``."""
+        return [p for m in (self.mil_attn_V, self.mil_attn_U, self.mil_attn_w,
+                            self.classifier_linear, self.fusion_dnn) for p in m.parameters()]
+
+    def freeze_backbones(self, frozen: bool = True) -> None:
+        """Feature extraction: stop gradients into the global and local networks.
+
+        Only ``head_parameters()`` stay trainable. Call ``model.train()`` *before* this so the
+        frozen networks' BatchNorm layers stay in eval mode (running statistics are not updated);
+        ``freeze_backbones(False)`` restores full fine-tuning.
+        """
+        for p in self.global_parameters() + self.local_parameters():
+            p.requires_grad_(not frozen)
+        for net in (self.ds_net, self.left_postprocess_net, self.dn_resnet):
+            net.train(self.training and not frozen)
+
+    # -- forward pieces --
+
+    def forward_global(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 1, H, W) -> (h_g of shape (N, 256, h, w), saliency logits (N, C, h, w))."""
+        h_g = self.ds_net(x)
+        return h_g, self.left_postprocess_net(h_g)
+
+    def select_patches(self, saliency: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Greedy ROI retrieval on the saliency maps, without gradient.
+
+        Returns (patch_locations (N, K, 2) int64 upper-left input pixels, roi_score_map (N, 1, h, w)).
+        """
+        with torch.no_grad():
+            score = _roi_score_map(saliency.detach().float())
+            h, w = saliency.shape[-2:]
+            window = _window_cells(self.config.crop_shape, (h, w), image_size)
+            cells = greedy_roi_cells(score, window, self.config.num_patches)
+            return _cells_to_pixels(cells, (h, w), image_size), score
+
+    def forward_local(self, crops: Tensor) -> Tensor:
+        """(N, K, ch, cw) crops -> (N, K, 512) patch features."""
+        n, k, ch, cw = crops.shape
+        return self.dn_resnet(crops.reshape(n * k, 1, ch, cw)).view(n, k, -1)
+
+    def forward_attention(self, h_crops: Tensor) -> tuple[Tensor, Tensor]:
+        """Gated attention: (N, K, 512) -> (attention scores (N, K) before softmax, z (N, 512))."""
+        n, k, d = h_crops.shape
+        flat = h_crops.reshape(n * k, d)  # 2-D matmuls, as the reference (bit-identical scores)
+        gated = torch.sigmoid(self.mil_attn_U(flat)) * torch.tanh(self.mil_attn_V(flat))
+        scores = self.mil_attn_w(gated).view(n, k)
+        attn = torch.softmax(scores, dim=1)
+        return scores, (attn.unsqueeze(-1) * h_crops).sum(dim=1)
+
+    def forward(self, x: Tensor, *, intermediates: bool = False) -> dict[str, Tensor]:
+        """Run GMIC on standardised images.
+
+        Parameters
+        ----------
+        x : Tensor of shape (N, 1, H, W), float
+            One standardised image per item, chest wall at column 0 (``models.preprocess``).
+            Usually ``config.input_shape``; other sizes work (grid and window follow H, W).
+        intermediates : bool, keyword-only
+            Also return the intermediate tensors listed below.
+
+        Returns
+        -------
+        dict of Tensor, on ``x.device``; C = num_classes (0 = benign, 1 = malignant), K = num_patches,
+        (h, w) = saliency grid (``cam_size``):
+
+        - ``y_global`` (N, C): top-t pooled saliency (global module alone).
+        - ``y_local`` (N, C): attention-pooled patch prediction (local module alone).
+        - ``y_fusion`` (N, C): the GMIC prediction, from ``[global_vec, z]``.
+        - ``saliency_map`` (N, C, h, w): sigmoid saliency maps, one cell ~ 64 x 64 input pixels.
+        - ``patch_locations`` (N, K, 2) int64: upper-left (row, col) of each crop in input
+          pixels, in selection order; the crop is ``x[i, 0, r:r+ch, c:c+cw]``.
+        - ``patch_attns`` (N, K): attention weights over the K patches (rows sum to 1).
+
+        With ``intermediates=True`` also: ``saliency_logits`` (N, C, h, w), ``roi_score_map``
+        (N, 1, h, w), ``crops`` (N, K, ch, cw), ``h_crops`` (N, K, 512), ``attn_scores`` (N, K),
+        ``z`` (N, 512), ``global_vec`` (N, 256), ``local_logits`` and ``fusion_logits`` (N, C).
+        """
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise InputError(f"GMIC input has shape {tuple(x.shape)}; pass (N, 1, H, W) standardised images")
+        image_size = (int(x.shape[2]), int(x.shape[3]))
+        h_g, logits = self.forward_global(x)
+        saliency = torch.sigmoid(logits)
+        y_global = top_t_percent_pool(saliency, self.config.percent_t)
+
+        locations, roi_score = self.select_patches(saliency, image_size)
+        crops = _gather_crops(x, locations, self.config.crop_shape)
+        h_crops = self.forward_local(crops)
+        scores, z = self.forward_attention(h_crops)
+        local_logits = self.classifier_linear(z)
+
+        global_vec = h_g.amax(dim=(2, 3))
+        fusion_logits = self.fusion_dnn(torch.cat((global_vec, z), dim=1))
+        out = {
+            "y_global": y_global,
+            "y_local": torch.sigmoid(local_logits),
+            "y_fusion": torch.sigmoid(fusion_logits),
+            "saliency_map": saliency,
+            "patch_locations": locations,
+            "patch_attns": torch.softmax(scores, dim=1),
+        }
+        if intermediates:
+            out.update(saliency_logits=logits, roi_score_map=roi_score, crops=crops, h_crops=h_crops,
+                       attn_scores=scores, z=z, global_vec=global_vec, local_logits=local_logits,
+                       fusion_logits=fusion_logits)
+        return out
+
+
+# --- builders and checkpoints -------------------------------------------------------------------
+
+
+def _resolve_config(config: str | GMICConfig) -> GMICConfig:
+    if isinstance(config, GMICConfig):
+        return config
+    if isinstance(config, str) and config in CONFIGS:
+        return CONFIGS[config]
+    raise InputError(f"GMIC config {config!r} is unknown; pass one of {sorted(CONFIGS)} or a GMICConfig")
+
+
+def build_gmic(config: str | GMICConfig = "paper", *, weights: str | Path | None = None) -> GMIC:
+    """Build GMIC for a named (``CONFIGS``) or explicit config, optionally loading weights.
+
+    With ``weights`` (a ``sample_model_*.p`` or a ``torch.save``d state dict) this is
+    :func:`load_gmic_checkpoint`; the model is returned in eval mode. Without, it is freshly
+    initialised, in training mode (``nn.Module`` default).
+    """
+    cfg = _resolve_config(config)
+    if weights is not None:
+        return load_gmic_checkpoint(weights, cfg)
+    return GMIC(cfg)
+
+
+def checkpoint_filter_fn(state_dict: dict, model: nn.Module | None = None) -> dict:
+    """Turn a released / saved checkpoint into a state dict ``GMIC`` loads with ``strict=True``.
+
+    Drops ``shared_rep_filter.weight`` (256 x 256 x 4 x 4, in every sample_model_*.p, never used
+    by the forward pass; the official loader hides it with ``strict=False``). Also unwraps
+    ``{"state_dict": ...}`` / ``{"model": ...}`` containers and a DataParallel ``module.`` prefix.
+    ``model`` is accepted for timm compatibility and unused.
+    """
+    for wrapper in ("state_dict", "model"):
+        if wrapper in state_dict and isinstance(state_dict[wrapper], dict):
+            state_dict = state_dict[wrapper]
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if key in _UNUSED_CHECKPOINT_KEYS:
+            continue
+        out[key] = value
+    return out
+
+
+def load_gmic_checkpoint(path: str | Path, config: str | GMICConfig = "paper") -> GMIC:
+    """Load a GMIC checkpoint (legacy or zip ``torch.save`` format) on the CPU, strictly.
+
+    Parameters
+    ----------
+    path : path to a ``sample_model_*.p`` or a file written by ``torch.save(model.state_dict())``.
+    config : name in ``CONFIGS`` or a GMICConfig. For the released files choose the matching
+        percent_t ("paper-1" .. "paper-5"); it only changes ``y_global``.
+
+    Returns
+    -------
+    GMIC in eval mode, on the CPU (move it with ``.to(device)``).
+    """
+    cfg = _resolve_config(config)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"GMIC checkpoint {path} does not exist; pass the path of a sample_model_*.p file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise InputError(f"GMIC checkpoint {path} could not be read ({type(exc).__name__}: {exc}); "
+                         "pass a torch.save file of tensors") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"GMIC checkpoint {path} holds a {type(raw).__name__}, not a state dict")
+    model = GMIC(cfg)
+    state = checkpoint_filter_fn(raw)
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise InputError(f"GMIC checkpoint {path} does not match config: missing {missing[:3]}"
+                         f"{'...' if len(missing) > 3 else ''} ({len(missing)}), unexpected "
+                         f"{unexpected[:3]} ({len(unexpected)}); check the config name")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(f"GMIC checkpoint {path} has tensors of the wrong shape for this config: "
+                         f"{str(exc).splitlines()[-1].strip()}") from exc
+    return model.eval()
+
+
+def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
+    own = set(model.state_dict())
+    return sorted(own - set(state)), sorted(set(state) - own)
+
+
+# --- inference-only speed-up --------------------------------------------------------------------
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv followed by eval-mode BN == one conv with scaled weights and a bias."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    fused.bias.copy_(bias)
+    return fused
+
+
+@torch.no_grad()
+def optimize_for_inference(model: GMIC, *, channels_last: bool = True) -> GMIC:
+    """An eval-only copy of ``model`` that runs ~1.5x faster on CPU (see bench/gmic.py).
+
+    Every BatchNorm that directly follows a conv is folded into that conv (``bn2`` of the
+    pre-activation blocks, all of the local ResNet-18: 30 of 41), the local network's first conv
+    reads the 1-channel crop directly (its kernel summed over the 3 identical input channels) and
+    the weights move to ``channels_last`` (oneDNN's native layout). Outputs equal the original's to ~1e-6 and the
+    patch locations are the same (the fixture test checks both).
+
+    The copy's state dict no longer has the official keys and its folded BNs are gone, so it must
+    not be trained or saved as a checkpoint: keep ``model`` for that. Gradients are switched off.
+    """
+    fused = copy.deepcopy(model).eval()
+    for m in fused.modules():
+        if isinstance(m, PreActBlock):          # conv1 -> bn2 -> relu: foldable; bn1 follows an add
+            m.conv1, m.bn2 = _fold_bn(m.conv1, m.bn2), nn.Identity()
+        elif isinstance(m, BasicBlock):
+            m.conv1, m.bn1 = _fold_bn(m.conv1, m.bn1), nn.Identity()
+            m.conv2, m.bn2 = _fold_bn(m.conv2, m.bn2), nn.Identity()
+            if m.downsample is not None:
+                m.downsample = nn.Sequential(_fold_bn(m.downsample[0], m.downsample[1]))
+        elif isinstance(m, LocalResNet18):
+            m.conv1, m.bn1 = _fold_bn(m.conv1, m.bn1), nn.Identity()
+            # The crop is repeated to 3 identical channels: summing the kernel over them gives
+            # the same conv on 1 channel, a third of the first layer's work.
+            one = nn.Conv2d(1, m.conv1.out_channels, m.conv1.kernel_size, m.conv1.stride,
+                            m.conv1.padding, bias=True).to(m.conv1.weight.device)
+            one.weight.copy_(m.conv1.weight.sum(dim=1, keepdim=True))
+            one.bias.copy_(m.conv1.bias)
+            m.conv1 = one
+    fused.requires_grad_(False)
+    return fused.to(memory_format=torch.channels_last) if channels_last else fused

@@ -1,0 +1,271 @@
+"""Mammogram -> GMIC input, and GMIC outputs -> original image coordinates.
+
+GMIC was trained on images cropped to the breast, mirrored so the chest wall is at column 0
+(breast pointing right), resized to a fixed input (2944 x 1920 for the paper) and standardised per
+image. `preprocess_image` does exactly that for any 2-D integer or float array (DICOM, 16-bit PNG
+and PGM are decoded elsewhere; higher = denser) and keeps the geometry, so
+`saliency_to_original` and `boxes_to_original` can put saliency maps and patches back onto the
+original pixel grid for display, Dice and hit tests.
+
+Geometry convention (pixel *edges*, as torch's ``align_corners=False``): original rows
+``[row0, row0 + height)`` of the crop box map linearly onto input rows ``[0, H_in)``, so an edge at
+box coordinate ``e`` sits at input coordinate ``e * scale``; columns alike, after the optional
+left-right flip of the box.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.errors import InputError
+
+__all__ = ["Preprocessed", "boxes_to_original", "preprocess_image", "saliency_to_original"]
+
+_SIDES = ("left", "right")
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """A model-ready image and the geometry that made it.
+
+    Attributes
+    ----------
+    image : Tensor of shape (1, H_in, W_in), float32
+        Standardised (mean 0, population sd 1), chest wall at column 0; ``torch.stack`` a list of
+        them for a (N, 1, H_in, W_in) batch.
+    original_shape : (rows, cols) of the array that was passed in.
+    crop_box : (row0, col0, height, width) of the breast's bounding box, original pixels.
+    flipped : whether the box was mirrored left-right (chest wall was on the right).
+    chest_wall : 'left' or 'right', the chest-wall side in the original image.
+    scale : (rows, cols) input pixels per original pixel (input_shape / box size).
+    """
+
+    image: torch.Tensor
+    original_shape: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+    flipped: bool
+    chest_wall: str
+    scale: tuple[float, float]
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return (int(self.image.shape[-2]), int(self.image.shape[-1]))
+
+    def saliency_to_original(self, saliency, *, mode: str = "bilinear") -> np.ndarray:
+        """Shortcut for :func:`saliency_to_original` with this geometry."""
+        return saliency_to_original(saliency, self, mode=mode)
+
+    def boxes_to_original(self, locations, crop_shape) -> np.ndarray:
+        """Shortcut for :func:`boxes_to_original` with this geometry."""
+        return boxes_to_original(locations, crop_shape, self)
+
+
+def preprocess_image(
+    pixels: np.ndarray,
+    input_shape: tuple[int, int] = (2944, 1920),
+    *,
+    chest_wall: str | None = None,
+    laterality: str | None = None,
+    crop_background: bool = True,
+    mask: np.ndarray | None = None,
+) -> Preprocessed:
+    """Crop to the breast, flip to chest-wall-left, resize and standardise one mammogram.
+
+    Parameters
+    ----------
+    pixels : ndarray of shape (H, W), any integer, float or bool dtype
+        Higher = denser (invert MONOCHROME1 first). Not modified.
+    input_shape : (rows, cols)
+        Model input size, e.g. ``CONFIGS["paper"].input_shape``.
+    chest_wall : {'left', 'right', None}, keyword-only
+        Image side the breast is attached to. None: take ``laterality`` if given, else detect it
+        as the half of the image holding more breast-mask pixels.
+    laterality : {'L', 'R', None}, keyword-only
+        Breast side, assuming the standard display (a right breast has its chest wall on the
+        image's right). Ignored when ``chest_wall`` is given; they must agree if both are.
+    crop_background : bool, keyword-only
+        Crop to the bounding box of the breast mask (default); False keeps the whole image.
+    mask : bool ndarray of shape (H, W) or None, keyword-only
+        Breast mask to use; None computes ``core.segmentation.breast_mask(pixels)`` (Otsu on a
+        downsampled copy + largest connected component). The pectoral muscle is not removed:
+        GMIC saw it during training.
+
+    Returns
+    -------
+    Preprocessed
+        The (1, H_in, W_in) float32 tensor plus crop box, flip and scale.
+    """
+    img = _check_pixels(pixels)
+    shape = _check_shape(input_shape)
+    side = _resolve_side(chest_wall, laterality)
+    need_mask = crop_background or side is None
+    if need_mask:
+        mask = _breast_mask(img) if mask is None else _check_mask(mask, img.shape)
+    if side is None:
+        half = img.shape[1] // 2
+        side = "right" if mask[:, img.shape[1] - half:].sum() > mask[:, :half].sum() else "left"
+    box = _bounding_box(mask) if crop_background else None
+    if box is None:
+        box = (0, 0, img.shape[0], img.shape[1])
+    r0, c0, h, w = box
+    crop = torch.from_numpy(np.ascontiguousarray(img[r0:r0 + h, c0:c0 + w], dtype=np.float32))
+    if side == "right":
+        crop = crop.flip(-1)
+    resized = F.interpolate(crop[None, None], size=shape, mode="bilinear", align_corners=False,
+                            antialias=True)[0]
+    return Preprocessed(
+        image=_standardise(resized),
+        original_shape=(int(img.shape[0]), int(img.shape[1])),
+        crop_box=box,
+        flipped=side == "right",
+        chest_wall=side,
+        scale=(shape[0] / h, shape[1] / w),
+    )
+
+
+def saliency_to_original(saliency, pre: Preprocessed, *, mode: str = "bilinear") -> np.ndarray:
+    """Map saliency grids back onto the original pixel grid.
+
+    Parameters
+    ----------
+    saliency : array or Tensor of shape (h, w) or (C, h, w)
+        Any grid over the model input (GMIC's ``saliency_map[i]``, 46 x 30 for the paper); each
+        cell covers ``input_shape / (h, w)`` input pixels.
+    pre : Preprocessed
+        The geometry of the image the map was computed on.
+    mode : {'bilinear', 'nearest'}, keyword-only
+        Interpolation between cell centres; 'nearest' keeps the blocky cells.
+
+    Returns
+    -------
+    ndarray of float32, shape original_shape or (C, *original_shape)
+        The map with resize and flip undone, zero outside the crop box.
+    """
+    if mode not in ("bilinear", "nearest"):
+        raise InputError(f"mode is {mode!r}; pass 'bilinear' or 'nearest'")
+    s = torch.as_tensor(np.asarray(saliency.detach().cpu() if torch.is_tensor(saliency) else saliency),
+                        dtype=torch.float32)
+    if s.dim() not in (2, 3):
+        raise InputError(f"saliency has shape {tuple(s.shape)}; pass (h, w) or (C, h, w)")
+    squeeze = s.dim() == 2
+    s = s[None] if squeeze else s
+    r0, c0, h, w = pre.crop_box
+    # Grid -> box directly: both steps are centre-aligned linear maps, so they compose exactly.
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    box = F.interpolate(s[None], size=(h, w), mode=mode, **kwargs)[0]
+    if pre.flipped:
+        box = box.flip(-1)
+    out = np.zeros((s.shape[0], *pre.original_shape), dtype=np.float32)
+    out[:, r0:r0 + h, c0:c0 + w] = box.numpy()
+    return out[0] if squeeze else out
+
+
+def boxes_to_original(locations, crop_shape: tuple[int, int], pre: Preprocessed) -> np.ndarray:
+    """Map patch boxes (input-pixel upper-left corner + crop size) to original image boxes.
+
+    Parameters
+    ----------
+    locations : array or Tensor of shape (K, 2) (or (..., 2))
+        Upper-left (row, col) of each patch in input pixels (GMIC's ``patch_locations[i]``).
+    crop_shape : (rows, cols) of the patches in input pixels (``config.crop_shape``).
+    pre : Preprocessed
+
+    Returns
+    -------
+    ndarray of float64, shape (K, 4) (or (..., 4))
+        ``[row, col, height, width]`` in original pixels (edges, so a box covers rows
+        ``[row, row + height)``); not clipped to the image.
+    """
+    loc = np.asarray(locations.detach().cpu() if torch.is_tensor(locations) else locations, dtype=np.float64)
+    if loc.shape[-1:] != (2,):
+        raise InputError(f"locations has shape {loc.shape}; pass (K, 2) upper-left (row, col) pairs")
+    ch, cw = _check_shape(crop_shape)
+    r0, c0, _, w = pre.crop_box
+    sy, sx = pre.scale
+    height = np.full(loc.shape[:-1], ch / sy)
+    width = np.full(loc.shape[:-1], cw / sx)
+    row = r0 + loc[..., 0] / sy
+    col_box = loc[..., 1] / sx                       # left edge in the (possibly flipped) box
+    if pre.flipped:
+        col_box = w - (col_box + width)
+    return np.stack([row, c0 + col_box, height, width], axis=-1)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _check_pixels(pixels) -> np.ndarray:
+    arr = np.asarray(pixels)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise InputError(f"pixels has shape {arr.shape}; pass one 2-D greyscale array (H, W)")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise InputError(f"pixels has dtype {arr.dtype}; pass integer or float pixel values")
+    if min(arr.shape) < 16:
+        raise InputError(f"pixels has shape {arr.shape}; need at least 16 x 16 pixels")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise InputError("pixels contain NaN or infinity; replace them (e.g. with the background value)")
+    return arr
+
+
+def _check_shape(shape) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in shape)
+        ok = rows >= 1 and cols >= 1 and (rows, cols) == tuple(shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"shape {shape!r} is not two positive integers (rows, cols)")
+    return rows, cols
+
+
+def _resolve_side(chest_wall: str | None, laterality: str | None) -> str | None:
+    if chest_wall is not None and chest_wall not in _SIDES:
+        raise InputError(f"chest_wall is {chest_wall!r}; pass 'left', 'right' or None to detect")
+    from_lat = None
+    if laterality is not None:
+        lat = str(laterality).strip().upper()[:1]
+        if lat not in ("L", "R"):
+            raise InputError(f"laterality is {laterality!r}; pass 'L', 'R' or None")
+        from_lat = "left" if lat == "L" else "right"
+    if chest_wall is not None and from_lat is not None and chest_wall != from_lat:
+        raise InputError(f"chest_wall={chest_wall!r} contradicts laterality={laterality!r} under the "
+                         "standard display; pass only one")
+    return chest_wall or from_lat
+
+
+def _breast_mask(img: np.ndarray) -> np.ndarray:
+    from core.segmentation import breast_mask  # Otsu on a downsampled copy + largest component
+
+    return breast_mask(img)
+
+
+def _check_mask(mask, shape) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+        raise InputError(f"mask has shape {m.shape} but pixels have {tuple(shape)}; pass a mask of the same shape")
+    return m.astype(bool, copy=False)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None  # nothing found: keep the whole image rather than fail
+    return (int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+
+
+def _standardise(t: torch.Tensor) -> torch.Tensor:
+    """Mean 0, population sd 1, computed in float64 (a constant image becomes zeros)."""
+    d = t.double()
+    sd = d.std(correction=0)
+    d = d - d.mean()
+    if sd > 0:
+        d = d / sd
+    return d.float()
