@@ -68,7 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     if result is not None:
-        print(to_json(result) if getattr(args, "json", False) else to_text(result))
+        try:
+            print(to_json(result) if getattr(args, "json", False) else to_text(result))
+        except BrokenPipeError:  # `... | head`: the reader left; not an error
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -31,6 +31,8 @@ def register(commands, report, common) -> None:
                             epilog="example: python -m core info --json")
     p.set_defaults(func=cmd_info)
 
+    register_images(commands, common)
+
     p = commands.add_parser("testsets", parents=[common], formatter_class=fmt,
                             help="list, create or delete named test sets",
                             epilog="examples:\n  python -m core testsets list\n"
@@ -47,6 +49,36 @@ def register(commands, report, common) -> None:
     q = sub.add_parser("delete", parents=[common], help="delete a named test set")
     q.add_argument("name")
     q.set_defaults(func=cmd_testsets_delete)
+
+
+def register_images(commands, common) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = commands.add_parser("images", parents=[common], formatter_class=fmt,
+                            help="list images or correct an image's laterality",
+                            epilog="examples:\n  python -m core images list --test-set mias\n"
+                                   "  python -m core images set-laterality mias/mdb001 R")
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = sub.add_parser("list", parents=[common], help="images with laterality and its source")
+    q.add_argument("--test-set", help="only this test set's images")
+    q.set_defaults(func=cmd_images_list)
+    q = sub.add_parser("set-laterality", parents=[common],
+                       help="correct one image's laterality (recorded as 'corrected')",
+                       epilog="example: python -m core images set-laterality mias/mdb001 R")
+    q.add_argument("image_id")
+    q.add_argument("laterality", choices=["L", "R"])
+    q.set_defaults(func=cmd_images_set_laterality)
+
+
+def cmd_images_list(args):
+    images = open_from_args(args, read_only=True).images(test_set=args.test_set)
+    return images[["image_id", "exam_id", "laterality", "laterality_source", "view", "height",
+                   "width", "bit_depth", "path"]]
+
+
+def cmd_images_set_laterality(args):
+    from core.importers.common import correct_laterality
+
+    return correct_laterality(open_from_args(args), args.image_id, args.laterality)
 
 
 def cmd_init(args):
