@@ -1,2 +1,163 @@
-from pages._shared import planned
-planned('complement', 'Coming in this release.')
+"""Radiologist complement: which cancers the radiologists missed would the model catch, and at
+what cost in extra recalls? Same numbers as ``python -m core report complement``."""
+import math
+
+import streamlit as st
+
+from core import complement_report as cr
+from core.errors import InputError
+from core.schema import LEVELS
+from pages import _charts as charts
+from pages import _charts_complement as cc
+from pages._shared import data_token, query, require_test_set, show_input_error, store
+
+PRESETS = {"match": "Match reader specificity", **{p: f"{p:.0%} specificity"
+                                                   for p in cr.PRESET_SPECIFICITIES}}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _core(fn: str, db: str, token: tuple, **kwargs):
+    """``core.complement_report.<fn>(store, ...)``, cached until the store changes."""
+    return getattr(cr, fn)(store(), **kwargs)
+
+
+def _choose(mode, cases, reader_threshold, high) -> None:
+    """Preset buttons: remember the mode and move the slider to its threshold."""
+    st.session_state.complement_mode = mode
+    t = cr.threshold_for(cases, specificity=None if mode == "match" else mode,
+                         reader_threshold=reader_threshold)
+    st.session_state.complement_threshold = min(t, high)
+
+
+def _manual() -> None:
+    st.session_state.complement_mode = "manual"
+
+
+def _fmt(x: float, spec: str = ".1%") -> str:
+    return "n/a" if math.isnan(x) else format(x, spec)
+
+
+st.title("Radiologist complement")
+st.caption("Which cancers did the radiologists miss that the model would flag, and how many "
+           "healthy women would it recall to find them?")
+test_set = require_test_set()
+token = (str(store().path), data_token())
+top = st.columns([1.3, 1, 1, 1])
+level = top[0].radio("Level", LEVELS, index=2, horizontal=True, key="complement_level",
+                     help="Reads are stored per level; at image level each image may take "
+                          "its breast's read.")
+models = query("model_names")
+model = top[1].selectbox("Model", models, key="complement_model")
+readers = _core("reader_options", *token, level=level, test_set=test_set)
+if model is None or readers.empty:
+    st.info(f"This test set needs a model's scores and a reader's reads at {level} level.")
+    st.stop()
+kinds = dict(zip(readers["reader"], readers["kind"]))
+reader = top[2].selectbox("Reader", readers["reader"], key="complement_reader", format_func=lambda
+                          r: f"{r} (consensus)" if kinds[r] == "consensus" != r else r)
+reader_threshold = None
+if not readers.set_index("reader").loc[reader, "has_recall"]:
+    reader_threshold = top[3].number_input(
+        "Reader threshold", value=50.0, key="complement_reader_threshold",
+        help="This reader has scores only: recall iff the reader's score >= this.")
+state = st.session_state
+if state.get("complement_mode") == "manual" and state.get("complement_threshold") is None:
+    state.complement_mode = "match"        # the slider was not drawn last run (page switch)
+mode = state.setdefault("complement_mode", "match")
+try:
+    cases = _core("load_cases", *token, test_set=test_set, model=model, reader=reader, level=level)
+    low, high, step = cr.threshold_bounds(cases)
+    manual = min(max(state.complement_threshold, low), high) if mode == "manual" else None
+    state.setdefault("complement_triage", float(cases.frame["score"].quantile(0.25)))
+    report = cr.build_report(cases, threshold=manual,
+                             specificity=None if mode in ("match", "manual") else mode,
+                             reader_threshold=reader_threshold,
+                             triage_threshold=state.complement_triage)
+except InputError as exc:
+    show_input_error(exc)
+    st.stop()
+res, unit = report.result, cr.UNITS[level]
+state.complement_threshold = manual if mode == "manual" else min(res.threshold, high)
+
+st.slider("Model threshold: a case is flagged iff its score ≥ threshold", low, high, step=step,
+          format="%.4f", key="complement_threshold", on_change=_manual)
+with st.container(horizontal=True, vertical_alignment="center"):
+    for key, label in PRESETS.items():
+        st.button(label, key=f"complement_preset_{key}", on_click=_choose,
+                  args=(key, cases, reader_threshold, high),
+                  type="primary" if mode == key else "secondary")
+    shown = f"{res.threshold:.4f}" if math.isfinite(res.threshold) else "above every score"
+    st.caption(f"Threshold **{shown}** ({res.rule}) on {res.n_cases} {level}s of "
+               f"`{test_set}`: {res.cancers} cancers, {res.healthy} healthy.")
+if not math.isfinite(res.threshold):
+    st.warning("No model score reaches this specificity on these cases, so the model flags "
+               "nothing. Try 98 % or 90 %, or move the slider.", icon=":material/warning:")
+for note in cases.notes:
+    st.caption(f":material/info: {note}")
+
+with st.container(border=True):
+    st.markdown("\n".join(f"- {s}" for s in report.sentences))
+
+neg, cb, rd, md = res.among_reader_negative, res.combined, res.reader, res.model
+row = st.columns(4)
+row[0].metric("Missed cancers caught", f"{neg.caught} of {neg.cancers}",
+              help="Cancers the radiologists did not recall that the model flags")
+row[1].metric("Extra recalls per 1,000", _fmt(neg.flagged_per_1000_healthy, ",.0f"),
+              help=f"Healthy {unit} the model flags among those the radiologists did not "
+                   f"recall ({neg.flagged_healthy} of {neg.healthy})")
+row[2].metric("Sensitivity, reader or model", _fmt(cb.sensitivity),
+              f"{100 * (cb.sensitivity - rd.sensitivity):+.1f} points vs reader")
+row[3].metric("Specificity, reader or model", _fmt(cb.specificity),
+              f"{100 * (cb.specificity - rd.specificity):+.1f} points vs reader")
+row = st.columns(4)
+row[0].metric("Model sensitivity", _fmt(md.sensitivity))
+row[1].metric("Model specificity", _fmt(md.specificity))
+row[2].metric("Reader sensitivity", _fmt(rd.sensitivity))
+row[3].metric("Reader specificity", _fmt(rd.specificity))
+
+left, right = st.columns(2)
+with left:
+    chart = cc.tradeoff_chart(report.tradeoff, report.reader_negatives, missed=res.reader_missed,
+                              unit=unit)
+    st.altair_chart(chart, width="stretch", height=460)
+    charts.chart_downloads(chart, "complement_tradeoff", key="complement_tradeoff")
+with right:
+    chart = cc.score_groups_chart(report.groups, report.group_means, threshold=res.threshold)
+    st.altair_chart(chart, width="stretch", height=460)
+    charts.chart_downloads(chart, "complement_scores", key="complement_scores")
+    cc.rate_table(report.group_means, ["group", "meaning", "cases", "mean_score", "flagged"],
+                  "complement_score_groups", flagged="flagged by the model")
+
+st.subheader("Confusion matrices")
+st.caption("Rows: the truth. Columns: the decision. The model's matrices within the "
+           "radiologists' negatives and positives split the cases by the reader's decision.")
+for col, name in zip([*st.columns(3), *st.columns(3)[:2]], report.confusion["matrix"].unique()):
+    col.markdown(f"**{name.capitalize()}**")
+    col.dataframe(report.confusion[report.confusion["matrix"] == name], hide_index=True,
+                  column_order=["truth", "recall", "no_recall", "total"],
+                  column_config={"no_recall": "no recall"}, key=f"complement_matrix_{name}")
+charts.table_download(report.confusion, "complement_confusion", key="complement_confusion")
+
+st.subheader("The model at fixed specificity")
+cc.rate_table(report.operating_points, [
+    "operating_point", "threshold", "sensitivity", "sensitivity_ci_low", "sensitivity_ci_high",
+    "specificity", "detected", "cancers", "combined_sensitivity", "combined_specificity"],
+    "complement_operating_points", detected="cancers found", sensitivity_ci_low="CI low",
+    sensitivity_ci_high="CI high", combined_sensitivity="reader or model: sens.",
+    combined_specificity="reader or model: spec.")
+st.subheader("The model among the radiologists' negatives")
+cc.rate_table(report.reader_negatives, [
+    "operating_point", "threshold", "caught", "cancers", "sensitivity", "flagged", "healthy",
+    "specificity", "extra_recalls_per_1000"], "complement_reader_negatives",
+    caught="missed cancers caught", cancers="missed cancers", flagged="extra recalls",
+    healthy=f"healthy {unit}", extra_recalls_per_1000="extra recalls per 1,000")
+
+st.subheader("Screening workflows")
+st.number_input("Triage threshold: cases scoring below it are not read", step=step,
+                format="%.4f", key="complement_triage", width=360)
+cc.rate_table(report.workflows, [
+    "workflow", "description", "sensitivity", "specificity", "recalls_per_1000",
+    "reads_per_case", "cancers_detected", "cancers_lost", "cancers_gained",
+    "sensitivity_change", "specificity_change"], "complement_workflows",
+    recalls_per_1000="recalls per 1,000", reads_per_case="reads per case",
+    sensitivity_change="Δ sensitivity", specificity_change="Δ specificity")

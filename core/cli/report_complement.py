@@ -44,7 +44,8 @@ def cmd_report_complement(args):
 
     if args.specificity is not None and args.threshold is not None:
         raise InputError(f"pass --specificity or --threshold, not both (got {args.specificity:g} "
-                         f"and {args.threshold:g}); with neither the reader's specificity is matched")
+                         f"and {args.threshold:g}); with neither, the reader's specificity is "
+                         f"matched")
     store = open_from_args(args, read_only=True)
     report = complement_report(store, test_set=args.test_set, model=args.model, reader=args.reader,
                                level=args.level, threshold=args.threshold,
