@@ -17,6 +17,24 @@ from core.store import Store, default_db_path, open_store
 ALL = "All datasets"
 
 
+def _leave_pages_autodiscovery() -> None:
+    """Make ``app.py``'s navigation run first, also for a deep link on a fresh server.
+
+    Why: with a ``pages/`` folder beside ``app.py``, Streamlit's first run in a new server
+    process takes the old multipage mode and runs the linked page file by itself (no sidebar,
+    no test set), and lists helper modules as pages. The flag it keeps for that is cleared
+    once ``st.navigation`` has run; clearing it here and rerunning gets there at once.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_autodiscovery()
+
+
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
