@@ -14,6 +14,8 @@ decision are left out and counted (``n_excluded``). "Per 1,000" rates say their 
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -547,7 +549,10 @@ def describe(result: ComplementResult, *, unit: str = "women") -> list[str]:
     """
     res, rd, md, cb = result, result.reader, result.model, result.combined
     conf = f"{1 - res.alpha:.0%}"
-    if res.method == "threshold":
+    if not math.isfinite(res.threshold):
+        how = (f"No model score reaches a specificity of {res.target_specificity:.1%} here (the "
+               "radiologists recalled no healthy case), so the model flags nothing")
+    elif res.method == "threshold":
         how = f"The model's threshold was set to {res.threshold:.3g}"
     elif res.method == "match_reader":
         how = (f"The model's threshold ({res.threshold:.3g}) was set to match the radiologists' "
@@ -563,8 +568,10 @@ def describe(result: ComplementResult, *, unit: str = "women") -> list[str]:
     per_1000 = (f"{res.extra_recalls_per_1000:,.0f} extra recalls per 1,000 healthy {unit} they did "
                 f"not recall" if res.among_reader_negative.healthy else "no extra recalls")
     if res.reader_missed:
-        out.append(f"At this threshold the model would have flagged {res.caught} of the "
-                   f"{res.reader_missed} cancers the radiologists missed, at {per_1000}.")
+        missed = (f"the {res.reader_missed} cancers" if res.reader_missed > 1
+                  else "the one cancer")
+        out.append(f"At this threshold the model would have flagged {res.caught} of "
+                   f"{missed} the radiologists missed, at {per_1000}.")
     else:
         out.append(f"The radiologists missed none of these cancers, so the model has none to catch; "
                    f"it would add {per_1000}.")

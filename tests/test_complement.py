@@ -137,7 +137,7 @@ def test_unreachable_specificity_gives_an_infinite_threshold_that_flags_nothing(
     y, s, r = [1, 0, 1, 0], [0.5, 0.9, 0.2, 0.1], [0, 0, 1, 0]
     res = cp.complement(y, s, r, specificity=1.0)
     assert res.threshold == np.inf and res.model.tp == res.model.fp == res.caught == 0
-    assert cp.describe(res)[0].startswith("The model's threshold (inf) was set for a specificity of at least 100.0%")
+    assert cp.describe(res)[0].startswith("No model score reaches a specificity of 100.0%")
     table = cp.workflows(y, s, r, threshold=res.threshold, n_boot=10).set_index("workflow")
     assert table.loc["reader or model", "sensitivity"] == table.loc["reader", "sensitivity"] == 0.5
 
