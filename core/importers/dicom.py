@@ -1,0 +1,448 @@
+"""DICOM mammograms: ``python -m core import dicom DIR``.
+
+Every file under DIR is read with pydicom (compressed transfer syntaxes, JPEG 2000 and JPEG
+lossless among them, decode through the pylibjpeg plugins). One image per file; multi-frame
+files (tomosynthesis) are refused.
+
+What is kept, and from where
+----------------------------
+=================  ==========================================================================
+exam               StudyInstanceUID, *hashed* with the store's salt (`Store.pseudonym`): the
+                   exam key is ``S`` + 16 hex digits, never the UID and never AccessionNumber
+patient            PatientID, hashed the same way (``P`` + 16 hex digits)
+age                PatientAge (``045Y``, ``540M``, ...) or, without it, completed years between
+                   PatientBirthDate and StudyDate; only the age is kept, never the birth date
+exam_date          StudyDate, kept as a date: screening rounds and prior exams need it. A full
+                   date is an indirect identifier under HIPAA's safe harbour; share a store only
+                   where that is allowed, or blank ``exams.exam_date`` before sharing
+laterality         ImageLaterality, else Laterality (``laterality_source`` 'dicom-tag'), else
+                   an ``_L_``/``_R_`` token in the file name ('file-name'); else the file fails
+view               ViewPosition (CC, MLO), else ViewCodeSequence (code meanings 'cranio-caudal',
+                   'medio-lateral oblique' or their SNOMED codes), else the file name; anything
+                   else (ML, XCCL, ...) is 'other'
+geometry           Rows, Columns, BitsStored, PixelSpacing (else ImagerPixelSpacing) in mm,
+                   PhotometricInterpretation, Manufacturer (not PHI)
+image key          ``<L|R>-<view>-<8 hex>`` from the hashed SOPInstanceUID (repeats stay apart)
+=================  ==========================================================================
+
+Nothing else from the header is stored, logged or put in an error message: not PatientName,
+PatientID, birth date, AccessionNumber, institution, physician or operator names, UIDs. Errors
+name the file by its path relative to DIR and the problem in our own words (a decoder's message
+is scrubbed of the file's identifying values first). File and folder *names* are kept as
+``images.path``; if they hold names or hospital numbers, rename the files before importing.
+
+Pixels: `dicom_pixels` returns the stored values (uint8/uint16), MONOCHROME1 inverted so that
+brighter = denser everywhere. A display copy (8-bit PNG, VOI LUT or the first window applied,
+else a percentile window) is written under ``<files>/display/<dataset>/``; it carries no
+metadata.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import struct
+import warnings
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+from core.imageio import check_dimensions, sha256_file, to_display, write_png
+from core.importers import ImportReport
+from core.importers.common import (
+    Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, parse_image_name,
+)
+from core.progress import ProgressFn, report as report_progress
+from core.store import Store
+
+__all__ = ["dicom_pixels", "read_dicom", "read_header", "header_errors", "import_dicom",
+           "DicomImage", "PHI_KEYWORDS"]
+
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
+# Header fields that identify a person or a place; never stored, scrubbed from messages.
+PHI_KEYWORDS = (
+    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthDate",
+    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
+    "AccessionNumber", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
+    "ReferringPhysicianName", "ReferringPhysicianAddress", "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy", "OperatorsName", "PhysiciansOfRecord", "RequestingPhysician",
+    "StationName", "DeviceSerialNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
+    "SOPInstanceUID", "FrameOfReferenceUID", "MedicalRecordLocator", "IssuerOfPatientID",
+    "StudyDescription", "SeriesDescription", "PatientComments", "AdditionalPatientHistory",
+)
+_CC_CODES = {"R-10242", "399162004"}
+_MLO_CODES = {"R-10226", "399368009"}
+_AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
+_NAME_TOKEN = re.compile(r"(?:^|[_\-. ])(?P<lat>[LR])[_\-. ]?(?P<view>CC|MLO)(?:$|[_\-. ])",
+                         re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """One decoded DICOM mammogram; ``identifiers`` are for hashing only, never for storing.
+
+    pixels : (H, W) uint8 or uint16, brighter = denser (MONOCHROME1 inverted).
+    display : (H, W) uint8, the VOI LUT / window applied (else a percentile window).
+    meta : images/exams columns that are not identifying (laterality, view, age, ...).
+    identifiers : StudyInstanceUID, SOPInstanceUID, PatientID (may be None).
+    """
+
+    pixels: np.ndarray
+    display: np.ndarray
+    meta: dict
+    identifiers: dict
+
+
+# ---------------------------------------------------------------------------- reading
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep pydicom's warnings and log lines (which can quote header values) off stderr.
+
+    Yields the list of pydicom's log messages, so a caller can act on them (truncation is
+    only logged: "End of file reached before delimiter").
+    """
+    logger = logging.getLogger("pydicom")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _read_dataset(path: Path, name: str, *, pixels: bool = True):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise InputError(f"{name}: not a DICOM file (no 'DICM' marker at byte 128 of its "
+                         f"{path.stat().st_size} bytes); pass DICOM Part 10 files")
+    try:
+        with _quiet() as messages:
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except (InvalidDicomError, OSError, ValueError, KeyError, EOFError, TypeError,
+            AttributeError, NotImplementedError) as exc:
+        raise InputError(f"{name}: unreadable DICOM header ({type(exc).__name__}); the file "
+                         "is truncated or corrupt") from None
+    if any("End of file" in m for m in messages):
+        raise InputError(f"{name}: the file ends early (truncated); copy it again")
+    return ds
+
+
+def read_header(path: str | Path, *, name: str | None = None):
+    """The header of a DICOM file, without pixel data (quietly; errors as `InputError`)."""
+    path = Path(path)
+    return _read_dataset(path, name or path.name, pixels=False)
+
+
+def _scrub(text: str, ds) -> str:
+    """``text`` with every identifying header value of ``ds`` replaced by '<redacted>'."""
+    from pydicom.multival import MultiValue
+
+    values = []
+    for keyword in PHI_KEYWORDS:
+        value = ds.get(keyword)
+        if value is None:
+            continue
+        for item in (list(value) if isinstance(value, MultiValue) else [value]):
+            text_value = str(item).strip()
+            if len(text_value) >= 3:
+                values.append(text_value)
+                values.extend(p for p in re.split(r"[\^ ]+", text_value) if len(p) >= 3)
+    for value in sorted(set(values), key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+    return " ".join(text.split())[:300]
+
+
+def _stored_pixels(ds, name: str) -> np.ndarray:
+    """The stored pixel values, validated (2-D, one sample, sane size), as an integer array."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InputError(f"{name}: photometric interpretation {photometric or 'missing'} with "
+                         f"{samples} sample(s) per pixel; mammograms are MONOCHROME1/2")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise InputError(f"{name}: {frames} frames (tomosynthesis?); import 2-D mammograms "
+                         "(one frame per file)")
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    if rows is None or cols is None or "PixelData" not in ds:
+        raise InputError(f"{name}: no pixel data (Rows/Columns/PixelData missing)")
+    check_dimensions(name, int(rows), int(cols))
+    try:
+        with _quiet():
+            array = ds.pixel_array
+    except Exception as exc:  # decoders raise many types; the message is scrubbed
+        raise InputError(f"{name}: pixel data cannot be decoded ({type(exc).__name__}: "
+                         f"{_scrub(str(exc), ds)}); the file is truncated or its transfer "
+                         "syntax is unsupported") from None
+    if array.shape != (int(rows), int(cols)):
+        raise InputError(f"{name}: decoded pixels have shape {array.shape}, header says "
+                         f"{int(rows)} x {int(cols)}")
+    if array.dtype.kind == "i":  # signed storage: shift to unsigned, keeping the order
+        bits = int(ds.get("BitsStored", 16))
+        array = array.astype(np.int64) + 2 ** (bits - 1)
+        array = np.clip(array, 0, 2 ** bits - 1).astype(np.uint16 if bits > 8 else np.uint8)
+    elif array.dtype not in (np.uint8, np.uint16):
+        array = array.astype(np.uint16)
+    return array
+
+
+def _denser_brighter(ds, stored: np.ndarray) -> np.ndarray:
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() != "MONOCHROME1":
+        return stored
+    bits = int(ds.get("BitsStored", 8 * stored.dtype.itemsize))
+    return (2 ** bits - 1 - stored.astype(np.int64)).clip(0).astype(stored.dtype)
+
+
+def _display(ds, stored: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """8-bit display copy: modality LUT, then the VOI LUT or first window; else percentiles."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    has_lut = "VOILUTSequence" in ds
+    has_window = "WindowCenter" in ds and "WindowWidth" in ds
+    if not (has_lut or has_window):
+        return to_display(pixels)
+    with _quiet():
+        values = stored
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds:
+            values = apply_modality_lut(values, ds)
+        out = apply_voi_lut(values, ds, index=0).astype(np.float64)
+    if has_lut:
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        top = 2.0 ** int(descriptor[2]) - 1
+    else:
+        top = 2.0 ** int(ds.get("BitsStored", 16)) - 1
+    scaled = np.clip(out / max(top, 1.0), 0, 1)
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        scaled = 1.0 - scaled
+    return np.round(scaled * 255).astype(np.uint8)
+
+
+def dicom_pixels(path: str | Path) -> np.ndarray:
+    """A DICOM file's pixels as (H, W) uint8/uint16, brighter = denser (MONOCHROME1 inverted)."""
+    path = Path(path)
+    ds = _read_dataset(path, path.name)
+    with header_errors(path.name):
+        return _denser_brighter(ds, _stored_pixels(ds, path.name))
+
+
+def read_dicom(path: str | Path, *, name: str | None = None) -> DicomImage:
+    """Decode one mammogram and pick out what ILCscope keeps (see the module docstring).
+
+    ``name`` (default: the file name) is how errors refer to the file.
+    """
+    path = Path(path)
+    name = name or path.name
+    ds = _read_dataset(path, name)
+    with header_errors(name):
+        return _decode(ds, path, name)
+
+
+@contextlib.contextmanager
+def header_errors(name: str):
+    """Malformed header values (common in the wild) raise many types when first accessed;
+    turn them into one `InputError` in our own words (pydicom's could quote the value)."""
+    from pydicom.errors import BytesLengthException
+
+    try:
+        with _quiet():
+            yield
+    except InputError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+            EOFError, NotImplementedError, struct.error, BytesLengthException) as exc:
+        raise InputError(f"{name}: unusable header value ({type(exc).__name__}); the file is "
+                         "truncated or its header is malformed") from None
+
+
+def _decode(ds, path: Path, name: str) -> DicomImage:
+    stored = _stored_pixels(ds, name)
+    pixels = _denser_brighter(ds, stored)
+    laterality, laterality_source = _laterality(ds, path)
+    if laterality is None:
+        raise InputError(f"{name}: no laterality (ImageLaterality and Laterality are empty and "
+                         "the file name has no _L_/_R_ token); fix the header or rename the file")
+    meta = {
+        "laterality": laterality,
+        "laterality_source": laterality_source,
+        "view": _view(ds, path),
+        "height": int(stored.shape[0]),
+        "width": int(stored.shape[1]),
+        "bit_depth": int(ds.get("BitsStored", 8 * stored.dtype.itemsize)),
+        "spacing_mm": _spacing(ds),
+        "photometric": str(ds.PhotometricInterpretation).strip().upper(),
+        "manufacturer": _text(ds.get("Manufacturer")),
+        "exam_date": _date(ds.get("StudyDate")),
+        "age": _age(ds),
+    }
+    identifiers = {"study": _text(ds.get("StudyInstanceUID")),
+                   "sop": _text(ds.get("SOPInstanceUID")),
+                   "patient": _text(ds.get("PatientID"))}
+    return DicomImage(pixels, _display(ds, stored, pixels), meta, identifiers)
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _laterality(ds, path: Path) -> tuple[str | None, str]:
+    for keyword in ("ImageLaterality", "Laterality"):
+        value = (_text(ds.get(keyword)) or "").upper()
+        if value in ("L", "R"):
+            return value, "dicom-tag"
+    parsed = parse_image_name(path.stem)
+    if parsed is not None:
+        return parsed[1], "file-name"
+    match = _NAME_TOKEN.search(path.stem)
+    if match is not None:
+        return match["lat"].upper(), "file-name"
+    return None, ""
+
+
+def _view(ds, path: Path) -> str:
+    position = (_text(ds.get("ViewPosition")) or "").upper()
+    if position in ("CC", "MLO"):
+        return position
+    if position:
+        return "other"
+    for item in ds.get("ViewCodeSequence") or []:
+        meaning = (_text(item.get("CodeMeaning")) or "").lower()
+        code = _text(item.get("CodeValue")) or ""
+        if meaning == "cranio-caudal" or code in _CC_CODES:
+            return "CC"
+        if meaning == "medio-lateral oblique" or code in _MLO_CODES:
+            return "MLO"
+        if meaning or code:
+            return "other"
+    parsed = parse_image_name(path.stem)
+    if parsed is not None:
+        return parsed[2]
+    match = _NAME_TOKEN.search(path.stem)
+    return match["view"].upper() if match is not None else "other"
+
+
+def _spacing(ds) -> float | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            spacing = float(value[0]) if value is not None else None
+        except (TypeError, ValueError, IndexError):
+            spacing = None
+        if spacing is not None and math.isfinite(spacing) and spacing > 0:
+            return spacing
+    return None
+
+
+def _date(value) -> date | None:
+    text = _text(value)
+    if text is None or not re.fullmatch(r"\d{8}", text):
+        return None
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+
+
+def _age(ds) -> float | None:
+    """Completed years from PatientAge, else from birth and study dates (only the age is kept)."""
+    match = _AGE.match(str(ds.get("PatientAge") or ""))
+    if match is not None:
+        n, unit = int(match[1]), match[2].upper()
+        days = {"D": 1, "W": 7, "M": 365.25 / 12, "Y": 365.25}[unit] * n
+        return float(n) if unit == "Y" else float(math.floor(days / 365.25))
+    birth, study = _date(ds.get("PatientBirthDate")), _date(ds.get("StudyDate"))
+    if birth is None or study is None or study < birth:
+        return None
+    years = study.year - birth.year - ((study.month, study.day) < (birth.month, birth.day))
+    return float(years)
+
+
+# ---------------------------------------------------------------------------- importing
+def import_dicom(store: Store, root: str | Path, *, dataset: str | None = None,
+                 progress: ProgressFn | None = None) -> ImportReport:
+    """Import every DICOM file under ``root`` into ``dataset`` (default: the folder's name).
+
+    Each file is validated on its own (a failed file adds nothing); valid files are written in
+    batched transactions. Files that are not DICOM (no 'DICM' marker) are skipped, unless their
+    suffix says DICOM (.dcm/.dicom), in which case they fail. An unchanged file (same pixels
+    and header fields) is skipped. Returns the `ImportReport`.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder; pass the folder that holds the DICOM files")
+    root = root.resolve()
+    dataset = check_dataset(dataset or root.name)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    report = ImportReport(kind="dicom", dataset=dataset)
+    with store.connection():
+        snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts"))
+        with Batch(store, report) as batch:
+            for done, path in enumerate(files):
+                rel = path.relative_to(root).as_posix()
+                batch.run(rel, lambda: _import_file(store, snapshot, root, path, rel, dataset))
+                report_progress(progress, done + 1, len(files), rel)
+    return finish(store, report)
+
+
+def _import_file(store: Store, snapshot: Snapshot, root: Path, path: Path, rel: str,
+                 dataset: str) -> FileRows | Skipped:
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head[128:132] != b"DICM" and path.suffix.lower() not in DICOM_SUFFIXES:
+        return Skipped("not a DICOM file")
+    image = read_dicom(path, name=rel)
+    ids = image.identifiers
+    if ids["study"] is None:
+        raise InputError(f"{rel}: no StudyInstanceUID, so the image cannot be grouped into an "
+                         "exam; fix the header")
+    meta = dict(image.meta)
+    exam_key = "S" + store.pseudonym("study:" + ids["study"])[1:]
+    sop_hash = store.pseudonym("sop:" + (ids["sop"] or rel))[1:9]
+    exam_id = exam_id_for(dataset, exam_key)
+    image_id = f"{exam_id}/{meta['laterality']}-{meta['view']}-{sop_hash}"
+    previous = snapshot.get("images", image_id=image_id)
+    if previous is not None and previous["laterality_source"] == "corrected":
+        meta["laterality"], meta["laterality_source"] = previous["laterality"], "corrected"
+    display_rel = Path("display") / dataset / exam_key / f"{image_id.rsplit('/', 1)[1]}.png"
+    rows = {
+        "datasets": [{"dataset": dataset, "kind": "imported", "source": "dicom",
+                      "root": str(root)}],
+        "exams": [{"exam_id": exam_id, "dataset": dataset, "exam_key": exam_key,
+                   "patient": store.pseudonym(ids["patient"]) if ids["patient"] else None,
+                   "exam_date": meta.pop("exam_date"), "age": meta.pop("age")}],
+        "images": [dict(meta, image_id=image_id, exam_id=exam_id, dataset=dataset,
+                        image_key=image_id.rsplit("/", 1)[1], path=rel,
+                        sha256=sha256_file(path), display_path=display_rel.as_posix())],
+    }
+    breast = {"exam_id": exam_id, "laterality": meta["laterality"]}
+    if snapshot.get("breasts", **breast) is None:  # never overwrite labels
+        rows["breasts"] = [dict(breast, histology="unknown")]
+    target = store.files_dir / display_rel
+    if target.is_file() and snapshot.unchanged(rows):
+        return Skipped("unchanged (same file and header fields already stored)")
+    new_files = [] if target.is_file() else [target]
+    write_png(target, image.display)
+    return FileRows(rows, new_files=new_files)
