@@ -130,6 +130,29 @@ class Store:
         with self.connection() as con:
             con.execute("CHECKPOINT")
 
+    def select(self, table: str, where: str = "TRUE", params: Sequence = ()) -> pd.DataFrame:
+        """All schema columns of ``table`` where ``where`` holds.
+
+        ``where`` is fixed SQL text from the caller's code (never user input); values go
+        through ``params``.
+        """
+        _check_table(table)
+        columns = ", ".join(TABLE_COLUMNS[table])
+        return self._df(f"SELECT {columns} FROM {table} WHERE {where}", params)
+
+    def rows(self, table: str, keys: pd.DataFrame) -> pd.DataFrame:
+        """The stored rows of ``table`` whose primary key appears in ``keys``."""
+        _check_table(table)
+        pk = PRIMARY_KEYS[table]
+        if keys.empty:
+            return pd.DataFrame(columns=list(TABLE_COLUMNS[table]))
+        columns = ", ".join(TABLE_COLUMNS[table])
+        unnest = ", ".join(f"unnest(?::VARCHAR[]) AS {c}" for c in pk)
+        on = " AND ".join(f"CAST(t.{c} AS VARCHAR) = k.{c}" for c in pk)
+        params = [[None if pd.isna(v) else str(v) for v in keys[c]] for c in pk]
+        return self._df(f"SELECT t.* FROM (SELECT {columns} FROM {table}) t "
+                        f"JOIN (SELECT DISTINCT * FROM (SELECT {unnest})) k ON {on}", params)
+
     def _df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
         with self.connection() as con:
             return con.execute(sql, list(params)).df()
@@ -477,7 +500,7 @@ class Store:
             version = con.execute(
                 "SELECT coalesce(max(version), 0) + 1 FROM annotations WHERE image_id = ?",
                 [image_id]).fetchone()[0]
-            rel = Path("masks") / _safe_name(image_id) / f"v{version}.png"
+            rel = annotation_mask_path(image_id, version)
             target = self.files_dir / rel
             write_mask(target, mask)
             try:
@@ -510,7 +533,7 @@ class Store:
         rows = []
         for image_id, mask in masks.items():
             version = int(latest.get(image_id, 0)) + 1
-            rel = Path("masks") / _safe_name(image_id) / f"v{version}.png"
+            rel = annotation_mask_path(image_id, version)
             write_mask(self.files_dir / rel, mask)
             rows.append((image_id, version, source, author, rel.as_posix(), note))
         return pd.DataFrame(rows, columns=["image_id", "version", "source", "author",
@@ -605,7 +628,13 @@ def _upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> 
     con.register(name, frame[cols])
     try:
         col_sql = ", ".join(cols)
-        con.execute(f"INSERT OR REPLACE INTO {table} ({col_sql}) SELECT {col_sql} FROM {name}")
+        # Update only the columns given, so created_at (and columns a caller leaves out) keep
+        # their stored values on a re-import.
+        updates = [c for c in cols if c not in PRIMARY_KEYS[table]]
+        conflict = (f"ON CONFLICT ({', '.join(PRIMARY_KEYS[table])}) DO UPDATE SET "
+                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+                    if updates else "ON CONFLICT DO NOTHING")
+        con.execute(f"INSERT INTO {table} ({col_sql}) SELECT {col_sql} FROM {name} {conflict}")
     finally:
         con.unregister(name)
     return len(frame)
@@ -639,6 +668,11 @@ def _check_table(table: str) -> None:
 def _check_level(level: str) -> None:
     if level not in LEVELS:
         raise InputError(f"level {level!r} is not one of {', '.join(LEVELS)}")
+
+
+def annotation_mask_path(image_id: str, version: int) -> Path:
+    """Where annotation ``version`` of an image lives, relative to the store's files folder."""
+    return Path("masks") / _safe_name(image_id) / f"v{version}.png"
 
 
 def _safe_name(identifier: str) -> str:

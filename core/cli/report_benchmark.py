@@ -9,7 +9,8 @@ from core.schema import LEVELS
 
 EXAMPLE = """example:
   python -m core report benchmark --test-set test-ILC --test-sets test-ILC,test-all \\
-      --models classical-dog --level breast --how max --ci delong --specificities 0.98,0.90 --json"""
+      --models classical-dog --level breast --how max --ci delong \\
+      --specificities 0.98,0.90 --json"""
 
 
 def _names(text: str) -> list[str]:

@@ -27,7 +27,7 @@ import pandas as pd
 from core.errors import InputError
 from core.importers import FileOutcome, ImportReport
 from core.schema import LATERALITIES, PRIMARY_KEYS, TABLE_COLUMNS
-from core.store import Store
+from core.store import annotation_mask_path, Store
 
 __all__ = [
     "DATASET_NAME", "check_dataset", "exam_id_for", "image_id_for", "parse_image_name",
@@ -153,20 +153,12 @@ def _key(table: str, row: dict) -> tuple:
 
 
 def stored_rows(store: Store, table: str, keys: pd.DataFrame) -> pd.DataFrame:
-    """The stored rows of ``table`` whose primary key appears in ``keys`` (the table's columns).
-
-    Uses the store's read helper; the SQL names only schema identifiers, values travel as
-    parameters. (A public ``Store.rows(table, keys)`` would be the cleaner home.)
-    """
-    pk = PRIMARY_KEYS[table]
+    """The stored rows of ``table`` whose primary key appears in ``keys`` (normalised keys)."""
     if keys.empty:
         return frame(table, [])
-    columns = ", ".join(TABLE_COLUMNS[table])
-    unnest = ", ".join(f"unnest(?::VARCHAR[]) AS {c}" for c in pk)
-    on = " AND ".join(f"CAST(t.{c} AS VARCHAR) = k.{c}" for c in pk)
-    params = [[None if _missing(v) else str(_norm(v)) for v in keys[c]] for c in pk]
-    return store._df(f"SELECT t.* FROM (SELECT {columns} FROM {table}) t "
-                     f"JOIN (SELECT DISTINCT * FROM (SELECT {unnest})) k ON {on}", params)
+    return store.rows(table, keys.assign(**{c: [None if _missing(v) else _norm(v)
+                                                  for v in keys[c]]
+                                             for c in PRIMARY_KEYS[table]}))
 
 
 _BY_DATASET = {
@@ -196,7 +188,7 @@ class Snapshot:
                     where, params = "TRUE", []
                 else:
                     where, params = _BY_DATASET.get(table, _BY_EXAM), [dataset]
-                rows = store._df(f"SELECT {columns} FROM {table} WHERE {where}", params)
+                rows = store.select(table, where, params)
                 self._rows[table] = {_key(table, r): r for r in rows.to_dict("records")}
         self._by_image: dict[tuple[str, str], list[dict]] = {}
         for table in ("annotations", "lesions"):
@@ -345,12 +337,8 @@ def _one_line(text: str) -> str:
 
 # ---------------------------------------------------------------------------- masks
 def mask_rel_path(image_id: str, version: int) -> Path:
-    """Where annotation ``version`` of an image lives, relative to the store's files folder.
-
-    The same layout as `Store.add_annotation`, so importer- and UI-made versions sit together.
-    """
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
-    return Path("masks") / safe / f"v{version}.png"
+    """Where annotation ``version`` of an image lives (the layout `Store.add_annotation` uses)."""
+    return annotation_mask_path(image_id, version)
 
 
 def disk_mask(shape: tuple[int, int], circles: Iterable[tuple[float, float, float]]) -> np.ndarray:
@@ -476,9 +464,7 @@ def _merge_breasts(target: dict, source: dict) -> dict:
 
 def _image_level_rows(store: Store, table: str, image_id: str) -> pd.DataFrame:
     """Image-level rows of predictions / reads / density for one image (all columns)."""
-    columns = ", ".join(TABLE_COLUMNS[table])
-    return store._df(f"SELECT {columns} FROM {table} WHERE level = 'image' AND image_id = ?",
-                     [image_id])
+    return store.select(table, "level = 'image' AND image_id = ?", [image_id])
 
 
 # ---------------------------------------------------------------------------- raster files
