@@ -95,8 +95,8 @@ def jsonable(value):
         return jsonable(value.tolist())
     if isinstance(value, (np.integer,)):
         return int(value)
-    if isinstance(value, (np.floating, float)):
-        return None if math.isnan(value) else float(value)
+    if isinstance(value, (np.floating, float)):  # JSON has no NaN or Infinity
+        return None if not math.isfinite(value) else float(value)
     if isinstance(value, np.bool_):
         return bool(value)
     if value is pd.NA or value is pd.NaT:
