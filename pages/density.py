@@ -1,2 +1,167 @@
-from pages._shared import planned
-planned('density', 'Coming in this release.')
+"""Density: is a model (or a radiologist) worse in dense breasts? Category distribution, AUC for
+non-dense (0-1), dense (2-3) and without extremely dense (0-2) with a dense vs non-dense test,
+score against density, and readers per category beside the model. Same numbers as
+``python -m core report density``; ``python -m core density estimate`` fills in a source."""
+import math
+
+import streamlit as st
+
+from core import density_runs as dr
+from core.benchmark import usable_models
+from core.errors import InputError
+from core.schema import LEVELS
+from pages import _charts_density as charts
+from pages._shared import (data_token, query, read_only_notice, require_test_set, settings,
+                           show_input_error, store)
+
+ESTIMATED = ("classical", "nyu-histogram")
+
+
+@st.cache_data(show_spinner="Computing…", max_entries=64)
+def _core(fn: str, db: str, token: tuple, **kwargs):
+    """``core.density_runs.<fn>(store, ...)``, cached until the store changes."""
+    return getattr(dr, fn)(store(), **kwargs)
+
+
+def _estimate(test_set: str, calibrate_on: str | None) -> None:
+    bar = st.progress(0.0, text="Reading images…")
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        bar.progress(min(done / max(total, 1), 1.0), text=message)
+
+    try:
+        run = dr.estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
+                                    progress=progress)
+    except InputError as exc:
+        show_input_error(exc)
+        return
+    st.session_state.density_done = run.summary()
+    st.rerun()
+
+
+def _fmt(x: float, spec: str = ".3f") -> str:
+    return "n/a" if x is None or math.isnan(x) else format(x, spec)
+
+
+st.title("Density")
+st.caption("Dense tissue hides tumours: the study found lower AUC in dense breasts (categories 2-3) "
+           "than in non-dense ones (0-1), for models and radiologists alike.")
+test_set = require_test_set()
+token = (str(settings().db_path), data_token())
+sources = query("density_sources")
+
+with st.expander("Estimate density (classical)", expanded=not sources, icon=":material/calculate:"):
+    labelled = [s for s in sources if s not in ESTIMATED]
+    cal = st.selectbox("Calibrate threshold and cut points on", [None, *labelled], key="density_calibrate",
+                       index=1 + labelled.index("label") if "label" in labelled else 0,
+                       format_func=lambda s: f"source '{s}'" if s else "nothing: mini-MIAS defaults",
+                       help="Fits threshold and cut points to this source's exam categories on the test "
+                            "set's datasets (maximum weighted kappa). The mini-MIAS defaults put ~every "
+                            "exam of the synthetic demo in category 0.")
+    locked = read_only_notice("Estimating density")
+    if st.button("Estimate now", key="density_estimate", disabled=locked, icon=":material/play_arrow:",
+                 help=f"Percent dense area per image and exam of {test_set}; replaces earlier rows."):
+        _estimate(test_set, cal)
+    if done := st.session_state.pop("density_done", None):  # set by _estimate before its rerun
+        st.success(done, icon=":material/check:")
+    flag = f" --calibrate-on {cal}" if cal else ""
+    st.caption(f"Shell: `python -m core density estimate --test-set {test_set} --method classical"
+               f"{flag} --json`, or `--method nyu-histogram --weights model.p`")
+if not sources:
+    st.info("No density in this store yet: estimate it above or import labels.", icon=":material/info:")
+    st.stop()
+
+top = st.columns([1.2, 1.5, 1, 3])
+source = top[0].selectbox("Density source", sources, key="density_source",
+                          index=sources.index("label") if "label" in sources else 0)
+level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_level") or "exam"
+how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how",
+                               disabled=level == "image", help="Image scores to breast/exam") or "max"
+models = usable_models(query("prediction_levels"), level)
+chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models"))
+if run := dr.last_run(store(), source):
+    st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
+               f"{run.get('describe', '')}")
+names = query("testset_names")
+
+left, right = st.columns([1, 1.25], gap="large")
+with left:
+    st.subheader("Categories", help="Figure 6.14: exams per density category")
+    by = st.segmented_control("Per", ["dataset", "test_set"], default="dataset", key="density_by",
+                              format_func={"dataset": "Dataset", "test_set": "Test set"}.get) or "dataset"
+    groups = st.multiselect("Test sets", names, default=[test_set], key="density_dist_sets") \
+        if by == "test_set" else None
+    counts = _core("category_counts", *token, source=source, by=by, test_sets=groups)
+    if counts["exams"].sum() == 0:
+        st.info(f"Source '{source}' has no categories here (percentages only?).", icon=":material/info:")
+    else:
+        dist = charts.distribution_chart(counts, title=f"Exams per category ({source})")
+        st.altair_chart(dist, width="stretch")
+        charts.downloads(f"density_categories_{source}_{by}", "density_dist", chart=dist, frame=counts)
+with right:
+    st.subheader("AUC by density", help="Table 6.3; unpaired DeLong test of dense (2-3) vs non-dense (0-1)")
+    test_sets = tuple(st.multiselect("Test sets", names, default=[test_set], key="density_auc_sets"))
+    if not chosen or not test_sets:
+        st.info("Pick at least one model and one test set.", icon=":material/info:")
+        st.stop()
+    try:
+        scores = _core("stratified_scores", *token, models=chosen, test_sets=test_sets, level=level,
+                       density_source=source, how=how)
+    except InputError as exc:
+        show_input_error(exc)
+        st.stop()
+    table, tests = dr.stratified_auc(scores), dr.dense_vs_nondense(scores)
+    head = tests.iloc[0]
+    m = st.columns(3)
+    m[0].metric("Non-dense (0-1)", _fmt(head["auc_nondense"]),
+                help=f"AUC of {head['model']} on {head['test_set']}")
+    diff = _fmt(head["diff"], "+.3f")
+    m[1].metric("Dense (2-3)", _fmt(head["auc_dense"]), delta=None if diff == "n/a" else diff,
+                help="Delta: dense minus non-dense")
+    m[2].metric("p, dense vs non-dense", _fmt(head["p"]), help=head["note"] or "unpaired DeLong z test")
+    forest = charts.auc_forest(table, title=f"AUC (95% CI), {level} level")
+    st.altair_chart(forest)
+    charts.downloads(f"auc_by_density_{level}", "density_auc", chart=forest,
+               frame=table.merge(tests, on=["test_set", "model"], how="left"))
+with st.expander("AUC numbers and tests", icon=":material/table:"):
+    num = st.column_config.NumberColumn(format="%.3f")
+    st.dataframe(table, hide_index=True, key="density_auc_table",
+                 column_config={c: num for c in ("auc", "ci_low", "ci_high")})
+    st.dataframe(tests, hide_index=True, key="density_tests",
+                 column_config={c: num for c in ("auc_dense", "auc_nondense", "diff", "se", "z", "p")})
+
+left, right = st.columns([1, 1.25], gap="large")
+with left:
+    st.subheader("Score against density", help="Figure 6.15")
+    model = st.selectbox("Model", chosen, key="density_model")
+    scatter = _core("density_scatter", *token, model=model, test_set=test_set, level=level,
+                    density_source=source, how=how)
+    if scatter.empty:
+        st.info(f"No case of {test_set} has both a score and a '{source}' density score.",
+                icon=":material/info:")
+    else:
+        unit = "expected category" if source == "nyu-histogram" else "percent dense area"
+        fig = charts.score_vs_density(scatter, density_title=f"{source}: {unit}",
+                                      title=f"{model}, {test_set}")
+        st.altair_chart(fig, width="stretch")
+        charts.downloads(f"score_vs_density_{model}_{level}", "density_scatter", chart=fig, frame=scatter)
+with right:
+    st.subheader("Radiologists by density", help="Wilson 95% CIs; the model at the threshold matching "
+                 "each reader's overall specificity")
+    options = _core("reader_by_density", *token, model=model, test_set=test_set, level=level,
+                    density_source=source, how=how)
+    names = list(dict.fromkeys(options.get("reader", [])))     # consensus first
+    readers = st.multiselect("Readers", names, default=names[:1], key="density_readers")
+    shown = options[options["reader"].isin(readers)] if readers else options.iloc[:0]
+    if shown.empty:
+        st.info(f"Pick a reader with recall decisions at {level} level in {test_set}.",
+                icon=":material/info:")
+    else:
+        rc = charts.reader_chart(shown, title=f"{model} at each reader's specificity")
+        st.altair_chart(rc)
+        charts.downloads(f"readers_by_density_{level}", "density_reader", chart=rc, frame=shown)
+        with st.expander("Numbers", icon=":material/table:"):
+            st.dataframe(shown.assign(density=shown["density"].map(charts.SHORT_NAMES)), hide_index=True,
+                         key="density_reader_table",
+                         column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                        for c in shown.columns if "ity" in c or c == "threshold"})
