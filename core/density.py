@@ -224,14 +224,14 @@ def percent_density(
         raise InputError(f"max_side is {max_side!r}; pass an integer >= 32 or None for full resolution")
     top = full_scale(img)
     factor = 1 if max_side is None else max(1, math.ceil(max(img.shape) / max_side))
-    small = _block_mean(img, factor)
+    small = block_mean(img, factor)
     if mask is None:
         breast = breast_mask(small, view=view, chest_wall=chest_wall)
     else:
         m = np.asarray(mask)
         if m.shape != img.shape:
             raise InputError(f"mask has shape {m.shape} but pixels {img.shape}; pass a mask of the image's shape")
-        breast = _block_mean(m.astype(np.float32), factor) >= 0.5
+        breast = block_mean(m.astype(np.float32), factor) >= 0.5
     values = small[breast]
     if values.size == 0:
         raise InputError("pixels: the breast mask is empty (blank image, or MONOCHROME1 not inverted?); "
@@ -250,7 +250,7 @@ def _dense(values: np.ndarray, method: str, threshold: float, scale: str, top: f
     return (values - lo) > threshold * (hi - lo)
 
 
-def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
+def block_mean(img: np.ndarray, factor: int) -> np.ndarray:
     """float32 means of factor x factor blocks; the ragged last (< factor) rows/columns are dropped.
 
     Integers are summed exactly (uint64 / int64), so the means do not depend on summation order.
@@ -419,6 +419,9 @@ def calibrate_cut_points(
     if not (isinstance(m, (int, np.integer)) and m >= k - 1):
         raise InputError(f"max_candidates is {max_candidates!r}; pass an integer >= {k - 1} (or None)")
     cand = _candidate_cuts(s, int(m))
+    if cand.size < k - 1:
+        raise InputError(f"scores take only {np.unique(s).size} distinct values; fitting {k - 1} "
+                         "cut points needs more spread: check the threshold or the images")
     combos = np.array(list(itertools.combinations(range(cand.size), k - 1)), dtype=np.int64)
     # below[c, j] = number of class-c scores below candidate j: confusion matrices by differences.
     below = np.stack([np.searchsorted(np.sort(s[y == c]), cand, side="left") for c in range(k)])

@@ -180,7 +180,7 @@ def _breast_values(pixels: np.ndarray, view: str | None, max_side: int) -> tuple
     """
     img = np.asarray(pixels)
     factor = max(1, math.ceil(max(img.shape) / max_side))
-    small = dens._block_mean(img, factor)     # core.density's own block mean: the same numbers
+    small = dens.block_mean(img, factor)     # core.density's own block mean: the same numbers
     values = np.sort(small[breast_mask(small, view=view)])
     if values.size == 0:
         raise InputError("the breast mask is empty (blank image, or MONOCHROME1 not inverted?)")
@@ -230,14 +230,11 @@ def _fit(labels: pd.Series, scores: dict[float, np.ndarray], thresholds: tuple[f
     y = labels.to_numpy(np.int64)
     k = _label_classes(labels)
     for t in thresholds:
-        if np.unique(scores[t]).size < k:   # too few distinct scores for k - 1 cut points
-            curve.append((float(t), float("nan")))   # (calibrate_cut_points would IndexError)
-            continue
         try:
             fit = dens.calibrate_cut_points(scores[t], y, weights=weights,
                                             max_candidates=_SEARCH_CANDIDATES)
             curve.append((float(t), fit.kappa))
-        except InputError:     # e.g. every exam 0 % dense at this threshold
+        except InputError:     # e.g. every exam 0 % dense: too few distinct scores to cut
             curve.append((float(t), float("nan")))
     kappas = np.array([kappa for _, kappa in curve])
     if np.all(np.isnan(kappas)):

@@ -85,11 +85,12 @@ def settle(page, timeout_s: float = 240) -> None:
 def test_first_run_builds_demo_then_every_page_renders(server, browser):
     url, store = server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
     page.goto(url, timeout=120_000)
-    settle(page, timeout_s=600)  # first run: the demo store is built here
+    # first run: the demo store is built behind a progress indicator, then the Overview shows
+    page.wait_for_selector("[data-testid='stMetricLabel'] >> text=Exams", timeout=600_000)
     assert store.exists(), "first run did not build the demo store"
-    page.wait_for_selector("text=Exams", timeout=120_000)
+    settle(page)
     for name in PAGES:
         path = "" if name == "overview" else name
         page.goto(f"{url}/{path}", timeout=120_000)

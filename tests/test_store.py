@@ -122,14 +122,14 @@ def test_busy_store_fails_cleanly_after_bounded_retry(tmp_path):
 
 
 def _writer(path: str, prefix: str, n: int) -> None:
-    store = open_store(path, busy_timeout_s=60)
+    store = open_store(path, busy_timeout_s=300)
     for i in range(n):
         store.write_tables({"exams": pd.DataFrame({
             "exam_id": [f"{prefix}/{i}"], "dataset": "w", "exam_key": [f"{prefix}{i}"]})})
 
 
 def _reader(path: str, n: int, queue) -> None:
-    store = store_module.Store(path=__import__("pathlib").Path(path), busy_timeout_s=60)
+    store = store_module.Store(path=__import__("pathlib").Path(path), busy_timeout_s=300)
     seen = [len(store.exams()) for _ in range(n)]
     queue.put(seen)
 
@@ -139,16 +139,16 @@ def test_two_writers_and_a_reader_lose_no_rows(tmp_path):
     open_store(path)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(path, "a", 25)),
-             ctx.Process(target=_writer, args=(path, "b", 25)),
-             ctx.Process(target=_reader, args=(path, 25, queue))]
+    procs = [ctx.Process(target=_writer, args=(path, "a", 15)),
+             ctx.Process(target=_writer, args=(path, "b", 15)),
+             ctx.Process(target=_reader, args=(path, 15, queue))]
     for p in procs:
         p.start()
-    seen = queue.get(timeout=120)
+    seen = queue.get(timeout=600)  # generous: CI machines are shared
     for p in procs:
-        p.join(timeout=120)
+        p.join(timeout=600)
         assert p.exitcode == 0
-    assert len(open_store(path).exams()) == 50
+    assert len(open_store(path).exams()) == 30
     assert seen == sorted(seen)  # the reader only ever sees committed, growing counts
 
 
