@@ -1,2 +1,163 @@
-from pages._shared import planned
-planned('filters', 'Coming in this release.')
+"""Filters: can conventional image processing make ILC more visible? Per-image AUC of tumour vs
+healthy pixels for each method (boxplots, figure 6.5), and one image's processed versions,
+regions, histograms and pixel ROC curves (figures 6.1-6.4). `python -m core filters run`
+computes and prints the same numbers."""
+import json
+
+import streamlit as st
+
+from core import filter_runs as fr
+from core.errors import InputError
+from core.filters import METHODS, resolve_params
+from pages import _charts_filters as charts
+from pages._charts import chart_downloads, table_download
+from pages._shared import (data_token, read_only_notice, require_test_set, settings,
+                           show_input_error, store)
+
+
+@st.cache_data(show_spinner="Reading stored results…", max_entries=64)
+def _stored(db: str, token: tuple, scope: str):
+    plan = fr.plan_filter_run(store(), **json.loads(scope))
+    return plan.images, plan.n_pending, fr.stored_results(store(), **json.loads(scope))
+
+
+@st.cache_resource(show_spinner="Filtering the image…", max_entries=4)
+def _detail(db: str, token: tuple, image_id: str, scope: str):  # arrays, never mutated
+    s = {k: v for k, v in json.loads(scope).items() if k != "malignant_only"}
+    detail = fr.image_detail(store(), image_id, **s)
+    return detail, fr.region_histograms(detail), fr.region_roc(detail)
+
+
+def _grid(panels, n: int = 4) -> None:
+    for row in range(0, len(panels), n):
+        for col, (picture, caption) in zip(st.columns(n), panels[row:row + n]):
+            col.image(picture, caption=caption, width="stretch")
+
+
+st.title("Filters")
+st.caption("Does a filter make the tumour stand out? Per annotated cancer image and method: AUC "
+           "of tumour vs healthy pixel values (0.5 = no separation). Healthy tissue: the mirror "
+           "image on the other breast's same view, else a ring around the tumour.")
+test_set = require_test_set()
+left, mid, right = st.columns([4, 2, 2.4])
+codes = [c for c in METHODS if c != "original"]
+chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods",
+                    selection_mode="multi",
+                    help="\n".join(f"- {c}: {METHODS[c].name}" for c in codes))
+histology = mid.segmented_control("Histology", ["All", "ILC", "IDC"], default="All",
+                                  key="filters_histology") or "All"
+facet = right.segmented_control("Boxplots", ["colour", "facet"], default="colour",
+                                key="filters_layout", format_func={
+                                    "colour": "Colour by histology", "facet": "ILC | IDC"}.get)
+with st.expander("Parameters and healthy region"):
+    ring_col, width_col, lesion_col = st.columns(3)
+    in_mm = ring_col.toggle("Ring width in mm", key="filters_ring_in_mm",
+                            help="The ring is used where no contralateral same-view image exists")
+    ring = width_col.number_input(f"Ring width ({'mm' if in_mm else 'px'})", min_value=0.1,
+                                  value=4.0 if in_mm else 20.0, format="%g",
+                                  key=f"filters_ring_{in_mm}")
+    benign = lesion_col.toggle("Include benign findings", key="filters_benign")
+    params = {c: {} for c in codes}
+    for tab, code in zip(st.tabs(codes), codes):
+        tab.caption(f"**{METHODS[code].name}.** {METHODS[code].summary}")
+        for col, (name, default) in zip(tab.columns(len(METHODS[code].defaults)),
+                                        METHODS[code].defaults.items()):
+            with col:
+                params[code][name] = charts.param_input(code, name, default)
+methods = ["original", *chosen]
+scope = dict(test_set=test_set, methods=methods, params={m: params[m] for m in chosen},
+             ring_px=20 if in_mm else int(ring), ring_mm=float(ring) if in_mm else None,
+             malignant_only=not benign)
+scope_json, db = json.dumps(scope, sort_keys=True), str(settings().db_path)
+
+status, button = st.columns([4, 1], vertical_alignment="center")
+locked = read_only_notice("Running the filter batch")
+if button.button("Run", type="primary", icon=":material/play_arrow:", key="filters_run",
+                 disabled=locked, width="stretch", help="Compute what is not stored yet"):
+    bar = st.progress(0.0, text="Starting worker processes…")
+    try:
+        run = fr.run_filters(store(), **scope, progress=lambda d, t, m="": bar.progress(
+            d / max(t, 1), text=f"{d} / {t} images · {m}"))
+    except InputError as exc:
+        show_input_error(exc)
+        st.stop()
+    bar.empty()
+    st.toast(f"Computed {run.n_computed} images in {run.elapsed_s:.1f} s")
+    if run.failures:
+        st.warning(f"{run.n_failed} image(s) failed and stored nothing, e.g. "
+                   f"{run.failures[0][0]}: {run.failures[0][1]}", icon=":material/warning:")
+try:
+    images, n_pending, results = _stored(db, data_token(), scope_json)
+except InputError as exc:
+    show_input_error(exc)
+    st.stop()
+status.markdown(f"**{len(images) - n_pending} of {len(images)}** annotated images of "
+                f"`{test_set}` have stored results for these settings.")
+
+shown = results if histology == "All" else results[results["histology"] == histology]
+if shown.empty:
+    st.info(f"No stored results for these settings ({histology}) yet: press Run, or "
+            f"`python -m core filters run --test-set {test_set}`.", icon=":material/info:")
+else:
+    chart_col, table_col = st.columns([3, 2], gap="large")
+    box = charts.auc_boxplot(shown, facet=facet == "facet",
+                             title="Per-image AUC per method (◆ mean, dashed line 0.5)")
+    chart_col.altair_chart(box, width="content" if facet == "facet" else "stretch")
+    with chart_col:
+        chart_downloads(box, f"filter_auc_boxplot_{test_set}", key="filters_box")
+    summary = fr.summarize(shown)
+    table_col.dataframe(summary, hide_index=True, key="filters_summary",
+                        column_order=["method", "n_images", "mean_auc", "median_auc"],
+                        column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                       for c in ("mean_auc", "median_auc")})
+    kinds = shown.drop_duplicates("image_id")["healthy_region"].value_counts()
+    table_col.caption(f"Healthy region: {kinds.get('mirrored', 0)} images mirrored from the "
+                      f"contralateral image, {kinds.get('ring', 0)} ring. "
+                      + ("Benign findings included." if benign else "Cancer images only."))
+    with table_col:
+        table_download(summary, f"filter_auc_summary_{test_set}", key="filters_summary")
+        with st.expander("Per-image AUCs"):
+            st.dataframe(shown, hide_index=True, key="filters_per_image")
+            table_download(shown, f"filter_auc_per_image_{test_set}", key="filters_images")
+
+st.subheader("One image")
+if images.empty:
+    st.info("No annotated images here: draw or import tumour outlines first.",
+            icon=":material/info:")
+    st.stop()
+pick_col, zoom_col = st.columns([4, 1], vertical_alignment="bottom")
+label = {r.image_id: f"{r.image_id} · {r.histology} · {r.view}" for r in images.itertuples()}
+image_id = pick_col.selectbox("Image", list(label), format_func=label.get, key="filters_image")
+zoom = zoom_col.toggle("Zoom on the tumour", True, key="filters_zoom")
+stem = image_id.replace("/", "_")
+try:
+    detail, hist, roc = _detail(db, data_token(), image_id, scope_json)
+except InputError as exc:
+    show_input_error(exc)
+    st.stop()
+auc = roc.drop_duplicates("method").set_index("method")["auc"].to_dict()
+box = charts.zoom_box(detail.tumour) if zoom else charts.FULL
+
+st.markdown("**Original and every processed version** (figure 6.1)")
+_grid(charts.processed_panels(detail, methods, auc, box))
+if "M7" in methods:
+    m7 = resolve_params("M7", params["M7"])
+    scale = st.select_slider("M7 wavelet subbands at scale (1 = finest)",
+                             range(1, m7["level"] + 1), min(m7["detail_levels"] or [1]),
+                             key="filters_subband_scale")
+    _grid(charts.subband_panels(detail.pixels, m7, scale, box))
+regions_col, roc_col = st.columns(2, gap="large")
+with regions_col:
+    st.markdown(f"**Regions** (figure 6.2): tumour red; healthy cyan, *{detail.healthy_label}*")
+    _grid(charts.region_panels(detail, zoom=zoom), n=2)
+with roc_col:
+    roc_chart = charts.pixel_roc(roc, title="Tumour vs healthy pixels (figure 6.4)")
+    st.altair_chart(roc_chart, width="stretch")
+    chart_downloads(roc_chart, f"filter_roc_{stem}", key="filters_roc")
+    st.caption("Curves from up to 4,000 pixels per region; AUCs from all pixels.")
+st.markdown("**Pixel values after processing, tumour vs healthy** (figure 6.3)")
+hist_chart = charts.region_histograms(hist)
+st.altair_chart(hist_chart)
+with st.container(width=360):
+    chart_downloads(hist_chart, f"filter_histograms_{stem}", key="filters_hist")
+    table_download(hist, f"filter_histograms_{stem}", key="filters_hist")
