@@ -41,7 +41,6 @@ from core import progress as _progress
 from core.errors import InputError
 from core.filters import METHODS, apply_method, params_hash, resolve_params
 from core.imageio import read_mask, read_pixels
-from core.importers.common import stored_rows
 from core.metrics import roc_curve
 from core.regions import ALL_METHODS, HealthyRegion, filter_aucs, healthy_region, pixel_auc, \
     tumour_region
@@ -198,7 +197,7 @@ def _check_settings(methods: Sequence[str], params: Mapping | None, ring_px: int
 def _stored_keys(store: Store, wanted: pd.DataFrame) -> pd.DataFrame:
     """The filter_results rows among ``wanted`` (its key columns)."""
     keys = wanted[["image_id", "method", "params_hash", "annotation_version"]]
-    return stored_rows(store, "filter_results", keys)
+    return store.rows("filter_results", keys)
 
 
 def _wanted(images: pd.DataFrame, methods, params, ring_px, ring_mm) -> pd.DataFrame:

@@ -1,6 +1,8 @@
 """The demo store's models: the classical baseline and, when its checkpoint ships, a small GMIC.
 
-Both score every demo image and land through the store's ingest path like any other job.
+Both score every demo image and land through the store's ingest path like any other job. The
+GMIC is ``models/checkpoints/gmic-demo.pt``, made by ``python -m models.train_demo`` (see
+there for the recipe) and run by `models.predict.predict_test_set`, saliency files included.
 """
 from __future__ import annotations
 
@@ -34,6 +36,29 @@ def add_baseline_predictions(store: Store, *, test_set: str | None = None,
     return len(predictions)
 
 
+DEMO_GMIC = "gmic-demo"
+DEMO_GMIC_DESCRIPTION = (
+    "Small GMIC ('demo' config: 512 x 320 input, narrow ResNets) trained from scratch by "
+    "models/train_demo.py on a synthetic cohort (seed 7, not the demo's exams); a demonstration "
+    "of the pipeline, not a clinical model.")
+
+
+def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
+                              progress: ProgressFn | None = None) -> int:
+    """Score every image with pixels (of a test set) with the shipped demo GMIC; 0 if absent."""
+    from models.predict import DEMO_CHECKPOINT, predict_test_set
+
+    if not DEMO_CHECKPOINT.is_file():
+        return 0
+    summary = predict_test_set(
+        store, checkpoints=[DEMO_CHECKPOINT], name=DEMO_GMIC, test_set=test_set,
+        description=DEMO_GMIC_DESCRIPTION, synthetic=True, device="cpu", batch_size=32,
+        chunk_size=512, progress=progress)
+    return summary.n_predicted
+
+
 def add_demo_models(store: Store, *, progress: ProgressFn | None = None) -> dict[str, int]:
     """Predictions of every demo model on the demo dataset; returns rows per model."""
-    return {BASELINE_MODEL: add_baseline_predictions(store, test_set="demo", progress=progress)}
+    out = {BASELINE_MODEL: add_baseline_predictions(store, test_set="demo", progress=progress)}
+    out[DEMO_GMIC] = add_gmic_demo_predictions(store, test_set="demo", progress=progress)
+    return out

@@ -52,7 +52,6 @@ __all__ = [
 #: percent_t of the five released checkpoints (sample_model_1.p .. sample_model_5.p).
 PAPER_PERCENT_T = {1: 0.02, 2: 0.03, 3: 0.03, 4: 0.05, 5: 0.1}
 CLASS_NAMES = ("benign", "malignant")
-_LOCAL_DIM = 512  # ResNet-18 feature width
 _ATTN_DIM = 128
 _UNUSED_CHECKPOINT_KEYS = ("shared_rep_filter.weight",)  # in sample_model_*.p, never used
 
@@ -103,6 +102,9 @@ class GMICConfig:
         percent_t: fraction of saliency cells averaged into ``y_global`` (top-t pooling).
         post_processing_dim: channels of the global feature map (16 * 2**4 = 256 in the paper);
             the global ResNet-22's base width is ``post_processing_dim // 16``.
+        local_base_width: base width of the local ResNet-18 (64 in the paper: stages 64..512);
+            its patch vectors have ``8 * local_base_width`` channels. Smaller only for the
+            demo network, whose checkpoint must stay a few MB.
         num_classes: output columns; 2 = (benign, malignant), the order of the checkpoints.
     """
 
@@ -112,6 +114,7 @@ class GMICConfig:
     num_patches: int = 6
     percent_t: float = 0.02
     post_processing_dim: int = 256
+    local_base_width: int = 64
     num_classes: int = 2
 
     def __post_init__(self) -> None:
@@ -146,6 +149,10 @@ class GMICConfig:
             raise InputError(
                 f"GMICConfig.post_processing_dim is {self.post_processing_dim}; pass a multiple of 16 (paper: 256)"
             )
+        if not (isinstance(self.local_base_width, int) and self.local_base_width >= 1):
+            raise InputError(
+                f"GMICConfig.local_base_width is {self.local_base_width!r}; pass an integer >= 1 (paper: 64)"
+            )
         if not (isinstance(self.num_classes, int) and self.num_classes >= 1):
             raise InputError(f"GMICConfig.num_classes is {self.num_classes!r}; pass an integer >= 1 (paper: 2)")
 
@@ -164,6 +171,10 @@ CONFIGS: dict[str, GMICConfig] = {
     "cpu-small": GMICConfig(input_shape=(1472, 960), cam_size=(23, 15)),
     # demo cohort (~512 x 320): 8 x 5 grid; a 64 x 64 crop is exactly one cell; trains on a CPU.
     "tiny": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4),
+    # "tiny" with narrow networks (global 4..64, local 16..128 channels): the shipped demo
+    # checkpoint (models/checkpoints/gmic-demo.pt, models/train_demo.py), ~1 MB, ~15x cheaper.
+    "demo": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4,
+                       post_processing_dim=64, local_base_width=16),
 }
 
 
@@ -284,18 +295,21 @@ class LocalResNet18(nn.Module):
     """Local network (``dn_resnet``): torchvision-style ResNet-18 without its fc layer.
 
     The 1-channel crop is repeated to 3 channels (the first conv has 3 input channels, as in the
-    checkpoints). Output: mean over rows, then columns, of the 512-channel map.
+    checkpoints). Output: mean over rows, then columns, of the 8w-channel map.
 
-    Shape: (M, 1, h, w) -> (M, 512).
+    Args:
+        width: base width w (64 in the paper: stages 64, 128, 256, 512).
+
+    Shape: (M, 1, h, w) -> (M, 8 w).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 64) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        in_ch = 64
-        for i, out_ch in enumerate((64, 128, 256, 512)):
+        in_ch = width
+        for i, out_ch in enumerate(width * m for m in (1, 2, 4, 8)):
             stride = 1 if i == 0 else 2
             # `layer1`..`layer4`: names kept for the checkpoints' keys.
             setattr(self, f"layer{i + 1}", nn.Sequential(BasicBlock(in_ch, out_ch, stride),
@@ -423,9 +437,9 @@ class GMIC(nn.Module):
     """GMIC (see the module docstring). Build it with :func:`build_gmic`.
 
     Args:
-        config: the variant; all variants with the same ``post_processing_dim`` and
-            ``num_classes`` share one state-dict layout, so paper weights load into "cpu-small"
-            and "tiny" as well.
+        config: the variant; all variants with the same ``post_processing_dim``,
+            ``local_base_width`` and ``num_classes`` share one state-dict layout, so paper
+            weights load into "cpu-small" and "tiny" as well.
 
     Attributes follow the official checkpoint keys: ``ds_net`` (global ResNet-22),
     ``left_postprocess_net`` (saliency 1x1 conv), ``dn_resnet`` (local ResNet-18),
@@ -439,12 +453,13 @@ class GMIC(nn.Module):
         c = config.num_classes
         self.ds_net = GlobalResNet22(config.post_processing_dim // 16)
         self.left_postprocess_net = SaliencyHead(config.post_processing_dim, c)
-        self.dn_resnet = LocalResNet18()
-        self.mil_attn_V = nn.Linear(_LOCAL_DIM, _ATTN_DIM, bias=False)
-        self.mil_attn_U = nn.Linear(_LOCAL_DIM, _ATTN_DIM, bias=False)
+        local_dim = 8 * config.local_base_width  # 512 in the paper
+        self.dn_resnet = LocalResNet18(config.local_base_width)
+        self.mil_attn_V = nn.Linear(local_dim, _ATTN_DIM, bias=False)
+        self.mil_attn_U = nn.Linear(local_dim, _ATTN_DIM, bias=False)
         self.mil_attn_w = nn.Linear(_ATTN_DIM, 1, bias=False)
-        self.classifier_linear = nn.Linear(_LOCAL_DIM, c, bias=False)
-        self.fusion_dnn = nn.Linear(config.post_processing_dim + _LOCAL_DIM, c)
+        self.classifier_linear = nn.Linear(local_dim, c, bias=False)
+        self.fusion_dnn = nn.Linear(config.post_processing_dim + local_dim, c)
         # He init for the two ResNets (torchvision's choice); the saliency conv and the linear
         # heads keep PyTorch's fan-in default, so fresh saliency logits stay O(1), unsaturated.
         for m in (*self.ds_net.modules(), *self.dn_resnet.modules()):
