@@ -11,7 +11,7 @@ import pandas as pd
 
 from core.errors import InputError
 from core.metrics import aggregate_scores
-from core.store import Store
+from core.store import SCORE_CASE_COLUMNS, Store
 
 
 def model_scores(store: Store, *, models: Sequence[str], level: str,
@@ -19,7 +19,7 @@ def model_scores(store: Store, *, models: Sequence[str], level: str,
                  density_source: str = "label") -> pd.DataFrame:
     """Every case of ``test_set`` at ``level`` once per model, with the model's score.
 
-    Returns the `Store.cases` columns plus ``model``, ``score`` (NaN where the model has no
+    Returns ``model``, the truth columns (`core.store.SCORE_CASE_COLUMNS`), ``score`` (NaN where the model has no
     score for the case) and ``score_source`` ('stored' or 'image max' / 'image mean').
     A model with predictions at ``level`` uses them; otherwise its image-level predictions
     are aggregated over the case's views with ``how``.
@@ -42,7 +42,8 @@ def model_scores(store: Store, *, models: Sequence[str], level: str,
                                   density_source=density_source)
             agg = aggregate_scores(images, level=level, how=how)
             cases = store.cases(test_set=test_set, level=level, density_source=density_source)
-            frame = cases.merge(agg[["case_id", "score"]], on="case_id", how="left")
+            frame = cases[list(SCORE_CASE_COLUMNS)].merge(agg[["case_id", "score"]],
+                                                           on="case_id", how="left")
             parts.append(frame.assign(model=model, benign=float("nan"),
                                       score_source=f"image {how}"))
         else:

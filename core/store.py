@@ -36,6 +36,8 @@ from core.testsets import Clause, parse_rule
 
 DEFAULT_DB = Path("data") / "ilcscope.duckdb"
 RESULT_MANIFEST = "result.json"
+SCORE_CASE_COLUMNS = ("case_id", "exam_id", "laterality", "image_id", "label", "histology",
+                      "density")
 FILES_ROOT = "@files"  # a dataset root inside the store's files folder moves with the store
 
 
@@ -157,10 +159,15 @@ class Store:
         with self.connection() as con:
             return con.execute(sql, list(params)).df()
 
+    def _arrow_df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
+        """Like `_df` through Arrow: several times faster for large string-heavy results."""
+        with self.connection() as con:
+            return con.sql(sql, params=list(params)).to_arrow_table().to_pandas()
+
     def _scalar(self, sql: str, params: Sequence = ()):
         with self.connection() as con:
-            row = con.execute(sql, list(params)).fetchone()
-        return None if row is None else row[0]
+            rows = con.execute(sql, list(params)).fetchall()  # fetchall: leaves no open result
+        return rows[0][0] if rows else None
 
     # ------------------------------------------------------------------ schema
     def schema_version(self) -> int:
@@ -175,14 +182,14 @@ class Store:
         with self.transaction() as con:
             exists = con.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
             if not exists:
                 con.execute(SCHEMA)
                 con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('salt', ?)",
                             [str(SCHEMA_VERSION), secrets.token_hex(16)])
                 return
             version = int(con.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0][0])
             if version > SCHEMA_VERSION:
                 raise StoreVersionError(
                     f"store {self.path} has schema version {version}, newer than this "
@@ -203,7 +210,7 @@ class Store:
             with self.transaction() as con:
                 salt = secrets.token_hex(16)
                 con.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", [salt])
-                salt = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchone()[0]
+                salt = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchall()[0][0]
         digest = hmac.new(salt.encode(), str(patient_id).encode(), hashlib.sha256).hexdigest()
         return "P" + digest[:16]
 
@@ -237,7 +244,7 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Rows per table."""
         with self.connection() as con:
-            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]
                     for t in TABLE_COLUMNS}
 
     def datasets(self) -> pd.DataFrame:
@@ -364,7 +371,7 @@ class Store:
         histology is ILC if any breast is ILC, else IDC, else other, else none/unknown.
         """
         sql, params = self._cases_sql(level, test_set, density_source)
-        frame = self._df(sql + " ORDER BY case_id", params)
+        frame = self._arrow_df(sql + " ORDER BY case_id", params)
         frame["label"] = frame["label"].astype("Int8")
         frame["density"] = frame["density"].astype("Int8")
         return frame
@@ -403,14 +410,17 @@ class Store:
                density_source: str = "label") -> pd.DataFrame:
         """Every case of the test set at ``level`` with each model's stored score there.
 
-        One row per (model, case): the `cases` columns plus ``model``, ``score`` (malignant;
-        NaN where the model has no prediction for the case, so missing scores are counted,
-        never silently dropped) and ``benign``.
+        One row per (model, case): ``model``, the truth columns in ``SCORE_CASE_COLUMNS``,
+        ``score`` (malignant; NaN where the model has no prediction for the case, so missing
+        scores are counted, never silently dropped) and ``benign``. The other case columns
+        (dataset, split, presentation, view) come from `cases`; leaving them out here halves
+        the time of this, the pages' busiest query, on large stores.
         """
         sql, params = self._cases_sql(level, test_set, density_source)
-        frame = self._df(f"""
+        frame = self._arrow_df(f"""
             WITH c AS ({sql}), m AS (SELECT unnest(?::VARCHAR[]) AS model)
-            SELECT m.model, c.*, p.malignant AS score, p.benign
+            SELECT m.model, {", ".join("c." + c for c in SCORE_CASE_COLUMNS)},
+                   p.malignant AS score, p.benign
             FROM c CROSS JOIN m
             LEFT JOIN predictions p ON p.model = m.model AND p.level = ? AND p.case_id = c.case_id
             ORDER BY m.model, c.case_id""", [*params, list(models), level])
@@ -499,7 +509,7 @@ class Store:
         with self.transaction() as con:
             version = con.execute(
                 "SELECT coalesce(max(version), 0) + 1 FROM annotations WHERE image_id = ?",
-                [image_id]).fetchone()[0]
+                [image_id]).fetchall()[0][0]
             rel = annotation_mask_path(image_id, version)
             target = self.files_dir / rel
             write_mask(target, mask)
@@ -559,7 +569,7 @@ class Store:
                 SELECT ?, e.exam_id FROM exams e JOIN ({_EXAM_TRUTH}) h USING (exam_id)
                 WHERE {where}""", [name, *params])
             return con.execute("SELECT count(*) FROM testset_exams WHERE name = ?",
-                               [name]).fetchone()[0]
+                               [name]).fetchall()[0][0]
 
     def refresh_testsets(self) -> None:
         """Re-evaluate every rule (after an import) and make each dataset's own set."""
