@@ -80,3 +80,47 @@ def test_core_never_imports_torch():
                 names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                          else [node.module or ""])
                 assert not any(n.split(".")[0] == "torch" for n in names), path
+
+
+def test_import_page_imports_a_server_folder(mias_dir, tmp_path, monkeypatch):
+    db = tmp_path / "fresh.duckdb"
+    open_store(db)  # an empty store: no first-run demo
+    monkeypatch.setenv("ILCSCOPE_DB", str(db))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at.run()
+    at.switch_page("pages/import_data.py")
+    at.run()
+    at.selectbox(key="import_kind").set_value("mias").run()
+    at.text_input(key="import_path").set_value(str(mias_dir)).run()
+    next(b for b in at.button if b.label == "Import from the server path").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    files = at.dataframe[0].value.set_index("file")["status"]
+    images = files[files.index.str.startswith("mdb")]
+    assert len(images) == 322 and set(images) == {"imported"}
+    assert files["Info.txt"] == "imported"  # its line summarises the findings
+    assert {m.label: m.value for m in at.metric}["Failed"] == "0"
+    store = open_store(db, read_only=True)
+    assert len(store.images()) == 322 and "mias" in store.testset_names()
+    # a second import of the same folder skips every file and changes nothing
+    before = store.counts()
+    next(b for b in at.button if b.label == "Import from the server path").click().run()
+    files = at.dataframe[0].value.set_index("file")["status"]
+    assert set(files[files.index.str.startswith("mdb")]) == {"skipped"}
+    assert open_store(db, read_only=True).counts() == before
+
+
+def test_import_page_reports_a_bad_path_in_one_line(tmp_path, monkeypatch):
+    db = tmp_path / "fresh.duckdb"
+    open_store(db)
+    monkeypatch.setenv("ILCSCOPE_DB", str(db))
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/import_data.py")
+    at.run()
+    at.selectbox(key="import_kind").set_value("mias").run()
+    at.text_input(key="import_path").set_value(str(tmp_path / "missing")).run()
+    next(b for b in at.button if b.label == "Import from the server path").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "missing" in at.error[0].value
+    assert set(open_store(db, read_only=True).counts().values()) == {0}
