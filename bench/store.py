@@ -108,7 +108,7 @@ def main() -> None:
                 lambda: store.scores(models=["model-c"], level="breast", test_set="test-ILC"),
             "labels (exam, test-all)":
                 lambda: store.cases(level="exam", test_set="test-all"),
-            "per-density counts (test-all)":
+            "overview breakdowns incl. density (test-all)":
                 lambda: store.summary(test_set="test-all")["density"],
             "naive: pandas join of whole tables": naive_join,
         }
