@@ -20,12 +20,20 @@ def report(progress: ProgressFn | None, done: int, total: int, message: str = ""
 
 @contextlib.contextmanager
 def tqdm_progress(desc: str, *, disable: bool = False) -> Iterator[ProgressFn]:
-    """A ProgressFn drawing a tqdm bar on stderr (stdout stays clean for ``--json``)."""
+    """A ProgressFn drawing a tqdm bar on stderr (stdout stays clean for ``--json``).
+
+    The bar appears at the first update, so input that fails validation prints its one-line
+    error alone, with no empty bar before it.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(desc=desc, file=sys.stderr, disable=disable, dynamic_ncols=True, leave=False)
+    bar = None
 
     def update(done: int, total: int, message: str = "") -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(desc=desc, total=total, file=sys.stderr, disable=disable,
+                       dynamic_ncols=True, leave=False)
         if bar.total != total:
             bar.total = total
         bar.n = done
@@ -36,4 +44,5 @@ def tqdm_progress(desc: str, *, disable: bool = False) -> Iterator[ProgressFn]:
     try:
         yield update
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,464 @@
+"""Batch GMIC inference over a test set: scores, saliency files and patch boxes into the store.
+
+Why a job and not a query: inference is long (hours for a large archive on a CPU), so it runs
+outside the UI, reads the store only to list images, and lands its results through the store's
+safe ingest path (`core.store.write_result` + `Store.ingest`) in chunks of ``chunk_size`` images:
+an interrupted run keeps every finished chunk, the next run skips images that already have a
+prediction from the model (unless ``overwrite``), and no write connection is held while the
+network computes. Reading and preprocessing run ahead in background threads (DataLoader-style
+prefetch) while the network works on the current batch.
+
+Ensembles average like the official five-model ensemble: ``y_fusion`` (benign, malignant) and
+the saliency maps are means over the members; the patch boxes are every member's patches, in
+member order (each member reads its own K patches).
+
+Saliency file format (``np.savez_compressed``, one per image, at
+``store.files_dir / "saliency" / <model> / <image>.npz``; ``predictions.saliency_path`` holds the
+path relative to ``store.files_dir``):
+
+- ``format`` int: 1.
+- ``model``, ``image_id`` str.
+- ``malignant``, ``benign`` float16 (h, w): the raw saliency grid (``cam_size``, 8 x 5 for
+  "tiny"/"demo", 46 x 30 for "paper") over the *model input*: cropped to the breast, chest
+  wall at column 0, resized to ``input_shape``.
+- ``input_shape`` int64 (2,): (rows, cols) of the model input.
+- ``original_shape`` int64 (2,): (rows, cols) of the stored image.
+- ``crop_box`` int64 (4,): (row0, col0, height, width) of the breast box, original pixels.
+- ``flipped`` bool: the box was mirrored left-right (chest wall on the image's right).
+- ``scale`` float64 (2,): input pixels per original pixel, (rows, cols).
+
+`read_saliency` loads one; ``SaliencyFile.to_original()`` maps a map back onto the image with
+`models.preprocess.saliency_to_original` (the geometry keys are exactly its `Preprocessed`'s).
+Patch boxes are ``[[row, col, height, width], ...]`` JSON in original pixels (edges), clipped
+to the breast box (the part of the image the network saw).
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.errors import InputError
+from core.imageio import read_pixels
+from core.progress import ProgressFn, report
+from core.store import Store, write_result
+from models.device import resolve_device
+from models.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
+from models.preprocess import Preprocessed, preprocess_image
+
+__all__ = ["DEMO_CHECKPOINT", "GMIC_KIND", "PredictSummary", "SaliencyFile", "checkpoint_config",
+           "load_members", "predict_test_set", "read_saliency", "resolve_model"]
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gmic-demo.pt"
+SHIPPED = {"gmic-demo": DEMO_CHECKPOINT}   # names `--model` knows without a store row
+GMIC_KIND = "gmic"
+SALIENCY_FORMAT = 1
+_SAMPLE_MODEL = re.compile(r"sample_model_([1-5])\b")
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What one `predict_test_set` run did.
+
+    ``n_images`` = ``n_no_pixels`` + ``n_existing`` + ``n_predicted`` + ``n_failed``: images of the
+    test set, those without pixels (prediction-only datasets), those skipped because the model
+    already scored them, those scored now, and those whose file could not be read (the first
+    few messages in ``failures``).
+    """
+
+    model: str
+    test_set: str | None
+    checkpoints: list[str]
+    configs: list[str]
+    device: str
+    n_images: int
+    n_no_pixels: int
+    n_existing: int
+    n_predicted: int
+    n_failed: int
+    elapsed_s: float
+    s_per_image: float | None
+    run_dir: str | None
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SaliencyFile:
+    """One stored saliency file (see the module docstring for the format).
+
+    Attributes
+    ----------
+    model, image_id : str
+    malignant, benign : ndarray of shape (h, w), float32 (stored as float16)
+    geometry : Preprocessed whose ``image`` is a zero-stride placeholder of the input's shape
+        (no pixels are stored: only the geometry is needed to map back).
+    """
+
+    model: str
+    image_id: str
+    malignant: np.ndarray
+    benign: np.ndarray
+    geometry: Preprocessed
+
+    def to_original(self, which: str = "malignant", *, mode: str = "bilinear") -> np.ndarray:
+        """The ``which`` map on the original pixel grid: float32 of shape original_shape."""
+        if which not in ("malignant", "benign"):
+            raise InputError(f"which is {which!r}; pass 'malignant' or 'benign'")
+        return self.geometry.saliency_to_original(getattr(self, which), mode=mode)
+
+
+def read_saliency(path: str | Path) -> SaliencyFile:
+    """Load a saliency ``.npz`` written by `predict_test_set` (no pickles are read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"saliency file {path} does not exist; run `python -m core predict` first")
+    with np.load(path, allow_pickle=False) as z:
+        if int(z["format"]) != SALIENCY_FORMAT:
+            raise InputError(f"saliency file {path} has format {int(z['format'])}; this ILCscope "
+                             f"reads format {SALIENCY_FORMAT}")
+        rows, cols = (int(v) for v in z["input_shape"])
+        flipped = bool(z["flipped"])
+        geometry = Preprocessed(
+            image=torch.zeros(()).expand(1, rows, cols),
+            original_shape=tuple(int(v) for v in z["original_shape"]),
+            crop_box=tuple(int(v) for v in z["crop_box"]),
+            flipped=flipped, chest_wall="right" if flipped else "left",
+            scale=tuple(float(v) for v in z["scale"]))
+        return SaliencyFile(str(z["model"]), str(z["image_id"]),
+                            z["malignant"].astype(np.float32), z["benign"].astype(np.float32),
+                            geometry)
+
+
+# --- which checkpoints ---------------------------------------------------------------------------
+
+
+def _checkpoint_path(text: str | Path) -> Path:
+    """A stored or typed checkpoint path: as given if it exists, else relative to the repo."""
+    path = Path(text)
+    if path.exists() or path.is_absolute():
+        return path
+    return REPO / path if (REPO / path).exists() else path
+
+
+def _stored_path(path: Path) -> str:
+    """How a checkpoint is recorded in ``models.checkpoint``: repo-relative when inside it."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(REPO).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
+    """``--model`` -> (default model name, checkpoint paths).
+
+    ``spec`` is a checkpoint file (name: its stem), a shipped model (``gmic-demo``) or a GMIC
+    model already in the store with a recorded checkpoint (an ensemble's are comma-separated).
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path.stem, [path]
+    if spec in SHIPPED:
+        return spec, [SHIPPED[spec]]
+    models = store.models()
+    row = models[models["model"] == spec]
+    if not row.empty and row["kind"].iat[0] == GMIC_KIND and isinstance(row["checkpoint"].iat[0], str):
+        return spec, [_checkpoint_path(p) for p in row["checkpoint"].iat[0].split(",")]
+    if path.suffix in (".p", ".pt", ".pth", ".pkl") or "/" in spec:
+        raise InputError(f"GMIC checkpoint {spec} does not exist; pass the path of a .p/.pt file")
+    known = sorted(set(SHIPPED) | set(models.loc[models["kind"] == GMIC_KIND, "model"]))
+    raise InputError(f"--model {spec!r} is neither a checkpoint file nor a GMIC model in the store "
+                     f"(known: {', '.join(known)}); pass a checkpoint path")
+
+
+def checkpoint_config(path: str | Path) -> str:
+    """The config a checkpoint was made for: its ``config`` entry (files from
+    ``models.train_demo``), ``paper-k`` for the released ``sample_model_k.p``, else ``paper``."""
+    path = Path(path)
+    match = _SAMPLE_MODEL.search(path.name)
+    if match:
+        return f"paper-{match.group(1)}"
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: load_gmic_checkpoint raises the one-line error
+        return "paper"
+    config = raw.get("config") if isinstance(raw, dict) else None
+    return config if isinstance(config, str) else "paper"
+
+
+def load_members(checkpoints: Sequence[str | Path], configs: str | Sequence[str] | None = None,
+                 *, device: torch.device | str = "cpu") -> list[GMIC]:
+    """Load checkpoints strictly and return inference copies on ``device``.
+
+    Parameters
+    ----------
+    checkpoints : one or more checkpoint paths (an ensemble when several).
+    configs : one config name for all, one per checkpoint, or None (`checkpoint_config`).
+    device : where the copies live.
+
+    Returns
+    -------
+    list of GMIC (``optimize_for_inference`` copies: BN folded, channels_last, no gradients).
+    All share ``input_shape`` and ``cam_size`` (one preprocessing, averageable saliency maps).
+    """
+    if not checkpoints:
+        raise InputError("no checkpoint given; pass --model PATH or --ensemble PATH1,PATH2")
+    paths = [Path(p) for p in checkpoints]
+    if configs is None:
+        names = [checkpoint_config(p) for p in paths]
+    elif isinstance(configs, str):
+        names = [configs] * len(paths)
+    else:
+        names = list(configs)
+        if len(names) == 1:
+            names *= len(paths)
+        if len(names) != len(paths):
+            raise InputError(f"{len(names)} configs for {len(paths)} checkpoints; pass one config "
+                             "or one per checkpoint")
+    members = []
+    for path, name in zip(paths, names):
+        model = load_gmic_checkpoint(path, name)
+        if model.config.num_classes != 2:
+            raise InputError(f"GMIC checkpoint {path} has {model.config.num_classes} classes; "
+                             "predict needs (benign, malignant)")
+        members.append(optimize_for_inference(model).to(device))
+    first = members[0].config
+    for path, member in zip(paths[1:], members[1:]):
+        c = member.config
+        if (c.input_shape, c.cam_size) != (first.input_shape, first.cam_size):
+            raise InputError(f"ensemble member {path} has input {c.input_shape} / grid {c.cam_size} "
+                             f"but the first has {first.input_shape} / {first.cam_size}; use one "
+                             "input size for all members")
+    return members
+
+
+# --- the job -------------------------------------------------------------------------------------
+
+
+def predict_test_set(
+    store: Store,
+    *,
+    checkpoints: Sequence[str | Path],
+    name: str,
+    test_set: str | None,
+    configs: str | Sequence[str] | None = None,
+    parent: str | None = None,
+    description: str | None = None,
+    synthetic: bool = False,
+    device: str = "auto",
+    batch_size: int = 16,
+    bf16: bool = False,
+    overwrite: bool = False,
+    chunk_size: int = 64,
+    workers: int = 2,
+    progress: ProgressFn | None = None,
+) -> PredictSummary:
+    """Score every image of ``test_set`` with GMIC (or an ensemble) and store the results.
+
+    Parameters
+    ----------
+    store : Store
+        Read for the image list; written only through ``ingest`` of result folders under
+        ``store.files_dir / "runs" / <model>-<timestamp>``.
+    checkpoints : one path, or several for an ensemble (mean ``y_fusion`` and saliency).
+    name : the model's name in the store (``models.model``).
+    test_set : named test set (None: every image in the store).
+    configs : see `load_members`.
+    parent, description, synthetic : written to the model's row (kind 'gmic').
+    device : 'auto' (CUDA when present), 'cpu' or 'cuda'.
+    batch_size : images per forward pass.
+    bf16 : bfloat16 autocast (CUDA; works on CPU too, rarely faster there).
+    overwrite : re-score images the model already has predictions for.
+    chunk_size : images per ingest (a resumable unit).
+    workers : background threads reading and preprocessing images.
+    progress : ``progress(done, total, message)`` after each batch.
+
+    Returns
+    -------
+    PredictSummary
+    """
+    start = time.perf_counter()
+    _check_options(name, batch_size, chunk_size, workers)
+    images = store.images(test_set=test_set)            # unknown test set -> InputError
+    dev = resolve_device(device)
+    members = load_members(checkpoints, configs, device=dev)
+    with_pixels = images[images["abs_path"].notna()]
+    existing = set()
+    if not overwrite:
+        done = store.predictions(models=[name], level="image", test_set=test_set)
+        existing = set(done["case_id"])
+    todo = with_pixels[~with_pixels["image_id"].isin(existing)]
+    stored_checkpoints = [_stored_path(Path(p)) for p in checkpoints]
+    model_row = pd.DataFrame([{
+        "model": name, "kind": GMIC_KIND, "checkpoint": ",".join(stored_checkpoints),
+        "parent": parent, "synthetic": bool(synthetic),
+        "description": description or _default_description(members, stored_checkpoints)}])
+    run_dir = store.files_dir / "runs" / f"{_safe(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    n_predicted, failures, n_failed = 0, [], 0
+    rows: list[dict] = []
+    chunk = 0
+    store_model = True
+    compute_s = 0.0
+    for batch in _prefetched(todo, members[0].config.input_shape, batch_size, workers):
+        ok = [(row, pre) for row, pre, _ in batch if pre is not None]
+        for row, _, error in batch:
+            if error is not None:
+                n_failed += 1
+                if len(failures) < 5:
+                    failures.append(f"{row.image_id}: {error}")
+        if ok:
+            t0 = time.perf_counter()
+            rows += _predict_batch(store, members, ok, name, dev, bf16)
+            compute_s += time.perf_counter() - t0
+        while len(rows) >= chunk_size:
+            _ingest(store, run_dir, chunk, model_row if store_model else None, rows[:chunk_size])
+            n_predicted += chunk_size
+            rows, chunk, store_model = rows[chunk_size:], chunk + 1, False
+        report(progress, n_predicted + len(rows) + n_failed, len(todo), name)
+    if rows or store_model:
+        _ingest(store, run_dir, chunk, model_row, rows)
+        n_predicted += len(rows)
+    return PredictSummary(
+        model=name, test_set=test_set, checkpoints=stored_checkpoints,
+        configs=[_config_name(m) for m in members], device=str(dev), n_images=len(images),
+        n_no_pixels=len(images) - len(with_pixels), n_existing=len(with_pixels) - len(todo),
+        n_predicted=n_predicted, n_failed=n_failed, elapsed_s=time.perf_counter() - start,
+        s_per_image=compute_s / n_predicted if n_predicted else None,
+        run_dir=str(run_dir) if run_dir.exists() else None, failures=failures)
+
+
+def _check_options(name: str, batch_size: int, chunk_size: int, workers: int) -> None:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise InputError(f"model name {name!r} must be non-empty without surrounding spaces")
+    for label, value in (("batch_size", batch_size), ("chunk_size", chunk_size),
+                         ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{label}={value!r}; pass a whole number >= 1")
+
+
+def _config_name(model: GMIC) -> str:
+    return next((k for k, v in CONFIGS.items() if v == model.config), "custom")
+
+
+def _default_description(members: list[GMIC], checkpoints: list[str]) -> str:
+    config = _config_name(members[0])
+    if len(members) == 1:
+        return f"GMIC ({config} config) from {checkpoints[0]}"
+    return (f"GMIC ensemble of {len(members)} checkpoints ({config} config): mean y_fusion and "
+            "saliency over the members")
+
+
+def _load_one(row, input_shape) -> tuple[object, Preprocessed | None, str | None]:
+    try:
+        pixels = read_pixels(row.abs_path)
+        return row, preprocess_image(pixels, input_shape, laterality=row.laterality), None
+    except InputError as exc:  # one unreadable file must not stop an archive-sized run
+        return row, None, str(exc)
+
+
+def _prefetched(todo: pd.DataFrame, input_shape, batch_size: int,
+                workers: int) -> Iterator[list[tuple]]:
+    """Batches of (row, Preprocessed | None, error | None), read ``workers`` batches ahead."""
+    batches = _batches(todo, batch_size)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = deque(pool.submit(_load_batch, b, input_shape)
+                        for b in itertools.islice(batches, workers + 1))
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(batches, None)
+            if nxt is not None:
+                pending.append(pool.submit(_load_batch, nxt, input_shape))
+            yield result
+
+
+def _batches(frame: pd.DataFrame, size: int) -> Iterator[list]:
+    rows = frame.itertuples(index=False)
+    while batch := list(itertools.islice(rows, size)):
+        yield batch
+
+
+def _load_batch(rows, input_shape) -> list[tuple]:
+    return [_load_one(row, input_shape) for row in rows]
+
+
+def _predict_batch(store: Store, members: list[GMIC], batch: list[tuple], name: str,
+                   device: torch.device, bf16: bool) -> list[dict]:
+    """Run every member on one batch, average, save saliency files; return prediction rows."""
+    x = torch.stack([pre.image for _, pre in batch]).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        outs = [m(x) for m in members]
+    y = torch.stack([o["y_fusion"].float() for o in outs]).mean(0).cpu().numpy()
+    saliency = torch.stack([o["saliency_map"].float() for o in outs]).mean(0).cpu().numpy()
+    locations = [o["patch_locations"].cpu().numpy() for o in outs]
+    folder = Path("saliency") / _safe(name)
+    (store.files_dir / folder).mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (row, pre) in enumerate(batch):
+        rel = folder / f"{_safe(row.image_id)}-{_digest(row.image_id)}.npz"
+        _save_saliency(store.files_dir / rel, name, row.image_id, saliency[i], pre)
+        boxes = np.concatenate([_clip_boxes(pre.boxes_to_original(loc[i], m.config.crop_shape), pre)
+                                for loc, m in zip(locations, members)])
+        rows.append({"model": name, "level": "image", "case_id": row.image_id,
+                     "exam_id": row.exam_id, "laterality": row.laterality,
+                     "image_id": row.image_id, "malignant": float(y[i, 1]),
+                     "benign": float(y[i, 0]), "saliency_path": rel.as_posix(),
+                     "patch_boxes": json.dumps(np.round(boxes, 2).tolist())})
+    return rows
+
+
+def _clip_boxes(boxes: np.ndarray, pre: Preprocessed) -> np.ndarray:
+    """Boxes (K, 4) cut to the breast box: a patch may run past the input's edge."""
+    r0, c0, h, w = pre.crop_box
+    top = np.clip(boxes[:, 0], r0, r0 + h)
+    left = np.clip(boxes[:, 1], c0, c0 + w)
+    bottom = np.clip(boxes[:, 0] + boxes[:, 2], r0, r0 + h)
+    right = np.clip(boxes[:, 1] + boxes[:, 3], c0, c0 + w)
+    return np.stack([top, left, bottom - top, right - left], axis=1)
+
+
+def _save_saliency(path: Path, model: str, image_id: str, maps: np.ndarray,
+                   pre: Preprocessed) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(
+        tmp, format=np.int64(SALIENCY_FORMAT), model=np.str_(model), image_id=np.str_(image_id),
+        benign=maps[0].astype(np.float16), malignant=maps[1].astype(np.float16),
+        input_shape=np.asarray(pre.input_shape, np.int64),
+        original_shape=np.asarray(pre.original_shape, np.int64),
+        crop_box=np.asarray(pre.crop_box, np.int64), flipped=np.bool_(pre.flipped),
+        scale=np.asarray(pre.scale, np.float64))
+    tmp.replace(path)
+
+
+def _ingest(store: Store, run_dir: Path, chunk: int, model_row: pd.DataFrame | None,
+            rows: list[dict]) -> None:
+    frames = {"predictions": pd.DataFrame(rows, columns=[
+        "model", "level", "case_id", "exam_id", "laterality", "image_id", "malignant", "benign",
+        "saliency_path", "patch_boxes"])}
+    if model_row is not None:
+        frames["models"] = model_row
+    store.ingest(write_result(run_dir / f"chunk-{chunk:05d}", frames))
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _digest(text: str) -> str:
+    """8 hex digits: two ids that differ only in unsafe characters get different files."""
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
