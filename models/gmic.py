@@ -171,10 +171,10 @@ CONFIGS: dict[str, GMICConfig] = {
     "cpu-small": GMICConfig(input_shape=(1472, 960), cam_size=(23, 15)),
     # demo cohort (~512 x 320): 8 x 5 grid; a 64 x 64 crop is exactly one cell; trains on a CPU.
     "tiny": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4),
-    # "tiny" with narrow networks (global 4..64, local 16..128 channels): the shipped demo
-    # checkpoint (models/checkpoints/gmic-demo.pt, models/train_demo.py), ~1 MB, ~15x cheaper.
+    # "tiny" with narrow networks (global 8..128, local 8..64 channels): the shipped demo
+    # checkpoint (models/checkpoints/gmic-demo.pt, models/train_demo.py), 0.9 M parameters.
     "demo": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4,
-                       post_processing_dim=64, local_base_width=16),
+                       post_processing_dim=128, local_base_width=8),
 }
 
 

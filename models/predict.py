@@ -43,6 +43,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +178,9 @@ def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
         return spec, [SHIPPED[spec]]
     models = store.models()
     row = models[models["model"] == spec]
-    if not row.empty and row["kind"].iat[0] == GMIC_KIND and isinstance(row["checkpoint"].iat[0], str):
-        return spec, [_checkpoint_path(p) for p in row["checkpoint"].iat[0].split(",")]
+    stored = row["checkpoint"].iat[0] if not row.empty else None
+    if not row.empty and row["kind"].iat[0] == GMIC_KIND and isinstance(stored, str):
+        return spec, [_checkpoint_path(p) for p in stored.split(",")]
     if path.suffix in (".p", ".pt", ".pth", ".pkl") or "/" in spec:
         raise InputError(f"GMIC checkpoint {spec} does not exist; pass the path of a .p/.pt file")
     known = sorted(set(SHIPPED) | set(models.loc[models["kind"] == GMIC_KIND, "model"]))
@@ -241,9 +243,9 @@ def load_members(checkpoints: Sequence[str | Path], configs: str | Sequence[str]
     for path, member in zip(paths[1:], members[1:]):
         c = member.config
         if (c.input_shape, c.cam_size) != (first.input_shape, first.cam_size):
-            raise InputError(f"ensemble member {path} has input {c.input_shape} / grid {c.cam_size} "
-                             f"but the first has {first.input_shape} / {first.cam_size}; use one "
-                             "input size for all members")
+            raise InputError(f"ensemble member {path} has input {c.input_shape} / grid "
+                             f"{c.cam_size} but the first has {first.input_shape} / "
+                             f"{first.cam_size}; use one input size for all members")
     return members
 
 
@@ -308,11 +310,13 @@ def predict_test_set(
         "model": name, "kind": GMIC_KIND, "checkpoint": ",".join(stored_checkpoints),
         "parent": parent, "synthetic": bool(synthetic),
         "description": description or _default_description(members, stored_checkpoints)}])
-    run_dir = store.files_dir / "runs" / f"{_safe(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = store.files_dir / "runs" / f"{_safe(name)}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     n_predicted, failures, n_failed = 0, [], 0
     rows: list[dict] = []
     chunk = 0
-    store_model = True
+    # The model's row lands with the first chunk; a run with nothing to score writes nothing
+    # unless the model is new (so `predict` on scored images leaves no empty run folders).
+    store_model = bool(len(todo)) or name not in store.model_names()
     compute_s = 0.0
     for batch in _prefetched(todo, members[0].config.input_shape, batch_size, workers):
         ok = [(row, pre) for row, pre, _ in batch if pre is not None]
@@ -331,7 +335,7 @@ def predict_test_set(
             rows, chunk, store_model = rows[chunk_size:], chunk + 1, False
         report(progress, n_predicted + len(rows) + n_failed, len(todo), name)
     if rows or store_model:
-        _ingest(store, run_dir, chunk, model_row, rows)
+        _ingest(store, run_dir, chunk, model_row if store_model else None, rows)
         n_predicted += len(rows)
     return PredictSummary(
         model=name, test_set=test_set, checkpoints=stored_checkpoints,

@@ -6,10 +6,14 @@ This script is the whole recipe; its defaults made ``models/checkpoints/gmic-dem
 
     python -m models.train_demo --out models/checkpoints/gmic-demo.pt
 
+Shipped run (2 threads): data 1 min, training 3.3 min; final validation AUC 0.83 (ILC 0.75,
+IDC 0.91, image level); on the demo store's test split (seed 0, never seen) the image / breast /
+exam AUCs are 0.85 / 0.87 / 0.85 (ILC 0.75 / 0.74 / 0.72, IDC 0.94 / 0.99 / 0.97).
+
 Recipe (`DemoRecipe`, all fixed by the seeds):
 
 - data: ``core.synthetic.generate_cohort`` into a temporary folder (deleted afterwards) with
-  ``cohort_seed=7``, 400 exams and ``cancer_fraction=0.5``: the demo's renderer and image size
+  ``cohort_seed=7``, 600 exams and ``cancer_fraction=0.5``: the demo's renderer and image size
   (512 x 320), enriched with cancers so that a few hundred images teach something. Its ``train``
   split trains, its ``test`` split is the validation printed each epoch. The demo store itself
   (seed 0) is never seen, so its test *and* train splits are unseen data for this network.
@@ -18,20 +22,23 @@ Recipe (`DemoRecipe`, all fixed by the seeds):
 - inputs: ``models.preprocess.preprocess_image`` with the image's laterality, the same call
   ``models.predict`` makes (crop to the breast, chest wall left, 512 x 320, standardised).
 - network: ``CONFIGS["demo"]`` (the "tiny" grid with narrow ResNets), He init, ``torch_seed``.
-- loss, as the paper: BCE(y_global) + BCE(y_local) + BCE(y_fusion) + ``saliency_l1`` x mean
-  saliency (the L1 term keeps the maps sparse, so they point at lesions); plus ``mask_weight`` x
-  BCE of each saliency cell against the share of it the lesion masks cover (divided by
-  ``MASK_FULL``, capped at 1; the malignant map learns cancers, the benign map benign masses).
-  Why the masks: the paper's global network starts from a patch classifier trained on
-  annotated lesions, and from scratch on a few hundred images the weak labels alone stay near
-  chance for many epochs; the cohort's exact masks do that pre-training's job in minutes. The
-  network and its outputs are GMIC's, unchanged; only the training signal is richer.
-- augmentation: random up-down flip, intensity gain and offset (the standardised image times
-  U(0.9, 1.1) plus U(-0.1, 0.1)).
-- optimiser: Adam (lr 1e-3, weight decay 1e-5), cosine decay to 0 over the epochs, batch 16.
+- phase 1, the global module (``global_epochs``): BCE of each saliency cell against the share of
+  it the image's lesion masks cover (/ ``MASK_FULL``, capped at 1; the malignant map learns
+  cancers, the benign map benign masses). Why: the paper's global network starts from a patch
+  classifier trained on annotated lesions; trained from scratch on a few hundred images with
+  the image labels alone (the paper's loss, BCE of y_global + y_local + y_fusion) this network
+  memorised the training images and stayed at chance on the validation images (AUC ~0.5 after
+  12 epochs), while the exact masks of the synthetic cohort teach it to localise in minutes.
+- phase 2, the rest (``epochs``): global module frozen (its BatchNorms in eval mode), local
+  network, attention and fusion trained with BCE(y_local) + BCE(y_fusion) on the patches the
+  saliency maps select, as GMIC selects them at inference. The network and its outputs are
+  GMIC's, unchanged; only the training schedule differs from the paper's.
+- augmentation: random up-down flip (image and mask targets together).
+- optimiser: Adam (weight decay 1e-4), one-cycle schedule per phase (peak lr 3e-3 in phase 1,
+  1e-3 in phase 2), batch 16.
 
-It prints loss and AUC (image level, malignant, on the train and validation images) per epoch
-and saves ``{"state_dict", "config", "recipe", "history"}`` with ``torch.save``; the
+It prints loss and validation AUC (image level, malignant: y_global in phase 1, y_fusion with
+its ILC-only and IDC-only AUCs in phase 2) per epoch and saves ``{"state_dict", "config", "recipe", "history"}`` with ``torch.save``; the
 loader (`models.gmic.load_gmic_checkpoint`) unwraps ``state_dict`` and `models.predict` reads
 ``config`` so ``--config`` need not be given. Threads: ``torch.set_num_threads(threads)`` (2 by
 default: the recipe is sized to finish in ~15 minutes on two CPU cores).
@@ -55,7 +62,7 @@ import torch.nn.functional as F
 from core.errors import InputError
 from core.imageio import read_pixels
 from core.metrics import roc_auc
-from models.gmic import CONFIGS, GMIC, build_gmic
+from models.gmic import CONFIGS, GMIC, build_gmic, top_t_percent_pool
 from models.preprocess import Preprocessed, preprocess_image
 
 __all__ = ["DemoData", "DemoRecipe", "TrainResult", "image_labels", "load_demo_data", "main",
@@ -74,29 +81,29 @@ class DemoRecipe:
     config : name in ``models.gmic.CONFIGS``.
     cohort_seed, n_exams, cancer_fraction : the synthetic cohort (`generate_cohort`).
     torch_seed : initialisation, shuffling and augmentation.
-    epochs, batch_size, lr, weight_decay : optimisation (Adam, cosine decay to 0).
-    saliency_l1 : weight of the mean-saliency penalty.
-    mask_weight : weight of the saliency cells' BCE against the lesion masks (0: weak labels only).
+    global_epochs, global_lr : phase 1 (global module on the mask targets).
+    epochs, lr : phase 2 (local network, attention, fusion; global module frozen).
+    batch_size, weight_decay : both phases (Adam, one-cycle schedule).
     max_train_images : keep only the first N training images (None: all); for quick checks.
     """
 
     config: str = "demo"
     cohort_seed: int = 7
-    n_exams: int = 400
+    n_exams: int = 600
     cancer_fraction: float = 0.5
     torch_seed: int = 0
-    epochs: int = 8
-    batch_size: int = 16
+    global_epochs: int = 10
+    global_lr: float = 3e-3
+    epochs: int = 3
     lr: float = 1e-3
-    weight_decay: float = 1e-5
-    saliency_l1: float = 0.005
-    mask_weight: float = 1.0
+    batch_size: int = 16
+    weight_decay: float = 1e-4
     max_train_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.config not in CONFIGS:
             raise InputError(f"config {self.config!r} is unknown; pass one of {sorted(CONFIGS)}")
-        for name in ("n_exams", "epochs", "batch_size"):
+        for name in ("n_exams", "global_epochs", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name}={getattr(self, name)!r}; pass a whole number >= 1")
         if self.max_train_images is not None and self.max_train_images < 2:
@@ -207,32 +214,22 @@ def mask_cells(mask: np.ndarray | None, label: np.ndarray, pre: Preprocessed,
     return out
 
 
-def _loss(out: dict[str, torch.Tensor], target: torch.Tensor, cells: torch.Tensor,
-          recipe: DemoRecipe) -> torch.Tensor:
-    bce = sum(F.binary_cross_entropy(out[k].clamp(1e-6, 1 - 1e-6), target)
-              for k in ("y_global", "y_local", "y_fusion"))
-    saliency = out["saliency_map"]
-    loss = bce + recipe.saliency_l1 * saliency.mean()
-    if recipe.mask_weight:
-        loss = loss + recipe.mask_weight * F.binary_cross_entropy(
-            saliency.clamp(1e-6, 1 - 1e-6), cells)
-    return loss
-
-
-def _augment(x: torch.Tensor, flip: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Up-down flip where ``flip`` (N,) is True, then intensity gain and offset per image."""
-    n = x.shape[0]
-    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-2), x)
-    gain = 0.9 + 0.2 * torch.rand(n, 1, 1, 1, generator=gen)
-    offset = 0.2 * torch.rand(n, 1, 1, 1, generator=gen) - 0.1
-    return x * gain + offset
+def _flip_rows(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Up-down flip of the items of (N, C, H, W) ``x`` where ``flip`` (N,) is True."""
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-2), x)
 
 
 @torch.inference_mode()
-def _scores(model: GMIC, data: DemoData, batch_size: int) -> np.ndarray:
+def _scores(model: GMIC, data: DemoData, key: str, batch_size: int = 64) -> np.ndarray:
     model.eval()
-    parts = [model(data.images[i:i + batch_size].float())["y_fusion"][:, 1]
-             for i in range(0, len(data.labels), batch_size)]
+    parts = []
+    for i in range(0, len(data.labels), batch_size):
+        x = data.images[i:i + batch_size].float()
+        if key == "y_global":     # phase 1: the global module alone (half the cost)
+            saliency = torch.sigmoid(model.forward_global(x)[1])
+            parts.append(top_t_percent_pool(saliency, model.config.percent_t)[:, 1])
+        else:
+            parts.append(model(x)[key][:, 1])
     return torch.cat(parts).numpy()
 
 
@@ -243,58 +240,91 @@ def _auc(labels: torch.Tensor, scores: np.ndarray, histology: np.ndarray, keep: 
     return roc_auc(y, s) if 0 < y.sum() < y.size else float("nan")
 
 
+_AUC_LABELS = {"val_auc_global": "val AUC (y_global)", "val_auc": "val AUC (y_fusion)",
+               "val_auc_ilc": "ILC", "val_auc_idc": "IDC"}
+
+
+def _phase(model: GMIC, params: list, train: DemoData, *, epochs: int, lr: float,
+           recipe: DemoRecipe, gen: torch.Generator, step, evaluate, log, name: str,
+           history: list, start: float) -> None:
+    """One training phase: Adam + one-cycle over ``params``; ``step(idx, flip)`` -> loss."""
+    n = len(train.labels)
+    steps = epochs * -(-n // recipe.batch_size)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, pct_start=0.15, total_steps=steps)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n, generator=gen)
+        total, seen = 0.0, 0
+        for i in range(0, n, recipe.batch_size):
+            idx = order[i:i + recipe.batch_size]
+            flip = torch.rand(idx.numel(), generator=gen) < 0.5
+            if idx.numel() < 2:      # BatchNorm needs two images
+                continue
+            loss = step(idx, flip)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, seen = total + float(loss.detach()) * idx.numel(), seen + idx.numel()
+        row = {"phase": name, "epoch": epoch, "loss": total / max(seen, 1), **evaluate(),
+               "elapsed_s": time.perf_counter() - start}
+        history.append(row)
+        aucs = "  ".join(f"{_AUC_LABELS[k]} {v:.3f}" for k, v in row.items() if k in _AUC_LABELS)
+        log(f"{name} epoch {epoch}/{epochs}  loss {row['loss']:.4f}  {aucs}  "
+            f"{row['elapsed_s']:.0f} s")
+
+
 def train_demo(recipe: DemoRecipe, data: dict[str, DemoData], *,
                log: Callable[[str], None] = print) -> TrainResult:
-    """Train ``CONFIGS[recipe.config]`` from scratch on ``data['train']``; log per epoch."""
+    """Train ``CONFIGS[recipe.config]`` from scratch on ``data['train']`` (two phases, see the
+    module docstring), logging loss and validation AUC per epoch."""
     start = time.perf_counter()
     torch.manual_seed(recipe.torch_seed)
     gen = torch.Generator().manual_seed(recipe.torch_seed)
     model = build_gmic(recipe.config)
     train, val = data["train"], data["test"]
-    n = len(train.labels)
-    steps_per_epoch = -(-n // recipe.batch_size)
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, pct_start=0.15,
-                                                total_steps=recipe.epochs * steps_per_epoch)
-    history = []
-    for epoch in range(1, recipe.epochs + 1):
+    history: list[dict] = []
+
+    def global_step(idx, flip):
         model.train()
-        order = torch.randperm(n, generator=gen)
-        total, seen, running = 0.0, [], []
-        for i in range(0, n, recipe.batch_size):
-            idx = order[i:i + recipe.batch_size]
-            if idx.numel() < 2:      # BatchNorm needs two images
-                continue
-            flip = torch.rand(idx.numel(), generator=gen) < 0.5
-            out = model(_augment(train.images[idx].float(), flip, gen))
-            cells = torch.where(flip.view(-1, 1, 1, 1), train.cells[idx].flip(-2),
-                                train.cells[idx])
-            loss = _loss(out, train.labels[idx], cells, recipe)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * idx.numel()
-            seen.append(idx)
-            running.append(out["y_fusion"][:, 1].detach())
-        seen = torch.cat(seen)
-        val_s = _scores(model, val, 64)
-        row = {"epoch": epoch, "loss": total / len(seen),
-               "train_auc": _auc(train.labels[seen], torch.cat(running).numpy(),
-                                 train.histology[seen.numpy()]),
-               "val_auc": _auc(val.labels, val_s, val.histology),
-               "val_auc_ilc": _auc(val.labels, val_s, val.histology, "ILC"),
-               "val_auc_idc": _auc(val.labels, val_s, val.histology, "IDC"),
-               "elapsed_s": time.perf_counter() - start}
-        history.append(row)
-        log(f"epoch {epoch}/{recipe.epochs}  loss {row['loss']:.4f}  train AUC (running) "
-            f"{row['train_auc']:.3f}  val AUC {row['val_auc']:.3f} (ILC {row['val_auc_ilc']:.3f}, "
-            f"IDC {row['val_auc_idc']:.3f})  {row['elapsed_s']:.0f} s")
+        _, logits = model.forward_global(_flip_rows(train.images[idx].float(), flip))
+        return F.binary_cross_entropy_with_logits(logits, _flip_rows(train.cells[idx], flip))
+
+    def global_eval():
+        return {"val_auc_global": _auc(val.labels, _scores(model, val, "y_global"), val.histology)}
+
+    _phase(model, model.global_parameters(), train, epochs=recipe.global_epochs,
+           lr=recipe.global_lr, recipe=recipe, gen=gen, step=global_step, evaluate=global_eval,
+           log=log, name="global", history=history, start=start)
+
+    for p in model.global_parameters():
+        p.requires_grad_(False)
+
+    def fusion_step(idx, flip):
+        model.train()
+        model.ds_net.eval()                  # frozen: keep its BatchNorm statistics
+        model.left_postprocess_net.eval()
+        out = model(_flip_rows(train.images[idx].float(), flip))
+        target = train.labels[idx]
+        return sum(F.binary_cross_entropy(out[k].clamp(1e-6, 1 - 1e-6), target)
+                   for k in ("y_local", "y_fusion"))
+
+    def fusion_eval():
+        s = _scores(model, val, "y_fusion")
+        return {"val_auc": _auc(val.labels, s, val.histology),
+                "val_auc_ilc": _auc(val.labels, s, val.histology, "ILC"),
+                "val_auc_idc": _auc(val.labels, s, val.histology, "IDC")}
+
+    _phase(model, model.local_parameters() + model.head_parameters(), train, epochs=recipe.epochs,
+           lr=recipe.lr, recipe=recipe, gen=gen, step=fusion_step, evaluate=fusion_eval, log=log,
+           name="fusion", history=history, start=start)
+    model.requires_grad_(True)
     return TrainResult(model.eval(), history, time.perf_counter() - start)
 
 
 def save_checkpoint(result: TrainResult, recipe: DemoRecipe, out: str | Path) -> Path:
-    """``torch.save`` the state dict with its config name, recipe and history (weights_only-safe)."""
+    """``torch.save`` the state dict with its config name, recipe and history (all plain types,
+    so ``torch.load(weights_only=True)`` reads it)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"state_dict": {k: v.detach().clone() for k, v in result.model.state_dict().items()},
@@ -317,13 +347,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-exams", type=int, default=d.n_exams)
     p.add_argument("--cancer-fraction", type=float, default=d.cancer_fraction)
     p.add_argument("--seed", type=int, default=d.torch_seed, help="torch seed")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--global-epochs", type=int, default=d.global_epochs, help="phase 1 epochs")
+    p.add_argument("--global-lr", type=float, default=d.global_lr, help="phase 1 peak lr")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="phase 2 epochs")
+    p.add_argument("--lr", type=float, default=d.lr, help="phase 2 peak lr")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--saliency-l1", type=float, default=d.saliency_l1)
-    p.add_argument("--mask-weight", type=float, default=d.mask_weight,
-                   help="saliency-cell BCE against the lesion masks (0: image labels only)")
     p.add_argument("--max-train-images", type=int, default=None,
                    help="use only the first N training images (quick checks)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -332,12 +361,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    start = time.perf_counter()
     try:
         recipe = DemoRecipe(
             config=args.config, cohort_seed=args.cohort_seed, n_exams=args.n_exams,
-            cancer_fraction=args.cancer_fraction, torch_seed=args.seed, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            saliency_l1=args.saliency_l1, mask_weight=args.mask_weight,
+            cancer_fraction=args.cancer_fraction, torch_seed=args.seed,
+            global_epochs=args.global_epochs, global_lr=args.global_lr, epochs=args.epochs,
+            lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
             max_train_images=args.max_train_images)
         torch.set_num_threads(args.threads)
         folder = Path(tempfile.mkdtemp(prefix="ilcscope-train-demo-"))
@@ -350,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB) after {result.elapsed_s:.0f} s "
-          "of training")
+    print(f"saved {path} ({path.stat().st_size / 1e6:.2f} MB); training {result.elapsed_s:.0f} s, "
+          f"total {time.perf_counter() - start:.0f} s")
     return 0
 
 

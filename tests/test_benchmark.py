@@ -101,10 +101,10 @@ def brute_auc(y, s):
 
 def test_usable_models_and_defaults(bstore):
     levels = bstore.prediction_levels()
-    assert benchmark.usable_models(levels, "image") == ["classical-dog", "sim-strong"]
+    assert benchmark.usable_models(levels, "image") == ["classical-dog", "gmic-demo", "sim-strong"]
     assert benchmark.usable_models(levels, "breast") == [
-        "classical-dog", "ext-breast", "sim-breast", "sim-strong"]
-    assert benchmark.usable_models(levels, "exam") == ["classical-dog", "sim-strong"]
+        "classical-dog", "ext-breast", "gmic-demo", "sim-breast", "sim-strong"]
+    assert benchmark.usable_models(levels, "exam") == ["classical-dog", "gmic-demo", "sim-strong"]
     known = ["demo", "test-IDC", "test-ILC", "test-all", "train"]
     assert benchmark.default_test_sets("test-IDC", known) == ["test-IDC", "test-ILC", "test-all"]
     assert benchmark.default_test_sets("test-all", known) == ["test-all", "test-ILC"]
@@ -445,8 +445,10 @@ def _frames(at) -> dict[str, pd.DataFrame]:
 def test_page_runs_on_the_demo_store(demo_env):
     at = _page()
     frames = _frames(at)
-    assert frames["auc"]["model"].tolist() == ["classical-dog"] * len(frames["auc"])
-    assert any("two or more models" in i.value for i in at.info)
+    # the demo store's two models (the classical baseline and the shipped demo GMIC), each scored
+    assert set(frames["auc"]["model"]) == {"classical-dog", "gmic-demo"}
+    assert frames["auc"]["auc"].notna().all()
+    assert len(frames["pairs"]) == 1  # one pair of models: one paired DeLong test
 
 
 def test_page_numbers_equal_the_cli(bench_env, capsys):
@@ -470,7 +472,8 @@ def test_page_numbers_equal_the_cli(bench_env, capsys):
         assert wide.loc[r.model, f"{r.test_set} AUC [95% CI]"] == f"{r.auc:.3f} [{ci}]"
         assert wide.loc[r.model, f"{r.test_set} n+ / n-"] == f"{r.n_pos} / {r.n_neg}"
     cli_pairs = pd.DataFrame(doc["pairwise"])
-    assert len(cli_pairs) == 3   # 4 models at breast level, ext-breast not run on test-all
+    # 5 models at breast level, ext-breast not run on test-all: 4 scored models, 6 pairs
+    assert len(cli_pairs) == 6
     for col in ("model_a", "model_b", "z", "p", "p_holm"):
         np.testing.assert_array_equal(frames["pairs"][col], cli_pairs[col], col)
     cli_ops = pd.DataFrame(doc["sensitivity_at_specificity"])

@@ -16,7 +16,11 @@ from core.imageio import read_pixels
 from core.metrics import roc_auc
 from core.store import open_store
 from models.gmic import CONFIGS, build_gmic, load_gmic_checkpoint
-from models.predict import checkpoint_config, predict_test_set, read_saliency, resolve_model
+from core.synthetic import generate_cohort
+from models.demo_models import DEMO_GMIC
+from models.predict import (DEMO_CHECKPOINT, checkpoint_config, predict_test_set, read_saliency,
+                            resolve_model)
+from models.train_demo import image_labels
 from models.preprocess import preprocess_image
 
 TEST_SET = "test-all"
@@ -49,22 +53,14 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def other_checkpoint(tmp_path_factory) -> Path:
-    """A second 'demo' network (fresh weights) for ensembles."""
-    torch.manual_seed(123)
-    model = build_gmic("demo").eval()
-    path = tmp_path_factory.mktemp("ckpt") / "other.pt"
-    torch.save({"state_dict": model.state_dict(), "config": "demo"}, path)
-    return path
+    """A second 'demo' network (other fresh weights) for ensembles."""
+    return _fresh_checkpoint(tmp_path_factory.mktemp("ckpt"), "other.pt", 123)
 
 
 def _run(store, checkpoints, name, **kw):
     torch.set_num_threads(2)
     return predict_test_set(store, checkpoints=checkpoints, name=name, test_set=TEST_SET,
                             batch_size=kw.pop("batch_size", 8), **kw)
-
-
-def _preds(store, name) -> pd.DataFrame:
-    return store.predictions(models=[name], level="image", test_set=TEST_SET).set_index("case_id")
 
 
 def _stored(store, name) -> pd.DataFrame:
@@ -109,8 +105,9 @@ def test_predictions_match_a_plain_forward_pass(checkpoint, store_path):
         assert (boxes[:, 0] + boxes[:, 2] <= r0 + h + 1e-9).all()
         assert (boxes[:, 1] + boxes[:, 3] <= c0 + w + 1e-9).all()
         expected = pre.boxes_to_original(out["patch_locations"][0], cfg.crop_shape)
-        inside = (expected[:, :2] >= [r0, c0]).all(1) & (expected[:, 0] + expected[:, 2] <= r0 + h) \
-            & (expected[:, 1] + expected[:, 3] <= c0 + w)
+        inside = ((expected[:, :2] >= [r0, c0]).all(1)
+                  & (expected[:, 0] + expected[:, 2] <= r0 + h)
+                  & (expected[:, 1] + expected[:, 3] <= c0 + w))
         np.testing.assert_allclose(boxes[inside], expected[inside], atol=0.01)
     models = store.models().set_index("model")
     assert models.loc["g", "kind"] == "gmic" and models.loc["g", "checkpoint"].endswith("main.pt")
@@ -135,7 +132,7 @@ def test_resumable_in_chunks(checkpoint, store_path):
     assert (again.n_existing, again.n_predicted) == (landed, n - landed)
     assert len(_stored(store, "r")) == n
     third = _run(store, [checkpoint], "r")
-    assert (third.n_existing, third.n_predicted) == (n, 0)
+    assert (third.n_existing, third.n_predicted) == (n, 0) and third.run_dir is None
     before = _stored(store, "r")
     redo = _run(store, [checkpoint], "r", overwrite=True)
     assert redo.n_predicted == n
@@ -200,6 +197,10 @@ def test_cli_json_and_exit_codes(checkpoint, store_path, tmp_path, capsys):
     result = json.loads(out)
     store = open_store(store_path, read_only=True)
     assert result["model"] == "cli" and result["n_predicted"] == len(_stored(store, "cli")) > 0
+    # The shipped model by name (no file path needed).
+    code, out, _ = _cli(capsys, "predict", "--db", db, "--model", "gmic-demo", "--name", "shipped",
+                        "--test-set", TEST_SET, "--json")
+    assert code == 0 and json.loads(out)["configs"] == ["demo"]
     # Re-run through the stored model's name: resumable, nothing new.
     code, out, _ = _cli(capsys, "predict", "--db", db, "--model", "cli", "--test-set", TEST_SET,
                         "--json")
@@ -215,3 +216,37 @@ def test_cli_json_and_exit_codes(checkpoint, store_path, tmp_path, capsys):
         code, out, err = _cli(capsys, "predict", "--db", db, *argv, "--json")
         assert code == 2 and out == "", argv
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (argv, err)
+
+
+def test_shipped_checkpoint_loads_strictly_and_beats_chance(tmp_path):
+    """The shipped demo GMIC: small, strict keys, and it ranks an unseen synthetic cohort."""
+    assert DEMO_CHECKPOINT.stat().st_size < 5e6
+    raw = torch.load(DEMO_CHECKPOINT, weights_only=True)
+    assert raw["config"] == "demo" == checkpoint_config(DEMO_CHECKPOINT)
+    model = build_gmic("demo")
+    model.load_state_dict(raw["state_dict"], strict=True)
+    torch.set_num_threads(2)
+    # seed 11: neither the training cohort (7) nor the demo (0); enriched so the AUC is stable.
+    cohort = generate_cohort(tmp_path, n_exams=40, seed=11, cancer_fraction=0.5)
+    images = cohort.tables["images"].merge(cohort.tables["exams"][["exam_id", "split"]])
+    images = images[images["split"] == "test"]
+    labels, _ = image_labels(images, cohort.tables["breasts"])
+    x = torch.stack([preprocess_image(read_pixels(tmp_path / p), CONFIGS["demo"].input_shape,
+                                      laterality=lat).image
+                     for p, lat in zip(images["path"], images["laterality"])])
+    with torch.inference_mode():
+        scores = model.eval()(x)["y_fusion"][:, 1].numpy()
+    assert labels[:, 1].sum() >= 8
+    assert roc_auc(labels[:, 1], scores) > 0.6
+
+
+def test_demo_store_carries_the_demo_gmic(demo_store_path):
+    """add_demo_models ran the shipped GMIC over every demo image, saliency files included."""
+    store = open_store(demo_store_path, read_only=True)
+    models = store.models().set_index("model")
+    assert models.loc[DEMO_GMIC, "kind"] == "gmic" and bool(models.loc[DEMO_GMIC, "synthetic"])
+    assert "synthetic" in models.loc[DEMO_GMIC, "description"]
+    rows = _stored(store, DEMO_GMIC)
+    assert len(rows) == len(store.images()) and rows["malignant"].between(0, 1).all()
+    saved = read_saliency(store.files_dir / rows["saliency_path"].iloc[0])
+    assert saved.to_original().shape == (512, 320)

@@ -44,8 +44,9 @@ def test_mask_cells_hand_computed():
     # Benign label -> channel 0; flipped geometry mirrors the columns; no label -> zeros.
     flipped = mask_cells(mask, np.array([1.0, 0.0]), _geometry((0, 0, 512, 320), True), (8, 5))
     torch.testing.assert_close(flipped[0], expected.flip(-1), atol=2e-3, rtol=0)
-    assert mask_cells(mask, np.array([0.0, 0.0]), _geometry((0, 0, 512, 320), False), (8, 5)).sum() == 0
-    assert mask_cells(None, np.array([0.0, 1.0]), _geometry((0, 0, 512, 320), False), (8, 5)).sum() == 0
+    plain = _geometry((0, 0, 512, 320), False)
+    assert mask_cells(mask, np.array([0.0, 0.0]), plain, (8, 5)).sum() == 0
+    assert mask_cells(None, np.array([0.0, 1.0]), plain, (8, 5)).sum() == 0
 
 
 def test_recipe_validation():
@@ -58,15 +59,19 @@ def test_recipe_validation():
 def test_train_demo_end_to_end_is_seeded(tmp_path, capsys):
     """One epoch on 4 images, twice: the script runs, logs, saves a strict-loading checkpoint,
     and the same seeds give the same weights."""
-    args = ["--n-exams", "4", "--cancer-fraction", "0.5", "--epochs", "1", "--batch-size", "2",
+    args = ["--n-exams", "4", "--cancer-fraction", "0.5", "--global-epochs", "1", "--epochs", "1",
+            "--batch-size", "2",
             "--max-train-images", "4", "--threads", "1"]
     assert main(["--out", str(tmp_path / "a.pt"), *args]) == 0
     assert main(["--out", str(tmp_path / "b.pt"), *args]) == 0
     out = capsys.readouterr().out
-    assert "epoch 1/1" in out and "val AUC" in out and "saved" in out
+    assert "global epoch 1/1" in out and "fusion epoch 1/1" in out and "saved" in out
+    assert "val AUC (y_fusion)" in out
     raw = torch.load(tmp_path / "a.pt", weights_only=True)
-    assert raw["config"] == "demo" and raw["recipe"]["epochs"] == 1 and len(raw["history"]) == 1
-    a, b = load_gmic_checkpoint(tmp_path / "a.pt", "demo"), load_gmic_checkpoint(tmp_path / "b.pt", "demo")
+    assert raw["config"] == "demo" and raw["recipe"]["epochs"] == 1
+    assert [h["phase"] for h in raw["history"]] == ["global", "fusion"]
+    a = load_gmic_checkpoint(tmp_path / "a.pt", "demo")
+    b = load_gmic_checkpoint(tmp_path / "b.pt", "demo")
     assert a.config == CONFIGS["demo"]
     for (key, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), key

@@ -11,12 +11,12 @@ from core.cli import CommandFailed, open_from_args
 from core.errors import InputError
 from core.progress import tqdm_progress
 
-EXAMPLE = """The model is a checkpoint file, a shipped model (gmic-demo, once its checkpoint ships) or a GMIC model already in
+EXAMPLE = """The model is a checkpoint file, a shipped model (gmic-demo) or a GMIC model already in
 the store. Images the model has already scored are skipped (resumable) unless --overwrite.
 Results land every --chunk-size images; saliency maps go to <store>_files/saliency/<model>/.
 
 examples:
-  python -m core predict --model sample_model_1.p --test-set test-all --json
+  python -m core predict --model gmic-demo --test-set test-all --json
   python -m core predict --model sample_model_1.p --config cpu-small --test-set test-ILC \\
       --name gmic-cpu-small --device auto --batch-size 8
   python -m core predict --ensemble sample_model_1.p,sample_model_2.p,sample_model_3.p,\\
@@ -29,7 +29,8 @@ def _names(text: str) -> list[str]:
 
 
 def register(commands, report, common) -> None:
-    p = commands.add_parser("predict", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = commands.add_parser("predict", parents=[common],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
                             help="score a test set with GMIC: malignant/benign, saliency, patches",
                             description="Run GMIC (or an ensemble: mean y_fusion and saliency) over "
                                         "every image of a test set and store the predictions.",
