@@ -1,10 +1,11 @@
 """The store: schema versions, atomic writes, busy handling, concurrency, test-set rules."""
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -121,33 +122,40 @@ def test_busy_store_fails_cleanly_after_bounded_retry(tmp_path):
         holder.communicate("go\n", timeout=10)
 
 
-def _writer(path: str, prefix: str, n: int) -> None:
-    store = open_store(path, busy_timeout_s=300)
-    for i in range(n):
-        store.write_tables({"exams": pd.DataFrame({
-            "exam_id": [f"{prefix}/{i}"], "dataset": "w", "exam_key": [f"{prefix}{i}"]})})
-
-
-def _reader(path: str, n: int, queue) -> None:
-    store = store_module.Store(path=__import__("pathlib").Path(path), busy_timeout_s=300)
-    seen = [len(store.exams()) for _ in range(n)]
-    queue.put(seen)
+WRITER = """
+import sys
+import pandas as pd
+from core.store import open_store
+path, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = open_store(path, busy_timeout_s=300)
+for i in range(n):
+    store.write_tables({"exams": pd.DataFrame({
+        "exam_id": [f"{prefix}/{i}"], "dataset": "w", "exam_key": [f"{prefix}{i}"]})})
+"""
+READER = """
+import json, sys
+from pathlib import Path
+from core.store import Store
+store = Store(path=Path(sys.argv[1]), busy_timeout_s=300)
+print(json.dumps([len(store.exams()) for _ in range(int(sys.argv[2]))]))
+"""
 
 
 def test_two_writers_and_a_reader_lose_no_rows(tmp_path):
+    # Plain subprocesses (not multiprocessing): a spawned child re-imports the parent's
+    # __main__, which AppTest replaces with app.py earlier in a full test run.
     path = str(tmp_path / "s.duckdb")
     open_store(path)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(path, "a", 15)),
-             ctx.Process(target=_writer, args=(path, "b", 15)),
-             ctx.Process(target=_reader, args=(path, 15, queue))]
+    repo = Path(__file__).resolve().parents[1]
+    run = [sys.executable, "-c"]
+    procs = [subprocess.Popen(run + [WRITER, path, "a", "15"], cwd=repo),
+             subprocess.Popen(run + [WRITER, path, "b", "15"], cwd=repo),
+             subprocess.Popen(run + [READER, path, "15"], cwd=repo, stdout=subprocess.PIPE,
+                              text=True)]
+    out, _ = procs[2].communicate(timeout=600)
     for p in procs:
-        p.start()
-    seen = queue.get(timeout=600)  # generous: CI machines are shared
-    for p in procs:
-        p.join(timeout=600)
-        assert p.exitcode == 0
+        assert p.wait(timeout=600) == 0
+    seen = json.loads(out)
     assert len(open_store(path).exams()) == 30
     assert seen == sorted(seen)  # the reader only ever sees committed, growing counts
 
