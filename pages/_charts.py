@@ -29,7 +29,7 @@ def density_bars(frame: pd.DataFrame, *, count: str = "exams", title: str = "") 
     frame = frame.assign(category=frame["category"].map(DENSITY_NAMES))
     return alt.Chart(frame, title=title).mark_bar().encode(
         x=alt.X("category:N", title="density category", sort=list(DENSITY_NAMES.values()),
-                axis=alt.Axis(labelAngle=0, labelLimit=220)),
+                axis=alt.Axis(labelAngle=0, labelLimit=120, labelOverlap=False)),
         y=alt.Y(f"{count}:Q"),
         color=alt.Color("category:N", scale=alt.Scale(scheme="purples"), legend=None),
         tooltip=list(frame.columns)).properties(height=260)
