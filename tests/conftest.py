@@ -1,6 +1,7 @@
 """Shared fixtures: where ../shared lives, and small temporary stores."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,27 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def mias_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "mias"
+
+
+@pytest.fixture(scope="session")
+def nyu_dir(shared_dir: Path) -> Path:
+    """The NYU density fixture: weights, four-view sample exam, expected.json."""
+    path = shared_dir / "data" / "nyu_density"
+    for name in ("expected.json", "histogram_model.p"):
+        if not (path / name).is_file():
+            pytest.skip(f"{path} lacks {name}")
+    return path
+
+
+def copy_store(src: Path, dst_dir: Path) -> Path:
+    """A store file and its ``<stem>_files`` folder, copied: tests never write to a shared one."""
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    dst = dst_dir / src.name
+    shutil.copy(src, dst)
+    files = src.with_name(src.stem + "_files")
+    if files.is_dir():
+        shutil.copytree(files, dst.with_name(dst.stem + "_files"))
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -22,14 +22,6 @@ PROB_TOL = 1e-5   # same arithmetic as the environment: ~5e-8 expected (brief: 1
 
 
 @pytest.fixture(scope="module")
-def nyu_dir(shared_dir):
-    path = shared_dir / "data" / "nyu_density"
-    if not (path / "expected.json").is_file():
-        pytest.skip(f"{path} lacks expected.json")
-    return path
-
-
-@pytest.fixture(scope="module")
 def expected(nyu_dir):
     return json.loads((nyu_dir / "expected.json").read_text())
 

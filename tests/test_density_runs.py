@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -20,6 +19,7 @@ from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import copy_store
 from core import density as dens
 from core import density_runs as dr
 from core.cli import main
@@ -34,24 +34,6 @@ def run_cli(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, (json.loads(out) if "--json" in argv and code == 0 else None), err
-
-
-def copy_store(src, dst_dir):
-    """The store file and its ``<stem>_files`` folder (dataset roots are store-relative)."""
-    dst = dst_dir / src.name
-    shutil.copy(src, dst)
-    files = src.with_name(src.stem + "_files")
-    if files.is_dir():
-        shutil.copytree(files, dst.with_name(dst.stem + "_files"))
-    return dst
-
-
-@pytest.fixture(scope="module")
-def nyu_dir(shared_dir):
-    path = shared_dir / "data" / "nyu_density"
-    if not (path / "histogram_model.p").is_file():
-        pytest.skip(f"{path} lacks histogram_model.p")
-    return path
 
 
 @pytest.fixture(scope="module")

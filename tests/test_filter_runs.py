@@ -3,7 +3,6 @@ pool, the summaries, the viewer's regions, the CLI and the Filters page."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
+from tests.conftest import copy_store
 from core import filter_runs as fr
 from core.cli import main
 from core.errors import InputError
@@ -36,14 +36,6 @@ def base_path(tmp_path_factory) -> Path:
     store.write_tables({}, delete=[("images", "image_id = ?", ["demo/E00005/L-MLO"])])
     store.checkpoint()
     return path
-
-
-def copy_store(src: Path, dst_dir: Path) -> Path:
-    """The store file and its files folder, copied (tests never write to a shared store)."""
-    dst = dst_dir / src.name
-    shutil.copy(src, dst)
-    shutil.copytree(src.with_name(src.stem + "_files"), dst.with_name(dst.stem + "_files"))
-    return dst
 
 
 @pytest.fixture

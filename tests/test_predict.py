@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.conftest import copy_store
 from core.cli import main
 from core.errors import InputError
 from core.imageio import read_pixels
@@ -29,11 +29,7 @@ TEST_SET = "test-all"
 @pytest.fixture
 def store_path(demo_store_path, tmp_path) -> Path:
     """A private copy of the shared demo store (file + files folder): tests write to it."""
-    target = tmp_path / "store.duckdb"
-    shutil.copy(demo_store_path, target)
-    files = demo_store_path.with_name(demo_store_path.stem + "_files")
-    shutil.copytree(files, tmp_path / "store_files")
-    return target
+    return copy_store(demo_store_path, tmp_path)
 
 
 def _fresh_checkpoint(folder: Path, name: str, seed: int) -> Path:
