@@ -56,8 +56,7 @@ def build_demo(store: Store, *, n_exams: int = 120, seed: int = 0, metadata_only
         cohort.masks, source="imported", author="synthetic generator",
         note="exact mask of the rendered lesion")
     store.write_tables(frames, delete=dataset_delete_plan(DEMO_DATASET))
-    for name, rule in DEMO_TESTSETS.items():
-        store.create_testset(name, rule)
+    store.create_testsets(dict(DEMO_TESTSETS))
     store.refresh_testsets()
     breasts = frames["breasts"]
     return DemoSummary(DEMO_DATASET, len(frames["exams"]), len(frames["images"]),

@@ -50,7 +50,7 @@ __all__ = [
 FRAME_COLUMNS = ("model", "case_id", "exam_id", "laterality", "image_id", "label", "histology",
                  "score")
 # An exam (or breast) takes the most specific histology among its parts; matches the store's
-# exam truth (core.store._EXAM_TRUTH): ILC, else IDC, else other, else unknown, else none.
+# exam truth (core.schema.EXAM_TRUTH): ILC, else IDC, else other, else unknown, else none.
 _HISTOLOGY_PRIORITY = ("none", "unknown", "other", "IDC", "ILC")
 # Elements per bootstrap chunk: keeps the count arrays in cache (bincount into a 32 MB array
 # runs ~3x slower than into a 2 MB one) while still batching many resamples of small test sets.

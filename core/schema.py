@@ -5,12 +5,22 @@ Identifiers are text and global: ``exam_id = "<dataset>/<exam key>"``, ``image_i
 A *case* is what a score or label belongs to at one level: ``case_id`` is the image_id (image
 level), ``"<exam_id>/<L|R>"`` (breast level) or the exam_id (exam level). See `core.cases`.
 
+Joins run on integers: ``case_hash`` (md5 of ``"<level>:<case_id>"``) and ``exam_hash`` (md5 of
+the exam_id), 64 bits of each, are numbers the store computes from each row's own text key when
+it writes it, so no table needs another's numbering (a collision among 10 million cases has odds
+of about 3 in a million, and joins also match the level). The
+``cases`` table is the case truth (labels, histology, split ...) at every level, derived from
+exams, images and breasts and refreshed in the same transaction as every write to them: the
+pages' busiest queries read it instead of joining those three tables each time.
+
 Pixels stay in files: ``images.path`` is relative to ``datasets.root``; masks, saliency maps and
 display copies live under the store's files folder (``Store.files_dir``) with relative paths.
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+import re
+
+SCHEMA_VERSION = 2
 
 LEVELS = ("image", "breast", "exam")
 LATERALITIES = ("L", "R")
@@ -23,6 +33,82 @@ PRESENTATIONS = (
 PATHOLOGIES = ("malignant", "benign", "none")
 ANNOTATION_SOURCES = ("radiologist", "drawn", "imported", "derived")
 DENSITY_SOURCES = ("label", "classical", "nyu-histogram", "imported")
+
+def case_hash_sql(level: str, case_id: str) -> str:
+    """SQL for a case's 64-bit key from SQL expressions for its level and case_id."""
+    return _md5_64(f"{level} || ':' || {case_id}")
+
+
+def exam_hash_sql(exam_id: str) -> str:
+    """SQL for an exam's 64-bit key from an SQL expression for its exam_id."""
+    return _md5_64(exam_id)
+
+
+def _md5_64(text: str) -> str:
+    # md5, not DuckDB's hash(): stored keys must not change with the DuckDB version
+    return f"(md5_number({text}) >> 64)::UBIGINT"
+
+
+# An exam's truth: positive if any breast is; histology ILC > IDC > other > none > unknown.
+EXAM_TRUTH = """
+    SELECT b.exam_id, max(b.cancer) AS label,
+           CASE WHEN bool_or(b.histology = 'ILC') THEN 'ILC'
+                WHEN bool_or(b.histology = 'IDC') THEN 'IDC'
+                WHEN bool_or(b.histology = 'other') THEN 'other'
+                WHEN bool_and(b.histology = 'none') THEN 'none'
+                ELSE 'unknown' END AS histology,
+           string_agg(b.presentation, ',') AS presentation
+    FROM breasts b GROUP BY b.exam_id"""
+
+CASES_TABLE = """
+CREATE TABLE cases (                     -- derived from exams, images, breasts (module doc)
+    case_rank INTEGER NOT NULL,          -- order of (level, case_id)
+    level VARCHAR NOT NULL,
+    case_hash UBIGINT NOT NULL,
+    case_id VARCHAR NOT NULL,
+    exam_hash UBIGINT NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR,                  -- NULL at exam level
+    image_id VARCHAR,                    -- image level only
+    dataset VARCHAR NOT NULL,
+    split VARCHAR,
+    label TINYINT,                       -- 1 = cancer (an image has its breast's label)
+    histology VARCHAR,
+    presentation VARCHAR,
+    view VARCHAR,                        -- image level only
+    testset_ids INTEGER[] NOT NULL       -- testsets.id of every set holding the exam
+);
+"""
+
+
+# The ``cases`` rows, rebuilt whole after every write to exams, images, breasts or test sets,
+# in (level, case_id) order (``case_rank``): a filter on the table alone (a test set is a
+# ``list_contains`` on testset_ids, not a join) returns rows in that order, as DuckDB keeps
+# insertion order for single-table scans. An image needs its breast's row to have a label.
+CASES_SELECT = f"""
+    SELECT row_number() OVER (ORDER BY level, case_id)::INTEGER AS case_rank, c.*,
+           coalesce(m.testset_ids, []::INTEGER[]) AS testset_ids
+    FROM (
+        SELECT 'image' AS level, {case_hash_sql("'image'", "i.image_id")} AS case_hash,
+               i.image_id AS case_id, {exam_hash_sql("i.exam_id")} AS exam_hash, i.exam_id,
+               i.laterality, i.image_id, e.dataset, e.split, b.cancer AS label, b.histology,
+               b.presentation, i.view
+        FROM images i JOIN exams e USING (exam_id)
+        JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
+        UNION ALL
+        SELECT 'breast', {case_hash_sql("'breast'", "b.exam_id || '/' || b.laterality")},
+               b.exam_id || '/' || b.laterality, {exam_hash_sql("b.exam_id")}, b.exam_id,
+               b.laterality, NULL, e.dataset, e.split, b.cancer, b.histology, b.presentation,
+               NULL
+        FROM breasts b JOIN exams e USING (exam_id)
+        UNION ALL
+        SELECT 'exam', {case_hash_sql("'exam'", "e.exam_id")}, e.exam_id,
+               {exam_hash_sql("e.exam_id")}, e.exam_id, NULL, NULL, e.dataset, e.split,
+               h.label, h.histology, h.presentation, NULL
+        FROM exams e JOIN ({EXAM_TRUTH}) h USING (exam_id)) c
+    LEFT JOIN (SELECT x.exam_hash, list(t.id ORDER BY t.id) AS testset_ids
+               FROM testset_exams x JOIN testsets t USING (name) GROUP BY 1) m USING (exam_hash)
+    ORDER BY case_rank"""
 
 # One statement per table; the whole string runs in one transaction on a new file.
 SCHEMA = """
@@ -128,6 +214,7 @@ CREATE TABLE density (
     category TINYINT,                    -- 0 fatty .. 3 extremely dense
     score DOUBLE,                        -- percent density or model score
     p0 DOUBLE, p1 DOUBLE, p2 DOUBLE, p3 DOUBLE,
+    exam_hash UBIGINT NOT NULL,         -- derived: md5 of exam_id
     PRIMARY KEY (source, level, case_id)
 );
 
@@ -152,18 +239,21 @@ CREATE TABLE predictions (
     benign DOUBLE,
     saliency_path VARCHAR,               -- .npz relative to the files folder
     patch_boxes VARCHAR,                 -- JSON [[row, col, height, width], ...] in image pixels
+    case_hash UBIGINT NOT NULL,         -- derived: md5 of level:case_id (see the module doc)
     PRIMARY KEY (model, level, case_id)
 );
 
 CREATE TABLE testsets (
     name VARCHAR PRIMARY KEY,
     rule VARCHAR NOT NULL,               -- the rule that made it (see core.testsets)
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    id INTEGER NOT NULL                  -- stable small number, kept in cases.testset_ids
 );
 
 CREATE TABLE testset_exams (
     name VARCHAR NOT NULL,
     exam_id VARCHAR NOT NULL,
+    exam_hash UBIGINT NOT NULL,         -- derived: md5 of exam_id
     PRIMARY KEY (name, exam_id)
 );
 
@@ -178,10 +268,53 @@ CREATE TABLE filter_results (
     n_healthy BIGINT,
     PRIMARY KEY (image_id, method, params_hash, annotation_version)
 );
-"""
+""" + CASES_TABLE
+
+
+
+def table_ddl(table: str) -> str:
+    """The ``CREATE TABLE`` statement of ``table`` in the current `SCHEMA`."""
+    match = re.search(rf"^CREATE TABLE {table} \(.*?^\);", SCHEMA, re.S | re.M)
+    return match.group(0)
+
+
+def _rebuild_with_column(table: str, column: str, expr: str) -> str:
+    """v1 -> v2 for a table that gained a NOT NULL column as its last one.
+
+    DuckDB cannot add a NOT NULL column to an indexed table inside one transaction, so the
+    table is rebuilt. It takes the current definition: a later version that changes one of
+    these tables must freeze its v2 definition here.
+    """
+    return f"""
+        {table_ddl(table).replace(f"CREATE TABLE {table} (", f"CREATE TABLE {table}_v2 (", 1)}
+        INSERT INTO {table}_v2 SELECT *, {expr} AS {column} FROM {table};
+        DROP TABLE {table};
+        ALTER TABLE {table}_v2 RENAME TO {table};"""
+
 
 # MIGRATIONS[v] upgrades a file at version v to v + 1 (SQL run inside one transaction).
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    # v2: integer join keys and the materialised case truth (see bench/store.py)
+    1: "\n".join([
+        _rebuild_with_column("predictions", "case_hash", case_hash_sql("level", "case_id")),
+        _rebuild_with_column("density", "exam_hash", exam_hash_sql("exam_id")),
+        _rebuild_with_column("testset_exams", "exam_hash", exam_hash_sql("exam_id")),
+        _rebuild_with_column("testsets", "id", "row_number() OVER (ORDER BY name)::INTEGER"),
+        CASES_TABLE,
+        f"INSERT INTO cases {CASES_SELECT};",
+    ]),
+}
+
+# Columns the store computes from a row's own text key on every write (see the module doc);
+# callers never pass them, and `TABLE_COLUMNS` leaves them out.
+DERIVED_COLUMNS: dict[str, dict[str, str]] = {
+    "predictions": {"case_hash": case_hash_sql("level", "case_id")},
+    "density": {"exam_hash": exam_hash_sql("exam_id")},
+    "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
+}
+
+# Writes to these tables rebuild the derived ``cases`` table.
+CASE_SOURCES = ("exams", "images", "breasts", "testsets", "testset_exams")
 
 # Columns per table, in schema order: the ingest path and the importers build frames from these.
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {

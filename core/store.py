@@ -1,10 +1,10 @@
 """The store: one DuckDB file of exams, images, labels, reads, annotations and predictions.
 
-This is the only module that speaks SQL. Every connection is short: it is opened for one
-operation (or one ``with store.connection():`` block) and closed, because DuckDB lets one
-process at a time hold a file for writing; a second writer retries with back-off for
-``busy_timeout_s`` and then raises `StoreBusy` rather than waiting forever or corrupting
-anything. Every write is one transaction: all of it lands, or none (``write_tables``,
+This is the only module that speaks SQL (with `core.schema`, which defines it). Every
+connection is short: the file is attached for one operation (or one ``with
+store.connection():`` block) and detached, because DuckDB lets one process at a time hold a
+file for writing; a second writer retries with back-off for ``busy_timeout_s`` and then raises
+`StoreBusy` rather than waiting forever or corrupting anything. Every write is one transaction: all of it lands, or none (``write_tables``,
 ``ingest``). Long jobs never write here directly: they write a result folder
 (`write_result`) that ``ingest`` loads in one transaction.
 
@@ -16,22 +16,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import secrets
 import hashlib
 import hmac
 import threading
-import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 
-from core.errors import InputError, StoreBusy, StoreVersionError
-from core.schema import LEVELS, MIGRATIONS, PRIMARY_KEYS, SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS
+from core.connections import engine
+from core.errors import InputError, StoreVersionError
+from core.schema import (CASE_SOURCES, DERIVED_COLUMNS, LEVELS, MIGRATIONS, PRIMARY_KEYS,
+                         SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS, CASES_SELECT)
 from core.testsets import Clause, parse_rule
 
 DEFAULT_DB = Path("data") / "ilcscope.duckdb"
@@ -68,12 +70,19 @@ def open_store(path: str | Path | None = None, *, read_only: bool = False,
 
 @dataclass
 class Store:
-    """A handle on one store file; cheap to copy, holds no connection between operations."""
+    """A handle on one store file; cheap to copy, holds no connection between operations.
+
+    It keeps the case truth of the last few (level, test set, density source) it was asked
+    for, keyed by the store's generation, a counter every write transaction bumps (in any
+    process): the truth of a test set is the same for every model, and rebuilding it is the
+    larger part of `scores` on big stores.
+    """
 
     path: Path
     read_only: bool = False
     busy_timeout_s: float = 10.0
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    _truths: _TruthCache = field(default_factory=lambda: _TruthCache(), repr=False, compare=False)
 
     # ------------------------------------------------------------------ connections
     @property
@@ -83,35 +92,23 @@ class Store:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One connection for a block of operations; nested calls in a thread reuse it."""
+        """One connection for a block of operations; nested calls in a thread reuse it.
+
+        The file is attached to this process's DuckDB engine (`core.connections`) for the
+        block and detached after it, so another process can write between two blocks.
+        """
         con = getattr(self._local, "con", None)
         if con is not None:
             yield con
             return
-        con = self._open()
+        eng = engine()
+        con = eng.open(self.path, read_only=self.read_only, busy_timeout_s=self.busy_timeout_s)
         self._local.con = con
         try:
             yield con
         finally:
             self._local.con = None
-            con.close()
-
-    def _open(self) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.01
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
-            except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                busy = "lock" in str(exc).lower() or "different configuration" in str(exc)
-                if not busy:
-                    raise
-                if time.monotonic() >= deadline:
-                    raise StoreBusy(
-                        f"store is busy: {self.path} stayed locked by another process for "
-                        f"{self.busy_timeout_s:.0f} s; retry when its import or job ends") from exc
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
+            eng.close(self.path, con)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -122,10 +119,15 @@ class Store:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
+                con.execute(_BUMP_GENERATION)
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
+
+    def generation(self) -> int:
+        """How many write transactions the store has seen (0 for a new file)."""
+        return int(self._scalar("SELECT value FROM meta WHERE key = 'generation'") or 0)
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file (before copying or moving the store)."""
@@ -181,7 +183,8 @@ class Store:
     def _create_or_migrate(self) -> None:
         with self.transaction() as con:
             exists = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' "
+                "AND table_catalog = current_database()"
             ).fetchall()[0][0]
             if not exists:
                 con.execute(SCHEMA)
@@ -227,7 +230,10 @@ class Store:
             for table, where, params in delete:
                 _check_table(table)
                 con.execute(f"DELETE FROM {table} WHERE {where}", list(params))
-            return {table: _upsert(con, table, frame) for table, frame in frames.items()}
+            written = {table: _upsert(con, table, frame) for table, frame in frames.items()}
+            if any(t in CASE_SOURCES for t in [*frames, *(d[0] for d in delete)]):
+                _rebuild_cases(con)
+            return written
 
     def ingest(self, result_dir: str | Path) -> dict[str, int]:
         """Load a job's result folder (see `write_result`) in one transaction."""
@@ -287,27 +293,28 @@ class Store:
 
     def summary(self, *, test_set: str | None = None) -> dict[str, pd.DataFrame]:
         """What the Overview page and ``info`` show: breakdowns within a test set (or all)."""
-        exams, params = self._exam_filter(test_set)
         with self.connection():
+            where, params = self._case_filter(test_set)
+            density_where, density_params = self._case_filter(test_set, cases=False)
             return {
                 "histology": self._df(f"""
-                    SELECT b.histology, count(*) AS breasts FROM breasts b
-                    WHERE b.exam_id IN ({exams}) GROUP BY 1 ORDER BY 2 DESC""", params),
+                    SELECT c.histology, count(*) AS breasts FROM cases c
+                    WHERE c.level = 'breast' AND {where} GROUP BY 1 ORDER BY 2 DESC, 1""", params),
                 "presentation": self._df(f"""
-                    SELECT trim(p) AS presentation, b.histology, count(*) AS breasts
-                    FROM breasts b, unnest(string_split(coalesce(b.presentation, ''), ',')) t(p)
-                    WHERE b.exam_id IN ({exams}) AND b.cancer = 1 AND trim(p) <> ''
-                    GROUP BY 1, 2 ORDER BY 3 DESC""", params),
+                    SELECT trim(p) AS presentation, c.histology, count(*) AS breasts
+                    FROM cases c, unnest(string_split(coalesce(c.presentation, ''), ',')) t(p)
+                    WHERE c.level = 'breast' AND {where} AND c.label = 1 AND trim(p) <> ''
+                    GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2""", params),
                 "density": self._df(f"""
-                    SELECT d.source, d.category, count(*) AS exams FROM density d
-                    WHERE d.level = 'exam' AND d.exam_id IN ({exams}) AND d.category IS NOT NULL
-                    GROUP BY 1, 2 ORDER BY 1, 2""", params),
+                    SELECT c.source, c.category, count(*) AS exams FROM density c
+                    WHERE c.level = 'exam' AND {density_where} AND c.category IS NOT NULL
+                    GROUP BY 1, 2 ORDER BY 1, 2""", density_params),
                 "views": self._df(f"""
-                    SELECT i.view, i.laterality, count(*) AS images FROM images i
-                    WHERE i.exam_id IN ({exams}) GROUP BY 1, 2 ORDER BY 1, 2""", params),
+                    SELECT c.view, c.laterality, count(*) AS images FROM cases c
+                    WHERE c.level = 'image' AND {where} GROUP BY 1, 2 ORDER BY 1, 2""", params),
                 "splits": self._df(f"""
-                    SELECT e.dataset, coalesce(e.split, 'none') AS split, count(*) AS exams
-                    FROM exams e WHERE e.exam_id IN ({exams}) GROUP BY 1, 2 ORDER BY 1, 2""",
+                    SELECT c.dataset, coalesce(c.split, 'none') AS split, count(*) AS exams
+                    FROM cases c WHERE c.level = 'exam' AND {where} GROUP BY 1, 2 ORDER BY 1, 2""",
                                    params),
             }
 
@@ -320,6 +327,21 @@ class Store:
             names = ", ".join(self.testset_names()) or "none yet"
             raise InputError(f"test set {test_set!r} does not exist; known: {names}")
         return "SELECT exam_id FROM testset_exams WHERE name = ?", [test_set]
+
+    def _case_filter(self, test_set: str | None, *, cases: bool = True) -> tuple[str, list]:
+        """SQL true for rows ``c`` in a test set (all when None) and its params.
+
+        On the ``cases`` table it tests the row's own testset_ids (a single-table filter
+        keeps the table's case order); on another table with an exam_hash it is a semi-join.
+        """
+        if test_set is None:
+            return "TRUE", []
+        test_id = self._scalar("SELECT id FROM testsets WHERE name = ?", [test_set])
+        if test_id is None:
+            self._exam_filter(test_set)  # raises: names the known sets
+        if cases:
+            return "list_contains(c.testset_ids, ?)", [test_id]
+        return "c.exam_hash IN (SELECT exam_hash FROM testset_exams WHERE name = ?)", [test_set]
 
     def exams(self, *, test_set: str | None = None, dataset: str | None = None) -> pd.DataFrame:
         exams, params = self._exam_filter(test_set)
@@ -363,70 +385,66 @@ class Store:
 
     def cases(self, *, test_set: str | None = None, level: str = "image",
               density_source: str = "label") -> pd.DataFrame:
-        """One row per case with its truth: the labels every metric starts from.
+        """One row per case with its truth, in case_id order: what every metric starts from.
 
         Columns: case_id, exam_id, laterality, image_id, dataset, split, label (0/1),
-        histology, presentation, density (exam category from ``density_source``, may be NA).
-        An image's label is its breast's; an exam is positive if any breast is, and its
-        histology is ILC if any breast is ILC, else IDC, else other, else none/unknown.
+        histology, presentation, density (exam category from ``density_source``, may be NA),
+        and view at image level. An image's label is its breast's; an exam is positive if any
+        breast is, and its histology is ILC if any breast is ILC, else IDC, else other, else
+        none/unknown (`core.schema.EXAM_TRUTH`).
         """
-        sql, params = self._cases_sql(level, test_set, density_source)
-        frame = self._arrow_df(sql + " ORDER BY case_id", params)
-        frame["label"] = frame["label"].astype("Int8")
-        frame["density"] = frame["density"].astype("Int8")
-        return frame
-
-    def _cases_sql(self, level: str, test_set: str | None,
-                   density_source: str) -> tuple[str, list]:
-        _check_level(level)
-        exams, params = self._exam_filter(test_set)
-        dens = ("LEFT JOIN (SELECT exam_id, category FROM density WHERE level = 'exam' "
-                "AND source = ?) dn USING (exam_id)")
-        if level == "image":
-            sql = f"""
-                SELECT i.image_id AS case_id, i.exam_id, i.laterality, i.image_id, e.dataset,
-                       e.split, b.cancer AS label, b.histology, b.presentation,
-                       dn.category AS density, i.view
-                FROM images i JOIN exams e USING (exam_id)
-                JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
-                {dens} WHERE i.exam_id IN ({exams})"""
-        elif level == "breast":
-            sql = f"""
-                SELECT b.exam_id || '/' || b.laterality AS case_id, b.exam_id, b.laterality,
-                       NULL::VARCHAR AS image_id, e.dataset, e.split, b.cancer AS label,
-                       b.histology, b.presentation, dn.category AS density
-                FROM breasts b JOIN exams e USING (exam_id)
-                {dens} WHERE b.exam_id IN ({exams})"""
-        else:
-            sql = f"""
-                SELECT e.exam_id AS case_id, e.exam_id, NULL::VARCHAR AS laterality,
-                       NULL::VARCHAR AS image_id, e.dataset, e.split, h.label, h.histology,
-                       h.presentation, dn.category AS density
-                FROM exams e JOIN ({_EXAM_TRUTH}) h USING (exam_id)
-                {dens} WHERE e.exam_id IN ({exams})"""
-        return sql, [density_source, *params]
+        columns = ["case_id", "exam_id", "laterality", "image_id", "dataset", "split", "label",
+                   "histology", "presentation"] + (["view"] if level == "image" else [])
+        frame = self._case_truth(level, test_set, density_source, columns).frame
+        return frame[columns[:-1] + ["density", "view"] if level == "image"
+                     else columns + ["density"]]
 
     def scores(self, *, models: Sequence[str], level: str, test_set: str | None = None,
                density_source: str = "label") -> pd.DataFrame:
         """Every case of the test set at ``level`` with each model's stored score there.
 
-        One row per (model, case): ``model``, the truth columns in ``SCORE_CASE_COLUMNS``,
-        ``score`` (malignant; NaN where the model has no prediction for the case, so missing
-        scores are counted, never silently dropped) and ``benign``. The other case columns
-        (dataset, split, presentation, view) come from `cases`; leaving them out here halves
-        the time of this, the pages' busiest query, on large stores.
+        One row per (model, case), models in the order given, then by case_id: ``model``,
+        the truth columns in ``SCORE_CASE_COLUMNS``, ``score`` (malignant; NaN where the model
+        has no prediction for the case, so missing scores are counted, never silently
+        dropped) and ``benign``.
+        The other case columns (dataset, split, presentation, view) come from `cases`.
+
+        The pages' busiest query, built for 100k-exam stores: the truth comes from the
+        materialised ``cases`` table and each model's scores are matched to it on the integer
+        ``case_hash`` (`core.schema`) here, not in a string join (see bench/store.py).
         """
-        sql, params = self._cases_sql(level, test_set, density_source)
-        frame = self._arrow_df(f"""
-            WITH c AS ({sql}), m AS (SELECT unnest(?::VARCHAR[]) AS model)
-            SELECT m.model, {", ".join("c." + c for c in SCORE_CASE_COLUMNS)},
-                   p.malignant AS score, p.benign
-            FROM c CROSS JOIN m
-            LEFT JOIN predictions p ON p.model = m.model AND p.level = ? AND p.case_id = c.case_id
-            ORDER BY m.model, c.case_id""", [*params, list(models), level])
-        frame["label"] = frame["label"].astype("Int8")
-        frame["density"] = frame["density"].astype("Int8")
-        return frame
+        columns = [c for c in SCORE_CASE_COLUMNS if c != "density"]
+        parts = []
+        with self.connection() as con:
+            truth = self._case_truth(level, test_set, density_source, columns)
+            for model in dict.fromkeys(models):
+                scored = con.sql("SELECT case_hash, malignant, benign FROM predictions "
+                                 "WHERE model = ? AND level = ?", params=[model, level]
+                                 ).to_arrow_table()
+                at = truth.index.get_indexer(scored["case_hash"].to_numpy())
+                parts.append(truth.frame.assign(
+                    model=model, score=_place(scored["malignant"], at, len(truth.index)),
+                    benign=_place(scored["benign"], at, len(truth.index))))
+        if not parts:
+            return truth.frame.assign(model="", score=np.nan, benign=np.nan).iloc[:0][_SCORE_FRAME]
+        frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        return frame[_SCORE_FRAME]
+
+    def _case_truth(self, level: str, test_set: str | None, density_source: str,
+                    columns: Sequence[str]) -> _Truth:
+        """``columns`` of the ``cases`` rows of a test set at ``level``, in case_id order,
+        with ``density`` (exam category from ``density_source``) and ``case_hash``."""
+        _check_level(level)
+        with self.connection() as con:
+            where, params = self._case_filter(test_set)
+            # The generation first: a write landing between the two reads then files newer
+            # rows under an older generation, which no later reader asks for.
+            key = (self.generation(), level, test_set, density_source, tuple(columns))
+            truth = self._truths.get(key)
+            if truth is None:
+                truth = _read_truth(con, level, where, params, density_source, columns)
+                self._truths.put(key, truth)
+        return truth
 
     def predictions(self, *, models: Sequence[str], level: str,
                     test_set: str | None = None) -> pd.DataFrame:
@@ -558,30 +576,48 @@ class Store:
     # ------------------------------------------------------------------ test sets
     def create_testset(self, name: str, rule: str) -> int:
         """Create or replace test set ``name`` from ``rule``; returns its number of exams."""
-        if not name or any(c.isspace() for c in name):
-            raise InputError(f"test-set name {name!r} must be non-empty without spaces")
-        where, params = _rule_sql(parse_rule(rule))
+        return self.create_testsets({name: rule})[name]
+
+    def create_testsets(self, rules: dict[str, str]) -> dict[str, int]:
+        """Create or replace several test sets (name -> rule) in one transaction.
+
+        Returns each set's number of exams. Every rule is checked before anything is written.
+        """
+        for name in rules:
+            if not name or any(c.isspace() for c in name):
+                raise InputError(f"test-set name {name!r} must be non-empty without spaces")
+        clauses = {name: _rule_sql(parse_rule(rule)) for name, rule in rules.items()}
         with self.transaction() as con:
-            con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
-            con.execute("INSERT OR REPLACE INTO testsets (name, rule) VALUES (?, ?)", [name, rule])
-            con.execute(f"""
-                INSERT INTO testset_exams
-                SELECT ?, e.exam_id FROM exams e JOIN ({_EXAM_TRUTH}) h USING (exam_id)
-                WHERE {where}""", [name, *params])
-            return con.execute("SELECT count(*) FROM testset_exams WHERE name = ?",
-                               [name]).fetchall()[0][0]
+            for name, (where, params) in clauses.items():
+                con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
+                con.execute("""
+                    INSERT INTO testsets (name, rule, id)
+                    VALUES (?, ?, (SELECT coalesce(max(id), 0) + 1 FROM testsets))
+                    ON CONFLICT (name) DO UPDATE SET rule = EXCLUDED.rule""",
+                            [name, rules[name]])
+                con.execute(f"""
+                    INSERT INTO testset_exams (name, exam_id, exam_hash)
+                    SELECT ?, c.exam_id, c.exam_hash FROM cases c
+                    LEFT JOIN (SELECT exam_hash, category AS density_label FROM density
+                               WHERE level = 'exam' AND source = 'label') d USING (exam_hash)
+                    WHERE c.level = 'exam' AND {where}""", [name, *params])
+            _rebuild_cases(con)
+            counts = con.execute("""SELECT name, count(*) FROM testset_exams
+                                    WHERE name IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1""",
+                                 [list(rules)]).fetchall()
+        return {name: 0 for name in rules} | dict(counts)
 
     def refresh_testsets(self) -> None:
         """Re-evaluate every rule (after an import) and make each dataset's own set."""
-        for dataset in self.dataset_names():
-            self.create_testset(dataset, f"dataset={dataset}")
-        for row in self.testsets().itertuples():
-            self.create_testset(row.name, row.rule)
+        rules = {d: f"dataset={d}" for d in self.dataset_names()}
+        rules |= dict(self.testsets()[["name", "rule"]].itertuples(index=False))
+        self.create_testsets(rules)
 
     def delete_testset(self, name: str) -> None:
         with self.transaction() as con:
             con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
             con.execute("DELETE FROM testsets WHERE name = ?", [name])
+            _rebuild_cases(con)
 
 
 def dataset_delete_plan(dataset: str) -> list[tuple[str, str, list]]:
@@ -596,28 +632,98 @@ def dataset_delete_plan(dataset: str) -> list[tuple[str, str, list]]:
     return plan
 
 
-# An exam's truth: positive if any breast is; histology ILC > IDC > other > none > unknown.
-_EXAM_TRUTH = """
-    SELECT b.exam_id, max(b.cancer) AS label,
-           CASE WHEN bool_or(b.histology = 'ILC') THEN 'ILC'
-                WHEN bool_or(b.histology = 'IDC') THEN 'IDC'
-                WHEN bool_or(b.histology = 'other') THEN 'other'
-                WHEN bool_and(b.histology = 'none') THEN 'none'
-                ELSE 'unknown' END AS histology,
-           string_agg(b.presentation, ',') AS presentation,
-           any_value(d.category) AS density_label
-    FROM breasts b
-    LEFT JOIN density d ON d.exam_id = b.exam_id AND d.level = 'exam' AND d.source = 'label'
-    GROUP BY b.exam_id"""
+_SCORE_FRAME = ["model", *SCORE_CASE_COLUMNS, "score", "benign"]
+_BUMP_GENERATION = """
+    INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key)
+    DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS VARCHAR)"""
+
+
+class _Truth(NamedTuple):
+    frame: pd.DataFrame    # the cases, in case_id order
+    index: pd.Index        # their case_hash, to place each model's scores (hash table kept)
+
+
+class _TruthCache:
+    """A small thread-safe LRU of case-truth frames (pandas copy-on-write keeps them intact)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._frames: OrderedDict[tuple, _Truth] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> _Truth | None:
+        with self._lock:
+            if key in self._frames:
+                self._frames.move_to_end(key)
+                return self._frames[key]
+            return None
+
+    def put(self, key: tuple, frame: _Truth) -> None:
+        with self._lock:
+            self._frames[key] = frame
+            while len(self._frames) > self.size:
+                self._frames.popitem(last=False)
+
+
+def _read_truth(con: duckdb.DuckDBPyConnection, level: str, where: str, params: list,
+                density_source: str, columns: Sequence[str]) -> _Truth:
+    fetched = [c for c in columns if c != "image_id"]  # an image case's id is its image_id
+    table = con.sql(f"""
+        SELECT c.case_rank, c.case_hash, c.exam_hash, {", ".join("c." + c for c in fetched)}
+        FROM cases c WHERE c.level = ? AND {where}""", params=[level, *params]).to_arrow_table()
+    density = con.sql("SELECT exam_hash, category FROM density WHERE level = 'exam' "
+                      "AND source = ?", params=[density_source]).to_arrow_table()
+    rank = table["case_rank"].to_numpy()
+    if (np.diff(rank) < 0).any():  # a single-table scan keeps the order (CASES_SELECT)
+        table = table.take(np.argsort(rank, kind="stable"))
+    frame = table.to_pandas()
+    if "image_id" in columns:
+        frame["image_id"] = frame["case_id"] if level == "image" else pd.Series(
+            pd.NA, index=frame.index, dtype=frame["case_id"].dtype)
+    frame["label"] = frame["label"].astype("Int8")
+    at = _positions(density["exam_hash"], frame["exam_hash"])
+    frame["density"] = pd.array(_take(density["category"], at), dtype="Int8")
+    frame = frame.drop(columns=["case_rank", "exam_hash"])
+    return _Truth(frame, pd.Index(frame["case_hash"].to_numpy()))
+
+
+def _rebuild_cases(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute the derived ``cases`` table (inside the caller's write transaction)."""
+    con.execute("DELETE FROM cases")
+    con.execute(f"INSERT INTO cases {CASES_SELECT}")
+
+
+def _positions(keys, targets) -> np.ndarray:
+    """Where each of ``targets`` sits in the unique integer ``keys`` (-1 where absent)."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    return pd.Index(keys).get_indexer(np.asarray(targets, dtype=np.uint64))
+
+
+def _take(values, at: np.ndarray) -> np.ndarray:
+    """``values[at]`` as float64, NaN where ``at`` is -1 or the value is NULL."""
+    values = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+    out = np.full(len(at), np.nan)
+    found = at >= 0
+    out[found] = values[at[found]]
+    return out
+
+
+def _place(values, at: np.ndarray, n: int) -> np.ndarray:
+    """``n`` NaN with ``values[i]`` put at position ``at[i]`` (skipping -1; NULL stays NaN)."""
+    values = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    out = np.full(n, np.nan)
+    found = np.flatnonzero(at >= 0)
+    out[at[found]] = values[found]
+    return out
 
 
 def _rule_sql(clauses: tuple[Clause, ...]) -> tuple[str, list]:
     parts, params = ["TRUE"], []
-    column = {"dataset": "e.dataset", "split": "e.split", "cancer": "CAST(h.label AS VARCHAR)",
-              "histology": "h.histology", "density": "CAST(h.density_label AS VARCHAR)"}
+    column = {"dataset": "c.dataset", "split": "c.split", "cancer": "CAST(c.label AS VARCHAR)",
+              "histology": "c.histology", "density": "CAST(d.density_label AS VARCHAR)"}
     for clause in clauses:
         if clause.field == "presentation":
-            parts.append("list_has_any(list_transform(string_split(coalesce(h.presentation, ''),"
+            parts.append("list_has_any(list_transform(string_split(coalesce(c.presentation, ''),"
                          " ','), lambda x: trim(x)), ?::VARCHAR[])")
         else:
             parts.append(f"{column[clause.field]} IN (SELECT unnest(?::VARCHAR[]))")
@@ -634,17 +740,19 @@ def _upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> 
     if frame.empty:
         return 0
     cols = [c for c in columns if c in frame.columns]
+    derived = DERIVED_COLUMNS.get(table, {})
     name = f"_incoming_{table}"
     con.register(name, frame[cols])
     try:
-        col_sql = ", ".join(cols)
+        col_sql = ", ".join([*cols, *derived])
+        select_sql = ", ".join([*cols, *derived.values()])
         # Update only the columns given, so created_at (and columns a caller leaves out) keep
         # their stored values on a re-import.
-        updates = [c for c in cols if c not in PRIMARY_KEYS[table]]
+        updates = [c for c in [*cols, *derived] if c not in PRIMARY_KEYS[table]]
         conflict = (f"ON CONFLICT ({', '.join(PRIMARY_KEYS[table])}) DO UPDATE SET "
                     + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
                     if updates else "ON CONFLICT DO NOTHING")
-        con.execute(f"INSERT INTO {table} ({col_sql}) SELECT {col_sql} FROM {name} {conflict}")
+        con.execute(f"INSERT INTO {table} ({col_sql}) SELECT {select_sql} FROM {name} {conflict}")
     finally:
         con.unregister(name)
     return len(frame)

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from core.cli import main
+from core.schema import SCHEMA_VERSION
 from core.store import open_store
 
 
@@ -19,7 +20,7 @@ def run(capsys, *argv) -> tuple[int, dict | list | None, str]:
 def test_init_creates_an_empty_store(tmp_path, capsys):
     db = str(tmp_path / "s.duckdb")
     code, doc, _ = run(capsys, "init", "--db", db, "--json")
-    assert code == 0 and doc["schema_version"] == 1
+    assert code == 0 and doc["schema_version"] == SCHEMA_VERSION
     assert set(doc["counts"].values()) == {0}
 
 

@@ -61,11 +61,55 @@ def test_newer_store_is_refused(tmp_path):
 def test_older_store_is_migrated(tmp_path, monkeypatch):
     path = tmp_path / "s.duckdb"
     open_store(path)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_module, "MIGRATIONS", {1: "ALTER TABLE exams ADD COLUMN site VARCHAR"})
+    version = store_module.SCHEMA_VERSION
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", version + 1)
+    monkeypatch.setattr(store_module, "MIGRATIONS",
+                        {version: "ALTER TABLE exams ADD COLUMN site VARCHAR"})
     store = open_store(path)
-    assert store.schema_version() == 2
+    assert store.schema_version() == version + 1
     assert "site" in store.exams().columns
+
+
+def _downgrade_to_v1(path):
+    """Turn a v2 file back into what ILCscope's schema v1 wrote (no hashes, test-set ids or
+    cases table)."""
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE cases")
+    for table, column in (("predictions", "case_hash"), ("density", "exam_hash"),
+                          ("testset_exams", "exam_hash"), ("testsets", "id")):
+        frame = con.execute(f"SELECT * EXCLUDE ({column}) FROM {table}").df()
+        con.execute(f"DELETE FROM {table}")
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        con.execute(f"INSERT INTO {table} SELECT * FROM frame")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+
+
+def test_v1_store_migrates_to_integer_keys_and_cases(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store = open_store(path)
+    small_cohort(store)
+    cases = store.cases(level="image")
+    store.write_tables({
+        "models": pd.DataFrame([{"model": "m", "kind": "external"}]),
+        "predictions": pd.DataFrame({"model": "m", "level": "image", "case_id": cases["case_id"],
+                                     "exam_id": cases["exam_id"], "malignant": np.arange(16.0)}),
+        "density": pd.DataFrame({"source": "label", "level": "exam", "case_id": ["x/0", "x/1"],
+                                 "exam_id": ["x/0", "x/1"], "category": [3, 1]})})
+    store.create_testset("ilc", "histology=ILC,none density=3,1")
+    expected = {level: store.scores(models=["m"], level=level, test_set="ilc")
+                for level in ("image", "breast", "exam")}
+    summary = store.summary(test_set="ilc")
+    _downgrade_to_v1(path)
+    assert store.schema_version() == 1
+    migrated = open_store(path)
+    assert migrated.schema_version() == 2
+    for level, frame in expected.items():
+        pd.testing.assert_frame_equal(migrated.scores(models=["m"], level=level, test_set="ilc"),
+                                      frame)
+    for name, frame in migrated.summary(test_set="ilc").items():
+        pd.testing.assert_frame_equal(frame, summary[name])
+    assert migrated.create_testset("ilc", "histology=ILC,none density=3,1") == 2
 
 
 def test_upsert_is_idempotent_and_updates(tmp_path):
@@ -250,3 +294,133 @@ def test_pseudonym_is_stable_salted_and_not_the_id(tmp_path):
     assert a.pseudonym("1234567") == a.pseudonym("1234567")
     assert a.pseudonym("1234567") != b.pseudonym("1234567")
     assert "1234567" not in a.pseudonym("1234567")
+
+
+def test_hash_keys_are_md5_and_do_not_depend_on_duckdb(tmp_path):
+    # Stored keys must never change under a DuckDB upgrade: check them against Python's md5.
+    from core.schema import case_hash_sql, exam_hash_sql
+    con = duckdb.connect()
+    for text in ("x/0", "demo/E000123/L-CC", "mias/mdb001", "é/ü"):
+        case = con.execute(f"SELECT {case_hash_sql('?', '?')}", ["image", text]).fetchall()[0][0]
+        exam = con.execute(f"SELECT {exam_hash_sql('?')}", [text]).fetchall()[0][0]
+        assert case == _md5_64(f"image:{text}")
+        assert exam == _md5_64(text)
+
+
+def _md5_64(text: str) -> int:
+    import hashlib
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[8:], "little")
+
+
+def _random_cohort(store, rng, n=40):
+    """Exams over two datasets with random truth, partial predictions and density labels."""
+    exams = pd.DataFrame({"exam_id": [f"d{i % 2}/{i:03d}" for i in range(n)],
+                          "dataset": [f"d{i % 2}" for i in range(n)],
+                          "exam_key": [str(i) for i in range(n)],
+                          "split": rng.choice(["train", "test"], n)})
+    breasts = pd.DataFrame([
+        {"exam_id": e, "laterality": side, "cancer": int(c),
+         "histology": rng.choice(["ILC", "IDC", "other"]) if c else rng.choice(["none", "unknown"])}
+        for e in exams["exam_id"] for side, c in zip("LR", rng.random(2) < 0.3)])
+    images = pd.DataFrame([
+        {"image_id": f"{e}/{side}-{view}", "exam_id": e, "dataset": e.split("/")[0],
+         "image_key": f"{e}{side}{view}", "laterality": side, "laterality_source": "synthetic",
+         "view": view}
+        for e in exams["exam_id"] for side in "LR" for view in ("CC", "MLO")
+        if rng.random() < 0.9])  # some views missing
+    preds = []
+    for model in ("m1", "m2"):
+        for level, ids in (("image", images["image_id"]),
+                           ("breast", breasts["exam_id"] + "/" + breasts["laterality"])):
+            keep = rng.random(len(ids)) < 0.8  # some cases unscored
+            preds.append(pd.DataFrame({
+                "model": model, "level": level, "case_id": ids[keep].to_numpy(),
+                "exam_id": [i.rsplit("/", 1)[0] for i in ids[keep]],
+                "malignant": rng.random(keep.sum()),
+                "benign": np.where(rng.random(keep.sum()) < 0.5, np.nan, rng.random(keep.sum()))}))
+    dens = exams.sample(frac=0.7, random_state=1)
+    store.write_tables({
+        "datasets": pd.DataFrame({"dataset": ["d0", "d1"], "kind": "synthetic"}),
+        "exams": exams, "breasts": breasts, "images": images,
+        "models": pd.DataFrame({"model": ["m1", "m2"], "kind": "external"}),
+        "predictions": pd.concat(preds, ignore_index=True),
+        "density": pd.DataFrame({"source": "label", "level": "exam", "case_id": dens["exam_id"],
+                                 "exam_id": dens["exam_id"],
+                                 "category": rng.integers(0, 4, len(dens))})})
+    store.refresh_testsets()
+    store.create_testset("mixed", "split=test histology=ILC,none")
+
+
+def _brute_force_scores(store, models, level, test_set):
+    """The scores frame from the base tables with pandas merges (no cases table, no hashes)."""
+    exams, images = store.select("exams"), store.select("images")
+    breasts, preds = store.select("breasts"), store.select("predictions")
+    members = store.select("testset_exams", "name = ?", [test_set])["exam_id"]
+    dens = store.select("density", "level = 'exam' AND source = 'label'")[["exam_id", "category"]]
+    if level == "image":
+        truth = images.merge(breasts, on=["exam_id", "laterality"]).assign(
+            case_id=lambda f: f["image_id"], label=lambda f: f["cancer"])
+    elif level == "breast":
+        truth = breasts.assign(case_id=breasts["exam_id"] + "/" + breasts["laterality"],
+                               image_id=None, label=breasts["cancer"])
+    else:
+        rank = {"ILC": 4, "IDC": 3, "other": 2, "unknown": 1, "none": 0}
+        hist = breasts.assign(r=breasts["histology"].map(rank)).groupby("exam_id").agg(
+            label=("cancer", "max"), r=("r", "max"),
+            all_none=("histology", lambda h: (h == "none").all())).reset_index()
+        names = {v: k for k, v in rank.items()}
+        hist["histology"] = [("none" if n else "unknown") if r < 2 else names[r]
+                             for r, n in zip(hist["r"], hist["all_none"])]
+        truth = hist.assign(case_id=hist["exam_id"], laterality=None, image_id=None)
+    truth = truth[truth["exam_id"].isin(members)].merge(
+        exams[["exam_id"]], on="exam_id").merge(dens, on="exam_id", how="left")
+    rows = []
+    for model in models:
+        p = preds[(preds["model"] == model) & (preds["level"] == level)]
+        rows.append(truth.merge(p[["case_id", "malignant", "benign"]], on="case_id", how="left")
+                    .assign(model=model).sort_values("case_id"))
+    out = pd.concat(rows, ignore_index=True)
+    return out.rename(columns={"malignant": "score", "category": "density"})
+
+
+@pytest.mark.parametrize("level", ["image", "breast", "exam"])
+def test_scores_equal_a_brute_force_join_of_the_base_tables(tmp_path, level):
+    store = open_store(tmp_path / "s.duckdb")
+    _random_cohort(store, np.random.default_rng(3))
+    for test_set in ("mixed", "d1"):
+        ours = store.scores(models=["m2", "m1"], level=level, test_set=test_set)
+        ref = _brute_force_scores(store, ["m2", "m1"], level, test_set)
+        assert len(ours) == len(ref) > 0
+        for column in ("model", "case_id", "exam_id", "laterality", "image_id", "histology"):
+            assert ours[column].astype(object).where(ours[column].notna(), None).tolist() == \
+                ref[column].astype(object).where(ref[column].notna(), None).tolist(), column
+        for column in ("label", "density", "score", "benign"):
+            np.testing.assert_array_equal(ours[column].astype(float).to_numpy(),
+                                          ref[column].astype(float).to_numpy(), err_msg=column)
+        cases = store.cases(level=level, test_set=test_set)
+        assert cases["case_id"].tolist() == sorted(ref["case_id"].unique())
+
+
+def test_cached_truth_follows_every_write(tmp_path):
+    path = tmp_path / "s.duckdb"
+    store = open_store(path)
+    small_cohort(store)
+    before = store.scores(models=[], level="breast", test_set="x")
+    assert store.cases(level="breast").set_index("case_id").loc["x/1/L", "label"] == 0
+    # another handle in this process, then another process, changes the truth
+    open_store(path).write_tables({"breasts": pd.DataFrame(
+        [{"exam_id": "x/1", "laterality": "L", "cancer": 1, "histology": "ILC"}])})
+    assert store.cases(level="breast").set_index("case_id").loc["x/1/L", "label"] == 1
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import pandas as pd
+        from core.store import open_store
+        open_store({str(path)!r}).write_tables({{"breasts": pd.DataFrame(
+            [{{"exam_id": "x/1", "laterality": "L", "cancer": 0, "histology": "none"}}])}})
+        """)], cwd=repo, check=True)
+    assert store.cases(level="breast").set_index("case_id").loc["x/1/L", "label"] == 0
+    store.delete_testset("x")
+    with pytest.raises(InputError, match="does not exist"):
+        store.cases(test_set="x")
+    assert before.empty and list(before.columns) == list(store.scores(
+        models=["nope"], level="breast").columns)
