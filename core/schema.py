@@ -76,18 +76,20 @@ CREATE TABLE cases (                     -- derived from exams, images, breasts 
     histology VARCHAR,
     presentation VARCHAR,
     view VARCHAR,                        -- image level only
-    testset_ids INTEGER[] NOT NULL       -- testsets.id of every set holding the exam
+    testset_ids INTEGER[] NOT NULL,      -- testsets.id of every set holding the exam
+    density_label TINYINT                -- the exam's density category from source 'label'
 );
 """
 
 
-# The ``cases`` rows, rebuilt whole after every write to exams, images, breasts or test sets,
+# The ``cases`` rows, rebuilt whole after every write to exams, images, breasts, test sets or
+# density (the 'label' density is the default stratum, so it is kept here too),
 # in (level, case_id) order (``case_rank``): a filter on the table alone (a test set is a
 # ``list_contains`` on testset_ids, not a join) returns rows in that order, as DuckDB keeps
 # insertion order for single-table scans. An image needs its breast's row to have a label.
 CASES_SELECT = f"""
     SELECT row_number() OVER (ORDER BY level, case_id)::INTEGER AS case_rank, c.*,
-           coalesce(m.testset_ids, []::INTEGER[]) AS testset_ids
+           coalesce(m.testset_ids, []::INTEGER[]) AS testset_ids, dn.category AS density_label
     FROM (
         SELECT 'image' AS level, {case_hash_sql("'image'", "i.image_id")} AS case_hash,
                i.image_id AS case_id, {exam_hash_sql("i.exam_id")} AS exam_hash, i.exam_id,
@@ -108,6 +110,8 @@ CASES_SELECT = f"""
         FROM exams e JOIN ({EXAM_TRUTH}) h USING (exam_id)) c
     LEFT JOIN (SELECT x.exam_hash, list(t.id ORDER BY t.id) AS testset_ids
                FROM testset_exams x JOIN testsets t USING (name) GROUP BY 1) m USING (exam_hash)
+    LEFT JOIN (SELECT exam_hash, category FROM density WHERE level = 'exam' AND source = 'label'
+               ) dn USING (exam_hash)
     ORDER BY case_rank"""
 
 # One statement per table; the whole string runs in one transaction on a new file.
@@ -214,7 +218,7 @@ CREATE TABLE density (
     category TINYINT,                    -- 0 fatty .. 3 extremely dense
     score DOUBLE,                        -- percent density or model score
     p0 DOUBLE, p1 DOUBLE, p2 DOUBLE, p3 DOUBLE,
-    exam_hash UBIGINT NOT NULL,         -- derived: md5 of exam_id
+    exam_hash UBIGINT NOT NULL,          -- derived: md5 of exam_id
     PRIMARY KEY (source, level, case_id)
 );
 
@@ -239,7 +243,8 @@ CREATE TABLE predictions (
     benign DOUBLE,
     saliency_path VARCHAR,               -- .npz relative to the files folder
     patch_boxes VARCHAR,                 -- JSON [[row, col, height, width], ...] in image pixels
-    case_hash UBIGINT NOT NULL,         -- derived: md5 of level:case_id (see the module doc)
+    case_hash UBIGINT NOT NULL,          -- derived: md5 of level:case_id (see the module doc)
+    exam_hash UBIGINT NOT NULL,          -- derived: md5 of exam_id
     PRIMARY KEY (model, level, case_id)
 );
 
@@ -253,7 +258,7 @@ CREATE TABLE testsets (
 CREATE TABLE testset_exams (
     name VARCHAR NOT NULL,
     exam_id VARCHAR NOT NULL,
-    exam_hash UBIGINT NOT NULL,         -- derived: md5 of exam_id
+    exam_hash UBIGINT NOT NULL,          -- derived: md5 of exam_id
     PRIMARY KEY (name, exam_id)
 );
 
@@ -278,43 +283,51 @@ def table_ddl(table: str) -> str:
     return match.group(0)
 
 
-def _rebuild_with_column(table: str, column: str, expr: str) -> str:
-    """v1 -> v2 for a table that gained a NOT NULL column as its last one.
+def _rebuild_with_columns(table: str, columns: dict[str, str]) -> str:
+    """v1 -> v2 for a table that gained NOT NULL columns (name -> SQL value) at its end.
 
     DuckDB cannot add a NOT NULL column to an indexed table inside one transaction, so the
     table is rebuilt. It takes the current definition: a later version that changes one of
     these tables must freeze its v2 definition here.
     """
+    values = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
     return f"""
         {table_ddl(table).replace(f"CREATE TABLE {table} (", f"CREATE TABLE {table}_v2 (", 1)}
-        INSERT INTO {table}_v2 SELECT *, {expr} AS {column} FROM {table};
+        INSERT INTO {table}_v2 SELECT *, {values} FROM {table};
         DROP TABLE {table};
         ALTER TABLE {table}_v2 RENAME TO {table};"""
 
+
+# Columns the store computes from a row's own text key on every write (see the module doc);
+# callers never pass them, and `TABLE_COLUMNS` leaves them out.
+DERIVED_COLUMNS: dict[str, dict[str, str]] = {
+    "predictions": {"case_hash": case_hash_sql("level", "case_id"),
+                    "exam_hash": exam_hash_sql("exam_id")},
+    "density": {"exam_hash": exam_hash_sql("exam_id")},
+    "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
+}
+
+# Renewed by every write that can change a case truth: readers key their caches on it.
+RENEW_TRUTH_TOKEN = """
+    INSERT INTO meta VALUES ('truth_token', uuid()::VARCHAR) ON CONFLICT (key)
+    DO UPDATE SET value = EXCLUDED.value"""
 
 # MIGRATIONS[v] upgrades a file at version v to v + 1 (SQL run inside one transaction).
 MIGRATIONS: dict[int, str] = {
     # v2: integer join keys and the materialised case truth (see bench/store.py)
     1: "\n".join([
-        _rebuild_with_column("predictions", "case_hash", case_hash_sql("level", "case_id")),
-        _rebuild_with_column("density", "exam_hash", exam_hash_sql("exam_id")),
-        _rebuild_with_column("testset_exams", "exam_hash", exam_hash_sql("exam_id")),
-        _rebuild_with_column("testsets", "id", "row_number() OVER (ORDER BY name)::INTEGER"),
+        _rebuild_with_columns("predictions", DERIVED_COLUMNS["predictions"]),
+        _rebuild_with_columns("density", DERIVED_COLUMNS["density"]),
+        _rebuild_with_columns("testset_exams", DERIVED_COLUMNS["testset_exams"]),
+        _rebuild_with_columns("testsets", {"id": "row_number() OVER (ORDER BY name)::INTEGER"}),
         CASES_TABLE,
         f"INSERT INTO cases {CASES_SELECT};",
+        RENEW_TRUTH_TOKEN + ";",
     ]),
 }
 
-# Columns the store computes from a row's own text key on every write (see the module doc);
-# callers never pass them, and `TABLE_COLUMNS` leaves them out.
-DERIVED_COLUMNS: dict[str, dict[str, str]] = {
-    "predictions": {"case_hash": case_hash_sql("level", "case_id")},
-    "density": {"exam_hash": exam_hash_sql("exam_id")},
-    "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
-}
-
 # Writes to these tables rebuild the derived ``cases`` table.
-CASE_SOURCES = ("exams", "images", "breasts", "testsets", "testset_exams")
+CASE_SOURCES = ("exams", "images", "breasts", "testsets", "testset_exams", "density")
 
 # Columns per table, in schema order: the ingest path and the importers build frames from these.
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -33,6 +33,7 @@ import pandas as pd
 from core.connections import engine
 from core.errors import InputError, StoreVersionError
 from core.schema import (CASE_SOURCES, DERIVED_COLUMNS, LEVELS, MIGRATIONS, PRIMARY_KEYS,
+                         RENEW_TRUTH_TOKEN,
                          SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS, CASES_SELECT)
 from core.testsets import Clause, parse_rule
 
@@ -73,8 +74,9 @@ class Store:
     """A handle on one store file; cheap to copy, holds no connection between operations.
 
     It keeps the case truth of the last few (level, test set, density source) it was asked
-    for, keyed by the store's generation, a counter every write transaction bumps (in any
-    process): the truth of a test set is the same for every model, and rebuilding it is the
+    for, keyed by the store's truth token, which every write that can change a truth renews
+    (in any process: the cases table's sources, test sets, density): the truth of a test set
+    is the same for every model and survives a predictions import, and reading it is the
     larger part of `scores` on big stores.
     """
 
@@ -119,15 +121,11 @@ class Store:
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
-                con.execute(_BUMP_GENERATION)
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
             con.execute("COMMIT")
 
-    def generation(self) -> int:
-        """How many write transactions the store has seen (0 for a new file)."""
-        return int(self._scalar("SELECT value FROM meta WHERE key = 'generation'") or 0)
 
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file (before copying or moving the store)."""
@@ -231,7 +229,7 @@ class Store:
                 _check_table(table)
                 con.execute(f"DELETE FROM {table} WHERE {where}", list(params))
             written = {table: _upsert(con, table, frame) for table, frame in frames.items()}
-            if any(t in CASE_SOURCES for t in [*frames, *(d[0] for d in delete)]):
+            if {*frames, *(d[0] for d in delete)} & set(CASE_SOURCES):
                 _rebuild_cases(con)
             return written
 
@@ -417,10 +415,12 @@ class Store:
         parts = []
         with self.connection() as con:
             truth = self._case_truth(level, test_set, density_source, columns)
+            where, params = self._case_filter(test_set, cases=False)
             for model in dict.fromkeys(models):
-                scored = con.sql("SELECT case_hash, malignant, benign FROM predictions "
-                                 "WHERE model = ? AND level = ?", params=[model, level]
-                                 ).to_arrow_table()
+                scored = con.sql(f"""
+                    SELECT c.case_hash, c.malignant, c.benign FROM predictions c
+                    WHERE c.model = ? AND c.level = ? AND {where}""",
+                                 params=[model, level, *params]).to_arrow_table()
                 at = truth.index.get_indexer(scored["case_hash"].to_numpy())
                 parts.append(truth.frame.assign(
                     model=model, score=_place(scored["malignant"], at, len(truth.index)),
@@ -437,9 +437,10 @@ class Store:
         _check_level(level)
         with self.connection() as con:
             where, params = self._case_filter(test_set)
-            # The generation first: a write landing between the two reads then files newer
-            # rows under an older generation, which no later reader asks for.
-            key = (self.generation(), level, test_set, density_source, tuple(columns))
+            # The token first: a write landing between the two reads then files newer rows
+            # under an older token, which no later reader asks for.
+            token = self._scalar("SELECT value FROM meta WHERE key = 'truth_token'")
+            key = (token, level, test_set, density_source, tuple(columns))
             truth = self._truths.get(key)
             if truth is None:
                 truth = _read_truth(con, level, where, params, density_source, columns)
@@ -633,9 +634,6 @@ def dataset_delete_plan(dataset: str) -> list[tuple[str, str, list]]:
 
 
 _SCORE_FRAME = ["model", *SCORE_CASE_COLUMNS, "score", "benign"]
-_BUMP_GENERATION = """
-    INSERT INTO meta VALUES ('generation', '1') ON CONFLICT (key)
-    DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS VARCHAR)"""
 
 
 class _Truth(NamedTuple):
@@ -668,22 +666,24 @@ class _TruthCache:
 def _read_truth(con: duckdb.DuckDBPyConnection, level: str, where: str, params: list,
                 density_source: str, columns: Sequence[str]) -> _Truth:
     fetched = [c for c in columns if c != "image_id"]  # an image case's id is its image_id
+    fetched += ["density_label AS density"] if density_source == "label" else ["exam_hash"]
     table = con.sql(f"""
-        SELECT c.case_rank, c.case_hash, c.exam_hash, {", ".join("c." + c for c in fetched)}
+        SELECT c.case_rank, c.case_hash, {", ".join("c." + c for c in fetched)}
         FROM cases c WHERE c.level = ? AND {where}""", params=[level, *params]).to_arrow_table()
-    density = con.sql("SELECT exam_hash, category FROM density WHERE level = 'exam' "
-                      "AND source = ?", params=[density_source]).to_arrow_table()
     rank = table["case_rank"].to_numpy()
     if (np.diff(rank) < 0).any():  # a single-table scan keeps the order (CASES_SELECT)
         table = table.take(np.argsort(rank, kind="stable"))
-    frame = table.to_pandas()
+    frame = table.to_pandas().drop(columns="case_rank")
     if "image_id" in columns:
         frame["image_id"] = frame["case_id"] if level == "image" else pd.Series(
             pd.NA, index=frame.index, dtype=frame["case_id"].dtype)
     frame["label"] = frame["label"].astype("Int8")
-    at = _positions(density["exam_hash"], frame["exam_hash"])
-    frame["density"] = pd.array(_take(density["category"], at), dtype="Int8")
-    frame = frame.drop(columns=["case_rank", "exam_hash"])
+    if density_source != "label":
+        density = con.sql("SELECT exam_hash, category FROM density WHERE level = 'exam' "
+                          "AND source = ?", params=[density_source]).to_arrow_table()
+        at = _positions(density["exam_hash"], frame.pop("exam_hash"))
+        frame["density"] = _take(density["category"], at)
+    frame["density"] = frame["density"].astype("Int8")
     return _Truth(frame, pd.Index(frame["case_hash"].to_numpy()))
 
 
@@ -691,6 +691,7 @@ def _rebuild_cases(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute the derived ``cases`` table (inside the caller's write transaction)."""
     con.execute("DELETE FROM cases")
     con.execute(f"INSERT INTO cases {CASES_SELECT}")
+    con.execute(RENEW_TRUTH_TOKEN)
 
 
 def _positions(keys, targets) -> np.ndarray:

@@ -75,11 +75,12 @@ def _downgrade_to_v1(path):
     cases table)."""
     con = duckdb.connect(str(path))
     con.execute("DROP TABLE cases")
-    for table, column in (("predictions", "case_hash"), ("density", "exam_hash"),
-                          ("testset_exams", "exam_hash"), ("testsets", "id")):
-        frame = con.execute(f"SELECT * EXCLUDE ({column}) FROM {table}").df()
+    for table, columns in (("predictions", "case_hash, exam_hash"), ("density", "exam_hash"),
+                           ("testset_exams", "exam_hash"), ("testsets", "id")):
+        frame = con.execute(f"SELECT * EXCLUDE ({columns}) FROM {table}").df()
         con.execute(f"DELETE FROM {table}")
-        con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        for column in columns.split(", "):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         con.execute(f"INSERT INTO {table} SELECT * FROM frame")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
@@ -344,19 +345,21 @@ def _random_cohort(store, rng, n=40):
         "exams": exams, "breasts": breasts, "images": images,
         "models": pd.DataFrame({"model": ["m1", "m2"], "kind": "external"}),
         "predictions": pd.concat(preds, ignore_index=True),
-        "density": pd.DataFrame({"source": "label", "level": "exam", "case_id": dens["exam_id"],
-                                 "exam_id": dens["exam_id"],
-                                 "category": rng.integers(0, 4, len(dens))})})
+        "density": pd.concat([pd.DataFrame({
+            "source": source, "level": "exam", "case_id": d["exam_id"], "exam_id": d["exam_id"],
+            "category": rng.integers(0, 4, len(d))})
+            for source, d in (("label", dens), ("classical", exams.sample(frac=0.5)))])})
     store.refresh_testsets()
     store.create_testset("mixed", "split=test histology=ILC,none")
 
 
-def _brute_force_scores(store, models, level, test_set):
+def _brute_force_scores(store, models, level, test_set, density_source):
     """The scores frame from the base tables with pandas merges (no cases table, no hashes)."""
     exams, images = store.select("exams"), store.select("images")
     breasts, preds = store.select("breasts"), store.select("predictions")
     members = store.select("testset_exams", "name = ?", [test_set])["exam_id"]
-    dens = store.select("density", "level = 'exam' AND source = 'label'")[["exam_id", "category"]]
+    dens = store.select("density", "level = 'exam' AND source = ?", [density_source])
+    dens = dens[["exam_id", "category"]]
     if level == "image":
         truth = images.merge(breasts, on=["exam_id", "laterality"]).assign(
             case_id=lambda f: f["image_id"], label=lambda f: f["cancer"])
@@ -387,9 +390,10 @@ def _brute_force_scores(store, models, level, test_set):
 def test_scores_equal_a_brute_force_join_of_the_base_tables(tmp_path, level):
     store = open_store(tmp_path / "s.duckdb")
     _random_cohort(store, np.random.default_rng(3))
-    for test_set in ("mixed", "d1"):
-        ours = store.scores(models=["m2", "m1"], level=level, test_set=test_set)
-        ref = _brute_force_scores(store, ["m2", "m1"], level, test_set)
+    for test_set, source in (("mixed", "label"), ("d1", "label"), ("mixed", "classical")):
+        ours = store.scores(models=["m2", "m1"], level=level, test_set=test_set,
+                            density_source=source)
+        ref = _brute_force_scores(store, ["m2", "m1"], level, test_set, source)
         assert len(ours) == len(ref) > 0
         for column in ("model", "case_id", "exam_id", "laterality", "image_id", "histology"):
             assert ours[column].astype(object).where(ours[column].notna(), None).tolist() == \
@@ -397,8 +401,10 @@ def test_scores_equal_a_brute_force_join_of_the_base_tables(tmp_path, level):
         for column in ("label", "density", "score", "benign"):
             np.testing.assert_array_equal(ours[column].astype(float).to_numpy(),
                                           ref[column].astype(float).to_numpy(), err_msg=column)
-        cases = store.cases(level=level, test_set=test_set)
+        cases = store.cases(level=level, test_set=test_set, density_source=source)
         assert cases["case_id"].tolist() == sorted(ref["case_id"].unique())
+        np.testing.assert_array_equal(cases["density"].astype(float).to_numpy(),
+                                      ref[ref["model"] == "m2"]["density"].astype(float))
 
 
 def test_cached_truth_follows_every_write(tmp_path):
@@ -419,6 +425,17 @@ def test_cached_truth_follows_every_write(tmp_path):
             [{{"exam_id": "x/1", "laterality": "L", "cancer": 0, "histology": "none"}}])}})
         """)], cwd=repo, check=True)
     assert store.cases(level="breast").set_index("case_id").loc["x/1/L", "label"] == 0
+    # density and predictions: the truth's density follows, scores are never cached
+    store.write_tables({"density": pd.DataFrame([{"source": "label", "level": "exam",
+                                                  "case_id": "x/1", "exam_id": "x/1",
+                                                  "category": 2}])})
+    assert store.cases(level="exam").set_index("case_id").loc["x/1", "density"] == 2
+    for value in (0.25, 0.75):
+        store.write_tables({"predictions": pd.DataFrame([{
+            "model": "m", "level": "exam", "case_id": "x/1", "exam_id": "x/1",
+            "malignant": value}])})
+        scores = store.scores(models=["m"], level="exam").set_index("case_id")
+        assert scores.loc["x/1", "score"] == value and np.isnan(scores.loc["x/0", "score"])
     store.delete_testset("x")
     with pytest.raises(InputError, match="does not exist"):
         store.cases(test_set="x")
