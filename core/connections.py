@@ -8,8 +8,9 @@ sessions) share one attachment and the file is detached when the last of them is
 
 A single engine per process is deliberate: a process's own file locks never conflict with each
 other, so two DuckDB instances in one process could both open a file for writing; one engine
-attaching each file once rules that out. A forked child (the filter batch's process pool) never
-touches its parent's engine: it builds its own.
+attaching each file once rules that out (DuckDB refuses it too). A forked child (the filter
+batch's process pool) never touches its parent's engine: it builds its own, and can open a file
+its parent did not hold at the fork (fork outside ``Store.connection`` blocks).
 """
 from __future__ import annotations
 
@@ -65,8 +66,9 @@ class Engine:
                     return con
             if time.monotonic() >= deadline:
                 raise StoreBusy(
-                    f"store is busy: {path} stayed locked by another process for "
-                    f"{busy_timeout_s:.0f} s; retry when its import or job ends")
+                    f"store is busy: {path} stayed locked by another process (or open "
+                    f"read-only in this one) for {busy_timeout_s:.0f} s; retry when its "
+                    "import or job ends")
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
 

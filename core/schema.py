@@ -3,15 +3,18 @@
 Identifiers are text and global: ``exam_id = "<dataset>/<exam key>"``, ``image_id =
 "<exam_id>/<L|R>-<view>"`` for files named that way or ``"<dataset>/<file stem>"`` otherwise.
 A *case* is what a score or label belongs to at one level: ``case_id`` is the image_id (image
-level), ``"<exam_id>/<L|R>"`` (breast level) or the exam_id (exam level). See `core.cases`.
+level), ``"<exam_id>/<L|R>"`` (breast level) or the exam_id (exam level). See `Store.cases`.
 
 Joins run on integers: ``case_hash`` (md5 of ``"<level>:<case_id>"``) and ``exam_hash`` (md5 of
 the exam_id), 64 bits of each, are numbers the store computes from each row's own text key when
-it writes it, so no table needs another's numbering (a collision among 10 million cases has odds
-of about 3 in a million, and joins also match the level). The
-``cases`` table is the case truth (labels, histology, split ...) at every level, derived from
-exams, images and breasts and refreshed in the same transaction as every write to them: the
-pages' busiest queries read it instead of joining those three tables each time.
+it writes it (`DERIVED_COLUMNS`), so no table needs another's numbering (a collision among 10
+million cases has odds of about 3 in a million, and joins also match the level).
+
+The ``cases`` table is the case truth (label, histology, split, test sets, density label ...)
+of every case at every level, derived from exams, images, breasts, test sets and density and
+rebuilt in the same transaction as every write to them (`CASE_SOURCES`): the pages' busiest
+queries read it instead of joining those tables on text keys each time. Each rebuild renews
+``meta.truth_token``, on which readers key their caches.
 
 Pixels stay in files: ``images.path`` is relative to ``datasets.root``; masks, saliency maps and
 display copies live under the store's files folder (``Store.files_dir``) with relative paths.
@@ -33,6 +36,7 @@ PRESENTATIONS = (
 PATHOLOGIES = ("malignant", "benign", "none")
 ANNOTATION_SOURCES = ("radiologist", "drawn", "imported", "derived")
 DENSITY_SOURCES = ("label", "classical", "nyu-histogram", "imported")
+
 
 def case_hash_sql(level: str, case_id: str) -> str:
     """SQL for a case's 64-bit key from SQL expressions for its level and case_id."""
@@ -61,7 +65,7 @@ EXAM_TRUTH = """
     FROM breasts b GROUP BY b.exam_id"""
 
 CASES_TABLE = """
-CREATE TABLE cases (                     -- derived from exams, images, breasts (module doc)
+CREATE TABLE cases (                     -- derived: see the module doc
     case_rank INTEGER NOT NULL,          -- order of (level, case_id)
     level VARCHAR NOT NULL,
     case_hash UBIGINT NOT NULL,
@@ -82,11 +86,10 @@ CREATE TABLE cases (                     -- derived from exams, images, breasts 
 """
 
 
-# The ``cases`` rows, rebuilt whole after every write to exams, images, breasts, test sets or
-# density (the 'label' density is the default stratum, so it is kept here too),
-# in (level, case_id) order (``case_rank``): a filter on the table alone (a test set is a
-# ``list_contains`` on testset_ids, not a join) returns rows in that order, as DuckDB keeps
-# insertion order for single-table scans. An image needs its breast's row to have a label.
+# The ``cases`` rows in (level, case_id) order (``case_rank``): a filter on the table alone (a
+# test set is a ``list_contains`` on testset_ids, not a join) returns rows in that order, as
+# DuckDB keeps insertion order for single-table scans. An image needs its breast's row to have
+# a label. The 'label' density is the default stratum, so it is kept here too.
 CASES_SELECT = f"""
     SELECT row_number() OVER (ORDER BY level, case_id)::INTEGER AS case_rank, c.*,
            coalesce(m.testset_ids, []::INTEGER[]) AS testset_ids, dn.category AS density_label
@@ -307,7 +310,7 @@ DERIVED_COLUMNS: dict[str, dict[str, str]] = {
     "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
 }
 
-# Renewed by every write that can change a case truth: readers key their caches on it.
+# Run by every rebuild of ``cases``: readers key their caches on the token.
 RENEW_TRUTH_TOKEN = """
     INSERT INTO meta VALUES ('truth_token', uuid()::VARCHAR) ON CONFLICT (key)
     DO UPDATE SET value = EXCLUDED.value"""

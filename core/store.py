@@ -4,9 +4,13 @@ This is the only module that speaks SQL (with `core.schema`, which defines it). 
 connection is short: the file is attached for one operation (or one ``with
 store.connection():`` block) and detached, because DuckDB lets one process at a time hold a
 file for writing; a second writer retries with back-off for ``busy_timeout_s`` and then raises
-`StoreBusy` rather than waiting forever or corrupting anything. Every write is one transaction: all of it lands, or none (``write_tables``,
-``ingest``). Long jobs never write here directly: they write a result folder
-(`write_result`) that ``ingest`` loads in one transaction.
+`StoreBusy` rather than waiting forever or corrupting anything. Every write is one
+transaction: all of it lands, or none (``write_tables``, ``ingest``). Long jobs never write
+here directly: they write a result folder (`write_result`) that ``ingest`` loads in one
+transaction.
+
+Reads at scale go through the derived ``cases`` table and integer keys (`core.schema`), and a
+`Store` keeps the case truth it last read until a write changes it (see `Store`).
 
 SQL values always travel as ``?`` parameters; bulk writes register a DataFrame and run
 ``INSERT OR REPLACE ... SELECT`` (idempotent: re-importing updates rows, never duplicates).
@@ -23,8 +27,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -32,9 +36,8 @@ import pandas as pd
 
 from core.connections import engine
 from core.errors import InputError, StoreVersionError
-from core.schema import (CASE_SOURCES, DERIVED_COLUMNS, LEVELS, MIGRATIONS, PRIMARY_KEYS,
-                         RENEW_TRUTH_TOKEN,
-                         SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS, CASES_SELECT)
+from core.schema import (CASE_SOURCES, CASES_SELECT, DERIVED_COLUMNS, LEVELS, MIGRATIONS,
+                         PRIMARY_KEYS, RENEW_TRUTH_TOKEN, SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS)
 from core.testsets import Clause, parse_rule
 
 DEFAULT_DB = Path("data") / "ilcscope.duckdb"
@@ -126,7 +129,6 @@ class Store:
                 raise
             con.execute("COMMIT")
 
-
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file (before copying or moving the store)."""
         with self.connection() as con:
@@ -158,11 +160,6 @@ class Store:
     def _df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
         with self.connection() as con:
             return con.execute(sql, list(params)).df()
-
-    def _arrow_df(self, sql: str, params: Sequence = ()) -> pd.DataFrame:
-        """Like `_df` through Arrow: several times faster for large string-heavy results."""
-        with self.connection() as con:
-            return con.sql(sql, params=list(params)).to_arrow_table().to_pandas()
 
     def _scalar(self, sql: str, params: Sequence = ()):
         with self.connection() as con:
@@ -404,8 +401,8 @@ class Store:
         One row per (model, case), models in the order given, then by case_id: ``model``,
         the truth columns in ``SCORE_CASE_COLUMNS``, ``score`` (malignant; NaN where the model
         has no prediction for the case, so missing scores are counted, never silently
-        dropped) and ``benign``.
-        The other case columns (dataset, split, presentation, view) come from `cases`.
+        dropped) and ``benign``. The other case columns (dataset, split, presentation, view)
+        come from `cases`.
 
         The pages' busiest query, built for 100k-exam stores: the truth comes from the
         materialised ``cases`` table and each model's scores are matched to it on the integer
@@ -426,7 +423,7 @@ class Store:
                     model=model, score=_place(scored["malignant"], at, len(truth.index)),
                     benign=_place(scored["benign"], at, len(truth.index))))
         if not parts:
-            return truth.frame.assign(model="", score=np.nan, benign=np.nan).iloc[:0][_SCORE_FRAME]
+            return truth.frame.iloc[:0].assign(model="", score=np.nan, benign=np.nan)[_SCORE_FRAME]
         frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         return frame[_SCORE_FRAME]
 
@@ -599,8 +596,6 @@ class Store:
                 con.execute(f"""
                     INSERT INTO testset_exams (name, exam_id, exam_hash)
                     SELECT ?, c.exam_id, c.exam_hash FROM cases c
-                    LEFT JOIN (SELECT exam_hash, category AS density_label FROM density
-                               WHERE level = 'exam' AND source = 'label') d USING (exam_hash)
                     WHERE c.level = 'exam' AND {where}""", [name, *params])
             _rebuild_cases(con)
             counts = con.execute("""SELECT name, count(*) FROM testset_exams
@@ -681,8 +676,8 @@ def _read_truth(con: duckdb.DuckDBPyConnection, level: str, where: str, params: 
     if density_source != "label":
         density = con.sql("SELECT exam_hash, category FROM density WHERE level = 'exam' "
                           "AND source = ?", params=[density_source]).to_arrow_table()
-        at = _positions(density["exam_hash"], frame.pop("exam_hash"))
-        frame["density"] = _take(density["category"], at)
+        frame["density"] = _lookup(density["exam_hash"], density["category"],
+                                   frame.pop("exam_hash"))
     frame["density"] = frame["density"].astype("Int8")
     return _Truth(frame, pd.Index(frame["case_hash"].to_numpy()))
 
@@ -694,15 +689,12 @@ def _rebuild_cases(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RENEW_TRUTH_TOKEN)
 
 
-def _positions(keys, targets) -> np.ndarray:
-    """Where each of ``targets`` sits in the unique integer ``keys`` (-1 where absent)."""
-    keys = np.asarray(keys, dtype=np.uint64)
-    return pd.Index(keys).get_indexer(np.asarray(targets, dtype=np.uint64))
-
-
-def _take(values, at: np.ndarray) -> np.ndarray:
-    """``values[at]`` as float64, NaN where ``at`` is -1 or the value is NULL."""
-    values = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+def _lookup(keys, values, targets) -> np.ndarray:
+    """``values`` (float64) at the unique integer ``keys`` equal to ``targets``; NaN where a
+    target has no key or the value is NULL."""
+    at = pd.Index(np.asarray(keys, dtype=np.uint64)).get_indexer(
+        np.asarray(targets, dtype=np.uint64))
+    values = values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     out = np.full(len(at), np.nan)
     found = at >= 0
     out[found] = values[at[found]]
@@ -721,7 +713,7 @@ def _place(values, at: np.ndarray, n: int) -> np.ndarray:
 def _rule_sql(clauses: tuple[Clause, ...]) -> tuple[str, list]:
     parts, params = ["TRUE"], []
     column = {"dataset": "c.dataset", "split": "c.split", "cancer": "CAST(c.label AS VARCHAR)",
-              "histology": "c.histology", "density": "CAST(d.density_label AS VARCHAR)"}
+              "histology": "c.histology", "density": "CAST(c.density_label AS VARCHAR)"}
     for clause in clauses:
         if clause.field == "presentation":
             parts.append("list_has_any(list_transform(string_split(coalesce(c.presentation, ''),"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -441,3 +442,27 @@ def test_cached_truth_follows_every_write(tmp_path):
         store.cases(test_set="x")
     assert before.empty and list(before.columns) == list(store.scores(
         models=["nope"], level="breast").columns)
+
+
+def test_one_engine_per_process_shares_and_releases_the_file(tmp_path):
+    path = tmp_path / "s.duckdb"
+    small_cohort(open_store(path))
+    reader = open_store(path, read_only=True)
+    writer = store_module.Store(path=path, busy_timeout_s=0.3)
+    with reader.connection():
+        # another read-only handle shares the attachment; a writable one waits for it
+        assert len(store_module.Store(path=path, read_only=True).exams()) == 4
+        with pytest.raises(StoreBusy, match="store is busy"):
+            writer.write_tables({"exams": pd.DataFrame({
+                "exam_id": ["x/9"], "dataset": "x", "exam_key": ["9"]})})
+    writer.write_tables({"exams": pd.DataFrame({"exam_id": ["x/9"], "dataset": "x",
+                                                "exam_key": ["9"]})})
+    assert len(reader.exams()) == 5
+    # a forked child (the filter batch's pool forks) opens the file through an engine of
+    # its own, the parent's being unusable after a fork
+    pid = os.fork()
+    if pid == 0:
+        code = 0 if len(store_module.Store(path=path, busy_timeout_s=30).exams()) == 5 else 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
