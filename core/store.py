@@ -54,10 +54,11 @@ def default_db_path() -> Path:
 
 def open_store(path: str | Path | None = None, *, read_only: bool = False,
                busy_timeout_s: float = 10.0) -> Store:
-    """Open (and create or migrate, unless read-only) the store at ``path``.
+    """Open (and create, unless read-only) the store at ``path``.
 
     A file written by a newer ILCscope raises `StoreVersionError`; an older one is migrated in
-    one transaction. A read-only store refuses every write with an `InputError`.
+    one transaction, read-only or not (the reads need the current schema). A read-only store
+    refuses every write with an `InputError`.
     """
     path = Path(path) if path is not None else default_db_path()
     store = Store(path=path, read_only=read_only, busy_timeout_s=busy_timeout_s)
@@ -65,7 +66,15 @@ def open_store(path: str | Path | None = None, *, read_only: bool = False,
         if not path.exists():
             raise InputError(f"store {path} does not exist; build it with `python -m core demo` "
                              "or `python -m core init`")
-        store.schema_version()  # refuses newer files
+        version = store.schema_version()  # refuses newer files
+        if version < SCHEMA_VERSION:
+            try:
+                Store(path=path, busy_timeout_s=busy_timeout_s)._create_or_migrate()
+            except duckdb.IOException as exc:
+                raise StoreVersionError(
+                    f"store {path} has schema version {version}, older than this ILCscope's "
+                    f"{SCHEMA_VERSION}, and cannot be migrated here ({_first_line(exc)}); "
+                    f"run `python -m core init --db {path}` where the file is writable") from exc
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         store._create_or_migrate()
@@ -769,6 +778,10 @@ def write_result(result_dir: str | Path, frames: dict[str, pd.DataFrame], *,
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(result_dir / RESULT_MANIFEST)
     return result_dir
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _check_table(table: str) -> None:

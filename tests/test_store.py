@@ -112,6 +112,12 @@ def test_v1_store_migrates_to_integer_keys_and_cases(tmp_path):
     for name, frame in migrated.summary(test_set="ilc").items():
         pd.testing.assert_frame_equal(frame, summary[name])
     assert migrated.create_testset("ilc", "histology=ILC,none density=3,1") == 2
+    # a read-only open (the report commands) migrates an older file too
+    _downgrade_to_v1(path)
+    read_only = open_store(path, read_only=True)
+    assert read_only.schema_version() == 2
+    pd.testing.assert_frame_equal(read_only.scores(models=["m"], level="image", test_set="ilc"),
+                                  expected["image"])
 
 
 def test_upsert_is_idempotent_and_updates(tmp_path):
