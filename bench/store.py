@@ -22,7 +22,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.demo import build_demo  # noqa: E402
-from core.schema import DERIVED_COLUMNS, TABLE_COLUMNS  # noqa: E402
+from core.schema import TABLE_COLUMNS, case_hash_sql  # noqa: E402
 from core.store import Store, open_store, write_result  # noqa: E402
 
 
@@ -80,16 +80,12 @@ def main() -> None:
         # naive insert: row by row (executemany), 5,000 rows, extrapolated to 1M
         sample = preds.head(5000).assign(model="naive")
         cols = ["model", "level", "case_id", "exam_id", "laterality", "image_id", "malignant"]
-        derived = DERIVED_COLUMNS["predictions"]  # computed from the row's own columns
-        values = ", ".join(f"${i + 1}" for i in range(len(cols)))
-        values += ", " + ", ".join(
-            expr.replace("level", "$2").replace("case_id", "$3").replace("exam_id", "$4")
-            for expr in derived.values())
-        rows = sample[cols].astype(object).where(sample[cols].notna(), None).values.tolist()
+        rows = (sample[cols].astype(object).where(sample[cols].notna(), None)
+                .assign(key_level=sample["level"], key_case=sample["case_id"]).values.tolist())
         with store.connection() as con:
             t = time.perf_counter()
-            con.executemany(f"INSERT INTO predictions ({', '.join([*cols, *derived])}) "
-                            f"VALUES ({values})", rows)
+            con.executemany(f"INSERT INTO predictions ({', '.join(cols)}, case_hash) VALUES "
+                            f"({', '.join('?' * len(cols))}, {case_hash_sql('?', '?')})", rows)
             t_naive_rows = (time.perf_counter() - t) / len(sample) * len(preds)
             con.execute("DELETE FROM predictions WHERE model = 'naive'")
 

@@ -72,8 +72,7 @@ CREATE TABLE cases (                     -- derived: see the module doc
     case_id VARCHAR NOT NULL,
     exam_hash UBIGINT NOT NULL,
     exam_id VARCHAR NOT NULL,
-    laterality VARCHAR,                  -- NULL at exam level
-    image_id VARCHAR,                    -- image level only
+    laterality VARCHAR,                  -- NULL at exam level (an image's case_id is its image_id)
     dataset VARCHAR NOT NULL,
     split VARCHAR,
     label TINYINT,                       -- 1 = cancer (an image has its breast's label)
@@ -96,20 +95,19 @@ CASES_SELECT = f"""
     FROM (
         SELECT 'image' AS level, {case_hash_sql("'image'", "i.image_id")} AS case_hash,
                i.image_id AS case_id, {exam_hash_sql("i.exam_id")} AS exam_hash, i.exam_id,
-               i.laterality, i.image_id, e.dataset, e.split, b.cancer AS label, b.histology,
-               b.presentation, i.view
+               i.laterality, e.dataset, e.split, b.cancer AS label, b.histology, b.presentation,
+               i.view
         FROM images i JOIN exams e USING (exam_id)
         JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
         UNION ALL
         SELECT 'breast', {case_hash_sql("'breast'", "b.exam_id || '/' || b.laterality")},
                b.exam_id || '/' || b.laterality, {exam_hash_sql("b.exam_id")}, b.exam_id,
-               b.laterality, NULL, e.dataset, e.split, b.cancer, b.histology, b.presentation,
-               NULL
+               b.laterality, e.dataset, e.split, b.cancer, b.histology, b.presentation, NULL
         FROM breasts b JOIN exams e USING (exam_id)
         UNION ALL
         SELECT 'exam', {case_hash_sql("'exam'", "e.exam_id")}, e.exam_id,
-               {exam_hash_sql("e.exam_id")}, e.exam_id, NULL, NULL, e.dataset, e.split,
-               h.label, h.histology, h.presentation, NULL
+               {exam_hash_sql("e.exam_id")}, e.exam_id, NULL, e.dataset, e.split, h.label,
+               h.histology, h.presentation, NULL
         FROM exams e JOIN ({EXAM_TRUTH}) h USING (exam_id)) c
     LEFT JOIN (SELECT x.exam_hash, list(t.id ORDER BY t.id) AS testset_ids
                FROM testset_exams x JOIN testsets t USING (name) GROUP BY 1) m USING (exam_hash)
@@ -247,7 +245,6 @@ CREATE TABLE predictions (
     saliency_path VARCHAR,               -- .npz relative to the files folder
     patch_boxes VARCHAR,                 -- JSON [[row, col, height, width], ...] in image pixels
     case_hash UBIGINT NOT NULL,          -- derived: md5 of level:case_id (see the module doc)
-    exam_hash UBIGINT NOT NULL,          -- derived: md5 of exam_id
     PRIMARY KEY (model, level, case_id)
 );
 
@@ -279,7 +276,6 @@ CREATE TABLE filter_results (
 """ + CASES_TABLE
 
 
-
 def table_ddl(table: str) -> str:
     """The ``CREATE TABLE`` statement of ``table`` in the current `SCHEMA`."""
     match = re.search(rf"^CREATE TABLE {table} \(.*?^\);", SCHEMA, re.S | re.M)
@@ -304,8 +300,7 @@ def _rebuild_with_columns(table: str, columns: dict[str, str]) -> str:
 # Columns the store computes from a row's own text key on every write (see the module doc);
 # callers never pass them, and `TABLE_COLUMNS` leaves them out.
 DERIVED_COLUMNS: dict[str, dict[str, str]] = {
-    "predictions": {"case_hash": case_hash_sql("level", "case_id"),
-                    "exam_hash": exam_hash_sql("exam_id")},
+    "predictions": {"case_hash": case_hash_sql("level", "case_id")},
     "density": {"exam_hash": exam_hash_sql("exam_id")},
     "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
 }

@@ -299,7 +299,7 @@ class Store:
         """What the Overview page and ``info`` show: breakdowns within a test set (or all)."""
         with self.connection():
             where, params = self._case_filter(test_set)
-            density_where, density_params = self._case_filter(test_set, cases=False)
+            exams, exam_params = self._exam_filter(test_set)
             return {
                 "histology": self._df(f"""
                     SELECT c.histology, count(*) AS breasts FROM cases c
@@ -310,9 +310,9 @@ class Store:
                     WHERE c.level = 'breast' AND {where} AND c.label = 1 AND trim(p) <> ''
                     GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2""", params),
                 "density": self._df(f"""
-                    SELECT c.source, c.category, count(*) AS exams FROM density c
-                    WHERE c.level = 'exam' AND {density_where} AND c.category IS NOT NULL
-                    GROUP BY 1, 2 ORDER BY 1, 2""", density_params),
+                    SELECT d.source, d.category, count(*) AS exams FROM density d
+                    WHERE d.level = 'exam' AND d.exam_id IN ({exams}) AND d.category IS NOT NULL
+                    GROUP BY 1, 2 ORDER BY 1, 2""", exam_params),
                 "views": self._df(f"""
                     SELECT c.view, c.laterality, count(*) AS images FROM cases c
                     WHERE c.level = 'image' AND {where} GROUP BY 1, 2 ORDER BY 1, 2""", params),
@@ -332,20 +332,17 @@ class Store:
             raise InputError(f"test set {test_set!r} does not exist; known: {names}")
         return "SELECT exam_id FROM testset_exams WHERE name = ?", [test_set]
 
-    def _case_filter(self, test_set: str | None, *, cases: bool = True) -> tuple[str, list]:
-        """SQL true for rows ``c`` in a test set (all when None) and its params.
+    def _case_filter(self, test_set: str | None) -> tuple[str, list]:
+        """SQL true for ``cases`` rows ``c`` in a test set (all when None) and its params.
 
-        On the ``cases`` table it tests the row's own testset_ids (a single-table filter
-        keeps the table's case order); on another table with an exam_hash it is a semi-join.
+        It tests the row's own testset_ids: a single-table filter keeps the table's case order.
         """
         if test_set is None:
             return "TRUE", []
         test_id = self._scalar("SELECT id FROM testsets WHERE name = ?", [test_set])
         if test_id is None:
             self._exam_filter(test_set)  # raises: names the known sets
-        if cases:
-            return "list_contains(c.testset_ids, ?)", [test_id]
-        return "c.exam_hash IN (SELECT exam_hash FROM testset_exams WHERE name = ?)", [test_set]
+        return "list_contains(c.testset_ids, ?)", [test_id]
 
     def exams(self, *, test_set: str | None = None, dataset: str | None = None) -> pd.DataFrame:
         exams, params = self._exam_filter(test_set)
@@ -421,12 +418,10 @@ class Store:
         parts = []
         with self.connection() as con:
             truth = self._case_truth(level, test_set, density_source, columns)
-            where, params = self._case_filter(test_set, cases=False)
             for model in dict.fromkeys(models):
-                scored = con.sql(f"""
-                    SELECT c.case_hash, c.malignant, c.benign FROM predictions c
-                    WHERE c.model = ? AND c.level = ? AND {where}""",
-                                 params=[model, level, *params]).to_arrow_table()
+                scored = con.sql("SELECT case_hash, malignant, benign FROM predictions "
+                                 "WHERE model = ? AND level = ?", params=[model, level]
+                                 ).to_arrow_table()
                 at = truth.index.get_indexer(scored["case_hash"].to_numpy())
                 parts.append(truth.frame.assign(
                     model=model, score=_place(scored["malignant"], at, len(truth.index)),

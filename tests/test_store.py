@@ -76,7 +76,7 @@ def _downgrade_to_v1(path):
     cases table)."""
     con = duckdb.connect(str(path))
     con.execute("DROP TABLE cases")
-    for table, columns in (("predictions", "case_hash, exam_hash"), ("density", "exam_hash"),
+    for table, columns in (("predictions", "case_hash"), ("density", "exam_hash"),
                            ("testset_exams", "exam_hash"), ("testsets", "id")):
         frame = con.execute(f"SELECT * EXCLUDE ({columns}) FROM {table}").df()
         con.execute(f"DELETE FROM {table}")
