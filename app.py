@@ -2,7 +2,7 @@
 sidebar (store, dataset, test set: kept in the URL), lists every page, runs the chosen one."""
 import streamlit as st
 
-from pages import _shared as shared
+from ui import shared
 
 st.set_page_config(page_title="ILCscope", page_icon=":material/biotech:", layout="wide")
 

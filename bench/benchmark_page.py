@@ -1,10 +1,10 @@
-"""The Benchmark page at 100k exams: core.benchmark pieces and the page rerun, beside the naive way.
+"""The Benchmark page at 100k exams: core.reports.benchmark pieces and the page rerun, beside the naive way.
 
     python bench/benchmark_page.py [--n-exams 100000] [--repeats 10]
 
 Builds a 100k-exam metadata-only demo store with three synthetic models (two image-level, one
 breast-level: 1M predictions, as bench/store.py), then times
-  * each core.benchmark piece on the active test set (test-all) and the AUC table over test-all +
+  * each core.reports.benchmark piece on the active test set (test-all) and the AUC table over test-all +
     test-ILC, beside the naive way (scikit-learn roc_auc_score per group; a per-resample
     bootstrap loop, extrapolated; the un-thinned ROC chart's data size);
   * the page itself with AppTest: the first (cold) run, which fills the caches, and warm reruns
@@ -31,8 +31,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core import benchmark  # noqa: E402
-from core.demo import build_demo  # noqa: E402
+from core.reports import benchmark as benchmark  # noqa: E402
+from core.demo.build import build_demo  # noqa: E402
 from core.store import open_store, write_result  # noqa: E402
 
 MODELS = ("model-a", "model-b", "model-c")

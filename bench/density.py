@@ -7,7 +7,7 @@ Rows:
 - classical `percent_density` per image on a 1024 x 1024 mini-MIAS MLO (8-bit) and on a
   3328 x 2560 16-bit (12-bit range) synthetic MLO: the default (block-mean copy, long side 256)
   beside the naive full-resolution run (``max_side=None``: mask upsampled, every pixel
-  thresholded), and the breast mask alone (`core.segmentation.breast_mask`, the usual bottleneck);
+  thresholded), and the breast mask alone (`core.image.segmentation.breast_mask`, the usual bottleneck);
 - NYU histogram features per exam (4 x 2600 x 2000, uint8): `exam_features` with each recipe
   beside the naive official way (float32 copy, -= mean, /= std, np.histogram(50) per view, which
   under NumPy 2.x gives the 'modern' counts), plus the MLP forward.
@@ -33,9 +33,9 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
-from core import density as dn  # noqa: E402
-from core.segmentation import breast_mask  # noqa: E402
-from core.synthetic_images import render_view  # noqa: E402
+from core.density import estimator as dn  # noqa: E402
+from core.image.segmentation import breast_mask  # noqa: E402
+from core.demo.images import render_view  # noqa: E402
 from models import density_nyu as nyu  # noqa: E402
 
 

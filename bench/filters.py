@@ -32,8 +32,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.filters import METHODS, apply_method  # noqa: E402
-from core.regions import filter_aucs, healthy_region, pixel_auc  # noqa: E402
+from core.image.filters import METHODS, apply_method  # noqa: E402
+from core.image.regions import filter_aucs, healthy_region, pixel_auc  # noqa: E402
 
 MIAS = REPO.parent / "shared" / "data" / "mias"
 REFNUM, X, Y, RADIUS = 23, 538, 681, 29          # Info.txt: mdb023 G CIRC M 538 681 29

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.demo import build_demo  # noqa: E402
-from core.imageio import read_pixels  # noqa: E402
+from core.demo.build import build_demo  # noqa: E402
+from core.io.images import read_pixels  # noqa: E402
 from core.store import open_store  # noqa: E402
 from models.gmic import load_gmic_checkpoint  # noqa: E402
 from models.predict import DEMO_CHECKPOINT, predict_test_set  # noqa: E402

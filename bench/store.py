@@ -21,8 +21,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.demo import build_demo  # noqa: E402
-from core.schema import TABLE_COLUMNS, case_hash_sql  # noqa: E402
+from core.demo.build import build_demo  # noqa: E402
+from core.store.schema import TABLE_COLUMNS, case_hash_sql  # noqa: E402
 from core.store import Store, open_store, write_result  # noqa: E402
 
 

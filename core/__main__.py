@@ -1,6 +1,4 @@
-"""``python -m core``: the command line for everything the pages do."""
-import sys
+"""``python -m core``: the command line lives in the top-level `cli` package."""
+from cli import main
 
-from core.cli import main
-
-sys.exit(main())
+raise SystemExit(main())

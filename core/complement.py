@@ -7,7 +7,7 @@ there (``extra_recalls``, each one a recall that would not have happened). The r
 turns that into the combined "recall if reader or model" rule, screening workflows with a reading
 workload, a threshold trade-off curve, confidence intervals and plain-language sentences.
 
-Conventions (shared with `core.metrics`): 1 = cancer; a case is positive iff its score is
+Conventions (shared with `core.stats.metrics`): 1 = cancer; a case is positive iff its score is
 ``>= threshold``; a reader decision is a recall (1) or not (0), or a reader's continuous score
 turned into one with ``reader_threshold``. Cases with a NaN model score or a missing reader
 decision are left out and counted (``n_excluded``). "Per 1,000" rates say their denominator.
@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from core.errors import InputError
-from core.metrics import Confusion, confusion_at, threshold_for_specificity
+from core.stats.metrics import Confusion, confusion_at, threshold_for_specificity
 
 __all__ = [
     "Stratum", "DifferenceCI", "ComplementResult", "reader_decisions", "complement",

@@ -10,8 +10,8 @@ import tempfile
 
 import pandas as pd
 
-from core.baseline import BASELINE_MODEL, DESCRIPTION, baseline_score
-from core.imageio import read_pixels
+from core.image.baseline import BASELINE_MODEL, DESCRIPTION, baseline_score
+from core.io.images import read_pixels
 from core.progress import ProgressFn, report
 from core.store import Store, write_result
 

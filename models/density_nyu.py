@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.density import CATEGORY_NAMES
+from core.density.estimator import CATEGORY_NAMES
 from core.errors import InputError
 
 __all__ = [

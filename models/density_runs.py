@@ -1,7 +1,7 @@
 """The NYU histogram density model over one exam folder or a store's test set.
 
 Why here: the model is PyTorch (`models.density_nyu`) and core never imports torch; storage,
-agreement and reports stay in `core.density_runs`, which this module calls.
+agreement and reports stay in `core.density.runs`, which this module calls.
 
 The model needs the four views L-CC, R-CC, L-MLO, R-MLO of an exam (its input concatenates
 their histograms in that order). In a store, an exam lacking one of them is skipped and
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.density_runs import DensityRun, store_density
+from core.density.runs import DensityRun, store_density
 from core.errors import InputError
-from core.imageio import read_pixels
+from core.io.images import read_pixels
 from core.progress import ProgressFn, report
 from core.store import Store
 from models.density_nyu import VIEWS, NYUDensityPrediction, load_nyu_density, predict_density

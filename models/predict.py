@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 
 from core.errors import InputError
-from core.imageio import read_pixels
+from core.io.images import read_pixels
 from core.progress import ProgressFn, report
 from core.store import Store, write_result
 from models.device import resolve_device

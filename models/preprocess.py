@@ -89,7 +89,7 @@ def preprocess_image(
     crop_background : bool, keyword-only
         Crop to the bounding box of the breast mask (default); False keeps the whole image.
     mask : bool ndarray of shape (H, W) or None, keyword-only
-        Breast mask to use; None computes ``core.segmentation.breast_mask(pixels)`` (Otsu on a
+        Breast mask to use; None computes ``core.image.segmentation.breast_mask(pixels)`` (Otsu on a
         downsampled copy + largest connected component). The pectoral muscle is not removed:
         GMIC saw it during training.
 
@@ -241,7 +241,7 @@ def _resolve_side(chest_wall: str | None, laterality: str | None) -> str | None:
 
 
 def _breast_mask(img: np.ndarray) -> np.ndarray:
-    from core.segmentation import breast_mask  # Otsu on a downsampled copy + largest component
+    from core.image.segmentation import breast_mask  # Otsu on a downsampled copy + largest component
 
     return breast_mask(img)
 

@@ -12,7 +12,7 @@ exam AUCs are 0.85 / 0.87 / 0.85 (ILC 0.75 / 0.74 / 0.72, IDC 0.94 / 0.99 / 0.97
 
 Recipe (`DemoRecipe`, all fixed by the seeds):
 
-- data: ``core.synthetic.generate_cohort`` into a temporary folder (deleted afterwards) with
+- data: ``core.demo.cohort.generate_cohort`` into a temporary folder (deleted afterwards) with
   ``cohort_seed=7``, 600 exams and ``cancer_fraction=0.5``: the demo's renderer and image size
   (512 x 320), enriched with cancers so that a few hundred images teach something. Its ``train``
   split trains, its ``test`` split is the validation printed each epoch. The demo store itself
@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
-from core.imageio import read_pixels
-from core.metrics import roc_auc
+from core.io.images import read_pixels
+from core.stats.metrics import roc_auc
 from models.gmic import CONFIGS, GMIC, build_gmic, top_t_percent_pool
 from models.preprocess import Preprocessed, preprocess_image
 
@@ -164,7 +164,7 @@ def image_labels(images, breasts):
 def load_demo_data(recipe: DemoRecipe, folder: str | Path, *,
                    log: Callable[[str], None] = print) -> dict[str, DemoData]:
     """Render the recipe's cohort into ``folder`` and preprocess it; returns {'train', 'test'}."""
-    from core.synthetic import generate_cohort
+    from core.demo.cohort import generate_cohort
 
     start = time.perf_counter()
     cohort = generate_cohort(folder, n_exams=recipe.n_exams, seed=recipe.cohort_seed,

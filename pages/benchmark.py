@@ -4,17 +4,17 @@ is cached on its own until the store changes; `python -m core report benchmark` 
 import pandas as pd
 import streamlit as st
 
-from core import benchmark
+from core.reports import benchmark as benchmark
 from core.errors import InputError
-from core.schema import LEVELS
-from pages import _charts_benchmark as charts
-from pages._charts import chart_downloads, table_download
-from pages._shared import data_token, query, require_test_set, settings, show_input_error, store
+from core.store.schema import LEVELS
+from ui.charts import benchmark as charts
+from ui.charts import chart_downloads, table_download
+from ui.shared import data_token, query, require_test_set, settings, show_input_error, store
 
 
 @st.cache_resource(show_spinner="Loading scores…", max_entries=16)
 def _scores(db: str, token: tuple, models: tuple, test_set: str, level: str, how: str):
-    # Shared, never mutated (core.benchmark only reads it): no copy of 100k rows per rerun.
+    # Shared, never mutated (core.reports.benchmark only reads it): no copy of 100k rows per rerun.
     return benchmark.load_scores(store(), models=models, test_sets=[test_set], level=level, how=how)
 
 

@@ -4,12 +4,12 @@ import math
 
 import streamlit as st
 
-from core import complement_report as cr
+from core.reports import complement as cr
 from core.errors import InputError
-from core.schema import LEVELS
-from pages import _charts as charts
-from pages import _charts_complement as cc
-from pages._shared import data_token, query, require_test_set, show_input_error, store
+from core.store.schema import LEVELS
+from ui import charts
+from ui.charts import complement as cc
+from ui.shared import data_token, query, require_test_set, show_input_error, store
 
 PRESETS = {"match": "Match reader specificity", **{p: f"{p:.0%} specificity"
                                                    for p in cr.PRESET_SPECIFICITIES}}
@@ -17,7 +17,7 @@ PRESETS = {"match": "Match reader specificity", **{p: f"{p:.0%} specificity"
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _core(fn: str, db: str, token: tuple, **kwargs):
-    """``core.complement_report.<fn>(store, ...)``, cached until the store changes."""
+    """``core.reports.complement.<fn>(store, ...)``, cached until the store changes."""
     return getattr(cr, fn)(store(), **kwargs)
 
 

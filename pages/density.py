@@ -6,12 +6,12 @@ import math
 
 import streamlit as st
 
-from core import density_runs as dr
-from core.benchmark import usable_models
+from core.density import runs as dr
+from core.reports.benchmark import usable_models
 from core.errors import InputError
-from core.schema import LEVELS
-from pages import _charts_density as charts
-from pages._shared import (data_token, query, read_only_notice, require_test_set, settings,
+from core.store.schema import LEVELS
+from ui.charts import density as charts
+from ui.shared import (data_token, query, read_only_notice, require_test_set, settings,
                            show_input_error, store)
 
 ESTIMATED = ("classical", "nyu-histogram")
@@ -19,7 +19,7 @@ ESTIMATED = ("classical", "nyu-histogram")
 
 @st.cache_data(show_spinner="Computing…", max_entries=64)
 def _core(fn: str, db: str, token: tuple, **kwargs):
-    """``core.density_runs.<fn>(store, ...)``, cached until the store changes."""
+    """``core.density.runs.<fn>(store, ...)``, cached until the store changes."""
     return getattr(dr, fn)(store(), **kwargs)
 
 

@@ -6,12 +6,12 @@ import json
 
 import streamlit as st
 
-from core import filter_runs as fr
+from core.jobs import filters as fr
 from core.errors import InputError
-from core.filters import METHODS, resolve_params
-from pages import _charts_filters as charts
-from pages._charts import chart_downloads, table_download
-from pages._shared import (data_token, read_only_notice, require_test_set, settings,
+from core.image.filters import METHODS, resolve_params
+from ui.charts import filters as charts
+from ui.charts import chart_downloads, table_download
+from ui.shared import (data_token, read_only_notice, require_test_set, settings,
                            show_input_error, store)
 
 

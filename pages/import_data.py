@@ -5,7 +5,7 @@ import streamlit as st
 from core.errors import InputError
 from core.importers import KINDS, run_import
 from core.importers.uploads import save_uploads
-from pages._shared import query, read_only_notice, settings, show_input_error, store
+from ui.shared import query, read_only_notice, settings, show_input_error, store
 
 LABELS = {
     "dicom": "DICOM folder", "png": "PNG folder + label manifest", "mias": "mini-MIAS",

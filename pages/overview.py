@@ -1,8 +1,8 @@
 """Overview: what is in the store, at a glance."""
 import streamlit as st
 
-from pages import _charts as charts
-from pages._shared import query, test_set
+from ui import charts
+from ui.shared import query, test_set
 
 st.title("ILCscope")
 st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms: filters, "

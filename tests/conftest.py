@@ -49,7 +49,7 @@ def demo_store_path(tmp_path_factory) -> Path:
 
     Tests must not write to it; copy it (`copy_store`) for tests that do.
     """
-    from core.demo import build_demo
+    from core.demo.build import build_demo
     from core.store import open_store
     from models.demo_models import add_demo_models
 

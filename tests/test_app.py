@@ -1,7 +1,6 @@
 """The app shell: every page opens on the demo store; demo mode refuses writes; layering."""
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -57,29 +56,6 @@ def test_demo_mode_opens_read_only_and_refuses_writes(demo_env, monkeypatch):
     store = open_store(demo_env, read_only=True)
     with pytest.raises(InputError, match="read-only"):
         store.write_tables({"datasets": pd.DataFrame([{"dataset": "x", "kind": "imported"}])})
-
-
-def test_core_and_models_never_import_streamlit():
-    offenders = []
-    for folder in ("core", "models"):
-        for path in (REPO / folder).rglob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-                if any(n.split(".")[0] in ("streamlit", "streamlit_drawable_canvas")
-                       for n in names):
-                    offenders.append(str(path.relative_to(REPO)))
-    assert not offenders
-
-
-def test_core_never_imports_torch():
-    for path in (REPO / "core").rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""])
-                assert not any(n.split(".")[0] == "torch" for n in names), path
 
 
 def test_import_page_imports_a_server_folder(mias_dir, tmp_path, monkeypatch):

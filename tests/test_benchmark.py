@@ -1,4 +1,4 @@
-"""core.benchmark against scikit-learn and brute force, the `report benchmark` CLI, and the
+"""core.reports.benchmark against scikit-learn and brute force, the `report benchmark` CLI, and the
 Benchmark page (AppTest), whose numbers must equal the CLI's to the digit."""
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from core import benchmark, metrics
-from core.cli import main
+from core.reports import benchmark as benchmark
+
+from core.stats import metrics as metrics
+from cli import main
 from core.errors import InputError
 from core.store import open_store, write_result
 

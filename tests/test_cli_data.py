@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from core.cli import main
-from core.schema import SCHEMA_VERSION
+from cli import main
+from core.store.schema import SCHEMA_VERSION
 from core.store import open_store
 
 

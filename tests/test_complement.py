@@ -13,7 +13,7 @@ from scipy.stats import norm
 
 from core import complement as cp
 from core.errors import InputError
-from core.metrics import confusion_at
+from core.stats.metrics import confusion_at
 
 # ---------------------------------------------------------------------------- the hand example
 # 17 cases: 6 cancers (c1-c6), 10 healthy (h1-h10), and one cancer without a model score.

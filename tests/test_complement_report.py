@@ -1,5 +1,5 @@
-"""core.complement_report, its CLI and its page: a hand-worked tiny store, agreement with
-core.complement / core.metrics, invariants, and the page's numbers equal to the CLI's."""
+"""core.reports.complement, its CLI and its page: a hand-worked tiny store, agreement with
+core.complement / core.stats.metrics, invariants, and the page's numbers equal to the CLI's."""
 from __future__ import annotations
 
 import json
@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from core import complement as cp
-from core import complement_report as cr
-from core.cli import main
+from core.reports import complement as cr
+from cli import main
 from core.errors import InputError
-from core.metrics import confusion_at, threshold_for_specificity
+from core.stats.metrics import confusion_at, threshold_for_specificity
 from core.store import open_store
 from tests.conftest import REPO
 
@@ -247,7 +247,7 @@ def test_threshold_and_specificity_exclude_each_other(tiny):
 # ---------------------------------------------------------------------------- references
 
 def test_agrees_with_core_on_independently_aligned_arrays(tiny):
-    """Align scores and reads by hand (dicts), then call core.complement and core.metrics."""
+    """Align scores and reads by hand (dicts), then call core.complement and core.stats.metrics."""
     truth = tiny.cases(test_set="all", level="breast").set_index("case_id")["label"]
     scores = tiny.scores(models=["mi"], level="image", test_set="all")
     breast_score = scores.groupby(scores["exam_id"] + "/" + scores["laterality"])["score"].max()
@@ -384,7 +384,7 @@ def _line_points(spec: dict) -> list[dict]:
 
 
 def test_charts_mark_the_threshold_and_thin_long_curves(tiny):
-    from pages import _charts_complement as cc
+    from ui.charts import complement as cc
 
     rep = cr.complement_report(tiny, test_set="all", model="mx", reader="R", threshold=0.5)
     spec = cc.score_groups_chart(rep.groups, rep.group_means, threshold=0.5).to_dict()

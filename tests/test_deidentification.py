@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from core.cli import main
-from core.schema import TABLE_COLUMNS
+from cli import main
+from core.store.schema import TABLE_COLUMNS
 from core.store import open_store
 from tests.test_import_dicom import make_dicom
 

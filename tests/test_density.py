@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-from core import density as dn
+from core.density import estimator as dn
 from core.errors import InputError
-from core.synthetic_images import render_view
+from core.demo.images import render_view
 
 # MIAS agreement floors: a little below what we measure (see the printed figures), so a real
 # regression fails but noise from a segmentation tweak does not.

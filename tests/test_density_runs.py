@@ -1,4 +1,4 @@
-"""core.density_runs, models.density_runs, the density CLI and the Density page.
+"""core.density.runs, models.density_runs, the density CLI and the Density page.
 
 Independent references: core.density.percent_density / estimate_exam (the fast threshold path),
 scikit-learn's roc_auc_score and cohen_kappa_score, brute-force counts over the store's reads,
@@ -20,12 +20,12 @@ from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import copy_store
-from core import density as dens
-from core import density_runs as dr
-from core.cli import main
+from core.density import estimator as dens
+from core.density import runs as dr
+from cli import main
 from core.errors import InputError
-from core.imageio import read_pixels
-from core.metrics import delong_auc
+from core.io.images import read_pixels
+from core.stats.metrics import delong_auc
 from core.store import open_store
 from tests.conftest import REPO
 

@@ -12,12 +12,13 @@ from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import copy_store
-from core import filter_runs as fr
-from core.cli import main
+from core.jobs import filters as fr
+from cli import main
 from core.errors import InputError
-from core.filters import METHODS, params_hash
-from core.imageio import read_mask, read_pixels
-from core.regions import filter_aucs, healthy_region, pixel_auc
+from core.image.filters import METHODS, params_hash
+from core.io.pixels import read_mask
+from core.io.images import read_pixels
+from core.image.regions import filter_aucs, healthy_region, pixel_auc
 from core.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ KEY = ["image_id", "method"]
 @pytest.fixture(scope="module")
 def base_path(tmp_path_factory) -> Path:
     """A 8-exam demo store (4 annotated cancer images) with one contralateral image removed."""
-    from core.demo import build_demo
+    from core.demo.build import build_demo
 
     path = tmp_path_factory.mktemp("filters") / "ilc.duckdb"
     store = open_store(path)

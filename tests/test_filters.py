@@ -20,11 +20,11 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from core.errors import InputError
-from core.filters import METHODS, apply_method, params_hash, to_unit, wavelet_subbands
-from core.regions import (
+from core.image.filters import METHODS, apply_method, params_hash, to_unit, wavelet_subbands
+from core.image.regions import (
     HealthyRegion, filter_aucs, healthy_region, pixel_auc, tumour_region,
 )
-from core.segmentation import breast_mask
+from core.image.segmentation import breast_mask
 
 
 def brute_auc(t, h):                       # O(n_t * n_h), obviously right

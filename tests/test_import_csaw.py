@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.cli import main
+from cli import main
 from core.errors import InputError
 from core.importers.csaw import import_csaw
 from core.store import open_store

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from core.cli import main
+from cli import main
 from core.importers.dicom import dicom_pixels, import_dicom
-from core.schema import TABLE_COLUMNS
+from core.store.schema import TABLE_COLUMNS
 from core.store import open_store
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"

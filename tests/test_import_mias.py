@@ -10,7 +10,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from core.cli import main
+from cli import main
 from core.errors import InputError
 from core.importers.common import correct_laterality
 from core.importers.mias import import_mias

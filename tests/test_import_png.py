@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 from PIL import Image
 
-from core.cli import main
+from cli import main
 from core.errors import InputError
 from core.importers.common import safe_relative
 from core.importers.png import import_png

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from core.cli import main
+from cli import main
 from core.errors import InputError
 from core.importers.tables import import_predictions, import_readers, load_pickle
 from core.store import open_store

@@ -1,4 +1,4 @@
-"""core.metrics against independent references: scikit-learn, brute-force O(mn) DeLong, a literal
+"""core.stats.metrics against independent references: scikit-learn, brute-force O(mn) DeLong, a literal
 Sun & Xu midrank implementation (scipy.stats.rankdata), hand-computed cases, and invariants."""
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from core import metrics as M
+from core.stats import metrics as M
 from core.errors import InputError
-from core.schema import HISTOLOGIES
+from core.store.schema import HISTOLOGIES
 
 
 # ---------------------------------------------------------------------------- references

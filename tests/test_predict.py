@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from tests.conftest import copy_store
-from core.cli import main
+from cli import main
 from core.errors import InputError
-from core.imageio import read_pixels
-from core.metrics import roc_auc
+from core.io.images import read_pixels
+from core.stats.metrics import roc_auc
 from core.store import open_store
 from models.gmic import CONFIGS, build_gmic, load_gmic_checkpoint
-from core.synthetic import generate_cohort
+from core.demo.cohort import generate_cohort
 from models.demo_models import DEMO_GMIC
 from models.predict import (DEMO_CHECKPOINT, checkpoint_config, predict_test_set, read_saliency,
                             resolve_model)

@@ -135,7 +135,7 @@ def test_constant_image_gives_zeros():
 
 
 def test_auto_mask_and_side_detection():
-    """With core.segmentation's mask: the box hugs the breast and the side is found."""
+    """With core.image.segmentation's mask: the box hugs the breast and the side is found."""
     for side in ("left", "right"):
         pixels, _ = _phantom(chest_wall=side, seed=1)
         pre = preprocess_image(pixels, (256, 160))

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from core.errors import InputError
-from core.segmentation import breast_mask, chest_wall_side, pectoral_mask
+from core.image.segmentation import breast_mask, chest_wall_side, pectoral_mask
 
 # Info.txt centres that are not on breast tissue in the image (checked by eye):
 # mdb212 (CALC B, 687 882) lies in the air beyond the skin line (pixel value 4 of 255);

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import core.store as store_module
+import core.store.facade as store_module
 from core.errors import InputError, StoreBusy, StoreVersionError
 from core.store import dataset_delete_plan, open_store, write_result
 
@@ -306,7 +306,7 @@ def test_pseudonym_is_stable_salted_and_not_the_id(tmp_path):
 
 def test_hash_keys_are_md5_and_do_not_depend_on_duckdb(tmp_path):
     # Stored keys must never change under a DuckDB upgrade: check them against Python's md5.
-    from core.schema import case_hash_sql, exam_hash_sql
+    from core.store.schema import case_hash_sql, exam_hash_sql
     con = duckdb.connect()
     for text in ("x/0", "demo/E000123/L-CC", "mias/mdb001", "é/ü"):
         case = con.execute(f"SELECT {case_hash_sql('?', '?')}", ["image", text]).fetchall()[0][0]

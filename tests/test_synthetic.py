@@ -16,9 +16,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from core.errors import InputError
-from core.schema import (HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, PRIMARY_KEYS, TABLE_COLUMNS)
-from core.synthetic import SyntheticCohort, generate_cohort
-from core.synthetic_images import Geometry, LesionSpec, render_view
+from core.store.schema import (HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, PRIMARY_KEYS, TABLE_COLUMNS)
+from core.demo.cohort import SyntheticCohort, generate_cohort
+from core.demo.images import Geometry, LesionSpec, render_view
 
 SMALL = dict(n_exams=20, seed=7, dataset="syn", image_shape=(128, 80))
 TABLES = ("datasets", "exams", "images", "breasts", "lesions", "readers", "reads", "density")

@@ -26,7 +26,7 @@ import pandas as pd
 
 from core.errors import InputError
 from core.importers import FileOutcome, ImportReport
-from core.schema import LATERALITIES, PRIMARY_KEYS, TABLE_COLUMNS
+from core.store.schema import LATERALITIES, PRIMARY_KEYS, TABLE_COLUMNS
 from core.store import annotation_mask_path, Store
 
 __all__ = [
@@ -359,7 +359,7 @@ def annotation_rows(store: Store, snapshot: Snapshot, image_id: str, mask: np.nd
     version holds the identical mask, no row is made (re-imports add no versions). The mask
     file is written now; put the returned paths in the file's `FileRows.new_files`.
     """
-    from core.imageio import read_mask, write_mask
+    from core.io.pixels import read_mask, write_mask
 
     versions = snapshot.of_image("annotations", image_id)
     if versions:
@@ -476,7 +476,8 @@ def raster_record(path: Path, known: dict | None = None) -> dict:
     when its sha256 matches the file, the stored geometry is reused and nothing is decoded
     (the file was validated when it was first imported), which keeps re-imports fast.
     """
-    from core.imageio import bit_depth, read_pixels, sha256_file, sniff_format
+    from core.io.pixels import bit_depth, sha256_file
+    from core.io.images import read_pixels, sniff_format
 
     digest = sha256_file(path)
     fields = ("height", "width", "bit_depth", "photometric")

@@ -53,7 +53,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from core.imageio import check_dimensions, sha256_file, sniff_format
+from core.io.pixels import check_dimensions, sha256_file
+from core.io.images import sniff_format
 from core.importers import ImportReport
 from core.importers.common import (
     Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, image_id_for,
@@ -61,7 +62,7 @@ from core.importers.common import (
 )
 from core.importers.tables import id_text, is_binary, parse_binary, parse_numbers, read_table
 from core.progress import ProgressFn, report as report_progress
-from core.schema import HISTOLOGIES
+from core.store.schema import HISTOLOGIES
 from core.store import Store
 
 __all__ = ["import_csaw", "HISTOLOGY_BY_TYPE", "POSITIVE_TIMING"]

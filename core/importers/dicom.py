@@ -38,12 +38,8 @@ metadata.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import re
-import struct
-import warnings
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -51,7 +47,10 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.imageio import check_dimensions, sha256_file, to_display, write_png
+from core.io.dicom import (PHI_KEYWORDS, display_pixels, denser_brighter, read_dataset, stored_pixels,
+                           dicom_pixels, header_errors, read_header)
+from core.io.pixels import sha256_file, write_png
+from core.vocabulary import DICOM_SUFFIXES
 from core.importers import ImportReport
 from core.importers.common import (
     Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, parse_image_name,
@@ -62,18 +61,6 @@ from core.store import Store
 __all__ = ["dicom_pixels", "read_dicom", "read_header", "header_errors", "import_dicom",
            "DicomImage", "PHI_KEYWORDS"]
 
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-# Header fields that identify a person or a place; never stored, scrubbed from messages.
-PHI_KEYWORDS = (
-    "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "PatientBirthDate",
-    "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers",
-    "AccessionNumber", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "ReferringPhysicianAddress", "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy", "OperatorsName", "PhysiciansOfRecord", "RequestingPhysician",
-    "StationName", "DeviceSerialNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID",
-    "SOPInstanceUID", "FrameOfReferenceUID", "MedicalRecordLocator", "IssuerOfPatientID",
-    "StudyDescription", "SeriesDescription", "PatientComments", "AdditionalPatientHistory",
-)
 _CC_CODES = {"R-10242", "399162004"}
 _MLO_CODES = {"R-10226", "399368009"}
 _AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
@@ -97,155 +84,6 @@ class DicomImage:
     identifiers: dict
 
 
-# ---------------------------------------------------------------------------- reading
-class _Collect(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Keep pydicom's warnings and log lines (which can quote header values) off stderr.
-
-    Yields the list of pydicom's log messages, so a caller can act on them (truncation is
-    only logged: "End of file reached before delimiter").
-    """
-    logger = logging.getLogger("pydicom")
-    handler, propagate = _Collect(), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield handler.messages
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
-
-
-def _read_dataset(path: Path, name: str, *, pixels: bool = True):
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
-    with open(path, "rb") as f:
-        head = f.read(132)
-    if len(head) < 132 or head[128:132] != b"DICM":
-        raise InputError(f"{name}: not a DICOM file (no 'DICM' marker at byte 128 of its "
-                         f"{path.stat().st_size} bytes); pass DICOM Part 10 files")
-    try:
-        with _quiet() as messages:
-            ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
-    except (InvalidDicomError, OSError, ValueError, KeyError, EOFError, TypeError,
-            AttributeError, NotImplementedError) as exc:
-        raise InputError(f"{name}: unreadable DICOM header ({type(exc).__name__}); the file "
-                         "is truncated or corrupt") from None
-    if any("End of file" in m for m in messages):
-        raise InputError(f"{name}: the file ends early (truncated); copy it again")
-    return ds
-
-
-def read_header(path: str | Path, *, name: str | None = None):
-    """The header of a DICOM file, without pixel data (quietly; errors as `InputError`)."""
-    path = Path(path)
-    return _read_dataset(path, name or path.name, pixels=False)
-
-
-def _scrub(text: str, ds) -> str:
-    """``text`` with every identifying header value of ``ds`` replaced by '<redacted>'."""
-    from pydicom.multival import MultiValue
-
-    values = []
-    for keyword in PHI_KEYWORDS:
-        value = ds.get(keyword)
-        if value is None:
-            continue
-        for item in (list(value) if isinstance(value, MultiValue) else [value]):
-            text_value = str(item).strip()
-            if len(text_value) >= 3:
-                values.append(text_value)
-                values.extend(p for p in re.split(r"[\^ ]+", text_value) if len(p) >= 3)
-    for value in sorted(set(values), key=len, reverse=True):
-        text = text.replace(value, "<redacted>")
-    return " ".join(text.split())[:300]
-
-
-def _stored_pixels(ds, name: str) -> np.ndarray:
-    """The stored pixel values, validated (2-D, one sample, sane size), as an integer array."""
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputError(f"{name}: photometric interpretation {photometric or 'missing'} with "
-                         f"{samples} sample(s) per pixel; mammograms are MONOCHROME1/2")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames != 1:
-        raise InputError(f"{name}: {frames} frames (tomosynthesis?); import 2-D mammograms "
-                         "(one frame per file)")
-    rows, cols = ds.get("Rows"), ds.get("Columns")
-    if rows is None or cols is None or "PixelData" not in ds:
-        raise InputError(f"{name}: no pixel data (Rows/Columns/PixelData missing)")
-    check_dimensions(name, int(rows), int(cols))
-    try:
-        with _quiet():
-            array = ds.pixel_array
-    except Exception as exc:  # decoders raise many types; the message is scrubbed
-        raise InputError(f"{name}: pixel data cannot be decoded ({type(exc).__name__}: "
-                         f"{_scrub(str(exc), ds)}); the file is truncated or its transfer "
-                         "syntax is unsupported") from None
-    if array.shape != (int(rows), int(cols)):
-        raise InputError(f"{name}: decoded pixels have shape {array.shape}, header says "
-                         f"{int(rows)} x {int(cols)}")
-    if array.dtype.kind == "i":  # signed storage: shift to unsigned, keeping the order
-        bits = int(ds.get("BitsStored", 16))
-        array = array.astype(np.int64) + 2 ** (bits - 1)
-        array = np.clip(array, 0, 2 ** bits - 1).astype(np.uint16 if bits > 8 else np.uint8)
-    elif array.dtype not in (np.uint8, np.uint16):
-        array = array.astype(np.uint16)
-    return array
-
-
-def _denser_brighter(ds, stored: np.ndarray) -> np.ndarray:
-    if str(ds.get("PhotometricInterpretation", "")).strip().upper() != "MONOCHROME1":
-        return stored
-    bits = int(ds.get("BitsStored", 8 * stored.dtype.itemsize))
-    return (2 ** bits - 1 - stored.astype(np.int64)).clip(0).astype(stored.dtype)
-
-
-def _display(ds, stored: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """8-bit display copy: modality LUT, then the VOI LUT or first window; else percentiles."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    has_lut = "VOILUTSequence" in ds
-    has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    if not (has_lut or has_window):
-        return to_display(pixels)
-    with _quiet():
-        values = stored
-        if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-            values = apply_modality_lut(values, ds)
-        out = apply_voi_lut(values, ds, index=0).astype(np.float64)
-    if has_lut:
-        descriptor = ds.VOILUTSequence[0].LUTDescriptor
-        top = 2.0 ** int(descriptor[2]) - 1
-    else:
-        top = 2.0 ** int(ds.get("BitsStored", 16)) - 1
-    scaled = np.clip(out / max(top, 1.0), 0, 1)
-    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return np.round(scaled * 255).astype(np.uint8)
-
-
-def dicom_pixels(path: str | Path) -> np.ndarray:
-    """A DICOM file's pixels as (H, W) uint8/uint16, brighter = denser (MONOCHROME1 inverted)."""
-    path = Path(path)
-    ds = _read_dataset(path, path.name)
-    with header_errors(path.name):
-        return _denser_brighter(ds, _stored_pixels(ds, path.name))
-
-
 def read_dicom(path: str | Path, *, name: str | None = None) -> DicomImage:
     """Decode one mammogram and pick out what ILCscope keeps (see the module docstring).
 
@@ -253,31 +91,14 @@ def read_dicom(path: str | Path, *, name: str | None = None) -> DicomImage:
     """
     path = Path(path)
     name = name or path.name
-    ds = _read_dataset(path, name)
+    ds = read_dataset(path, name)
     with header_errors(name):
         return _decode(ds, path, name)
 
 
-@contextlib.contextmanager
-def header_errors(name: str):
-    """Malformed header values (common in the wild) raise many types when first accessed;
-    turn them into one `InputError` in our own words (pydicom's could quote the value)."""
-    from pydicom.errors import BytesLengthException
-
-    try:
-        with _quiet():
-            yield
-    except InputError:
-        raise
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
-            EOFError, NotImplementedError, struct.error, BytesLengthException) as exc:
-        raise InputError(f"{name}: unusable header value ({type(exc).__name__}); the file is "
-                         "truncated or its header is malformed") from None
-
-
 def _decode(ds, path: Path, name: str) -> DicomImage:
-    stored = _stored_pixels(ds, name)
-    pixels = _denser_brighter(ds, stored)
+    stored = stored_pixels(ds, name)
+    pixels = denser_brighter(ds, stored)
     laterality, laterality_source = _laterality(ds, path)
     if laterality is None:
         raise InputError(f"{name}: no laterality (ImageLaterality and Laterality are empty and "
@@ -298,7 +119,7 @@ def _decode(ds, path: Path, name: str) -> DicomImage:
     identifiers = {"study": _text(ds.get("StudyInstanceUID")),
                    "sop": _text(ds.get("SOPInstanceUID")),
                    "patient": _text(ds.get("PatientID"))}
-    return DicomImage(pixels, _display(ds, stored, pixels), meta, identifiers)
+    return DicomImage(pixels, display_pixels(ds, stored, pixels), meta, identifiers)
 
 
 def _text(value) -> str | None:

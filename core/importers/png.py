@@ -62,7 +62,7 @@ from core.importers.tables import (
     find_column, id_text, load_pickle, parse_binary, parse_numbers, read_table,
 )
 from core.progress import ProgressFn, report as report_progress
-from core.schema import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
+from core.store.schema import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
 from core.store import Store
 
 __all__ = ["import_png", "read_manifest", "Manifest"]

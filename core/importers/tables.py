@@ -64,7 +64,7 @@ from core.importers.common import (
     Batch, FileRows, check_dataset, exam_id_for, finish, parse_image_name, parse_laterality,
 )
 from core.progress import ProgressFn, report as report_progress
-from core.schema import LEVELS
+from core.store.schema import LEVELS
 from core.store import Store
 
 __all__ = ["import_predictions", "import_readers", "read_table", "load_pickle", "TableOptions"]

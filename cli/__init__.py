@@ -1,0 +1,134 @@
+"""``python -m core``: argparse subcommands, each a few lines calling the core function a page calls.
+
+Output contract (as sqlite-utils): ``--json`` prints one JSON document on stdout and nothing
+else; progress bars and logs go to stderr; bad input is one ``error:`` line and exit 2; a failed
+job exits 1; ``--debug`` shows the traceback. Each command module exposes
+``register(commands, report, common)`` and sets ``func`` on its parsers; ``func(args)`` returns
+a JSON-able value (dict, list, DataFrame) that main prints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import traceback
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.errors import InputError, StoreBusy, StoreVersionError
+
+COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
+                   "density", "predict")
+
+
+class CommandFailed(RuntimeError):
+    """A job ran and failed (exit 1); the message says why."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", help="store file (default: $ILCSCOPE_DB or data/ilcscope.duckdb)")
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="python -m core", description="ILCscope command line: the store, imports, reports.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    report_parser = commands.add_parser("report", help="tables the pages show, as JSON")
+    report = report_parser.add_subparsers(dest="report", metavar="REPORT", required=True)
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cli.{name}")
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name != f"cli.{name}":
+                raise
+            continue
+        module.register(commands, report, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        result = args.func(args)
+    except (InputError, StoreVersionError) as exc:
+        _fail(exc, debug)
+        return 2
+    except (CommandFailed, StoreBusy) as exc:
+        _fail(exc, debug)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        try:
+            print(to_json(result) if getattr(args, "json", False) else to_text(result))
+        except BrokenPipeError:  # `... | head`: the reader left; not an error
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {exc}", file=sys.stderr)
+
+
+def jsonable(value):
+    """DataFrames become lists of records; numpy scalars and NaN become plain JSON."""
+    if isinstance(value, pd.DataFrame):
+        return [jsonable(r) for r in value.to_dict(orient="records")]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):  # JSON has no NaN or Infinity
+        return None if not math.isfinite(value) else float(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def to_json(value) -> str:
+    return json.dumps(jsonable(value), indent=1, default=str)
+
+
+def to_text(value) -> str:
+    """A readable rendering: tables as aligned text, dicts as 'key: value' lines."""
+    if isinstance(value, pd.DataFrame):
+        return value.to_string(index=False) if not value.empty else "(no rows)"
+    if isinstance(value, dict):
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, pd.DataFrame):
+                lines += [f"{key}:", to_text(item), ""]
+            elif isinstance(item, (dict, list)) and item:
+                lines.append(f"{key}: {json.dumps(jsonable(item), default=str)}")
+            else:
+                lines.append(f"{key}: {item}")
+        return "\n".join(lines)
+    return to_json(value)
+
+
+def open_from_args(args, *, read_only: bool = False):
+    """The store named by ``--db`` (or the default)."""
+    from core.store import open_store
+
+    return open_store(args.db, read_only=read_only)

@@ -1,0 +1,203 @@
+"""``python -m core import KIND ...``: each handler opens the store and calls one importer.
+
+Output: the `ImportReport` (per file: imported / skipped / failed with a one-line reason) on
+stdout, as JSON with ``--json``; a progress bar on stderr. When any file failed, the failures
+are listed on stderr and the command exits 1 (after printing the report); bad input that stops
+the whole import (a missing folder, a malformed manifest or table) is one ``error:`` line, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cli import CommandFailed, open_from_args, to_json, to_text
+from core.errors import InputError
+from core.importers import ImportReport
+from core.progress import tqdm_progress
+
+FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+def register(commands, report, common) -> None:
+    """Add the ``import`` command group (``report`` is unused: imports print no report table)."""
+    parser = commands.add_parser(
+        "import", help="import images with labels, predictions or reader reads",
+        description="Import a dataset or a score table into the store (idempotent: a re-import "
+                    "updates rows and skips unchanged files).",
+        formatter_class=FORMATTER,
+        epilog="Example:\n  python -m core import mias ../shared/data/mias --json")
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+
+    p = _kind(kinds, common, "dicom", "DICOM mammograms under a folder (de-identified)",
+              "Every DICOM file under FOLDER becomes an image; exams are grouped by the hashed "
+              "StudyInstanceUID, patients by a salted hash of PatientID; names, birth dates, "
+              "accession numbers and institutions are never stored. Laterality and view come "
+              "from the header (else the file name); an 8-bit display copy is written.",
+              "python -m core import dicom scans/ --dataset hospital-a")
+    p.add_argument("folder", type=Path, help="folder searched recursively for DICOM files")
+    p.add_argument("--dataset", help="dataset name (default: the folder's name)")
+    p.set_defaults(func=_dicom)
+
+    p = _kind(kinds, common, "png", "16/8-bit PNG folder with a label manifest",
+              "Images named <exam>_<L|R>_<CC|MLO>.png (or <exam>_<L|R>-<CC|MLO>.png) under "
+              "FOLDER, labelled by a CSV manifest with columns exam, laterality, cancer "
+              "[histology, presentation, pathology, split, density, age, patient, file, view], "
+              "one row per breast, or the metarepository's data.pkl exam list. Manifest paths "
+              "must stay inside FOLDER.\n\nManifest example:\n  exam,laterality,cancer,"
+              "histology,split\n  0,L,0,none,test\n  0,R,1,ILC,test",
+              "python -m core import png images/ --manifest labels.csv --dataset nyu-sample")
+    p.add_argument("folder", type=Path, help="folder with the PNG files")
+    p.add_argument("--manifest", type=Path, required=True, help="labels: CSV or data.pkl")
+    p.add_argument("--dataset", help="dataset name (default: the folder's name)")
+    p.set_defaults(func=_png)
+
+    p = _kind(kinds, common, "mias", "mini-MIAS (Info.txt + mdbNNN.pgm/.png)",
+              "Consecutive films are one woman's left and right MLO. The README (even = left) "
+              "and the film markers (odd = left) disagree; the default follows the film "
+              "markers. Findings become lesions and circular masks (origin bottom-left); "
+              "background tissue F/G/D becomes density 0/1/2.",
+              "python -m core import mias ../shared/data/mias --laterality-rule readme")
+    p.add_argument("folder", type=Path, help="folder with Info.txt and the images")
+    p.add_argument("--dataset", default="mias", help="dataset name (default: mias)")
+    p.add_argument("--laterality-rule", choices=("film-marker", "readme"),
+                   default="film-marker", help="odd = L (film markers, default) or odd = R "
+                                               "(README note 1)")
+    p.set_defaults(func=_mias)
+
+    p = _kind(kinds, common, "csaw", "CSAW-CC screening table (one row per image)",
+              "Exams (anon_patientid, exam_year), breast labels from x_case, "
+              "x_cancer_laterality and rad_timing, reads rad_r1/rad_r2/rad_recall, LIBRA "
+              "density. CSAW-CC's x_type is tumour type/size (1 in situ, 2-3 invasive), not "
+              "ductal/lobular: in situ -> other, invasive -> unknown unless --histology-map "
+              "says otherwise.",
+              "python -m core import csaw CSAW-CC_breast_cancer_screening_data.csv "
+              "--images csaw/ --json")
+    p.add_argument("csv", type=Path, help="the CSAW-CC table (CSV or Parquet)")
+    p.add_argument("--images", type=Path, help="folder the anon_filename paths are relative to")
+    p.add_argument("--dataset", default="csaw", help="dataset name (default: csaw)")
+    p.add_argument("--positive-timing", default="1,2",
+                   help="rad_timing values that make the cancer breast positive (default 1,2)")
+    p.add_argument("--histology-map", help="x_type codes to histology, e.g. 1=other,2=unknown,"
+                                           "3=unknown (the default)")
+    p.set_defaults(func=_csaw)
+
+    for kind, what in (("predictions", "model"), ("readers", "reader")):
+        p = _kind(kinds, common, kind, f"{what} scores from CSV, Parquet or a pickled table",
+                  f"Long (id, {what}, score) or wide (one column per {what}) tables at image, "
+                  "breast (with a side column) or exam level; the metarepository's "
+                  "image_index/malignant_pred and left_malignant/right_malignant files are "
+                  "recognised. Rows matching no stored case are listed as unmatched; with "
+                  "--dataset NEW --label-column COL the cases are created from the table."
+                  + (" Reader columns of 0/1 values are recall decisions; a column named like "
+                     "consensus/recall is a consensus reader." if kind == "readers" else ""),
+                  f"python -m core import {kind} "
+                  + ("gmic_image_predictions.csv --model gmic --dataset mias --json"
+                     if kind == "predictions" else
+                     "reads.csv --format wide --reader-columns r1,r2,consensus --level exam"))
+        p.add_argument("file", type=Path, help="the table (.csv, .tsv, .parquet, .pkl)")
+        p.add_argument("--format", choices=("long", "wide"), help="table layout (default: detect)")
+        p.add_argument("--id-column", help="column with image/exam ids (default: detect)")
+        p.add_argument("--side-column", help="column with L/R (breast level)")
+        p.add_argument("--label-column", help="column with 0/1 labels (to create new cases)")
+        p.add_argument(f"--{what}-columns", dest="value_columns",
+                       help=f"wide format: comma-separated {what} columns")
+        p.add_argument("--level", choices=("image", "breast", "exam"), help="default: detect")
+        p.add_argument("--dataset", help="match (or create) cases in this dataset")
+        p.add_argument(f"--{what}", dest="name",
+                       help=f"{what} name for a single-score table (default: the file's name)")
+        p.add_argument("--score-column", help="the score column (long, or a single wide column)")
+        p.set_defaults(func=_predictions if kind == "predictions" else _readers)
+
+
+def _kind(kinds, common, name: str, help: str, description: str, example: str):
+    return kinds.add_parser(name, parents=[common], help=help, description=description,
+                            epilog=f"Example:\n  {example}", formatter_class=FORMATTER)
+
+
+# ---------------------------------------------------------------------------- handlers
+def _dicom(args):
+    from core.importers.dicom import import_dicom
+
+    return _run(args, "dicom", lambda store, progress: import_dicom(
+        store, args.folder, dataset=args.dataset, progress=progress))
+
+
+def _png(args):
+    from core.importers.png import import_png
+
+    return _run(args, "png", lambda store, progress: import_png(
+        store, args.folder, args.manifest, dataset=args.dataset, progress=progress))
+
+
+def _mias(args):
+    from core.importers.mias import import_mias
+
+    return _run(args, "mias", lambda store, progress: import_mias(
+        store, args.folder, dataset=args.dataset, laterality_rule=args.laterality_rule,
+        progress=progress))
+
+
+def _csaw(args):
+    from core.importers.csaw import import_csaw
+
+    timing = tuple(_ints(args.positive_timing, "--positive-timing"))
+    mapping = None
+    if args.histology_map:
+        mapping = {}
+        for item in args.histology_map.split(","):
+            code, sep, histology = item.partition("=")
+            if not sep:
+                raise InputError(f"--histology-map item {item!r} is not CODE=HISTOLOGY; "
+                                 "example: 1=other,2=unknown")
+            mapping[_ints(code, "--histology-map")[0]] = histology.strip()
+    return _run(args, "csaw", lambda store, progress: import_csaw(
+        store, args.csv, images=args.images, dataset=args.dataset, positive_timing=timing,
+        histology_map=mapping, progress=progress))
+
+
+def _predictions(args):
+    from core.importers.tables import import_predictions
+
+    return _table(args, import_predictions, model_columns=_columns(args), model=args.name)
+
+
+def _readers(args):
+    from core.importers.tables import import_readers
+
+    return _table(args, import_readers, reader_columns=_columns(args), reader=args.name)
+
+
+def _columns(args) -> tuple[str, ...] | None:
+    if not args.value_columns:
+        return None
+    return tuple(c.strip() for c in args.value_columns.split(",") if c.strip())
+
+
+def _table(args, importer, **names):
+    return _run(args, args.kind, lambda store, progress: importer(
+        store, args.file, format=args.format, id_column=args.id_column,
+        side_column=args.side_column, label_column=args.label_column, level=args.level,
+        dataset=args.dataset, score_column=args.score_column, progress=progress, **names))
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text!r} is not a comma-separated list of integers") from None
+
+
+def _run(args, desc: str, job) -> dict:
+    store = open_from_args(args)
+    with tqdm_progress(f"import {desc}") as progress:
+        report: ImportReport = job(store, progress)
+    result = report.as_dict()
+    if report.failed:
+        failed = [o for o in report.outcomes if o.status == "failed"]
+        print(to_json(result) if args.json else to_text(result))
+        for outcome in failed:
+            print(f"failed: {outcome.file}: {outcome.reason}", file=sys.stderr)
+        raise CommandFailed(f"{len(failed)} of {len(report.outcomes)} file(s) failed; nothing "
+                            "was stored for them (reasons above)")
+    return result

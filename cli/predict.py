@@ -1,0 +1,80 @@
+"""``predict``: GMIC (or an ensemble) over a test set, scores + saliency + patches into the store.
+
+The network lives in ``models.predict`` (imported only when the command runs: core never
+needs torch); this handler resolves the flags and draws the progress bar.
+"""
+from __future__ import annotations
+
+import argparse
+
+from cli import CommandFailed, open_from_args
+from core.errors import InputError
+from core.progress import tqdm_progress
+
+EXAMPLE = """The model is a checkpoint file, a shipped model (gmic-demo) or a GMIC model already in
+the store. Images the model has already scored are skipped (resumable) unless --overwrite.
+Results land every --chunk-size images; saliency maps go to <store>_files/saliency/<model>/.
+
+examples:
+  python -m core predict --model gmic-demo --test-set test-all --json
+  python -m core predict --model sample_model_1.p --config cpu-small --test-set test-ILC \\
+      --name gmic-cpu-small --device auto --batch-size 8
+  python -m core predict --ensemble sample_model_1.p,sample_model_2.p,sample_model_3.p,\\
+sample_model_4.p,sample_model_5.p --config paper-1,paper-2,paper-3,paper-4,paper-5 \\
+      --test-set test-all --name gmic-ensemble"""
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def register(commands, report, common) -> None:
+    p = commands.add_parser("predict", parents=[common],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            help="score a test set with GMIC: malignant/benign, saliency, patches",
+                            description="Run GMIC (or an ensemble: mean y_fusion and saliency) over "
+                                        "every image of a test set and store the predictions.",
+                            epilog=EXAMPLE)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="checkpoint path, shipped model name or stored GMIC model")
+    which.add_argument("--ensemble", type=_names, metavar="CKPT1,CKPT2,...",
+                       help="comma-separated checkpoints averaged like the official ensemble")
+    p.add_argument("--test-set", required=True, help="named test set (see `testsets list`)")
+    p.add_argument("--config", type=_names, metavar="NAME[,NAME...]",
+                   help="GMIC config (paper, paper-1..5, cpu-small, tiny, demo), one for all or "
+                        "one per checkpoint (default: from the checkpoint, else paper)")
+    p.add_argument("--name", help="model name in the store (default: --model's name or file stem; "
+                                  "gmic-ensemble for --ensemble)")
+    p.add_argument("--parent", help="the model this one was fine-tuned from")
+    p.add_argument("--description", help="free text for the models table")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (for CUDA)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=64, help="images per ingest (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="re-score images already scored")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args):
+    from models.predict import predict_test_set, resolve_model
+
+    store = open_from_args(args)
+    if args.ensemble is not None:
+        if len(args.ensemble) < 2:
+            raise InputError(f"--ensemble {','.join(args.ensemble)!r} names "
+                             f"{len(args.ensemble)} checkpoint; pass two or more, or use --model")
+        name, checkpoints = "gmic-ensemble", []
+        for spec in args.ensemble:
+            checkpoints += resolve_model(store, spec)[1]
+    else:
+        name, checkpoints = resolve_model(store, args.model)
+    with tqdm_progress("predict") as progress:
+        summary = predict_test_set(
+            store, checkpoints=checkpoints, name=args.name or name, test_set=args.test_set,
+            configs=args.config, parent=args.parent, description=args.description,
+            device=args.device, batch_size=args.batch_size, bf16=args.bf16,
+            overwrite=args.overwrite, chunk_size=args.chunk_size, progress=progress)
+    if summary.n_failed and not summary.n_predicted:
+        raise CommandFailed(f"no image of {args.test_set} could be scored ({summary.n_failed} "
+                            f"failed), first: {summary.failures[0]}")
+    return summary.to_dict()

@@ -1,0 +1,1 @@
+"""The synthetic demo: a cohort with exact lesion masks, simulated readers, the demo store."""

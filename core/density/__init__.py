@@ -1,0 +1,1 @@
+"""Breast density: the classical estimator and its calibration, density runs and reports."""

@@ -1,0 +1,1 @@
+"""Store -> the DataFrames that pages show and the CLI prints (benchmark, complement, ...)."""

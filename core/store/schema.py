@@ -1,0 +1,377 @@
+"""The store's schema, its version, and the migrations that bring older files up to date.
+
+Identifiers are text and global: ``exam_id = "<dataset>/<exam key>"``, ``image_id =
+"<exam_id>/<L|R>-<view>"`` for files named that way or ``"<dataset>/<file stem>"`` otherwise.
+A *case* is what a score or label belongs to at one level: ``case_id`` is the image_id (image
+level), ``"<exam_id>/<L|R>"`` (breast level) or the exam_id (exam level). See `Store.cases`.
+
+Joins run on integers: ``case_hash`` (md5 of ``"<level>:<case_id>"``) and ``exam_hash`` (md5 of
+the exam_id), 64 bits of each, are numbers the store computes from each row's own text key when
+it writes it (`DERIVED_COLUMNS`), so no table needs another's numbering (a collision among 10
+million cases has odds of about 3 in a million, and joins also match the level).
+
+The ``cases`` table is the case truth (label, histology, split, test sets, density label ...)
+of every case at every level, derived from exams, images, breasts, test sets and density and
+rebuilt in the same transaction as every write to them (`CASE_SOURCES`): the pages' busiest
+queries read it instead of joining those tables on text keys each time. Each rebuild renews
+``meta.truth_token``, on which readers key their caches.
+
+Pixels stay in files: ``images.path`` is relative to ``datasets.root``; masks, saliency maps and
+display copies live under the store's files folder (``Store.files_dir``) with relative paths.
+"""
+from __future__ import annotations
+
+import re
+
+from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  # noqa: F401
+                             HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
+                             PRESENTATIONS, VIEWS)
+
+SCHEMA_VERSION = 2
+
+
+def case_hash_sql(level: str, case_id: str) -> str:
+    """SQL for a case's 64-bit key from SQL expressions for its level and case_id."""
+    return _md5_64(f"{level} || ':' || {case_id}")
+
+
+def exam_hash_sql(exam_id: str) -> str:
+    """SQL for an exam's 64-bit key from an SQL expression for its exam_id."""
+    return _md5_64(exam_id)
+
+
+def _md5_64(text: str) -> str:
+    # md5, not DuckDB's hash(): stored keys must not change with the DuckDB version
+    return f"(md5_number({text}) >> 64)::UBIGINT"
+
+
+def _histology_sql(column: str) -> str:
+    """The highest-priority histology among ``column`` (`HISTOLOGY_PRIORITY`); 'none' only if
+    every row is 'none', else 'unknown' when nothing ranks above it."""
+    ranked = [h for h in reversed(HISTOLOGY_PRIORITY) if h not in ("none", "unknown")]
+    whens = "\n".join(f"                WHEN bool_or({column} = '{h}') THEN '{h}'" for h in ranked)
+    return (f"CASE{whens[len('               '):]}\n"
+            f"                WHEN bool_and({column} = 'none') THEN 'none'\n"
+            f"                ELSE 'unknown' END")
+
+
+# An exam's truth: positive if any breast is; histology by HISTOLOGY_PRIORITY.
+EXAM_TRUTH = f"""
+    SELECT b.exam_id, max(b.cancer) AS label,
+           {_histology_sql('b.histology')} AS histology,
+           string_agg(b.presentation, ',') AS presentation
+    FROM breasts b GROUP BY b.exam_id"""
+
+CASES_TABLE = """
+CREATE TABLE cases (                     -- derived: see the module doc
+    case_rank INTEGER NOT NULL,          -- order of (level, case_id)
+    level VARCHAR NOT NULL,
+    case_hash UBIGINT NOT NULL,
+    case_id VARCHAR NOT NULL,
+    exam_hash UBIGINT NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR,                  -- NULL at exam level (an image's case_id is its image_id)
+    dataset VARCHAR NOT NULL,
+    split VARCHAR,
+    label TINYINT,                       -- 1 = cancer (an image has its breast's label)
+    histology VARCHAR,
+    presentation VARCHAR,
+    view VARCHAR,                        -- image level only
+    testset_ids INTEGER[] NOT NULL,      -- testsets.id of every set holding the exam
+    density_label TINYINT                -- the exam's density category from source 'label'
+);
+"""
+
+
+# The ``cases`` rows in (level, case_id) order (``case_rank``): a filter on the table alone (a
+# test set is a ``list_contains`` on testset_ids, not a join) returns rows in that order, as
+# DuckDB keeps insertion order for single-table scans. An image needs its breast's row to have
+# a label. The 'label' density is the default stratum, so it is kept here too.
+CASES_SELECT = f"""
+    SELECT row_number() OVER (ORDER BY level, case_id)::INTEGER AS case_rank, c.*,
+           coalesce(m.testset_ids, []::INTEGER[]) AS testset_ids, dn.category AS density_label
+    FROM (
+        SELECT 'image' AS level, {case_hash_sql("'image'", "i.image_id")} AS case_hash,
+               i.image_id AS case_id, {exam_hash_sql("i.exam_id")} AS exam_hash, i.exam_id,
+               i.laterality, e.dataset, e.split, b.cancer AS label, b.histology, b.presentation,
+               i.view
+        FROM images i JOIN exams e USING (exam_id)
+        JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
+        UNION ALL
+        SELECT 'breast', {case_hash_sql("'breast'", "b.exam_id || '/' || b.laterality")},
+               b.exam_id || '/' || b.laterality, {exam_hash_sql("b.exam_id")}, b.exam_id,
+               b.laterality, e.dataset, e.split, b.cancer, b.histology, b.presentation, NULL
+        FROM breasts b JOIN exams e USING (exam_id)
+        UNION ALL
+        SELECT 'exam', {case_hash_sql("'exam'", "e.exam_id")}, e.exam_id,
+               {exam_hash_sql("e.exam_id")}, e.exam_id, NULL, e.dataset, e.split, h.label,
+               h.histology, h.presentation, NULL
+        FROM exams e JOIN ({EXAM_TRUTH}) h USING (exam_id)) c
+    LEFT JOIN (SELECT x.exam_hash, list(t.id ORDER BY t.id) AS testset_ids
+               FROM testset_exams x JOIN testsets t USING (name) GROUP BY 1) m USING (exam_hash)
+    LEFT JOIN (SELECT exam_hash, category FROM density WHERE level = 'exam' AND source = 'label'
+               ) dn USING (exam_hash)
+    ORDER BY case_rank"""
+
+# One statement per table; the whole string runs in one transaction on a new file.
+SCHEMA = """
+CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+
+CREATE TABLE datasets (
+    dataset VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,               -- imported | synthetic | predictions-only
+    source VARCHAR,                      -- dicom, png, mias, csaw, predictions, demo ...
+    root VARCHAR,                        -- absolute folder the image paths are relative to
+    notes VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE exams (
+    exam_id VARCHAR PRIMARY KEY,
+    dataset VARCHAR NOT NULL,
+    exam_key VARCHAR NOT NULL,           -- the id as the source names it
+    patient VARCHAR,                     -- salted-hash pseudonym, never a real identifier
+    exam_date DATE,
+    age DOUBLE,
+    split VARCHAR                        -- train | val | test | NULL
+);
+
+CREATE TABLE images (
+    image_id VARCHAR PRIMARY KEY,
+    exam_id VARCHAR NOT NULL,
+    dataset VARCHAR NOT NULL,
+    image_key VARCHAR NOT NULL,
+    laterality VARCHAR NOT NULL,         -- L | R
+    laterality_source VARCHAR NOT NULL,  -- dicom-tag, file-name, info-note, corrected, synthetic
+    view VARCHAR NOT NULL,               -- CC | MLO | other
+    path VARCHAR,                        -- relative to datasets.root; NULL when no pixels
+    sha256 VARCHAR,
+    height INTEGER,
+    width INTEGER,
+    bit_depth INTEGER,
+    spacing_mm DOUBLE,
+    photometric VARCHAR,                 -- MONOCHROME1 | MONOCHROME2
+    manufacturer VARCHAR,
+    display_path VARCHAR                 -- 8-bit display copy, relative to the files folder
+);
+
+CREATE TABLE breasts (
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR NOT NULL,
+    cancer TINYINT,                      -- 1 = malignant finding in this breast
+    histology VARCHAR NOT NULL,          -- ILC | IDC | other | none | unknown
+    presentation VARCHAR,                -- comma-separated PRESENTATIONS
+    pathology VARCHAR,                   -- malignant | benign | none
+    PRIMARY KEY (exam_id, laterality)
+);
+
+CREATE TABLE lesions (
+    lesion_id VARCHAR PRIMARY KEY,
+    image_id VARCHAR NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR NOT NULL,
+    presentation VARCHAR,
+    pathology VARCHAR,
+    histology VARCHAR,
+    row_px DOUBLE,                       -- centre in array coordinates (row 0 at the top)
+    col_px DOUBLE,
+    radius_px DOUBLE
+);
+
+CREATE TABLE annotations (
+    image_id VARCHAR NOT NULL,
+    version INTEGER NOT NULL,            -- 1, 2, ...: a new version never replaces an old one
+    source VARCHAR NOT NULL,             -- radiologist | drawn | imported | derived
+    author VARCHAR,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    mask_path VARCHAR NOT NULL,          -- uint8 PNG (0/255), relative to the files folder
+    note VARCHAR,
+    PRIMARY KEY (image_id, version)
+);
+
+CREATE TABLE readers (
+    reader VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,               -- radiologist | consensus
+    synthetic BOOLEAN NOT NULL DEFAULT false
+);
+
+CREATE TABLE reads (
+    reader VARCHAR NOT NULL,
+    level VARCHAR NOT NULL,
+    case_id VARCHAR NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR,
+    image_id VARCHAR,
+    score DOUBLE,
+    recall BOOLEAN,
+    PRIMARY KEY (reader, level, case_id)
+);
+
+CREATE TABLE density (
+    source VARCHAR NOT NULL,             -- label | classical | nyu-histogram | imported
+    level VARCHAR NOT NULL,
+    case_id VARCHAR NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR,
+    image_id VARCHAR,
+    category TINYINT,                    -- 0 fatty .. 3 extremely dense
+    score DOUBLE,                        -- percent density or model score
+    p0 DOUBLE, p1 DOUBLE, p2 DOUBLE, p3 DOUBLE,
+    exam_hash UBIGINT NOT NULL,          -- derived: md5 of exam_id
+    PRIMARY KEY (source, level, case_id)
+);
+
+CREATE TABLE models (
+    model VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,               -- gmic | classical | external | ...
+    checkpoint VARCHAR,
+    parent VARCHAR,
+    description VARCHAR,
+    synthetic BOOLEAN NOT NULL DEFAULT false,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE predictions (
+    model VARCHAR NOT NULL,
+    level VARCHAR NOT NULL,
+    case_id VARCHAR NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    laterality VARCHAR,
+    image_id VARCHAR,
+    malignant DOUBLE NOT NULL,
+    benign DOUBLE,
+    saliency_path VARCHAR,               -- .npz relative to the files folder
+    patch_boxes VARCHAR,                 -- JSON [[row, col, height, width], ...] in image pixels
+    case_hash UBIGINT NOT NULL,          -- derived: md5 of level:case_id (see the module doc)
+    PRIMARY KEY (model, level, case_id)
+);
+
+CREATE TABLE testsets (
+    name VARCHAR PRIMARY KEY,
+    rule VARCHAR NOT NULL,               -- the rule that made it (see core.store.testsets)
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    id INTEGER NOT NULL                  -- stable small number, kept in cases.testset_ids
+);
+
+CREATE TABLE testset_exams (
+    name VARCHAR NOT NULL,
+    exam_id VARCHAR NOT NULL,
+    exam_hash UBIGINT NOT NULL,          -- derived: md5 of exam_id
+    PRIMARY KEY (name, exam_id)
+);
+
+CREATE TABLE filter_results (
+    image_id VARCHAR NOT NULL,
+    method VARCHAR NOT NULL,             -- original | M1 .. M7
+    params_hash VARCHAR NOT NULL,
+    annotation_version INTEGER NOT NULL,
+    healthy_region VARCHAR NOT NULL,     -- mirrored | ring
+    auc DOUBLE,
+    n_tumour BIGINT,
+    n_healthy BIGINT,
+    PRIMARY KEY (image_id, method, params_hash, annotation_version)
+);
+""" + CASES_TABLE
+
+
+def table_ddl(table: str) -> str:
+    """The ``CREATE TABLE`` statement of ``table`` in the current `SCHEMA`."""
+    match = re.search(rf"^CREATE TABLE {table} \(.*?^\);", SCHEMA, re.S | re.M)
+    return match.group(0)
+
+
+def _rebuild_with_columns(table: str, columns: dict[str, str]) -> str:
+    """v1 -> v2 for a table that gained NOT NULL columns (name -> SQL value) at its end.
+
+    DuckDB cannot add a NOT NULL column to an indexed table inside one transaction, so the
+    table is rebuilt. It takes the current definition: a later version that changes one of
+    these tables must freeze its v2 definition here.
+    """
+    values = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
+    return f"""
+        {table_ddl(table).replace(f"CREATE TABLE {table} (", f"CREATE TABLE {table}_v2 (", 1)}
+        INSERT INTO {table}_v2 SELECT *, {values} FROM {table};
+        DROP TABLE {table};
+        ALTER TABLE {table}_v2 RENAME TO {table};"""
+
+
+# Columns the store computes from a row's own text key on every write (see the module doc);
+# callers never pass them, and `TABLE_COLUMNS` leaves them out.
+DERIVED_COLUMNS: dict[str, dict[str, str]] = {
+    "predictions": {"case_hash": case_hash_sql("level", "case_id")},
+    "density": {"exam_hash": exam_hash_sql("exam_id")},
+    "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
+}
+
+# Run by every rebuild of ``cases``: readers key their caches on the token.
+RENEW_TRUTH_TOKEN = """
+    INSERT INTO meta VALUES ('truth_token', uuid()::VARCHAR) ON CONFLICT (key)
+    DO UPDATE SET value = EXCLUDED.value"""
+
+# MIGRATIONS[v] upgrades a file at version v to v + 1 (SQL run inside one transaction).
+MIGRATIONS: dict[int, str] = {
+    # v2: integer join keys and the materialised case truth (see bench/store.py)
+    1: "\n".join([
+        _rebuild_with_columns("predictions", DERIVED_COLUMNS["predictions"]),
+        _rebuild_with_columns("density", DERIVED_COLUMNS["density"]),
+        _rebuild_with_columns("testset_exams", DERIVED_COLUMNS["testset_exams"]),
+        _rebuild_with_columns("testsets", {"id": "row_number() OVER (ORDER BY name)::INTEGER"}),
+        CASES_TABLE,
+        f"INSERT INTO cases {CASES_SELECT};",
+        RENEW_TRUTH_TOKEN + ";",
+    ]),
+}
+
+# Writes to these tables rebuild the derived ``cases`` table.
+CASE_SOURCES = ("exams", "images", "breasts", "testsets", "testset_exams", "density")
+
+# Columns per table, in schema order: the ingest path and the importers build frames from these.
+TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "datasets": ("dataset", "kind", "source", "root", "notes"),
+    "exams": ("exam_id", "dataset", "exam_key", "patient", "exam_date", "age", "split"),
+    "images": (
+        "image_id", "exam_id", "dataset", "image_key", "laterality", "laterality_source", "view",
+        "path", "sha256", "height", "width", "bit_depth", "spacing_mm", "photometric",
+        "manufacturer", "display_path",
+    ),
+    "breasts": ("exam_id", "laterality", "cancer", "histology", "presentation", "pathology"),
+    "lesions": (
+        "lesion_id", "image_id", "exam_id", "laterality", "presentation", "pathology",
+        "histology", "row_px", "col_px", "radius_px",
+    ),
+    "annotations": ("image_id", "version", "source", "author", "mask_path", "note"),
+    "readers": ("reader", "kind", "synthetic"),
+    "reads": ("reader", "level", "case_id", "exam_id", "laterality", "image_id", "score", "recall"),
+    "density": (
+        "source", "level", "case_id", "exam_id", "laterality", "image_id", "category", "score",
+        "p0", "p1", "p2", "p3",
+    ),
+    "models": ("model", "kind", "checkpoint", "parent", "description", "synthetic"),
+    "predictions": (
+        "model", "level", "case_id", "exam_id", "laterality", "image_id", "malignant", "benign",
+        "saliency_path", "patch_boxes",
+    ),
+    "testsets": ("name", "rule"),
+    "testset_exams": ("name", "exam_id"),
+    "filter_results": (
+        "image_id", "method", "params_hash", "annotation_version", "healthy_region", "auc",
+        "n_tumour", "n_healthy",
+    ),
+}
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "datasets": ("dataset",),
+    "exams": ("exam_id",),
+    "images": ("image_id",),
+    "breasts": ("exam_id", "laterality"),
+    "lesions": ("lesion_id",),
+    "annotations": ("image_id", "version"),
+    "readers": ("reader",),
+    "reads": ("reader", "level", "case_id"),
+    "density": ("source", "level", "case_id"),
+    "models": ("model",),
+    "predictions": ("model", "level", "case_id"),
+    "testsets": ("name",),
+    "testset_exams": ("name", "exam_id"),
+    "filter_results": ("image_id", "method", "params_hash", "annotation_version"),
+}

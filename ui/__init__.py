@@ -1,0 +1,1 @@
+"""UI helpers for the pages: session, cached calls, pickers, chart builders (Streamlit)."""
