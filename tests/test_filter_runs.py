@@ -34,7 +34,7 @@ def base_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("filters") / "ilc.duckdb"
     store = open_store(path)
     build_demo(store, n_exams=8, seed=0)
-    store.write_tables({}, delete=[("images", "image_id = ?", ["demo/E00005/L-MLO"])])
+    store.write_tables({}, delete=[{"table": "images", "match": {"image_id": "demo/E00005/L-MLO"}}])
     store.checkpoint()
     return path
 

@@ -364,8 +364,8 @@ def _brute_force_scores(store, models, level, test_set, density_source):
     """The scores frame from the base tables with pandas merges (no cases table, no hashes)."""
     exams, images = store.select("exams"), store.select("images")
     breasts, preds = store.select("breasts"), store.select("predictions")
-    members = store.select("testset_exams", "name = ?", [test_set])["exam_id"]
-    dens = store.select("density", "level = 'exam' AND source = ?", [density_source])
+    members = store.select("testset_exams", name=test_set)["exam_id"]
+    dens = store.select("density", level="exam", source=density_source)
     dens = dens[["exam_id", "category"]]
     if level == "image":
         truth = images.merge(breasts, on=["exam_id", "laterality"]).assign(

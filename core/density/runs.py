@@ -440,8 +440,7 @@ def store_density(store: Store, rows: pd.DataFrame, *, source: str, test_set: st
     info = {"source": source, "test_set": test_set, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             **info}
     (run_dir / "run.json").write_text(json.dumps(info, indent=1, default=_json_default))
-    delete = [{"table": "density", "where": "source = ? AND exam_id IN (SELECT unnest(?::VARCHAR[]))",
-               "params": [source, exam_ids]}]
+    delete = [{"table": "density", "match": {"source": source, "exam_id": exam_ids}}]
     rows = rows.assign(category=rows["category"].astype("Int8"))
     write_result(run_dir, {"density": rows}, delete=delete)
     store.ingest(run_dir)

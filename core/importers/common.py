@@ -161,15 +161,6 @@ def stored_rows(store: Store, table: str, keys: pd.DataFrame) -> pd.DataFrame:
                                              for c in PRIMARY_KEYS[table]}))
 
 
-_BY_DATASET = {
-    "datasets": "dataset = ?",
-    "exams": "dataset = ?",
-    "images": "dataset = ?",
-    "annotations": "image_id IN (SELECT image_id FROM images WHERE dataset = ?)",
-}
-_BY_EXAM = "exam_id IN (SELECT exam_id FROM exams WHERE dataset = ?)"
-
-
 class Snapshot:
     """What a dataset already has in ``tables``, read once per import (one query per table).
 
@@ -183,12 +174,8 @@ class Snapshot:
         self._rows: dict[str, dict[tuple, dict]] = {t: {} for t in ("annotations", "lesions")}
         with store.connection():
             for table in tables:
-                columns = ", ".join(TABLE_COLUMNS[table])
-                if table == "readers":
-                    where, params = "TRUE", []
-                else:
-                    where, params = _BY_DATASET.get(table, _BY_EXAM), [dataset]
-                rows = store.select(table, where, params)
+                rows = (store.select(table) if table == "readers"        # readers are global
+                        else store.select(table, dataset=dataset))
                 self._rows[table] = {_key(table, r): r for r in rows.to_dict("records")}
         self._by_image: dict[tuple[str, str], list[dict]] = {}
         for table in ("annotations", "lesions"):
@@ -302,8 +289,7 @@ class Batch:
             for table, column, value in item.replace:
                 replace.setdefault((table, column), []).append(value)
         frames = {t: frame(t, rows.values()) for t, rows in merged.items() if rows}
-        delete = [(t, f"{c} IN (SELECT unnest(?::VARCHAR[]))", [values])
-                  for (t, c), values in replace.items()]
+        delete = [{"table": t, "match": {c: values}} for (t, c), values in replace.items()]
         try:
             self.store.write_tables(frames, delete=delete)
         except InputError as exc:
@@ -407,7 +393,7 @@ def correct_laterality(store: Store, image_id: str, laterality: str) -> dict:
             return {"image_id": image_id, "from": old, "to": new, "breasts": "kept"}
         row.update(laterality=new, laterality_source="corrected")
         frames: dict[str, pd.DataFrame] = {"images": frame("images", [row])}
-        delete: list[tuple[str, str, Sequence]] = []
+        delete: list[dict] = []
         action = "kept"
         if old != new:
             siblings = store.images(dataset=image["dataset"])
@@ -432,7 +418,8 @@ def correct_laterality(store: Store, image_id: str, laterality: str) -> dict:
                 if moved is not None:
                     frames["breasts"] = frame("breasts", [moved])
                 if old_alone:
-                    delete.append(("breasts", "exam_id = ? AND laterality = ?", [exam_id, old]))
+                    delete.append({"table": "breasts",
+                                   "match": {"exam_id": exam_id, "laterality": old}})
             lesions = store.lesions(image_id=image_id)
             if not lesions.empty:
                 lesions["laterality"] = new
@@ -464,7 +451,7 @@ def _merge_breasts(target: dict, source: dict) -> dict:
 
 def _image_level_rows(store: Store, table: str, image_id: str) -> pd.DataFrame:
     """Image-level rows of predictions / reads / density for one image (all columns)."""
-    return store.select(table, "level = 'image' AND image_id = ?", [image_id])
+    return store.select(table, level="image", image_id=image_id)
 
 
 # ---------------------------------------------------------------------------- raster files

@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -143,13 +143,14 @@ class Store:
         with self.connection() as con:
             con.execute("CHECKPOINT")
 
-    def select(self, table: str, where: str = "TRUE", params: Sequence = ()) -> pd.DataFrame:
-        """All schema columns of ``table`` where ``where`` holds.
+    def select(self, table: str, **equals) -> pd.DataFrame:
+        """All schema columns of ``table`` (`TABLE_COLUMNS`) for the rows that match ``equals``.
 
-        ``where`` is fixed SQL text from the caller's code (never user input); values go
-        through ``params``.
+        ``equals`` maps a column to a value (``None`` matches NULL) or to a list of values
+        (any of them); ``dataset=`` also works on tables that reach a dataset through their
+        exam or image (see `match_sql`). No keywords: every row.
         """
-        _check_table(table)
+        where, params = match_sql(table, equals)
         columns = ", ".join(TABLE_COLUMNS[table])
         return self._df(f"SELECT {columns} FROM {table} WHERE {where}", params)
 
@@ -223,31 +224,49 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def write_tables(self, frames: dict[str, pd.DataFrame], *,
-                     delete: Sequence[tuple[str, str, Sequence]] = ()) -> dict[str, int]:
+                     delete: Sequence[Mapping] = ()) -> dict[str, int]:
         """Upsert several tables in one transaction; returns rows written per table.
 
-        ``delete`` holds ``(table, where_sql, params)`` run first in the same transaction
-        (for replacing a dataset's rows); ``where_sql`` is fixed text from the caller's code,
-        never user input, and values go through ``params``.
+        ``delete`` holds ``{"table": name, "match": {column: value or values}}`` entries
+        (`match_sql`), run first in the same transaction, for replacing rows: a dataset, a
+        density source on some exams. Nothing in them is SQL: names are checked against the
+        schema and values travel as parameters.
         """
+        deletes = [_delete_sql(entry) for entry in delete]
         with self.transaction() as con:
-            for table, where, params in delete:
-                _check_table(table)
-                con.execute(f"DELETE FROM {table} WHERE {where}", list(params))
+            for sql, params in deletes:
+                con.execute(sql, params)
             written = {table: _upsert(con, table, frame) for table, frame in frames.items()}
-            if {*frames, *(d[0] for d in delete)} & set(CASE_SOURCES):
+            if {*frames, *(d["table"] for d in delete)} & set(CASE_SOURCES):
                 _rebuild_cases(con)
             return written
 
     def ingest(self, result_dir: str | Path) -> dict[str, int]:
-        """Load a job's result folder (see `write_result`) in one transaction."""
+        """Load a job's result folder (see `write_result`) in one transaction.
+
+        The manifest names tables, their Parquet files and structured deletes only; anything
+        else in it (an SQL string, an unknown table or column) is refused before any write.
+        """
         result_dir = Path(result_dir)
         manifest_path = result_dir / RESULT_MANIFEST
         if not manifest_path.is_file():
             raise InputError(f"{result_dir} holds no {RESULT_MANIFEST}; pass a job's result folder")
         manifest = json.loads(manifest_path.read_text())
-        frames = {t: pd.read_parquet(result_dir / f) for t, f in manifest["tables"].items()}
-        delete = [(d["table"], d["where"], d["params"]) for d in manifest.get("delete", [])]
+        unknown = set(manifest) - {"tables", "delete"}
+        if unknown:
+            raise InputError(f"{manifest_path}: unknown entries {sorted(unknown)}; a result "
+                             "manifest holds 'tables' and 'delete' only")
+        files = {}
+        for table, name in manifest.get("tables", {}).items():
+            _check_table(table)
+            if Path(name).name != name or not name.endswith(".parquet"):
+                raise InputError(f"{manifest_path}: table {table} points at {name!r}; expected a "
+                                 "Parquet file inside the result folder")
+            files[table] = result_dir / name
+        delete = list(manifest.get("delete", []))
+        for entry in delete:
+            _delete_sql(entry)  # validate all before reading any file
+        frames = {t: pd.read_parquet(f) for t, f in files.items()}
         return self.write_tables(frames, delete=delete)
 
     # ------------------------------------------------------------------ summaries
@@ -620,16 +639,58 @@ class Store:
             _rebuild_cases(con)
 
 
-def dataset_delete_plan(dataset: str) -> list[tuple[str, str, list]]:
-    """``write_tables(delete=...)`` entries that remove a dataset and everything on its exams."""
-    on_exams = "exam_id IN (SELECT exam_id FROM exams WHERE dataset = ?)"
-    on_images = "image_id IN (SELECT image_id FROM images WHERE dataset = ?)"
-    plan = [(t, on_exams, [dataset]) for t in
-            ("reads", "density", "predictions", "lesions", "breasts", "testset_exams")]
-    plan += [(t, on_images, [dataset]) for t in ("annotations", "filter_results")]
-    plan += [("images", "dataset = ?", [dataset]), ("exams", "dataset = ?", [dataset]),
-             ("datasets", "dataset = ?", [dataset])]
-    return plan
+def dataset_delete_plan(dataset: str) -> list[dict]:
+    """``write_tables(delete=...)`` entries that remove a dataset and everything on its exams
+    and images (children first)."""
+    tables = ("reads", "density", "predictions", "lesions", "breasts", "testset_exams",
+              "annotations", "filter_results", "images", "exams", "datasets")
+    return [{"table": table, "match": {"dataset": dataset}} for table in tables]
+
+
+def match_sql(table: str, match: Mapping) -> tuple[str, list]:
+    """A WHERE clause and its parameters for ``{column: value or list of values}`` on ``table``.
+
+    Columns are checked against the schema (never interpolated unchecked); values always travel
+    as parameters. A list matches any of its values (compared as text, so ids and versions
+    both work); ``None`` matches NULL. ``dataset`` on a table without that column selects the
+    rows on the dataset's exams (tables with ``exam_id``) or images (``image_id``).
+    """
+    _check_table(table)
+    columns = TABLE_COLUMNS[table]
+    clauses, params = [], []
+    for column, value in match.items():
+        if column == "dataset" and column not in columns:
+            if "exam_id" in columns:
+                clauses.append("exam_id IN (SELECT exam_id FROM exams WHERE dataset = ?)")
+            elif "image_id" in columns:
+                clauses.append("image_id IN (SELECT image_id FROM images WHERE dataset = ?)")
+            else:
+                raise InputError(f"table {table} has no dataset, exam_id or image_id column; "
+                                 "match it on its own columns")
+            params.append(value)
+            continue
+        if column not in columns:
+            raise InputError(f"table {table} has no column {column!r}; its columns are "
+                             f"{', '.join(columns)}")
+        if isinstance(value, (list, tuple, set, frozenset, np.ndarray, pd.Series, pd.Index)):
+            clauses.append(f"CAST({column} AS VARCHAR) IN (SELECT unnest(?::VARCHAR[]))")
+            params.append([str(v) for v in value])
+        elif value is None:
+            clauses.append(f"{column} IS NULL")
+        else:
+            clauses.append(f"{column} = ?")
+            params.append(value.item() if isinstance(value, np.generic) else value)
+    return " AND ".join(clauses) or "TRUE", params
+
+
+def _delete_sql(entry: Mapping) -> tuple[str, list]:
+    if not isinstance(entry, Mapping) or set(entry) != {"table", "match"} \
+            or not isinstance(entry["match"], Mapping) or not entry["match"]:
+        raise InputError(f"delete entry {str(entry)[:200]!r} is not {{'table': ..., 'match': "
+                         "{column: value}}} with at least one column; deleting a whole table "
+                         "is not an ingest's job")
+    where, params = match_sql(entry["table"], entry["match"])
+    return f"DELETE FROM {entry['table']} WHERE {where}", params
 
 
 _SCORE_FRAME = ["model", *SCORE_CASE_COLUMNS, "score", "benign"]
