@@ -496,7 +496,8 @@ def test_page_one_class_test_set(bench_env):
 def test_page_without_predictions(bench_store_path, tmp_path, monkeypatch):
     path = tmp_path / "empty.duckdb"
     shutil.copy(bench_store_path, path)
-    open_store(path).write_tables({}, delete=[("predictions", "TRUE", [])])
+    open_store(path).write_tables({}, delete=[{"table": "predictions",
+                                               "match": {"level": ["image", "breast", "exam"]}}])
     monkeypatch.setenv("ILCSCOPE_DB", str(path))
     at = _page()
     assert any("No model predictions" in i.value for i in at.info)
