@@ -1,4 +1,4 @@
-"""Benchmark core.stats.metrics beside the straightforward way and scikit-learn, in one run.
+"""Benchmark core.stats beside the straightforward way and scikit-learn, in one run.
 
     python bench/metrics.py            # full sizes (about a minute on 2 cores)
     python bench/metrics.py --quick    # smaller sizes, for a smoke test
@@ -30,7 +30,7 @@ from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.stats import metrics as M  # noqa: E402
+from core import stats as M  # noqa: E402
 
 
 CPU = {}   # id(result) -> process CPU seconds of the fastest run (all threads)

@@ -7,7 +7,7 @@ there (``extra_recalls``, each one a recall that would not have happened). The r
 turns that into the combined "recall if reader or model" rule, screening workflows with a reading
 workload, a threshold trade-off curve, confidence intervals and plain-language sentences.
 
-Conventions (shared with `core.stats.metrics`): 1 = cancer; a case is positive iff its score is
+Conventions (shared with `core.stats`): 1 = cancer; a case is positive iff its score is
 ``>= threshold``; a reader decision is a recall (1) or not (0), or a reader's continuous score
 turned into one with ``reader_threshold``. Cases with a NaN model score or a missing reader
 decision are left out and counted (``n_excluded``). "Per 1,000" rates say their denominator.
@@ -20,15 +20,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from core.errors import InputError
-from core.stats.metrics import Confusion, confusion_at, threshold_for_specificity
+from core.stats import Confusion, confusion_at, threshold_for_specificity, wilson_ci
+from core.validation import check_alpha, check_choice, check_n_boot
 
 __all__ = [
     "Stratum", "DifferenceCI", "ComplementResult", "reader_decisions", "complement",
-    "complement_table", "rates_table", "tradeoff_curve", "workflows", "wilson_ci",
-    "bootstrap_difference", "describe",
+    "complement_table", "rates_table", "tradeoff_curve", "workflows", "bootstrap_difference",
+    "describe",
 ]
 
 
@@ -185,49 +185,7 @@ def _rate(k, n) -> float:
     return k / n if n else float("nan")
 
 
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise InputError(f"alpha must lie in (0, 1), got {alpha!r}; 0.05 gives 95 % intervals")
-
-
-def _check_n_boot(n_boot: int) -> None:
-    if isinstance(n_boot, bool) or int(n_boot) != n_boot or n_boot < 1:
-        raise InputError(f"n_boot must be a positive integer, got {n_boot!r}; 2000 is usual")
-
-
-# ---------------------------------------------------------------------------- intervals
-
-def wilson_ci(k, n, alpha: float = 0.05):
-    """Wilson score interval for a proportion k / n (no continuity correction).
-
-    Preferred over the Wald interval because screening proportions sit near 0 or 1 (specificity
-    98 %, a few caught cancers) where Wald leaves [0, 1] and undercovers. Same as statsmodels'
-    ``proportion_confint(k, n, alpha, method="wilson")``.
-
-    Parameters
-    ----------
-    k, n : int or array-like of int   successes and trials; n == 0 gives (nan, nan).
-
-    Returns
-    -------
-    (low, high) : floats, or arrays shaped like the broadcast of k and n; within [0, 1].
-    """
-    _check_alpha(alpha)
-    k, n = np.asarray(k, dtype=np.float64), np.asarray(n, dtype=np.float64)
-    if np.any(k < 0) or np.any(k > n):
-        raise InputError(f"wilson_ci needs 0 <= k <= n, got k={k}, n={n}")
-    z = norm.ppf(1 - alpha / 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = k / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z / denom * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    low = np.where(n > 0, np.clip(np.where(k == 0, 0.0, centre - half), 0, 1), np.nan)
-    high = np.where(n > 0, np.clip(np.where(k == n, 1.0, centre + half), 0, 1), np.nan)
-    if low.ndim == 0:
-        return float(low), float(high)
-    return low, high
-
+# ---------------------------------------------------------------------------- bootstrap
 
 _METRICS = ("sensitivity", "specificity", "recall_rate")
 
@@ -248,10 +206,9 @@ def bootstrap_difference(y_true, decision_a, decision_b, *, metric: str = "sensi
     metric : "sensitivity" | "specificity" | "recall_rate" (recalls per case).
     seed : int   seeds ``np.random.default_rng``; same seed, same interval.
     """
-    _check_alpha(alpha)
-    if metric not in _METRICS:
-        raise InputError(f"metric {metric!r} is unknown; use one of {', '.join(_METRICS)}")
-    _check_n_boot(n_boot)
+    alpha = check_alpha(alpha)
+    metric = check_choice(metric, _METRICS, name="metric")
+    n_boot = check_n_boot(n_boot)
     y = _binary("y_true", _as_float("y_true", y_true))
     a = _binary("decision_a", _as_float("decision_a", decision_a))
     b = _binary("decision_b", _as_float("decision_b", decision_b))
@@ -326,8 +283,8 @@ def complement(y_true, model_score, reader_recall, *, threshold: float | None = 
     -------
     ComplementResult   counts and rates for reader, model, combined and both reader strata.
     """
-    _check_alpha(alpha)
-    _check_n_boot(n_boot)
+    alpha = check_alpha(alpha)
+    n_boot = check_n_boot(n_boot, minimum=1)   # 1: the counts only, no interval wanted
     chosen = [threshold is not None, specificity is not None, bool(match_reader)]
     if sum(chosen) != 1:
         raise InputError(f"pass exactly one of threshold=, specificity= or match_reader=True (got "
@@ -484,8 +441,8 @@ def workflows(y_true, model_score, reader_recall, *, threshold: float,
     screened cases. Sensitivity, specificity and recall rate carry Wilson intervals; the changes
     against the reader carry stratified-bootstrap intervals (``n_boot``, ``seed``).
     """
-    _check_alpha(alpha)
-    _check_n_boot(n_boot)
+    alpha = check_alpha(alpha)
+    n_boot = check_n_boot(n_boot, minimum=1)   # 1: the counts only, no interval wanted
     if np.isnan(threshold):
         raise InputError("threshold is NaN; pass a number (positive iff score >= threshold)")
     if not (np.isfinite(reader_reads) and reader_reads > 0):

@@ -22,7 +22,8 @@ __all__ = ["check_aggregation", "check_alpha", "check_choice", "check_fraction",
 def check_choice(value, choices, *, name: str) -> str:
     """``value`` if it is one of ``choices``; else an error listing them."""
     if not isinstance(value, str) or value not in choices:
-        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise InputError(f"{name} {value!r} is not one of {', '.join(map(str, choices))}; "
+                         f"{name} must be one of these")
     return value
 
 
@@ -33,7 +34,10 @@ def check_level(level, *, name: str = "level") -> str:
 
 def check_aggregation(how, *, name: str = "how") -> str:
     """How image scores combine into breast or exam scores: 'max' or 'mean'."""
-    return check_choice(how, AGGREGATIONS, name=name)
+    if not isinstance(how, str) or how not in AGGREGATIONS:
+        raise InputError(f"{name} must be {' or '.join(map(repr, AGGREGATIONS))} (over a case's "
+                         f"views); got {how!r}")
+    return how
 
 
 def check_alpha(alpha, *, name: str = "alpha") -> float:
@@ -44,10 +48,14 @@ def check_alpha(alpha, *, name: str = "alpha") -> float:
     return float(alpha)
 
 
-def check_n_boot(n_boot, *, name: str = "n_boot") -> int:
-    """A number of bootstrap resamples: an integer of at least 2 (2000 is usual)."""
-    if isinstance(n_boot, bool) or not isinstance(n_boot, Integral) or n_boot < 2:
-        raise InputError(f"{name} must be an integer >= 2 (2000 is usual); got {n_boot!r}")
+def check_n_boot(n_boot, *, name: str = "n_boot", minimum: int = 2) -> int:
+    """A number of bootstrap resamples: an integer of at least 2 (2000 is usual).
+
+    An interval needs two resamples; ``minimum=1`` is for functions whose interval is a
+    by-product, so a caller that wants only their counts can skip the bootstrap's cost.
+    """
+    if isinstance(n_boot, bool) or not isinstance(n_boot, Integral) or n_boot < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum} (2000 is usual); got {n_boot!r}")
     return int(n_boot)
 
 

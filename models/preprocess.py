@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
+from core.validation import check_image
 
 __all__ = ["Preprocessed", "boxes_to_original", "preprocess_image", "saliency_to_original"]
 
@@ -98,7 +99,7 @@ def preprocess_image(
     Preprocessed
         The (1, H_in, W_in) float32 tensor plus crop box, flip and scale.
     """
-    img = _check_pixels(pixels)
+    img = check_image(pixels, min_side=16)
     shape = _check_shape(input_shape)
     side = _resolve_side(chest_wall, laterality)
     need_mask = crop_background or side is None
@@ -195,23 +196,6 @@ def boxes_to_original(locations, crop_shape: tuple[int, int], pre: Preprocessed)
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _check_pixels(pixels) -> np.ndarray:
-    arr = np.asarray(pixels)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise InputError(f"pixels has shape {arr.shape}; pass one 2-D greyscale array (H, W)")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InputError(f"pixels has dtype {arr.dtype}; pass integer or float pixel values")
-    if min(arr.shape) < 16:
-        raise InputError(f"pixels has shape {arr.shape}; need at least 16 x 16 pixels")
-    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-        raise InputError("pixels contain NaN or infinity; replace them (e.g. with the background value)")
-    return arr
 
 
 def _check_shape(shape) -> tuple[int, int]:

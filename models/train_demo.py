@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from core.errors import InputError
 from core.io.images import read_pixels
-from core.stats.metrics import roc_auc
+from core.stats import roc_auc
 from models.gmic import CONFIGS, GMIC, build_gmic, top_t_percent_pool
 from models.preprocess import Preprocessed, preprocess_image
 

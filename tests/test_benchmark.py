@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from core.reports import benchmark as benchmark
 
-from core.stats import metrics as metrics
+from core import stats as metrics
 from cli import main
 from core.errors import InputError
 from core.store import open_store, write_result

@@ -14,7 +14,7 @@ from core import complement as cp
 from core.reports import complement as cr
 from cli import main
 from core.errors import InputError
-from core.stats.metrics import confusion_at, threshold_for_specificity
+from core.stats import confusion_at, threshold_for_specificity
 from core.store import open_store
 from tests.conftest import REPO
 

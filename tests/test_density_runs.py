@@ -25,7 +25,7 @@ from core.density import runs as dr
 from cli import main
 from core.errors import InputError
 from core.io.images import read_pixels
-from core.stats.metrics import delong_auc
+from core.stats import delong_auc
 from core.store import open_store
 from tests.conftest import REPO
 

@@ -1,4 +1,4 @@
-"""core.stats.metrics against independent references: scikit-learn, brute-force O(mn) DeLong, a literal
+"""core.stats against independent references: scikit-learn, brute-force O(mn) DeLong, a literal
 Sun & Xu midrank implementation (scipy.stats.rankdata), hand-computed cases, and invariants."""
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from scipy.stats import norm, rankdata
 from sklearn.metrics import confusion_matrix, roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from core.stats import metrics as M
+from core import stats as M
+from core.stats.bootstrap import _resample_aucs
 from core.errors import InputError
 from core.store.schema import HISTOLOGIES
+from core.vocabulary import HISTOLOGY_PRIORITY
 
 
 # ---------------------------------------------------------------------------- references
@@ -90,6 +92,18 @@ def test_docstring_examples():
     import doctest
 
     assert doctest.testmod(M, raise_on_error=True).attempted >= 1
+
+
+def test_docstring_examples_of_every_stats_module():
+    import doctest
+    import importlib
+    import pkgutil
+
+    attempted = 0
+    for info in pkgutil.iter_modules(M.__path__, "core.stats."):
+        module = importlib.import_module(info.name)
+        attempted += doctest.testmod(module, raise_on_error=True).attempted
+    assert attempted >= 1   # roc_auc's (the package's own runs above)
 
 
 def test_hanley_mcneil_rating_example():
@@ -256,7 +270,7 @@ def test_resampled_aucs_equal_scikit_learn_on_the_same_draws():
     lo, hi = np.searchsorted(neg, pos, "left"), np.searchsorted(neg, pos, "right")
     pos_draw = rng.integers(0, pos.size, size=(25, pos.size))
     neg_draw = rng.integers(0, neg.size, size=(25, neg.size))
-    got = M._resample_aucs(lo, hi, neg.size, pos_draw, neg_draw)
+    got = _resample_aucs(lo, hi, neg.size, pos_draw, neg_draw)
     for b in range(25):
         ys = np.r_[np.ones(pos.size), np.zeros(neg.size)]
         want = roc_auc_score(ys, np.r_[pos[pos_draw[b]], neg[neg_draw[b]]])
@@ -463,7 +477,7 @@ def test_exam_histology_rule(parts, exam):
     frame = pd.DataFrame(dict(model="m", case_id=["x/L", "x/R"], exam_id="x", laterality=["L", "R"],
                               image_id=None, label=[0, 0], histology=parts, score=[0.1, 0.2]))
     assert M.aggregate_scores(frame, level="exam").histology.tolist() == [exam]
-    assert set(M._HISTOLOGY_PRIORITY) == set(HISTOLOGIES)
+    assert set(HISTOLOGY_PRIORITY) == set(HISTOLOGIES)
 
 
 def test_aggregate_matches_a_plain_loop():

@@ -13,7 +13,7 @@ from tests.conftest import copy_store
 from cli import main
 from core.errors import InputError
 from core.io.images import read_pixels
-from core.stats.metrics import roc_auc
+from core.stats import roc_auc
 from core.store import open_store
 from models.gmic import CONFIGS, build_gmic, load_gmic_checkpoint
 from core.demo.cohort import generate_cohort

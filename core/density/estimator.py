@@ -50,6 +50,7 @@ from core.io.mias import parse_info
 from core.vocabulary import MIAS_DENSITY
 from core.stats.kappa import KAPPA_WEIGHTS, weighted_kappas
 from core.progress import ProgressFn, report
+from core.validation import check_image
 from core.image.segmentation import breast_mask
 
 __all__ = [
@@ -525,16 +526,12 @@ def calibrate_mias(mias_dir: str | Path, *, weights: str = "linear", progress: P
 
 
 def _check_pixels(pixels: np.ndarray) -> np.ndarray:
-    arr = np.asarray(pixels)
-    if arr.ndim != 2:
-        raise InputError(f"pixels has shape {arr.shape}; pass one 2-D greyscale image (H, W)")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise InputError(f"pixels has dtype {arr.dtype}; pass integer or float intensities")
-    if min(arr.shape) < 16:
-        raise InputError(f"pixels has shape {arr.shape}; need at least 16 x 16 pixels")
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise InputError("pixels has NaN or infinite values; replace them (e.g. with 0) first")
-    return arr
+    """`check_image` at 16 px, and no bool: density is a share of bright pixels, which needs
+    intensities with a full scale (`full_scale`); a 0/1 array is a mask (pass it as ``mask``)."""
+    if np.asarray(pixels).dtype == bool:
+        raise InputError("pixels has dtype bool; pass the image's integer or float intensities "
+                         "(a breast mask goes in mask=)")
+    return check_image(pixels, min_side=16)
 
 
 def _check_method(method: str, threshold: float | None, scale: str) -> tuple[str, float, str]:

@@ -43,12 +43,12 @@ import numpy as np
 import pandas as pd
 
 from core.density import estimator as dens
-from core.complement import wilson_ci
+from core.stats import wilson_ci
 from core.reports.complement import load_cases, reader_options
 from core.errors import InputError
 from core.stats.kappa import weighted_kappa
 from core.io.images import read_pixels
-from core.stats.metrics import auc_table, delong_auc, threshold_for_specificity, unpaired_auc_test
+from core.stats import auc_table, delong_auc, threshold_for_specificity, unpaired_auc_test
 from core.progress import ProgressFn, report
 from core.store.schema import DENSITY_SOURCES, LEVELS
 from core.reports.scores import model_scores

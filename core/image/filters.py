@@ -33,6 +33,7 @@ from skimage import exposure, filters
 
 from core.errors import InputError
 from core.image.segmentation import breast_mask
+from core.validation import check_image
 
 __all__ = [
     "METHODS", "FilterMethod", "apply_method", "params_hash", "resolve_params", "to_unit",
@@ -89,8 +90,8 @@ def to_unit(pixels: np.ndarray, *, bit_depth: int | None = None) -> np.ndarray:
     -------
     ndarray of float32, shape (H, W), values in [0, 1].
     """
-    arr = _check_image(pixels)
-    if arr.dtype == bool:
+    arr = _check_pixels(pixels)
+    if np.asarray(pixels).dtype == bool:   # a mask: 0/1 is already the unit scale
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer):
         bits = infer_bit_depth(arr) if bit_depth is None else int(bit_depth)
@@ -113,26 +114,13 @@ def infer_bit_depth(pixels: np.ndarray) -> int:
     return max(8, int(np.asarray(pixels).max()).bit_length())
 
 
-def _check_image(pixels: np.ndarray) -> np.ndarray:
-    arr = np.asarray(pixels)
-    if arr.ndim != 2:
-        raise InputError(f"pixels has shape {arr.shape}; pass one 2-D greyscale image (H, W)")
-    if arr.size == 0:
-        raise InputError("pixels is empty; pass a non-empty 2-D image")
-    if arr.dtype == bool:
-        return arr
-    if np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
-            raise InputError(
-                f"pixels has negative values (min {arr.min()}); pass display values "
-                "(apply the DICOM rescale/VOI first)"
-            )
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)):
-            raise InputError("pixels has NaN or infinite values; fill or crop them first")
-        return arr
-    raise InputError(f"pixels has dtype {arr.dtype}; pass integer, float or bool pixels")
+def _check_pixels(pixels: np.ndarray) -> np.ndarray:
+    """`check_image`, and no negative integers: `to_unit` divides by the bit depth's top."""
+    arr = check_image(pixels)
+    if np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0:
+        raise InputError(f"pixels has negative values (min {arr.min()}); pass display values "
+                         "(apply the DICOM rescale/VOI first)")
+    return arr
 
 
 # --- the methods ------------------------------------------------------------------------------
@@ -168,12 +156,11 @@ def _hist_eq(unit: np.ndarray, source: np.ndarray, *, nbins: int) -> np.ndarray:
     nbins (256): bins for float images only; integer images get one bin per grey level.
     Output: the fraction of pixels at or below each pixel's level, in (0, 1].
     """
-    if np.issubdtype(source.dtype, np.integer) or source.dtype == bool:
+    if np.issubdtype(source.dtype, np.integer):
         # One bin per grey level (scikit-image's rule for integers), applied as a look-up table:
         # the mapping is then strictly increasing on the levels present, so HE keeps the AUC.
-        src = source.astype(np.int64, copy=False) if source.dtype == bool else source
-        cdf, centers = exposure.cumulative_distribution(src)
-        return cdf.astype(np.float32)[src - int(centers[0])]
+        cdf, centers = exposure.cumulative_distribution(source)
+        return cdf.astype(np.float32)[source - int(centers[0])]
     return exposure.equalize_hist(unit, nbins=int(nbins)).astype(np.float32, copy=False)
 
 
@@ -392,8 +379,8 @@ def apply_method(code: str, pixels: np.ndarray, *, bit_depth: int | None = None,
     """
     method = _get(code)
     resolved = resolve_params(code, params)
-    source = _check_image(pixels)
-    return method.func(to_unit(source, bit_depth=bit_depth), source, **resolved)
+    source = _check_pixels(pixels)
+    return method.func(to_unit(pixels, bit_depth=bit_depth), source, **resolved)
 
 
 def params_hash(code: str, params: Mapping[str, Any] | None = None) -> str:

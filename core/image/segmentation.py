@@ -23,6 +23,7 @@ from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
 from core.errors import InputError
+from core.validation import check_image
 
 __all__ = ["breast_mask", "chest_wall_side", "pectoral_mask"]
 
@@ -42,8 +43,8 @@ def breast_mask(
     Parameters
     ----------
     pixels : ndarray of shape (H, W)
-        Any dtype (uint8, 12/16-bit in uint16, float). Higher = denser (as displayed: tissue
-        bright, air dark); invert MONOCHROME1 images before calling.
+        Integer (uint8, 12/16-bit in uint16), finite float or bool (`core.validation.check_image`).
+        Higher = denser (as displayed: tissue bright, air dark); invert MONOCHROME1 first.
     view : {'CC', 'MLO', None}, keyword-only
         With 'MLO' the pectoral muscle is removed as well (see `pectoral_mask`).
     chest_wall : {'left', 'right', None}, keyword-only
@@ -54,7 +55,7 @@ def breast_mask(
     ndarray of bool, shape (H, W)
         True on breast tissue: one connected region, holes filled.
     """
-    img = _check_pixels(pixels)
+    img = check_image(pixels, min_side=16)
     side = _check_side(chest_wall) if chest_wall is not None else None
     small = _work_copy(img)
     breast = _breast_small(small)
@@ -87,7 +88,7 @@ def chest_wall_side(pixels: np.ndarray) -> str:
     str
         'left' or 'right'.
     """
-    small = _work_copy(_check_pixels(pixels))
+    small = _work_copy(check_image(pixels, min_side=16))
     return _side_small(small, _breast_small(small))
 
 
@@ -109,7 +110,7 @@ def pectoral_mask(pixels: np.ndarray, *, chest_wall: str) -> np.ndarray:
     -------
     ndarray of bool, shape (H, W)
     """
-    img = _check_pixels(pixels)
+    img = check_image(pixels, min_side=16)
     side = _check_side(chest_wall)
     small = _work_copy(img)
     return _upsample(_pectoral_oriented(small, _breast_small(small), side), img.shape)
@@ -142,23 +143,6 @@ def _pectoral_oriented(small: np.ndarray, breast: np.ndarray, side: str) -> np.n
 # --- validation -------------------------------------------------------------------------------
 
 
-def _check_pixels(pixels: np.ndarray) -> np.ndarray:
-    arr = np.asarray(pixels)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim != 2:
-        raise InputError(
-            f"pixels has shape {arr.shape}; a mammogram is one 2-D greyscale array (H, W): "
-            "convert colour images to grey first"
-        )
-    if min(arr.shape) < 16:
-        raise InputError(f"pixels has shape {arr.shape}; need at least 16 x 16 pixels")
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-            or arr.dtype == bool):
-        raise InputError(f"pixels has dtype {arr.dtype}; pass integer or float pixel values")
-    return arr
-
-
 def _check_side(chest_wall: str) -> str:
     if chest_wall not in _SIDES:
         raise InputError(
@@ -178,9 +162,7 @@ def _work_copy(img: np.ndarray) -> np.ndarray:
     """Downsampled float copy in [0, 1] (block means, so noise and thin lines average out)."""
     f = _block(img.shape)
     hh, ww = (img.shape[0] // f) * f, (img.shape[1] // f) * f
-    x = img[:hh, :ww].astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    x = img[:hh, :ww].astype(np.float32, copy=False)   # finite: check_image refused NaN
     small = x.reshape(hh // f, f, ww // f, f).mean(axis=(1, 3))
     lo, hi = float(small.min()), float(np.percentile(small, 99.5))
     return np.clip((small - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)

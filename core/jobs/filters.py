@@ -42,7 +42,7 @@ from core.errors import InputError
 from core.image.filters import METHODS, apply_method, params_hash, resolve_params
 from core.io.pixels import read_mask
 from core.io.images import read_pixels
-from core.stats.metrics import roc_curve
+from core.stats import roc_curve
 from core.image.regions import ALL_METHODS, HealthyRegion, filter_aucs, healthy_region, pixel_auc, \
     tumour_region
 from core.store import Store, write_result

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.stats import metrics as metrics
+from core import stats
 from core.errors import InputError
-from core.store.schema import LEVELS
 from core.reports.scores import model_scores
 from core.store import Store
+from core.validation import check_aggregation, check_choice, check_level
 
 __all__ = [
     "CI_METHODS", "DEFAULT_SPECIFICITIES", "GROUPS", "BenchmarkReport", "usable_models",
@@ -50,7 +50,7 @@ def usable_models(levels: pd.DataFrame, level: str) -> list[str]:
         `Store.prediction_levels` (columns model, level, n).
     level : {'image', 'breast', 'exam'}
     """
-    _check_level(level)
+    check_level(level)
     ok = levels["level"].eq(level) | (levels["level"].eq("image") & (level != "image"))
     return list(dict.fromkeys(levels.loc[ok, "model"]))
 
@@ -108,9 +108,8 @@ def load_scores(store: Store, *, models: Sequence[str], test_sets: Sequence[str]
         score for the case), score_source ('stored', 'image max', 'image mean'); rows in the
         order of ``test_sets``, then ``models``, then case_id.
     """
-    _check_level(level)
-    if how not in ("max", "mean"):
-        raise InputError(f"how must be 'max' or 'mean' (over a case's views); got {how!r}")
+    check_level(level)
+    check_aggregation(how)
     models, test_sets = list(dict.fromkeys(models)), list(dict.fromkeys(test_sets))
     if not test_sets:
         raise InputError("no test sets chosen; pick at least one "
@@ -142,7 +141,7 @@ def _models(scores: pd.DataFrame) -> list[str]:
 
 def auc_summary(scores: pd.DataFrame, *, ci: str = "delong", n_boot: int = 2000,
                 seed: int = 0) -> pd.DataFrame:
-    """AUC [95 % CI] per (test set, model): `core.stats.metrics.auc_table` plus where scores came from.
+    """AUC [95 % CI] per (test set, model): `core.stats.auc_table` plus where scores came from.
 
     Returns
     -------
@@ -150,9 +149,8 @@ def auc_summary(scores: pd.DataFrame, *, ci: str = "delong", n_boot: int = 2000,
         Columns test_set, model, n_pos, n_neg, n_excluded, auc, ci_low, ci_high, note, scores
         (score_source); one-class groups get NaN auc and note "n/a: no positives" (or negatives).
     """
-    if ci not in CI_METHODS:
-        raise InputError(f"ci must be one of {', '.join(CI_METHODS)}; got {ci!r}")
-    table = metrics.auc_table(scores, ci=ci, n_boot=n_boot, seed=seed)
+    check_choice(ci, CI_METHODS, name="ci")
+    table = stats.auc_table(scores, ci=ci, n_boot=n_boot, seed=seed)
     source = scores.drop_duplicates(["test_set", "model"]).set_index(["test_set", "model"])
     keys = pd.MultiIndex.from_frame(table[["test_set", "model"]])
     return table.assign(scores=source["score_source"].reindex(keys).to_numpy())
@@ -198,7 +196,7 @@ def pairwise_tests(scores: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        `core.stats.metrics.delong_matrix` with ``holm=True``: model_a, model_b, auc_a, auc_b, diff,
+        `core.stats.delong_matrix` with ``holm=True``: model_a, model_b, auc_a, auc_b, diff,
         se, z, p (two-sided), p_holm (over the k (k - 1) / 2 pairs), n_excluded.
     """
     _one_test_set(scores, "pairwise_tests")
@@ -213,7 +211,7 @@ def pairwise_tests(scores: pd.DataFrame) -> pd.DataFrame:
     y = labels.to_numpy()[complete]
     if y.all() or not y.any():
         return empty
-    return metrics.delong_matrix(labels.to_numpy(), wide.to_numpy().T, models, holm=True)
+    return stats.delong_matrix(labels.to_numpy(), wide.to_numpy().T, models, holm=True)
 
 
 def sensitivity_at_specificity(scores: pd.DataFrame, *,
@@ -242,8 +240,8 @@ def sensitivity_at_specificity(scores: pd.DataFrame, *,
             if y.all():   # also no scored cases at all
                 row["note"] = "n/a: no negatives" if y.size else "n/a: no scored cases"
             else:
-                threshold = metrics.threshold_for_specificity(y, s, target)
-                c = metrics.confusion_at(y, s, threshold)
+                threshold = stats.threshold_for_specificity(y, s, target)
+                c = stats.confusion_at(y, s, threshold)
                 row.update(threshold=threshold, sensitivity=c.sensitivity,
                            specificity=c.specificity, tp=c.tp, fn=c.fn, fp=c.fp, tn=c.tn)
                 if not y.any():
@@ -279,7 +277,7 @@ def roc_points(scores: pd.DataFrame, *, max_points: int = 1000) -> pd.DataFrame:
         y = part["label"].to_numpy()
         if y.all() or not y.any():
             continue
-        fpr, tpr, thr = metrics.roc_curve(y, part["score"].to_numpy(), drop_intermediate=True)
+        fpr, tpr, thr = stats.roc_curve(y, part["score"].to_numpy(), drop_intermediate=True)
         if fpr.size > max_points:
             arc = np.r_[0.0, np.cumsum(np.hypot(np.diff(fpr), np.diff(tpr)))]
             idx = np.unique(np.searchsorted(arc, np.linspace(0, arc[-1], max_points)))
@@ -385,9 +383,8 @@ def benchmark_report(store: Store, *, test_set: str, test_sets: Sequence[str] | 
     ``test_sets`` defaults to `default_test_sets` (``test_set``, then test-ILC and test-all);
     ``models`` to every model with a score at ``level`` (see `usable_models`).
     """
-    _check_level(level)
-    if ci not in CI_METHODS:
-        raise InputError(f"ci must be one of {', '.join(CI_METHODS)}; got {ci!r}")
+    check_level(level)
+    check_choice(ci, CI_METHODS, name="ci")
     known = store.testset_names()
     if test_set not in known:
         raise InputError(f"test set {test_set!r} does not exist; "
@@ -412,8 +409,3 @@ def benchmark_report(store: Store, *, test_set: str, test_sets: Sequence[str] | 
         auc=auc_summary(table_scores, ci=ci, n_boot=n_boot, seed=seed),
         pairwise=pairwise_tests(one),
         operating_points=sensitivity_at_specificity(one, specificities=targets))
-
-
-def _check_level(level: str) -> None:
-    if level not in LEVELS:
-        raise InputError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")

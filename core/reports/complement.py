@@ -19,10 +19,11 @@ import numpy as np
 import pandas as pd
 
 from core import complement as cp
+from core import stats
 from core.errors import InputError
-from core.store.schema import LEVELS
 from core.reports.scores import model_scores
 from core.store import Store
+from core.validation import check_level
 
 __all__ = ["PRESET_SPECIFICITIES", "UNITS", "GROUPS", "ReaderModelCases", "ComplementReport",
            "reader_options", "load_cases", "threshold_for", "threshold_bounds", "build_report",
@@ -92,11 +93,6 @@ class ComplementReport:
 
 # ---------------------------------------------------------------------------- loading
 
-def _check_level(level: str) -> None:
-    if level not in LEVELS:
-        raise InputError(f"level {level!r} is not one of {', '.join(LEVELS)}")
-
-
 def _reads_for(store: Store, level: str, readers, test_set) -> pd.DataFrame:
     """Reads at ``level`` with a ``read_level`` column; at image level, a reader without image
     reads contributes its breast-level reads."""
@@ -115,7 +111,7 @@ def reader_options(store: Store, *, level: str, test_set: str | None = None) -> 
     Columns: reader, kind (radiologist | consensus), read_level (where the reads come from),
     n_reads, has_recall (recall decisions recorded; else scores only). Empty when nobody read.
     """
-    _check_level(level)
+    check_level(level)
     reads = _reads_for(store, level, None, test_set)
     kinds = store.readers().set_index("reader")["kind"]
     rows = [dict(reader=reader, kind=kinds.get(reader, "radiologist"),
@@ -135,7 +131,7 @@ def load_cases(store: Store, *, test_set: str | None, model: str, reader: str,
     `core.complement` as excluded). ``how`` aggregates image scores when the model has none
     stored at ``level`` ('max' or 'mean' over the case's views).
     """
-    _check_level(level)
+    check_level(level)
     readers = store.readers()
     if reader not in set(readers["reader"]):
         known = ", ".join(readers["reader"]) or "none yet"
@@ -241,7 +237,7 @@ def _confusion(res: cp.ComplementResult) -> pd.DataFrame:
 
 def _point_row(label: str, res: cp.ComplementResult) -> dict:
     m, alpha = res.model, res.alpha
-    se = cp.wilson_ci(m.tp, res.cancers, alpha)
+    se = stats.wilson_ci(m.tp, res.cancers, alpha)
     return dict(operating_point=label, target_specificity=res.target_specificity,
                 threshold=res.threshold, sensitivity=m.sensitivity, sensitivity_ci_low=se[0],
                 sensitivity_ci_high=se[1], specificity=m.specificity, detected=m.tp,

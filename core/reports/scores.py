@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from core.errors import InputError
-from core.stats.metrics import aggregate_scores
+from core.stats import aggregate_scores
 from core.store import SCORE_CASE_COLUMNS, Store
 
 
