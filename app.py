@@ -2,12 +2,12 @@
 sidebar (store, dataset, test set: kept in the URL), lists every page, runs the chosen one."""
 import streamlit as st
 
-from ui import shared
+import ui
 
 st.set_page_config(page_title="ILCscope", page_icon=":material/biotech:", layout="wide")
 
-shared.ensure_store()
-shared.sidebar()
+ui.ensure_store()
+ui.sidebar()
 
 pages = {
     "Overview": [st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:",

@@ -31,21 +31,12 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._timing import percentiles_ms  # noqa: E402
 from core.reports import benchmark as benchmark  # noqa: E402
 from core.demo.build import build_demo  # noqa: E402
 from core.store import open_store, write_result  # noqa: E402
 
 MODELS = ("model-a", "model-b", "model-c")
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall ms over ``repeats`` runs, and the last result."""
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) * 1e3, out
 
 
 def build_store(path: Path, n_exams: int) -> None:
@@ -75,8 +66,8 @@ def build_store(path: Path, n_exams: int) -> None:
 def bench_core(store, repeats: int) -> None:
     level = "breast"   # all three models usable: image scores aggregated with max
     scope = dict(models=list(MODELS), level=level, how="max")
-    t_load, table_scores = timed(lambda: benchmark.load_scores(
-        store, test_sets=["test-all", "test-ILC"], **scope), 3)
+    t_load, table_scores = percentiles_ms(lambda: benchmark.load_scores(
+        store, test_sets=["test-all", "test-ILC"], **scope), repeat=3)
     one = table_scores[table_scores["test_set"] == "test-all"]
     n_cases = one["case_id"].nunique()
     print(f"scores: {len(table_scores):,} rows ({n_cases:,} {level} cases in test-all, "
@@ -91,10 +82,12 @@ def bench_core(store, repeats: int) -> None:
         return [roc_auc_score(g["label"], g["score"])
                 for _, g in table_scores.groupby(["test_set", "model"], sort=False)]
 
-    t_naive, _ = timed(sklearn_aucs, repeats)
-    t, table = timed(lambda: benchmark.auc_summary(table_scores, ci="delong"), repeats)
+    t_naive, _ = percentiles_ms(sklearn_aucs, repeat=repeats)
+    t, table = percentiles_ms(lambda: benchmark.auc_summary(table_scores, ci="delong"),
+                              repeat=repeats)
     row("auc_summary delong (AUC + CI, 6 rows)", t, t_naive)
-    t_boot, _ = timed(lambda: benchmark.auc_summary(table_scores, ci="bootstrap"), 1)
+    t_boot, _ = percentiles_ms(lambda: benchmark.auc_summary(table_scores, ci="bootstrap"),
+                               repeat=1)
     y, s = one[one["model"] == "model-a"][["label", "score"]].to_numpy().T
     y = y.astype(bool)
     pos, neg, rng = np.flatnonzero(y), np.flatnonzero(~y), np.random.default_rng(0)
@@ -104,18 +97,20 @@ def bench_core(store, repeats: int) -> None:
             idx = np.r_[rng.choice(pos, pos.size), rng.choice(neg, neg.size)]
             roc_auc_score(y[idx], s[idx])
 
-    t_nb, _ = timed(naive_boot, 1)
+    t_nb, _ = percentiles_ms(naive_boot, repeat=1)
     row("auc_summary bootstrap (2000 resamples x 6)", t_boot, t_nb / 20 * 2000 * len(table))
-    t, pairs = timed(lambda: benchmark.pairwise_tests(one), repeats)
+    t, pairs = percentiles_ms(lambda: benchmark.pairwise_tests(one), repeat=repeats)
     row("pairwise_tests (3 pairs, Holm)", t)
-    t, _ = timed(lambda: benchmark.sensitivity_at_specificity(one), repeats)
+    t, _ = percentiles_ms(lambda: benchmark.sensitivity_at_specificity(one),
+                          repeat=repeats)
     row("sensitivity_at_specificity (98 %, 90 %)", t)
-    t, roc = timed(lambda: benchmark.roc_points(one), repeats)
-    t_full, full = timed(lambda: benchmark.roc_points(one, max_points=10**9), repeats)
+    t, roc = percentiles_ms(lambda: benchmark.roc_points(one), repeat=repeats)
+    t_full, full = percentiles_ms(lambda: benchmark.roc_points(one, max_points=10**9),
+                                  repeat=repeats)
     row("roc_points (thinned to <= 1000 / model)", t)
     print(f"{'':44s} chart rows {len(roc):,} vs un-thinned {len(full):,} "
           f"({len(full) / len(roc):.0f}x less JSON to the browser)")
-    t, _ = timed(lambda: benchmark.score_histograms(one), repeats)
+    t, _ = percentiles_ms(lambda: benchmark.score_histograms(one), repeat=repeats)
     row("score_histograms (30 bins)", t)
     print()
 
@@ -132,13 +127,13 @@ def bench_page(path: Path, repeats: int) -> None:
     cold = (time.perf_counter() - t) * 1e3
     if at.exception:
         raise SystemExit(f"page failed: {at.exception[0].value}")
-    warm, _ = timed(at.run, repeats)
+    warm, _ = percentiles_ms(at.run, repeat=repeats)
     at.segmented_control(key="bench_level").set_value("breast").run()   # 3 models, aggregated
     t = time.perf_counter()
     at.segmented_control(key="bench_level").set_value("image").run()
     back = (time.perf_counter() - t) * 1e3
-    warm_breast, _ = timed(lambda: at.segmented_control(key="bench_level")
-                           .set_value("breast").run(), repeats)
+    warm_breast, _ = percentiles_ms(lambda: at.segmented_control(key="bench_level")
+                                    .set_value("breast").run(), repeat=repeats)
     print(f"{'page (AppTest, default choices)':44s} {'ms':>9s}")
     print(f"{'first run (cold caches)':44s} {cold:9.0f}")
     print(f"{'rerun (warm)':44s} {warm:9.0f}   cold / warm {cold / warm:.0f}x")

@@ -33,20 +33,11 @@ from PIL import Image  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 sys.path.insert(0, str(REPO))
+from bench._timing import best_of  # noqa: E402
 from core.density import estimator as dn  # noqa: E402
 from core.image.segmentation import breast_mask  # noqa: E402
 from core.demo.images import render_view  # noqa: E402
 from models import density_nyu as nyu  # noqa: E402
-
-
-def best_of(fn, repeat: int = 3) -> tuple[float, object]:
-    """Fastest of ``repeat`` runs (the least disturbed by the other helpers) and the result."""
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def row(name: str, seconds: float, ref: float | None = None, note: str = "") -> None:
@@ -67,11 +58,12 @@ def bench_classical(name: str, img: np.ndarray, repeat: int, threshold: float | 
     print(f"\nclassical percent density, {name}: {img.shape[0]} x {img.shape[1]} {img.dtype}, MLO"
           + (f", threshold {threshold}" if threshold else ""))
     kw = {"view": "MLO", "threshold": threshold}
-    t_naive, p_naive = best_of(lambda: dn.percent_density(img, max_side=None, **kw), repeat)
-    t_fast, p_fast = best_of(lambda: dn.percent_density(img, **kw), repeat)
+    t_naive, p_naive = best_of(lambda: dn.percent_density(img, max_side=None, **kw),
+                               repeat=repeat)
+    t_fast, p_fast = best_of(lambda: dn.percent_density(img, **kw), repeat=repeat)
     small = dn._block_mean(img, int(np.ceil(max(img.shape) / dn.DEFAULT_MAX_SIDE)))
-    t_mask, _ = best_of(lambda: breast_mask(small, view="MLO"), repeat)
-    t_mask_cc, _ = best_of(lambda: breast_mask(small, view="CC"), repeat)
+    t_mask, _ = best_of(lambda: breast_mask(small, view="MLO"), repeat=repeat)
+    t_mask_cc, _ = best_of(lambda: breast_mask(small, view="CC"), repeat=repeat)
     row("naive: full resolution (max_side=None)", t_naive, note=f"{p_naive:.2f} %")
     row("percent_density (default, long side 256)", t_fast, t_naive, note=f"{p_fast:.2f} %")
     row("  of which breast_mask, MLO (with pectoral)", t_mask)
@@ -85,10 +77,11 @@ def bench_nyu(repeat: int) -> None:
         return
     exam = {v: np.array(Image.open(root / f"{v}.png")) for v in nyu.VIEWS}
     print("\nNYU histogram features per exam (4 x 2600 x 2000 uint8)")
-    t_naive, f_naive = best_of(lambda: np.concatenate([naive_histogram(exam[v]) for v in nyu.VIEWS]), repeat)
+    t_naive, f_naive = best_of(
+        lambda: np.concatenate([naive_histogram(exam[v]) for v in nyu.VIEWS]), repeat=repeat)
     row("naive: np.histogram per view (official way)", t_naive)
     for recipe in nyu.RECIPES:
-        t, f = best_of(lambda r=recipe: nyu.exam_features(exam, recipe=r), repeat)
+        t, f = best_of(lambda r=recipe: nyu.exam_features(exam, recipe=r), repeat=repeat)
         note = ""
         if recipe == "modern":
             note = "same counts as naive" if np.array_equal(f, f_naive.astype(np.float32)) else "DIFFERS from naive"
@@ -98,7 +91,7 @@ def bench_nyu(repeat: int) -> None:
         model = nyu.load_nyu_density(weights)
         x = torch.from_numpy(nyu.exam_features(exam, recipe="exact"))[None]
         with torch.no_grad():
-            t, _ = best_of(lambda: model(x), max(repeat, 10))
+            t, _ = best_of(lambda: model(x), repeat=max(repeat, 10))
         row("MLP forward (200 -> 100 -> 4)", t)
 
 

@@ -21,7 +21,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -32,20 +31,12 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._timing import best_of  # noqa: E402
 from core.image.filters import METHODS, apply_method  # noqa: E402
 from core.image.regions import filter_aucs, healthy_region, pixel_auc  # noqa: E402
 
 MIAS = REPO.parent / "shared" / "data" / "mias"
 REFNUM, X, Y, RADIUS = 23, 538, 681, 29          # Info.txt: mdb023 G CIRC M 538 681 29
-
-
-def best_of(repeat: int, fn):
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def naive_auc(t: np.ndarray, h: np.ndarray) -> float:
@@ -73,24 +64,26 @@ def run(repeat: int) -> None:
     print(f"cores visible: {os.cpu_count()}, threads: {os.environ['OMP_NUM_THREADS']}, "
           f"best of {repeat}")
     for label, img, tumour in cases():
-        region_s, healthy = best_of(repeat, lambda: healthy_region(tumour, img, view="MLO"))
+        region_s, healthy = best_of(lambda: healthy_region(tumour, img, view="MLO"),
+                                    repeat=repeat)
         print(f"\n== {label}: tumour {tumour.sum()} px, ring {healthy.mask.sum()} px, "
               f"healthy_region {region_s:.3f} s")
         print(f"{'method':<9}{'filter s':>10}{'auc ms':>9}{'naive ms':>10}{'ratio':>8}"
               f"{'auc':>9}{'|diff|':>10}")
         tot_f = tot_a = tot_n = 0.0
         for code in METHODS:
-            f_s, out = best_of(repeat, lambda: apply_method(code, img))
+            f_s, out = best_of(lambda: apply_method(code, img), repeat=repeat)
             t, h = out[tumour], out[healthy.mask]
-            a_s, ours = best_of(repeat, lambda: pixel_auc(t, h))
-            n_s, ref = best_of(repeat, lambda: naive_auc(t, h))
+            a_s, ours = best_of(lambda: pixel_auc(t, h), repeat=repeat)
+            n_s, ref = best_of(lambda: naive_auc(t, h), repeat=repeat)
             tot_f, tot_a, tot_n = tot_f + f_s, tot_a + a_s, tot_n + n_s
             print(f"{code:<9}{f_s:>10.3f}{a_s * 1e3:>9.2f}{n_s * 1e3:>10.2f}{n_s / a_s:>7.1f}x"
                   f"{ours.auc:>9.4f}{abs(ours.auc - ref):>10.1e}")
         print(f"{'sum':<9}{tot_f:>10.3f}{tot_a * 1e3:>9.2f}{tot_n * 1e3:>10.2f}"
               f"{tot_n / tot_a:>7.1f}x")
-        e2e_s, _ = best_of(repeat, lambda: filter_aucs(img, tumour, healthy))
-        whole_s, _ = best_of(repeat, lambda: filter_aucs(img, tumour, healthy, crop=False))
+        e2e_s, _ = best_of(lambda: filter_aucs(img, tumour, healthy), repeat=repeat)
+        whole_s, _ = best_of(lambda: filter_aucs(img, tumour, healthy, crop=False),
+                             repeat=repeat)
         print(f"filter_aucs, all 8 methods: {e2e_s:.3f} s (local methods on the regions' box), "
               f"{whole_s:.3f} s (whole image), ratio {whole_s / e2e_s:.1f}x; "
               f"+ healthy_region: {e2e_s + region_s:.3f} s per image")

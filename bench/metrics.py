@@ -21,7 +21,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -30,21 +29,8 @@ from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench._timing import best_of_with_cpu  # noqa: E402
 from core import stats as M  # noqa: E402
-
-
-CPU = {}   # id(result) -> process CPU seconds of the fastest run (all threads)
-
-
-def best_of(fn, repeat: int = 3) -> tuple[float, float, object]:
-    """(wall s, CPU s, result) of the fastest of ``repeat`` runs (the least disturbed by the other
-    helpers); CPU is the process's CPU time over all threads, steadier on a loaded machine."""
-    best, out = (float("inf"), 0.0), None
-    for _ in range(repeat):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
-    return best[0], best[1], out
 
 
 def simulate(n: int, k: int, prevalence: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -115,15 +101,15 @@ def main(argv: list[str] | None = None) -> None:
 
     # 1. AUC + DeLong CI, 7 models x n_big cases
     y, scores = simulate(n_big, k, 0.1, seed=0)
-    t_auc, cpu_auc, results = best_of(lambda: [M.delong_auc(y, s) for s in scores])
-    t_cov, cpu_cov, _ = best_of(lambda: M.delong_covariance(y, scores))   # 7 at once
-    t_sk, _, sk = best_of(lambda: [roc_auc_score(y, s) for s in scores], repeat=2)
+    t_auc, cpu_auc, results = best_of_with_cpu(lambda: [M.delong_auc(y, s) for s in scores])
+    t_cov, cpu_cov, _ = best_of_with_cpu(lambda: M.delong_covariance(y, scores))   # 7 at once
+    t_sk, _, sk = best_of_with_cpu(lambda: [roc_auc_score(y, s) for s in scores], repeat=2)
     assert max(abs(r.auc - a) for r, a in zip(results, sk)) < 1e-9
-    t_rank, _, (_, cov_rank) = best_of(lambda: sun_xu_rankdata(y, scores), repeat=1)
+    t_rank, _, (_, cov_rank) = best_of_with_cpu(lambda: sun_xu_rankdata(y, scores), repeat=1)
     np.testing.assert_allclose([r.var for r in results], np.diag(cov_rank), rtol=1e-9)
     n0 = 4_000 if args.quick else 8_000       # O(m n): timed at n0 cases, scaled by pairs
     y0, s0 = simulate(n0, k, 0.1, seed=1)
-    t0, _, (_, cov0) = best_of(lambda: delong_by_definition(y0, s0), repeat=1)
+    t0, _, (_, cov0) = best_of_with_cpu(lambda: delong_by_definition(y0, s0), repeat=1)
     np.testing.assert_allclose(M.delong_covariance(y0, s0)[1], cov0, atol=1e-12)
     scale = (int(y.sum()) * int((1 - y).sum())) / (int(y0.sum()) * int((1 - y0).sum()))
     name = f"7 x delong_auc, {n_big:,} cases"
@@ -135,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # 2. the paired 7-model DeLong matrix (21 pairs) on the same cases
     names = [f"model_{r}" for r in range(k)]
-    t_mat, cpu_mat, _ = best_of(lambda: M.delong_matrix(y, scores, names, holm=True))
-    t_pairs, _, _ = best_of(lambda: [M.delong_paired_test(y, scores[a], scores[b])
-                                     for a, b in zip(*np.triu_indices(k, 1))], repeat=1)
+    t_mat, cpu_mat, _ = best_of_with_cpu(lambda: M.delong_matrix(y, scores, names, holm=True))
+    t_pairs, _, _ = best_of_with_cpu(lambda: [M.delong_paired_test(y, scores[a], scores[b])
+                                              for a, b in zip(*np.triu_indices(k, 1))], repeat=1)
     name = f"delong_matrix, 7 x {n_big:,}"
     row(name, t_mat, cpu_mat, "21 delong_paired_test calls", t_pairs)
     row(name, t_mat, cpu_mat, "DeLong O(mn), covariance of 7", t0 * scale, "extrapolated")
@@ -145,10 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     # 3. 2,000 stratified bootstrap resamples at n_boot_cases
     yb, sb = simulate(n_boot_cases, 1, 0.3, seed=2)
     sb = sb[0]
-    t_boot, cpu_boot, boot = best_of(lambda: M.bootstrap_auc(yb, sb, n_boot=2000), repeat=1)
+    t_boot, cpu_boot, boot = best_of_with_cpu(lambda: M.bootstrap_auc(yb, sb, n_boot=2000),
+                                              repeat=1)
     few = 20
-    t_loop, _, loop = best_of(lambda: bootstrap_loop(yb, sb, few, 0), repeat=1)
-    t_loop_fast, _, _ = best_of(lambda: bootstrap_loop(yb, sb, few, 0, M.roc_auc), repeat=1)
+    t_loop, _, loop = best_of_with_cpu(lambda: bootstrap_loop(yb, sb, few, 0), repeat=1)
+    t_loop_fast, _, _ = best_of_with_cpu(lambda: bootstrap_loop(yb, sb, few, 0, M.roc_auc),
+                                         repeat=1)
     assert abs(boot.se / np.std(loop, ddof=1) - 1) < 0.6          # same spread (20 draws: loose)
     name = f"bootstrap_auc, 2,000 x {n_boot_cases:,}"
     row(name, t_boot, cpu_boot, f"loop of roc_auc_score, x{2000 // few} from {few}",
@@ -166,13 +154,13 @@ def main(argv: list[str] | None = None) -> None:
                                        "label": yt, "score": st[r]}))
     frame = pd.concat(parts, ignore_index=True)
     frame["label"] = frame["label"].astype("Int8")       # as the store returns it
-    t_table, cpu_table, _ = best_of(lambda: M.auc_table(frame), repeat=5)
+    t_table, cpu_table, _ = best_of_with_cpu(lambda: M.auc_table(frame), repeat=5)
 
     def per_group():
         return [M.delong_auc(g.label.to_numpy(int), g.score.to_numpy())
                 for _, g in frame.groupby(["test_set", "model"], sort=False)]
 
-    t_group, _, _ = best_of(per_group)
+    t_group, _, _ = best_of_with_cpu(per_group)
     row("auc_table, 100k x 3 models x 2 sets", t_table, cpu_table,
         "groupby + delong_auc per group", t_group)
 

@@ -2,15 +2,18 @@
 
 Output contract (as sqlite-utils): ``--json`` prints one JSON document on stdout and nothing
 else; progress bars and logs go to stderr; bad input is one ``error:`` line and exit 2; a failed
-job exits 1; ``--debug`` shows the traceback. Each command module exposes
-``register(commands, report, common)`` and sets ``func`` on its parsers; ``func(args)`` returns
-a JSON-able value (dict, list, DataFrame) that main prints.
+job exits 1; ``--debug`` shows the traceback. Library errors name parameters (``test_set``),
+never flags; `flag_names` turns them into the flags the user typed when the line is printed.
+
+Each command module exposes ``register(commands, report, common)`` and sets ``func`` on its
+parsers; ``func(args)`` returns a JSON-able value (dict, list, DataFrame) that main prints.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,6 +25,30 @@ from core.errors import InputError, StoreBusy, StoreVersionError
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
                    "density", "predict")
+
+
+# Parameter names in core's error messages -> the flags that set them here.
+FLAGS = {
+    "calibrate_on": "--calibrate-on", "dataset": "--dataset", "format": "--format",
+    "id_column": "--id-column", "images": "--images", "label_column": "--label-column",
+    "level": "--level", "model_columns": "--model-columns", "reader_columns": "--reader-columns",
+    "reader_threshold": "--reader-threshold", "score_column": "--score-column",
+    "side_column": "--side-column", "test_set": "--test-set", "test_sets": "--test-sets",
+}
+_UNDERSCORED = re.compile(
+    r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")
+
+
+def flag_names(message: str) -> str:
+    """``message`` in the shell's words: parameter names become the flags the user typed.
+
+    Names with an underscore change wherever they stand outside quotes; a plain word
+    (``images``, ``level``) only when it opens the message, as in core.validation's
+    ``{name} must be ...``: mid-sentence it is usually English ("322 images").
+    """
+    message = _UNDERSCORED.sub(lambda m: FLAGS[m.group(1)], message)
+    first, space, rest = message.partition(" ")
+    return FLAGS.get(first, first) + space + rest
 
 
 class CommandFailed(RuntimeError):
@@ -80,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exc()
-    print(f"error: {exc}", file=sys.stderr)
+    print(f"error: {flag_names(str(exc))}", file=sys.stderr)
 
 
 def jsonable(value):

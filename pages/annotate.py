@@ -1,5 +1,5 @@
 """Tumour annotation on a canvas (a later issue)."""
-from ui.shared import planned
+from ui import planned
 
 planned("Annotate tumours",
         "This page will let a radiologist draw a tumour outline on a canvas over the image; "

@@ -7,9 +7,10 @@ import streamlit as st
 from core.reports import benchmark as benchmark
 from core.errors import InputError
 from core.store.schema import LEVELS
+from core.store import Store
+from ui import (cached, chart_downloads, data_token, qualified_name, require_test_set, settings,
+                show_input_error, store, table_download)
 from ui.charts import benchmark as charts
-from ui.charts import chart_downloads, table_download
-from ui.shared import data_token, query, require_test_set, settings, show_input_error, store
 
 
 @st.cache_resource(show_spinner="Loading scores…", max_entries=16)
@@ -19,30 +20,38 @@ def _scores(db: str, token: tuple, models: tuple, test_set: str, level: str, how
 
 
 @st.cache_data(show_spinner="Computing…", max_entries=128)
-def _piece(db: str, token: tuple, piece: str, models: tuple, test_sets: tuple, level: str,
-           how: str, options: tuple = ()):
+def _computed(name: str, db: str, token: tuple, models: tuple, test_sets: tuple, level: str,
+              how: str, options: tuple, _fn):
     frame = pd.concat([_scores(db, token, models, t, level, how) for t in test_sets],
                       ignore_index=True)
-    return getattr(benchmark, piece)(frame, **dict(options))
+    return _fn(frame, **dict(options))
+
+
+def _piece(piece, db: str, token: tuple, *, models: tuple, test_sets: tuple, level: str,
+           how: str, options: tuple = ()):
+    """``piece`` (a `core.reports.benchmark` function) on the test sets' scores, cached until
+    the store changes."""
+    return _computed(qualified_name(piece), db, token, models, test_sets, level, how, options,
+                     _fn=piece)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def _chart(builder: str, *frames, **options):
+def _chart(name: str, _builder, *frames, **options):
     # Built and validated once per input: altair's schema checks cost ~100 ms a rerun.
-    chart = getattr(charts, builder)(*frames, **options)
+    chart = _builder(*frames, **options)
     return chart, chart.to_dict()
 
 
-def _show(builder: str, stem: str, *frames, width: str = "content", **options) -> None:
-    chart, spec = _chart(builder, *frames, **options)
+def _show(builder, stem: str, *frames, width: str = "content", **options) -> None:
+    chart, spec = _chart(qualified_name(builder), builder, *frames, **options)
     st.vega_lite_chart(spec, width=width)
     with st.container(width=360):
-        chart_downloads(chart, stem, key=f"bench_{builder}")
+        chart_downloads(chart, stem, key=f"bench_{builder.__name__}")
 
 
 st.title("Benchmark")
 test_set = require_test_set()
-levels = query("prediction_levels")
+levels = cached(Store.prediction_levels)
 if levels.empty:
     st.info("No model predictions in this store yet: import predictions on the Import page "
             "(labels without pixels are enough) or run a model.", icon=":material/info:")
@@ -68,15 +77,15 @@ key = (str(settings().db_path), data_token())
 scope = dict(models=models, level=level, how=how)
 
 st.subheader("AUC by test set")
-known = query("testsets")["name"].tolist()
+known = cached(Store.testsets)["name"].tolist()
 test_sets = tuple(st.multiselect(  # keyed by the active set: its default follows the sidebar
     "Test sets", known, default=benchmark.default_test_sets(test_set, known),
     key=f"bench_test_sets_{test_set}"))
 one = dict(test_sets=(test_set,), **scope)
 try:
-    table = _piece(*key, "auc_summary", test_sets=test_sets, **scope, options=(("ci", ci),)) \
-        if test_sets else None
-    note = _piece(*key, "class_note", **one)
+    table = _piece(benchmark.auc_summary, *key, test_sets=test_sets, **scope,
+                   options=(("ci", ci),)) if test_sets else None
+    note = _piece(benchmark.class_note, *key, **one)
 except InputError as exc:
     show_input_error(exc)
     st.stop()
@@ -108,22 +117,22 @@ except InputError as exc:
     specificities = ()
 holm = holm_col.toggle("Holm adjustment", value=True, key="bench_holm", disabled=len(models) < 2,
                        help="Holm's step-down correction of the paired p-values over all pairs")
-ops = (_piece(*key, "sensitivity_at_specificity", **one,
+ops = (_piece(benchmark.sensitivity_at_specificity, *key, **one,
               options=(("specificities", specificities),)) if specificities else None)
 tag = f"{test_set}_{level}"
 
 roc_col, pair_col = st.columns([3, 2], gap="large")
 with roc_col:
-    roc = _piece(*key, "roc_points", **one)
+    roc = _piece(benchmark.roc_points, *key, **one)
     if not roc.empty:
-        _show("roc_chart", f"roc_{tag}", roc, ops, models=models, title="ROC curves",
+        _show(charts.roc_chart, f"roc_{tag}", roc, ops, models=models, title="ROC curves",
               width="stretch")
 with pair_col:
-    pairs = _piece(*key, "pairwise_tests", **one)
+    pairs = _piece(benchmark.pairwise_tests, *key, **one)
     if len(models) < 2:
         st.info("Pick two or more models for paired DeLong tests.", icon=":material/info:")
     elif not pairs.empty:
-        _show("pvalue_heatmap", f"delong_{tag}", pairs, column="p_holm" if holm else "p",
+        _show(charts.pvalue_heatmap, f"delong_{tag}", pairs, column="p_holm" if holm else "p",
               title="Paired DeLong test, p-values")
         st.dataframe(pairs, hide_index=True, key="bench_pairs",
                      column_order=["model_a", "model_b", "diff", "p", "p_holm"],
@@ -145,9 +154,9 @@ if ops is not None and not ops.empty:
 st.markdown("**Score distributions: healthy, ILC, IDC, other cancers**")
 scale = st.segmented_control("Height", ["share", "count"], default="share", key="bench_hist_y",
                              format_func={"share": "Share of group", "count": "Count"}.get)
-hist = _piece(*key, "score_histograms", **one)
+hist = _piece(benchmark.score_histograms, *key, **one)
 if hist.empty:
     st.info("No scored cases in this test set.", icon=":material/info:")
 else:
-    _show("score_histograms", f"score_histograms_{tag}", hist, y=scale or "share")
+    _show(charts.score_histograms, f"score_histograms_{tag}", hist, y=scale or "share")
     table_download(hist, f"score_histograms_{tag}", key="bench_hist")

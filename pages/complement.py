@@ -2,23 +2,36 @@
 what cost in extra recalls? Same numbers as ``python -m core report complement``."""
 import math
 
+import pandas as pd
 import streamlit as st
 
 from core.reports import complement as cr
 from core.errors import InputError
 from core.store.schema import LEVELS
-from ui import charts
+from core.store import Store
+from ui import cached, chart_downloads, require_test_set, show_input_error, table_download
 from ui.charts import complement as cc
-from ui.shared import data_token, query, require_test_set, show_input_error, store
 
 PRESETS = {"match": "Match reader specificity", **{p: f"{p:.0%} specificity"
                                                    for p in cr.PRESET_SPECIFICITIES}}
+_FORMATS = {"sensitivity": "percent", "specificity": "percent", "threshold": "%.4f",
+            "per_1000": "%.0f", "reads_per_case": "%.2f", "mean_score": "%.4f"}
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _core(fn: str, db: str, token: tuple, **kwargs):
-    """``core.reports.complement.<fn>(store, ...)``, cached until the store changes."""
-    return getattr(cr, fn)(store(), **kwargs)
+def _column(name: str, label: str):
+    """A column's display: rates as percentages, counts plain, scores to 4 decimals."""
+    fmt = next((f for key, f in _FORMATS.items() if key in name), None)
+    if fmt is None:   # long descriptions stay one line wide; their full text shows on hover
+        return st.column_config.Column(label, width="medium" if name == "description" else None)
+    help_ = "Infinity: no score reaches it, so nothing is flagged" if name == "threshold" else None
+    return st.column_config.NumberColumn(label, format=fmt, help=help_)
+
+
+def rate_table(frame: pd.DataFrame, columns: list[str], stem: str, **labels: str) -> None:
+    """Show ``columns`` of ``frame`` (rates as percentages) and offer all of it as CSV."""
+    config = {c: _column(c, labels.get(c, c.replace("_", " "))) for c in columns}
+    st.dataframe(frame, hide_index=True, column_order=columns, column_config=config)
+    table_download(frame, stem, key=stem)
 
 
 def _choose(mode, cases, reader_threshold, high) -> None:
@@ -41,14 +54,13 @@ st.title("Radiologist complement")
 st.caption("Which cancers did the radiologists miss that the model would flag, and how many "
            "healthy women would it recall to find them?")
 test_set = require_test_set()
-token = (str(store().path), data_token())
 top = st.columns([1.3, 1, 1, 1])
 level = top[0].radio("Level", LEVELS, index=2, horizontal=True, key="complement_level",
                      help="Reads are stored per level; at image level each image may take "
                           "its breast's read.")
-models = query("model_names")
+models = cached(Store.model_names)
 model = top[1].selectbox("Model", models, key="complement_model")
-readers = _core("reader_options", *token, level=level, test_set=test_set)
+readers = cached(cr.reader_options, level=level, test_set=test_set)
 if model is None or readers.empty:
     st.info(f"This test set needs a model's scores and a reader's reads at {level} level.")
     st.stop()
@@ -65,7 +77,7 @@ if state.get("complement_mode") == "manual" and state.get("complement_threshold"
     state.complement_mode = "match"        # the slider was not drawn last run (page switch)
 mode = state.setdefault("complement_mode", "match")
 try:
-    cases = _core("load_cases", *token, test_set=test_set, model=model, reader=reader, level=level)
+    cases = cached(cr.load_cases, test_set=test_set, model=model, reader=reader, level=level)
     low, high, step = cr.threshold_bounds(cases)
     manual = min(max(state.complement_threshold, low), high) if mode == "manual" else None
     state.setdefault("complement_triage", float(cases.frame["score"].quantile(0.25)))
@@ -120,13 +132,13 @@ with left:
     chart = cc.tradeoff_chart(report.tradeoff, report.reader_negatives, missed=res.reader_missed,
                               unit=unit)
     st.altair_chart(chart, width="stretch", height=460)
-    charts.chart_downloads(chart, "complement_tradeoff", key="complement_tradeoff")
+    chart_downloads(chart, "complement_tradeoff", key="complement_tradeoff")
 with right:
     chart = cc.score_groups_chart(report.groups, report.group_means, threshold=res.threshold)
     st.altair_chart(chart, width="stretch", height=460)
-    charts.chart_downloads(chart, "complement_scores", key="complement_scores")
-    cc.rate_table(report.group_means, ["group", "meaning", "cases", "mean_score", "flagged"],
-                  "complement_score_groups", flagged="flagged by the model")
+    chart_downloads(chart, "complement_scores", key="complement_scores")
+    rate_table(report.group_means, ["group", "meaning", "cases", "mean_score", "flagged"],
+               "complement_score_groups", flagged="flagged by the model")
 
 st.subheader("Confusion matrices")
 st.caption("Rows: the truth. Columns: the decision. The model's matrices within the "
@@ -136,17 +148,17 @@ for col, name in zip([*st.columns(3), *st.columns(3)[:2]], report.confusion["mat
     col.dataframe(report.confusion[report.confusion["matrix"] == name], hide_index=True,
                   column_order=["truth", "recall", "no_recall", "total"],
                   column_config={"no_recall": "no recall"}, key=f"complement_matrix_{name}")
-charts.table_download(report.confusion, "complement_confusion", key="complement_confusion")
+table_download(report.confusion, "complement_confusion", key="complement_confusion")
 
 st.subheader("The model at fixed specificity")
-cc.rate_table(report.operating_points, [
+rate_table(report.operating_points, [
     "operating_point", "threshold", "sensitivity", "sensitivity_ci_low", "sensitivity_ci_high",
     "specificity", "detected", "cancers", "combined_sensitivity", "combined_specificity"],
     "complement_operating_points", detected="cancers found", sensitivity_ci_low="CI low",
     sensitivity_ci_high="CI high", combined_sensitivity="reader or model: sens.",
     combined_specificity="reader or model: spec.")
 st.subheader("The model among the radiologists' negatives")
-cc.rate_table(report.reader_negatives, [
+rate_table(report.reader_negatives, [
     "operating_point", "threshold", "caught", "cancers", "sensitivity", "flagged", "healthy",
     "specificity", "extra_recalls_per_1000"], "complement_reader_negatives",
     caught="missed cancers caught", cancers="missed cancers", flagged="extra recalls",
@@ -155,7 +167,7 @@ cc.rate_table(report.reader_negatives, [
 st.subheader("Screening workflows")
 st.number_input("Triage threshold: cases scoring below it are not read", step=step,
                 format="%.4f", key="complement_triage", width=360)
-cc.rate_table(report.workflows, [
+rate_table(report.workflows, [
     "workflow", "description", "sensitivity", "specificity", "recalls_per_1000",
     "reads_per_case", "cancers_detected", "cancers_lost", "cancers_gained",
     "sensitivity_change", "specificity_change"], "complement_workflows",

@@ -10,28 +10,18 @@ from core.density import runs as dr
 from core.reports.benchmark import usable_models
 from core.errors import InputError
 from core.store.schema import LEVELS
+from core.store import Store
+from ui import (ProgressBar, cached, download_popover, read_only_notice, require_test_set,
+                show_input_error, store)
 from ui.charts import density as charts
-from ui.shared import (data_token, query, read_only_notice, require_test_set, settings,
-                           show_input_error, store)
 
 ESTIMATED = ("classical", "nyu-histogram")
 
 
-@st.cache_data(show_spinner="Computing…", max_entries=64)
-def _core(fn: str, db: str, token: tuple, **kwargs):
-    """``core.density.runs.<fn>(store, ...)``, cached until the store changes."""
-    return getattr(dr, fn)(store(), **kwargs)
-
-
 def _estimate(test_set: str, calibrate_on: str | None) -> None:
-    bar = st.progress(0.0, text="Reading images…")
-
-    def progress(done: int, total: int, message: str = "") -> None:
-        bar.progress(min(done / max(total, 1), 1.0), text=message)
-
     try:
         run = dr.estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
-                                    progress=progress)
+                                    progress=ProgressBar("Reading images…"))
     except InputError as exc:
         show_input_error(exc)
         return
@@ -47,8 +37,7 @@ st.title("Density")
 st.caption("Dense tissue hides tumours: the study found lower AUC in dense breasts (categories 2-3) "
            "than in non-dense ones (0-1), for models and radiologists alike.")
 test_set = require_test_set()
-token = (str(settings().db_path), data_token())
-sources = query("density_sources")
+sources = cached(Store.density_sources)
 
 with st.expander("Estimate density (classical)", expanded=not sources, icon=":material/calculate:"):
     labelled = [s for s in sources if s not in ESTIMATED]
@@ -77,12 +66,12 @@ source = top[0].selectbox("Density source", sources, key="density_source",
 level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_level") or "exam"
 how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how",
                                disabled=level == "image", help="Image scores to breast/exam") or "max"
-models = usable_models(query("prediction_levels"), level)
+models = usable_models(cached(Store.prediction_levels), level)
 chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models"))
 if run := dr.last_run(store(), source):
     st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
                f"{run.get('describe', '')}")
-names = query("testset_names")
+names = cached(Store.testset_names)
 
 left, right = st.columns([1, 1.25], gap="large")
 with left:
@@ -91,13 +80,14 @@ with left:
                               format_func={"dataset": "Dataset", "test_set": "Test set"}.get) or "dataset"
     groups = st.multiselect("Test sets", names, default=[test_set], key="density_dist_sets") \
         if by == "test_set" else None
-    counts = _core("category_counts", *token, source=source, by=by, test_sets=groups)
+    counts = cached(dr.category_counts, source=source, by=by, test_sets=groups)
     if counts["exams"].sum() == 0:
         st.info(f"Source '{source}' has no categories here (percentages only?).", icon=":material/info:")
     else:
         dist = charts.distribution_chart(counts, title=f"Exams per category ({source})")
         st.altair_chart(dist, width="stretch")
-        charts.downloads(f"density_categories_{source}_{by}", "density_dist", chart=dist, frame=counts)
+        download_popover(f"density_categories_{source}_{by}", "density_dist", chart=dist,
+                         frame=counts)
 with right:
     st.subheader("AUC by density", help="Table 6.3; unpaired DeLong test of dense (2-3) vs non-dense (0-1)")
     test_sets = tuple(st.multiselect("Test sets", names, default=[test_set], key="density_auc_sets"))
@@ -105,7 +95,7 @@ with right:
         st.info("Pick at least one model and one test set.", icon=":material/info:")
         st.stop()
     try:
-        scores = _core("stratified_scores", *token, models=chosen, test_sets=test_sets, level=level,
+        scores = cached(dr.stratified_scores, models=chosen, test_sets=test_sets, level=level,
                        density_source=source, how=how)
     except InputError as exc:
         show_input_error(exc)
@@ -121,8 +111,8 @@ with right:
     m[2].metric("p, dense vs non-dense", _fmt(head["p"]), help=head["note"] or "unpaired DeLong z test")
     forest = charts.auc_forest(table, title=f"AUC (95% CI), {level} level")
     st.altair_chart(forest)
-    charts.downloads(f"auc_by_density_{level}", "density_auc", chart=forest,
-               frame=table.merge(tests, on=["test_set", "model"], how="left"))
+    download_popover(f"auc_by_density_{level}", "density_auc", chart=forest,
+                     frame=table.merge(tests, on=["test_set", "model"], how="left"))
 with st.expander("AUC numbers and tests", icon=":material/table:"):
     num = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(table, hide_index=True, key="density_auc_table",
@@ -134,7 +124,7 @@ left, right = st.columns([1, 1.25], gap="large")
 with left:
     st.subheader("Score against density", help="Figure 6.15")
     model = st.selectbox("Model", chosen, key="density_model")
-    scatter = _core("density_scatter", *token, model=model, test_set=test_set, level=level,
+    scatter = cached(dr.density_scatter, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
     if scatter.empty:
         st.info(f"No case of {test_set} has both a score and a '{source}' density score.",
@@ -144,11 +134,12 @@ with left:
         fig = charts.score_vs_density(scatter, density_title=f"{source}: {unit}",
                                       title=f"{model}, {test_set}")
         st.altair_chart(fig, width="stretch")
-        charts.downloads(f"score_vs_density_{model}_{level}", "density_scatter", chart=fig, frame=scatter)
+        download_popover(f"score_vs_density_{model}_{level}", "density_scatter", chart=fig,
+                         frame=scatter)
 with right:
     st.subheader("Radiologists by density", help="Wilson 95% CIs; the model at the threshold matching "
                  "each reader's overall specificity")
-    options = _core("reader_by_density", *token, model=model, test_set=test_set, level=level,
+    options = cached(dr.reader_by_density, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
     names = list(dict.fromkeys(options.get("reader", [])))     # consensus first
     readers = st.multiselect("Readers", names, default=names[:1], key="density_readers")
@@ -159,7 +150,7 @@ with right:
     else:
         rc = charts.reader_chart(shown, title=f"{model} at each reader's specificity")
         st.altair_chart(rc)
-        charts.downloads(f"readers_by_density_{level}", "density_reader", chart=rc, frame=shown)
+        download_popover(f"readers_by_density_{level}", "density_reader", chart=rc, frame=shown)
         with st.expander("Numbers", icon=":material/table:"):
             st.dataframe(shown.assign(density=shown["density"].map(charts.SHORT_NAMES)), hide_index=True,
                          key="density_reader_table",

@@ -8,11 +8,10 @@ import streamlit as st
 
 from core.jobs import filters as fr
 from core.errors import InputError
-from core.image.filters import METHODS, resolve_params
+from core.image.filters import METHODS, resolve_params, wavelet_subbands
+from ui import (ProgressBar, chart_downloads, data_token, read_only_notice, require_test_set,
+                settings, show_input_error, store, table_download)
 from ui.charts import filters as charts
-from ui.charts import chart_downloads, table_download
-from ui.shared import (data_token, read_only_notice, require_test_set, settings,
-                           show_input_error, store)
 
 
 @st.cache_data(show_spinner="Reading stored results…", max_entries=64)
@@ -26,6 +25,23 @@ def _detail(db: str, token: tuple, image_id: str, scope: str):  # arrays, never 
     s = {k: v for k, v in json.loads(scope).items() if k != "malignant_only"}
     detail = fr.image_detail(store(), image_id, **s)
     return detail, fr.region_histograms(detail), fr.region_roc(detail)
+
+
+def _param_input(code: str, name: str, default):
+    """One widget for a method parameter, chosen by its default's type (key filters_CODE_NAME)."""
+    key, choices = f"filters_{code}_{name}", fr.PARAM_CHOICES.get(code, {}).get(name)
+    if choices:
+        return st.selectbox(name, choices, index=choices.index(default), key=key)
+    if isinstance(default, tuple):
+        return st.multiselect(name, range(1, 7), default=list(default), key=key)
+    if isinstance(default, int):
+        return st.number_input(name, value=default, step=2 if name == "block_size" else 1,
+                               key=key)
+    if isinstance(default, float):
+        return st.number_input(name, value=default, step=max(abs(default) / 10, 0.001),
+                               format="%g", key=key)
+    return st.number_input(name, value=None, min_value=0.0, max_value=1.0, key=key,
+                           help="M3's manual threshold, a fraction of the grey range")
 
 
 def _grid(panels, n: int = 4) -> None:
@@ -63,7 +79,7 @@ with st.expander("Parameters and healthy region"):
         for col, (name, default) in zip(tab.columns(len(METHODS[code].defaults)),
                                         METHODS[code].defaults.items()):
             with col:
-                params[code][name] = charts.param_input(code, name, default)
+                params[code][name] = _param_input(code, name, default)
 methods = ["original", *chosen]
 scope = dict(test_set=test_set, methods=methods, params={m: params[m] for m in chosen},
              ring_px=20 if in_mm else int(ring), ring_mm=float(ring) if in_mm else None,
@@ -74,14 +90,13 @@ status, button = st.columns([4, 1], vertical_alignment="center")
 locked = read_only_notice("Running the filter batch")
 if button.button("Run", type="primary", icon=":material/play_arrow:", key="filters_run",
                  disabled=locked, width="stretch", help="Compute what is not stored yet"):
-    bar = st.progress(0.0, text="Starting worker processes…")
+    progress = ProgressBar("Starting worker processes…", unit="images")
     try:
-        run = fr.run_filters(store(), **scope, progress=lambda d, t, m="": bar.progress(
-            d / max(t, 1), text=f"{d} / {t} images · {m}"))
+        run = fr.run_filters(store(), **scope, progress=progress)
     except InputError as exc:
         show_input_error(exc)
         st.stop()
-    bar.empty()
+    progress.empty()
     st.toast(f"Computed {run.n_computed} images in {run.elapsed_s:.1f} s")
     if run.failures:
         st.warning(f"{run.n_failed} image(s) failed and stored nothing, e.g. "
@@ -145,7 +160,8 @@ if "M7" in methods:
     scale = st.select_slider("M7 wavelet subbands at scale (1 = finest)",
                              range(1, m7["level"] + 1), min(m7["detail_levels"] or [1]),
                              key="filters_subband_scale")
-    _grid(charts.subband_panels(detail.pixels, m7, scale, box))
+    bands = wavelet_subbands(detail.pixels, m7["wavelet"], m7["level"])
+    _grid(charts.subband_panels(bands, m7["level"], scale, box))
 regions_col, roc_col = st.columns(2, gap="large")
 with regions_col:
     st.markdown(f"**Regions** (figure 6.2): tumour red; healthy cyan, *{detail.healthy_label}*")

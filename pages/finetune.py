@@ -1,5 +1,5 @@
 """Fine-tuning launcher (a later issue)."""
-from ui.shared import planned
+from ui import planned
 
 planned("Fine-tuning GMIC on ILC",
         "This page will launch and compare GMIC fine-tuning runs: feature extraction versus "

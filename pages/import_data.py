@@ -4,8 +4,9 @@ import streamlit as st
 
 from core.errors import InputError
 from core.importers import KINDS, run_import
-from core.importers.uploads import save_uploads
-from ui.shared import query, read_only_notice, settings, show_input_error, store
+from core.importers.uploads import route_upload
+from core.store import Store
+from ui import ProgressBar, cached, read_only_notice, settings, show_input_error, store
 
 LABELS = {
     "dicom": "DICOM folder", "png": "PNG folder + label manifest", "mias": "mini-MIAS",
@@ -63,33 +64,25 @@ with source_server:
                           disabled=not server_path)
 
 
-def run(path) -> None:
-    bar = st.progress(0.0, text="starting")
-
-    def progress(done, total, message=""):
-        bar.progress(min(done / max(total, 1), 1.0), text=message or f"{done} of {total}")
-
+def run(path, options: dict) -> None:
+    progress = ProgressBar("starting")
     try:
         report = run_import(store(), kind, path, progress=progress, **options)
     except InputError as exc:
-        bar.empty()
+        progress.empty()
         show_input_error(exc)
         return
-    bar.progress(1.0, text="done")
+    progress.finish()
     st.session_state["import_last"] = report.as_dict()
 
 
 try:
     if go_upload:
-        folder = save_uploads([(f.name, f.getvalue()) for f in uploads],
-                              store().files_dir / "uploads")
-        files = [p for p in folder.rglob("*") if p.is_file()]
-        target = folder if KINDS[kind][2] == "folder" or len(files) != 1 else files[0]
-        if kind == "png" and options.get("manifest") and "/" not in options["manifest"]:
-            options["manifest"] = folder / options["manifest"]
-        run(target)
+        upload = route_upload([(f.name, f.getvalue()) for f in uploads],
+                              store().files_dir / "uploads", kind, options)
+        run(upload.path, upload.options)
     elif go_server:
-        run(server_path)
+        run(server_path, options)
 except InputError as exc:
     show_input_error(exc)
 
@@ -107,7 +100,7 @@ if last:
 
 st.divider()
 st.subheader("Test sets")
-st.dataframe(query("testsets"), hide_index=True)
+st.dataframe(cached(Store.testsets), hide_index=True)
 with st.form("import_testset"):
     c1, c2 = st.columns([1, 3])
     name = c1.text_input("Name", placeholder="test-ILC")

@@ -1,8 +1,8 @@
 """Overview: what is in the store, at a glance."""
 import streamlit as st
 
-from ui import charts
-from ui.shared import query, test_set
+from core.store import Store
+from ui import cached, charts, test_set
 
 st.title("ILCscope")
 st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms: filters, "
@@ -11,13 +11,13 @@ st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms
 scope = st.segmented_control("Scope", ["Whole store", "Active test set"], default="Whole store",
                              key="overview_scope")
 within = test_set() if scope == "Active test set" else None
-counts = query("counts")
-summary = query("summary", test_set=within)
+counts = cached(Store.counts)
+summary = cached(Store.summary, test_set=within)
 histology = summary["histology"]
 cancers = histology[histology["histology"].isin(["ILC", "IDC", "other", "unknown"])]
 
 cols = st.columns(6)
-cols[0].metric("Exams", f"{(query('exams', test_set=within).shape[0]):,}")
+cols[0].metric("Exams", f"{(cached(Store.exams, test_set=within).shape[0]):,}")
 cols[1].metric("Images", f"{int(summary['views']['images'].sum()):,}")
 cols[2].metric("Cancers (breasts)", f"{int(cancers['breasts'].sum()):,}")
 cols[3].metric("ILC", f"{int(histology.loc[histology['histology'] == 'ILC', 'breasts'].sum()):,}")
@@ -53,12 +53,12 @@ with right:
                                    title="Images per view and side"))
 
 st.subheader("Datasets")
-st.dataframe(query("datasets"), hide_index=True)
+st.dataframe(cached(Store.datasets), hide_index=True)
 st.subheader("Test sets")
-st.dataframe(query("testsets"), hide_index=True)
+st.dataframe(cached(Store.testsets), hide_index=True)
 left, right = st.columns(2)
 left.subheader("Models")
-left.dataframe(query("models")[["model", "kind", "parent", "n_predictions", "description"]],
+left.dataframe(cached(Store.models)[["model", "kind", "parent", "n_predictions", "description"]],
                hide_index=True)
 right.subheader("Readers")
-right.dataframe(query("readers"), hide_index=True)
+right.dataframe(cached(Store.readers), hide_index=True)

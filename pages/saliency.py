@@ -1,5 +1,5 @@
 """Saliency viewer (a later issue)."""
-from ui.shared import planned
+from ui import planned
 
 planned("Saliency maps versus the tumour",
         "This page will overlay a model's saliency map and its patch boxes on each image beside "

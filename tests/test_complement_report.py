@@ -1,5 +1,5 @@
 """core.reports.complement, its CLI and its page: a hand-worked tiny store, agreement with
-core.complement / core.stats.metrics, invariants, and the page's numbers equal to the CLI's."""
+core.complement / core.stats, invariants, and the page's numbers equal to the CLI's."""
 from __future__ import annotations
 
 import json
@@ -247,7 +247,7 @@ def test_threshold_and_specificity_exclude_each_other(tiny):
 # ---------------------------------------------------------------------------- references
 
 def test_agrees_with_core_on_independently_aligned_arrays(tiny):
-    """Align scores and reads by hand (dicts), then call core.complement and core.stats.metrics."""
+    """Align scores and reads by hand (dicts), then call core.complement and core.stats."""
     truth = tiny.cases(test_set="all", level="breast").set_index("case_id")["label"]
     scores = tiny.scores(models=["mi"], level="image", test_set="all")
     breast_score = scores.groupby(scores["exam_id"] + "/" + scores["laterality"])["score"].max()

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cli import main
 from core.errors import InputError
-from core.importers.tables import import_predictions, import_readers, load_pickle
+from core.importers.tables import import_predictions, import_readers
+from core.io.tables import load_pickle
 from core.store import open_store
 from tests.test_import_dicom import dump
 
@@ -124,7 +125,7 @@ def test_new_dataset_from_labels(tmp_path):
         ["ext/7", "R", "MLO"]
     assert store.images(dataset="ext")["path"].isna().all()
     assert scores(store, "m", "image") == {"ext/a": 0.9, "ext/b": 0.2, "ext/7_R_MLO": 0.8}
-    with pytest.raises(InputError, match="label-column"):
+    with pytest.raises(InputError, match="label.column"):
         import_predictions(store, tmp_path / "p.csv", dataset="other", model="m")
 
 

@@ -49,7 +49,7 @@ def check_dataset(name: str) -> str:
     """A dataset name: 1-64 characters of letters, digits, ``._-``; it starts every id."""
     if not isinstance(name, str) or not DATASET_NAME.match(name):
         raise InputError(f"dataset name {name!r} is not usable; use 1-64 letters, digits, "
-                         "'.', '_' or '-' (no spaces or '/'), e.g. --dataset mias")
+                         "'.', '_' or '-' (no spaces or '/'), e.g. 'mias'")
     return name
 
 

@@ -60,7 +60,8 @@ from core.importers.common import (
     Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, image_id_for,
     raster_record, safe_relative,
 )
-from core.importers.tables import id_text, is_binary, parse_binary, parse_numbers, read_table
+from core.importers.columns import id_text, is_binary, parse_binary, parse_numbers
+from core.io.tables import read_table
 from core.progress import ProgressFn, report as report_progress
 from core.store.schema import HISTOLOGIES
 from core.store import Store
@@ -92,7 +93,7 @@ def import_csaw(store: Store, csv: str | Path, *, images: str | Path | None = No
     if images is not None:
         images = Path(images)
         if not images.is_dir():
-            raise InputError(f"--images {images} is not a folder; pass the folder that holds "
+            raise InputError(f"images {str(images)!r} is not a folder; pass the folder that holds "
                              "the anon_filename files")
         images = images.resolve()
     histology_map = dict(HISTOLOGY_BY_TYPE if histology_map is None else histology_map)
@@ -223,7 +224,7 @@ def _rows(store: Store, snapshot: Snapshot, table: pd.DataFrame, options: _Optio
     if snapshot.unchanged(rows):
         return Skipped("unchanged")
     note = (f"{len(exams)} exams, {len(rows.get('images', []))} images"
-            + (f", {n_missing} without a readable file under --images" if options.images
+            + (f", {n_missing} without a readable file under the images folder" if options.images
                else ""))
     return FileRows(rows, note=note)
 

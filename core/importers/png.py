@@ -58,9 +58,8 @@ from core.importers.common import (
     Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, image_id_for,
     parse_image_name, parse_laterality, raster_record, safe_relative,
 )
-from core.importers.tables import (
-    find_column, id_text, load_pickle, parse_binary, parse_numbers, read_table,
-)
+from core.importers.columns import find_column, id_text, parse_binary, parse_numbers
+from core.io.tables import load_pickle, read_table
 from core.progress import ProgressFn, report as report_progress
 from core.store.schema import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
 from core.store import Store

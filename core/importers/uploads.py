@@ -1,4 +1,5 @@
-"""Files uploaded through the browser: saved under the store's files folder, ZIPs unpacked safely.
+"""Files uploaded through the browser: saved under the store's files folder, ZIPs unpacked safely,
+then handed to the importer of their kind.
 
 Pixels stay in files, so an upload must outlive the request: each batch gets its own folder
 ``<files>/uploads/<timestamp>/`` that becomes the imported dataset's root.
@@ -8,11 +9,41 @@ from __future__ import annotations
 import time
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from core.errors import InputError
+from core.importers import KINDS
+from core.validation import check_choice
 
 MAX_UNPACKED_BYTES = 50 * 2**30  # a zip bomb stops here
+
+
+@dataclass(frozen=True)
+class RoutedUpload:
+    """What to import from an upload: the path the importer reads and its options."""
+
+    path: Path      # the batch's folder (folder importers, several files) or its one file
+    options: dict   # the caller's options, a bare manifest name resolved inside the folder
+
+
+def route_upload(files: Iterable[tuple[str, bytes]], uploads_dir: Path, kind: str,
+                 options: dict | None = None) -> RoutedUpload:
+    """Save an upload (`save_uploads`) and say what importer ``kind`` reads from it.
+
+    Folder importers (dicom, png, mias) read the batch's folder; file importers read the one
+    file uploaded (or unpacked), else the folder. A PNG manifest named without a folder is the
+    uploaded file of that name.
+    """
+    check_choice(kind, KINDS, name="kind")
+    folder = save_uploads(files, uploads_dir)
+    found = [p for p in folder.rglob("*") if p.is_file()]
+    path = folder if KINDS[kind][2] == "folder" or len(found) != 1 else found[0]
+    options = dict(options or {})
+    manifest = options.get("manifest")
+    if kind == "png" and manifest and "/" not in str(manifest):
+        options["manifest"] = folder / manifest
+    return RoutedUpload(path, options)
 
 
 def save_uploads(files: Iterable[tuple[str, bytes]], uploads_dir: Path) -> Path:

@@ -1,1 +1,2 @@
-"""Reading what users bring: pixels (`images`, `pixels`, `dicom`) and mini-MIAS's Info.txt (`mias`)."""
+"""Reading what users bring: pixels (`images`, `pixels`, `dicom`), tables (`tables`: CSV,
+Parquet, pickles) and mini-MIAS's Info.txt (`mias`)."""

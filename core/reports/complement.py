@@ -184,8 +184,8 @@ def _reader_input(cases: ReaderModelCases, reader_threshold: float | None):
         return cases.frame["reader_score"].to_numpy(), float(reader_threshold)
     if not cases.has_recall:
         raise InputError(f"reader {cases.reader!r} has scores but no recall decisions at "
-                         f"{cases.read_level} level; pass a reader threshold (recall iff "
-                         f"score >= threshold), e.g. --reader-threshold 50")
+                         f"{cases.read_level} level; pass reader_threshold (recall iff "
+                         f"score >= threshold), e.g. 50")
     return cases.frame["reader_recall"].to_numpy(), None
 
 

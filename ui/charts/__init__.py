@@ -33,31 +33,3 @@ def density_bars(frame: pd.DataFrame, *, count: str = "exams", title: str = "") 
         y=alt.Y(f"{count}:Q"),
         color=alt.Color("category:N", scale=alt.Scale(scheme="purples"), legend=None),
         tooltip=list(frame.columns)).properties(height=260)
-
-
-def _render(chart: alt.Chart, fmt: str) -> bytes:
-    import io
-
-    buffer = io.BytesIO() if fmt == "png" else io.StringIO()
-    chart.save(buffer, format=fmt, **({"scale_factor": 2} if fmt == "png" else {}))
-    value = buffer.getvalue()
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def chart_downloads(chart: alt.Chart, stem: str, *, key: str) -> None:
-    """PNG and SVG download buttons for a chart (rendered only when clicked, by vl-convert)."""
-    import streamlit as st
-
-    left, right = st.columns(2)
-    left.download_button("PNG", lambda: _render(chart, "png"), f"{stem}.png", "image/png",
-                         key=f"{key}_png", icon=":material/image:", on_click="ignore")
-    right.download_button("SVG", lambda: _render(chart, "svg"), f"{stem}.svg", "image/svg+xml",
-                          key=f"{key}_svg", icon=":material/draw:", on_click="ignore")
-
-
-def table_download(frame: pd.DataFrame, stem: str, *, key: str) -> None:
-    """A CSV download button for a table."""
-    import streamlit as st
-
-    st.download_button("CSV", frame.to_csv(index=False), f"{stem}.csv", "text/csv",
-                       key=f"{key}_csv", icon=":material/download:", on_click="ignore")

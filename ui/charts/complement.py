@@ -1,5 +1,6 @@
-"""The Radiologist-complement page's pieces: altair builders (frames in, ``alt.Chart`` out,
-pure) and `rate_table`, its table display with a CSV download."""
+"""Radiologist-complement charts: the trade-off as the threshold moves and the model's scores
+in the reader's four groups. Pure: frames from `core.reports.complement` in, an ``alt.Chart``
+out."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from core.reports.complement import GROUPS
-from ui.charts import table_download
 
 CURRENT = "#c0392b"      # the threshold in use, on every chart
 MAX_POINTS = 2000        # per chart layer: Vega stays fast, altair's 5,000-row limit is never hit
@@ -97,27 +97,3 @@ def score_groups_chart(groups: pd.DataFrame, means: pd.DataFrame, *,
         "Model scores by the radiologists' decision", subtitle=[
             "Black tick: the group's mean. Red dots lie at or above the threshold (dashed):",
             "red dots on the FN row are missed cancers the model would catch."], anchor="start"))
-
-
-_FORMATS = {"sensitivity": "percent", "specificity": "percent", "threshold": "%.4f",
-            "per_1000": "%.0f", "reads_per_case": "%.2f", "mean_score": "%.4f"}
-
-
-def _column(name: str, label: str):
-    """A column's display: rates as percentages, counts plain, scores to 4 decimals."""
-    import streamlit as st
-
-    fmt = next((f for key, f in _FORMATS.items() if key in name), None)
-    if fmt is None:   # long descriptions stay one line wide; their full text shows on hover
-        return st.column_config.Column(label, width="medium" if name == "description" else None)
-    help_ = "Infinity: no score reaches it, so nothing is flagged" if name == "threshold" else None
-    return st.column_config.NumberColumn(label, format=fmt, help=help_)
-
-
-def rate_table(frame: pd.DataFrame, columns: list[str], stem: str, **labels: str) -> None:
-    """Show ``columns`` of ``frame`` (rates as percentages) and offer all of it as CSV."""
-    import streamlit as st
-
-    config = {c: _column(c, labels.get(c, c.replace("_", " "))) for c in columns}
-    st.dataframe(frame, hide_index=True, column_order=columns, column_config=config)
-    table_download(frame, stem, key=stem)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.density.runs import STRATA
-from ui.charts import DENSITY_NAMES, chart_downloads, table_download
+from ui.charts import DENSITY_NAMES
 
 TRUTH_COLOURS = alt.Scale(domain=["healthy", "cancer"], range=["#b0b0b0", "#7b2d8e"])
 ROLE_COLOURS = alt.Scale(domain=["reader", "model"], range=["#e07b39", "#5b8db8"])
@@ -118,15 +118,3 @@ def reader_chart(table: pd.DataFrame, *, title: str = "") -> alt.Chart:
     rows = alt.Row("reader:N", title=None) if frame["reader"].nunique() > 1 else alt.Undefined
     return layered.facet(column=alt.Column("metric:N", title=None, sort=["sensitivity", "specificity"]),
                          row=rows, title=title)
-
-
-def downloads(stem: str, key: str, *, chart: alt.Chart | None = None,
-              frame: pd.DataFrame | None = None) -> None:
-    """One "Download" popover with PNG / SVG of ``chart`` and CSV of ``frame``."""
-    import streamlit as st
-
-    with st.popover("Download", icon=":material/download:"):
-        if chart is not None:
-            chart_downloads(chart, stem, key=key)
-        if frame is not None:
-            table_download(frame, stem, key=key)

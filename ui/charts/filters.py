@@ -1,7 +1,6 @@
 """Filters page charts and pictures: AUC boxplots (figure 6.5), region histograms (6.3), pixel
-ROC curves (6.4), the image panels (6.1, 6.2), and the per-method parameter widget. Charts and
-pictures are pure: frames from `core.jobs.filters` (or arrays) in, an ``alt.Chart`` (or an RGB
-array) out."""
+ROC curves (6.4) and the image panels (6.1, 6.2). Pure: frames from `core.jobs.filters` (or
+arrays) in, an ``alt.Chart`` (or RGB arrays with captions) out."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -11,8 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from core.jobs.filters import PARAM_CHOICES, ImageDetail
-from core.image.filters import METHODS, wavelet_subbands
+from core.jobs.filters import ImageDetail
+from core.image.filters import METHODS
 from core.io.pixels import to_display
 from ui.charts import HISTOLOGY_COLOURS
 
@@ -140,13 +139,13 @@ def processed_panels(detail: ImageDetail, methods, aucs: Mapping[str, float],
              f"{m} · {METHODS[m].name} · AUC {aucs.get(m, float('nan')):.3f}") for m in methods]
 
 
-def subband_panels(pixels: np.ndarray, m7: Mapping, scale: int,
+def subband_panels(bands: Mapping[str, np.ndarray], level: int, scale: int,
                    box: tuple[slice, slice]) -> list[tuple[np.ndarray, str]]:
-    """LL and the LH/HL/HH detail subbands at ``scale`` of M7's transform (``m7``: its resolved
-    parameters), as magnitudes, cropped to ``box`` scaled to each subband's resolution."""
-    bands = wavelet_subbands(pixels, m7["wavelet"], m7["level"])
+    """LL and the LH/HL/HH detail subbands at ``scale`` of a ``level``-level wavelet transform
+    (``bands``: `core.image.filters.wavelet_subbands`), as magnitudes, cropped to ``box``
+    scaled to each subband's resolution."""
     names = ["LL", f"LH{scale}", f"HL{scale}", f"HH{scale}"]
-    return [(display_copy(np.abs(bands[n])[scale_box(box, 2 ** (m7["level"] if n == "LL"
+    return [(display_copy(np.abs(bands[n])[scale_box(box, 2 ** (level if n == "LL"
                                                                  else scale))]),
              n if n == "LL" else f"{n} (|coefficient|)") for n in names]
 
@@ -171,22 +170,3 @@ def scale_box(box: tuple[slice, slice], factor: int) -> tuple[slice, slice]:
     """A zoom box on an image downsampled by ``factor`` (a wavelet subband)."""
     return tuple(slice(None if s.start is None else s.start // factor,
                        None if s.stop is None else -(-s.stop // factor)) for s in box)
-
-
-def param_input(code: str, name: str, default):
-    """One widget for a method parameter, chosen by its default's type (key filters_CODE_NAME)."""
-    import streamlit as st
-
-    key, choices = f"filters_{code}_{name}", PARAM_CHOICES.get(code, {}).get(name)
-    if choices:
-        return st.selectbox(name, choices, index=choices.index(default), key=key)
-    if isinstance(default, tuple):
-        return st.multiselect(name, range(1, 7), default=list(default), key=key)
-    if isinstance(default, int):
-        return st.number_input(name, value=default, step=2 if name == "block_size" else 1,
-                               key=key)
-    if isinstance(default, float):
-        return st.number_input(name, value=default, step=max(abs(default) / 10, 0.001),
-                               format="%g", key=key)
-    return st.number_input(name, value=None, min_value=0.0, max_value=1.0, key=key,
-                           help="M3's manual threshold, a fraction of the grey range")

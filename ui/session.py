@@ -1,8 +1,7 @@
-"""What every page shares: settings, the store, cached queries, the sidebar pickers.
+"""The session's settings and store, the first-run demo build, and the pages' notices.
 
-Caching: `query` results are keyed by the store file's change token (size and mtime of the
-DuckDB file and its WAL), so an import or a new prediction shows up on the next rerun without
-restarting, and nothing mutable is shared between sessions (``st.cache_data`` returns copies).
+Settings come from the environment or ``st.secrets`` (``ILCSCOPE_DB``, ``ILCSCOPE_MODE``); the
+store is one shared handle per file (it holds no connection between operations).
 """
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.store import Store, default_db_path, open_store
-
-ALL = "All datasets"
+from ui.progress import ProgressBar
 
 
 def _leave_pages_autodiscovery() -> None:
@@ -78,18 +76,6 @@ def data_token() -> tuple:
     return tuple(token)
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
-def _cached(_store: Store, db: str, token: tuple, method: str, kwargs: tuple):
-    return getattr(_store, method)(**dict(kwargs))
-
-
-def query(method: str, **kwargs):
-    """``store().<method>(**kwargs)``, cached until the store changes (returns a copy)."""
-    s = store()
-    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
-    return _cached(s, str(s.path), data_token(), method, items)
-
-
 @st.cache_resource(show_spinner=False)
 def _first_run_lock(path: str):
     import threading
@@ -112,15 +98,11 @@ def ensure_store() -> None:
         for p in (tmp, tmp.with_name(tmp.name + ".wal")):
             p.unlink(missing_ok=True)
         with st.status("First run: building the synthetic demo store…", expanded=True) as box:
-            bar = st.progress(0.0, text="rendering synthetic mammograms")
-
-            def progress(done: int, total: int, message: str = "") -> None:
-                bar.progress(min(done / max(total, 1), 1.0), text=message or None)
-
+            progress = ProgressBar("rendering synthetic mammograms")
             building = open_store(tmp)
             summary = build_demo(building, progress=progress)
             st.write(f"{summary.n_exams} exams, {summary.n_images} images rendered.")
-            bar.progress(0.0, text="scoring the demo models")
+            progress.restart("scoring the demo models")
             add_demo_models(building, progress=progress)
             building.checkpoint()
             _move_store(building, cfg.db_path)
@@ -137,53 +119,6 @@ def _move_store(building: Store, target: Path) -> None:
     if building.files_dir.exists():
         building.files_dir.rename(files_target)
     building.path.rename(target)
-
-
-def sidebar() -> None:
-    """Store, dataset and test-set pickers; their values live in the URL (shareable links)."""
-    cfg = settings()
-    s = store()
-    with st.sidebar:
-        if cfg.demo_mode:
-            st.info("Hosted demo: read-only, synthetic data. Uploads, server folders and "
-                    "training are disabled.", icon=":material/lock:")
-        datasets = query("datasets")
-        st.selectbox("Dataset", [ALL, *datasets["dataset"]], key="dataset",
-                     bind="query-params")
-        sets = query("testsets")
-        chosen = st.session_state.get("dataset", ALL)
-        if chosen != ALL:
-            sets = sets[sets["datasets"] == chosen]
-        names = sets["name"].tolist()
-        if names:
-            st.selectbox("Test set", names, key="test_set", bind="query-params",
-                         index=_default_index(names, chosen),
-                         help="Named, reproducible case lists (see Import › Test sets)")
-        if chosen != ALL and datasets.set_index("dataset").loc[chosen, "kind"] == "synthetic":
-            st.caption(":material/science: **Synthetic** demo data: rendered images, "
-                       "simulated readers.")
-        st.caption(f"Store: `{s.path}`")
-
-
-def _default_index(names: list[str], dataset: str) -> int:
-    for preferred in ("test-all", dataset):
-        if preferred in names:
-            return names.index(preferred)
-    return 0
-
-
-def test_set() -> str | None:
-    return st.session_state.get("test_set")
-
-
-def require_test_set() -> str:
-    """The active test set, or stop the page with a hint."""
-    name = test_set()
-    if not name:
-        st.info("No test set yet: import data on the Import page or build the demo with "
-                "`python -m core demo`.")
-        st.stop()
-    return name
 
 
 def read_only_notice(what: str) -> bool:

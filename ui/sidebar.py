@@ -1,0 +1,57 @@
+"""The shared pickers: dataset and test set, kept in the URL (shareable links)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.store import Store
+from ui.caching import cached
+from ui.session import settings, store
+
+ALL = "All datasets"
+
+
+def sidebar() -> None:
+    """Store, dataset and test-set pickers; their values live in the URL's query parameters."""
+    cfg = settings()
+    s = store()
+    with st.sidebar:
+        if cfg.demo_mode:
+            st.info("Hosted demo: read-only, synthetic data. Uploads, server folders and "
+                    "training are disabled.", icon=":material/lock:")
+        datasets = cached(Store.datasets)
+        st.selectbox("Dataset", [ALL, *datasets["dataset"]], key="dataset",
+                     bind="query-params")
+        sets = cached(Store.testsets)
+        chosen = st.session_state.get("dataset", ALL)
+        if chosen != ALL:
+            sets = sets[sets["datasets"] == chosen]
+        names = sets["name"].tolist()
+        if names:
+            st.selectbox("Test set", names, key="test_set", bind="query-params",
+                         index=_default_index(names, chosen),
+                         help="Named, reproducible case lists (see Import › Test sets)")
+        if chosen != ALL and datasets.set_index("dataset").loc[chosen, "kind"] == "synthetic":
+            st.caption(":material/science: **Synthetic** demo data: rendered images, "
+                       "simulated readers.")
+        st.caption(f"Store: `{s.path}`")
+
+
+def _default_index(names: list[str], dataset: str) -> int:
+    for preferred in ("test-all", dataset):
+        if preferred in names:
+            return names.index(preferred)
+    return 0
+
+
+def test_set() -> str | None:
+    return st.session_state.get("test_set")
+
+
+def require_test_set() -> str:
+    """The active test set, or stop the page with a hint."""
+    name = test_set()
+    if not name:
+        st.info("No test set yet: import data on the Import page or build the demo with "
+                "`python -m core demo`.")
+        st.stop()
+    return name
