@@ -45,7 +45,7 @@ def test_a_bare_png_manifest_name_is_found_in_the_upload(tmp_path):
 
 
 def test_an_unknown_kind_is_refused_before_anything_is_written(tmp_path):
-    with pytest.raises(InputError, match="kind must be one of .*; got 'tiff'"):
+    with pytest.raises(InputError, match="kind 'tiff' is not one of dicom, png.*; kind must be one"):
         route_upload([("a.tif", b"")], tmp_path / "uploads", "tiff")
     assert not (tmp_path / "uploads").exists()
 
