@@ -32,7 +32,7 @@ from core.store import annotation_mask_path, Store
 __all__ = [
     "DATASET_NAME", "check_dataset", "exam_id_for", "image_id_for", "parse_image_name",
     "parse_laterality", "safe_relative", "frame", "stored_rows", "Snapshot", "Skipped",
-    "FileRows", "Batch", "finish", "mask_rel_path", "disk_mask", "annotation_rows",
+    "FileRows", "Batch", "finish", "disk_mask", "annotation_rows",
     "raster_record", "correct_laterality",
 ]
 
@@ -322,11 +322,6 @@ def _one_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- masks
-def mask_rel_path(image_id: str, version: int) -> Path:
-    """Where annotation ``version`` of an image lives (the layout `Store.add_annotation` uses)."""
-    return annotation_mask_path(image_id, version)
-
-
 def disk_mask(shape: tuple[int, int], circles: Iterable[tuple[float, float, float]]) -> np.ndarray:
     """Boolean mask of the union of discs ``(row, col, radius)`` (pixels), clipped to ``shape``."""
     rows, cols = np.ogrid[: shape[0], : shape[1]]
@@ -353,7 +348,7 @@ def annotation_rows(store: Store, snapshot: Snapshot, image_id: str, mask: np.nd
         if path.is_file() and np.array_equal(read_mask(path), mask > 0):
             return [], []
     version = int(versions[-1]["version"]) + 1 if versions else 1
-    rel = mask_rel_path(image_id, version)
+    rel = annotation_mask_path(image_id, version)  # the layout `Store.add_annotation` uses
     target = store.files_dir / rel
     write_mask(target, mask)
     row = {"image_id": image_id, "version": version, "source": source, "author": author,

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import duckdb
+
 from core.errors import InputError
 from core.store.schema import HISTOLOGIES, PRESENTATIONS
 
@@ -64,3 +66,48 @@ def _check_values(field: str, values: tuple[str, ...]) -> None:
         raise InputError(
             f"test-set rule {field}={','.join(values)}: {bad[0]!r} is not one of "
             f"{', '.join(allowed)}")
+
+
+def write_testsets(con: duckdb.DuckDBPyConnection, rules: dict[str, str]) -> dict[str, int]:
+    """Create or replace test sets (name -> rule) inside the caller's transaction; returns each
+    set's number of exams. Every rule is parsed before anything is written; the caller rebuilds
+    the ``cases`` table after (it carries each case's test-set ids)."""
+    for name in rules:
+        if not name or any(c.isspace() for c in name):
+            raise InputError(f"test-set name {name!r} must be non-empty without spaces")
+    clauses = {name: _rule_sql(parse_rule(rule)) for name, rule in rules.items()}
+    for name, (where, params) in clauses.items():
+        con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
+        con.execute("""
+            INSERT INTO testsets (name, rule, id)
+            VALUES (?, ?, (SELECT coalesce(max(id), 0) + 1 FROM testsets))
+            ON CONFLICT (name) DO UPDATE SET rule = EXCLUDED.rule""", [name, rules[name]])
+        con.execute(f"""
+            INSERT INTO testset_exams (name, exam_id, exam_hash)
+            SELECT ?, c.exam_id, c.exam_hash FROM cases c
+            WHERE c.level = 'exam' AND {where}""", [name, *params])
+    counts = con.execute("""SELECT name, count(*) FROM testset_exams
+                            WHERE name IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1""",
+                         [list(rules)]).fetchall()
+    return {name: 0 for name in rules} | dict(counts)
+
+
+def delete_testset(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Remove a test set and its exams (the caller rebuilds the ``cases`` table after)."""
+    con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
+    con.execute("DELETE FROM testsets WHERE name = ?", [name])
+
+
+def _rule_sql(clauses: tuple[Clause, ...]) -> tuple[str, list]:
+    """A clause on ``cases`` rows ``c`` (exam level) for a parsed rule, values as parameters."""
+    parts, params = ["TRUE"], []
+    column = {"dataset": "c.dataset", "split": "c.split", "cancer": "CAST(c.label AS VARCHAR)",
+              "histology": "c.histology", "density": "CAST(c.density_label AS VARCHAR)"}
+    for clause in clauses:
+        if clause.field == "presentation":
+            parts.append("list_has_any(list_transform(string_split(coalesce(c.presentation, ''),"
+                         " ','), lambda x: trim(x)), ?::VARCHAR[])")
+        else:
+            parts.append(f"{column[clause.field]} IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(clause.values))
+    return " AND ".join(parts), params

@@ -1,0 +1,69 @@
+"""Annotation masks: files the store owns, one per (image, version), never overwritten.
+
+A new version is the image's newest plus one and gets a file name no other version uses, so a
+mask is written before its row lands and a failed write leaves an unreferenced file at worst,
+never a wrong annotation.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+ANNOTATION_COLUMNS = ["image_id", "version", "source", "author", "mask_path", "note"]
+
+
+def annotation_mask_path(image_id: str, version: int) -> Path:
+    """Where annotation ``version`` of an image lives, relative to the store's files folder."""
+    return Path("masks") / _safe_name(image_id) / f"v{version}.png"
+
+
+def insert_annotation(con: duckdb.DuckDBPyConnection, files_dir: Path, image_id: str,
+                      mask: np.ndarray, *, source: str, author: str | None,
+                      note: str | None) -> int:
+    """Write the image's next mask version and its row (inside the caller's transaction);
+    the file is removed again if the row cannot be inserted. Returns the version."""
+    from core.io.pixels import write_mask  # PIL loads with the first mask, not the store
+
+    version = con.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM annotations WHERE image_id = ?",
+        [image_id]).fetchall()[0][0]
+    rel = annotation_mask_path(image_id, version)
+    target = files_dir / rel
+    write_mask(target, mask)
+    try:
+        con.execute(
+            "INSERT INTO annotations (image_id, version, source, author, mask_path, note)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [image_id, version, source, author, rel.as_posix(), note])
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return int(version)
+
+
+def stage_masks(con: duckdb.DuckDBPyConnection, files_dir: Path, masks: dict[str, np.ndarray],
+                *, source: str, author: str | None, note: str | None) -> pd.DataFrame:
+    """Write each image's next mask version and return the ``annotations`` rows for them
+    (``ANNOTATION_COLUMNS``), for the caller to write in its own transaction."""
+    from core.io.pixels import write_mask
+
+    if not masks:
+        return pd.DataFrame(columns=ANNOTATION_COLUMNS)
+    current = con.execute("""SELECT image_id, max(version) AS v FROM annotations
+                             WHERE image_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1""",
+                          [list(masks)]).df()
+    latest = dict(zip(current["image_id"], current["v"]))
+    rows = []
+    for image_id, mask in masks.items():
+        version = int(latest.get(image_id, 0)) + 1
+        rel = annotation_mask_path(image_id, version)
+        write_mask(files_dir / rel, mask)
+        rows.append((image_id, version, source, author, rel.as_posix(), note))
+    return pd.DataFrame(rows, columns=ANNOTATION_COLUMNS)
+
+
+def _safe_name(identifier: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in identifier)

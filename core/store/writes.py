@@ -1,0 +1,123 @@
+"""Bulk writes and result folders: how rows reach the store.
+
+A bulk write registers a DataFrame and runs ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``
+(idempotent: re-importing updates rows, never duplicates). A long job never writes to the store
+itself: it leaves a result folder (`write_result`: Parquet files and a ``result.json`` naming
+them and the structured deletes to run first) that `Store.ingest` checks (`read_result`) and
+loads in one transaction. Nothing in a result folder is executable.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from core.errors import InputError
+from core.store.match import check_table, delete_sql
+from core.store.schema import DERIVED_COLUMNS, PRIMARY_KEYS, TABLE_COLUMNS
+
+RESULT_MANIFEST = "result.json"
+
+
+def upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
+    """Insert or update ``frame``'s rows of ``table`` (inside the caller's transaction).
+
+    Only the schema columns the frame carries are written, so ``created_at`` and any column a
+    caller leaves out keep their stored values on a re-import. Returns the number of rows.
+    """
+    check_table(table)
+    columns = TABLE_COLUMNS[table]
+    missing = [c for c in PRIMARY_KEYS[table] if c not in frame.columns]
+    if missing:
+        raise InputError(f"rows for table {table} lack key column(s) {', '.join(missing)}")
+    if frame.empty:
+        return 0
+    cols = [c for c in columns if c in frame.columns]
+    derived = DERIVED_COLUMNS.get(table, {})
+    name = f"_incoming_{table}"
+    con.register(name, frame[cols])
+    try:
+        col_sql = ", ".join([*cols, *derived])
+        select_sql = ", ".join([*cols, *derived.values()])
+        updates = [c for c in [*cols, *derived] if c not in PRIMARY_KEYS[table]]
+        conflict = (f"ON CONFLICT ({', '.join(PRIMARY_KEYS[table])}) DO UPDATE SET "
+                    + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates)
+                    if updates else "ON CONFLICT DO NOTHING")
+        con.execute(f"INSERT INTO {table} ({col_sql}) SELECT {select_sql} FROM {name} {conflict}")
+    finally:
+        con.unregister(name)
+    return len(frame)
+
+
+def write_result(result_dir: str | Path, frames: dict[str, pd.DataFrame], *,
+                 delete: Sequence[dict] = ()) -> Path:
+    """Write a job's result folder for `Store.ingest`: one Parquet file per table + manifest.
+
+    ``delete`` holds structured entries (``{"table": name, "match": {column: value}}``), checked
+    here so a job fails before its result is written, not at ingest. The manifest is written
+    last, so a folder without one is an unfinished job.
+    """
+    result_dir = Path(result_dir)
+    for entry in delete:
+        delete_sql(entry)
+    for table in frames:
+        check_table(table)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for table, frame in frames.items():
+        tables[table] = f"{table}.parquet"
+        frame.to_parquet(result_dir / tables[table], index=False)
+    manifest = {"tables": tables, "delete": list(delete)}
+    tmp = result_dir / (RESULT_MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(result_dir / RESULT_MANIFEST)
+    return result_dir
+
+
+def read_result(result_dir: str | Path) -> tuple[dict[str, pd.DataFrame], list[dict]]:
+    """The frames and delete entries of a result folder, every entry checked before any is read.
+
+    The manifest may name tables (each a Parquet file directly inside the folder) and structured
+    deletes, nothing else; each refusal is one `InputError` line naming the manifest.
+    """
+    result_dir = Path(result_dir)
+    path = result_dir / RESULT_MANIFEST
+    if not path.is_file():
+        raise InputError(f"{result_dir} holds no {RESULT_MANIFEST}; pass a job's result folder")
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not JSON ({str(exc).splitlines()[0]}); "
+                         "rerun the job that wrote it") from exc
+    if not isinstance(manifest, dict) or set(manifest) - {"tables", "delete"}:
+        found = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+        raise InputError(f"{path}: unknown entries {found}; a result manifest holds 'tables' "
+                         "and 'delete' only")
+    tables, delete = manifest.get("tables", {}), manifest.get("delete", [])
+    if not isinstance(tables, Mapping) or not isinstance(delete, list):
+        raise InputError(f"{path}: 'tables' must map table names to Parquet files and 'delete' "
+                         "must be a list of {'table': ..., 'match': {...}} entries")
+    files = {}
+    for table, name in tables.items():
+        check_table(table)
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".parquet"):
+            raise InputError(f"{path}: table {table} points at {name!r}; expected a "
+                             "Parquet file inside the result folder")
+        files[table] = result_dir / name
+        if not files[table].is_file():
+            raise InputError(f"{path}: table {table}'s file {name} is missing; "
+                             "rerun the job that wrote it")
+    for entry in delete:
+        delete_sql(entry)
+    return {t: pd.read_parquet(f) for t, f in files.items()}, list(delete)
+
+
+def dataset_delete_plan(dataset: str) -> list[dict]:
+    """``write_tables(delete=...)`` entries that remove a dataset and everything on its exams
+    and images (children first)."""
+    tables = ("reads", "density", "predictions", "lesions", "breasts", "testset_exams",
+              "annotations", "filter_results", "images", "exams", "datasets")
+    return [{"table": table, "match": {"dataset": dataset}} for table in tables]
