@@ -6,7 +6,8 @@ import math
 
 import streamlit as st
 
-from core.density import runs as dr
+from core.jobs.density import estimate_classical, last_run
+from core.reports import density as dr
 from core.reports.benchmark import usable_models
 from core.errors import InputError
 from core.store.schema import LEVELS
@@ -19,7 +20,7 @@ ESTIMATED = ("classical", "nyu-histogram")
 
 @st.cache_data(show_spinner="Computing…", max_entries=64)
 def _core(fn: str, db: str, token: tuple, **kwargs):
-    """``core.density.runs.<fn>(store, ...)``, cached until the store changes."""
+    """``core.reports.density.<fn>(store, ...)``, cached until the store changes."""
     return getattr(dr, fn)(store(), **kwargs)
 
 
@@ -30,8 +31,8 @@ def _estimate(test_set: str, calibrate_on: str | None) -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=message)
 
     try:
-        run = dr.estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
-                                    progress=progress)
+        run = estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
+                                 progress=progress)
     except InputError as exc:
         show_input_error(exc)
         return
@@ -79,7 +80,7 @@ how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key=
                                disabled=level == "image", help="Image scores to breast/exam") or "max"
 models = usable_models(query("prediction_levels"), level)
 chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models"))
-if run := dr.last_run(store(), source):
+if run := last_run(store(), source):
     st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
                f"{run.get('describe', '')}")
 names = query("testset_names")

@@ -6,7 +6,8 @@ import json
 
 import streamlit as st
 
-from core.jobs import filters as fr
+from core.jobs.filters import plan_filter_run, run_filters
+from core.reports import filters as fr
 from core.errors import InputError
 from core.image.filters import METHODS, resolve_params
 from ui.charts import filters as charts
@@ -17,7 +18,7 @@ from ui.shared import (data_token, read_only_notice, require_test_set, settings,
 
 @st.cache_data(show_spinner="Reading stored results…", max_entries=64)
 def _stored(db: str, token: tuple, scope: str):
-    plan = fr.plan_filter_run(store(), **json.loads(scope))
+    plan = plan_filter_run(store(), **json.loads(scope))
     return plan.images, plan.n_pending, fr.stored_results(store(), **json.loads(scope))
 
 
@@ -76,7 +77,7 @@ if button.button("Run", type="primary", icon=":material/play_arrow:", key="filte
                  disabled=locked, width="stretch", help="Compute what is not stored yet"):
     bar = st.progress(0.0, text="Starting worker processes…")
     try:
-        run = fr.run_filters(store(), **scope, progress=lambda d, t, m="": bar.progress(
+        run = run_filters(store(), **scope, progress=lambda d, t, m="": bar.progress(
             d / max(t, 1), text=f"{d} / {t} images · {m}"))
     except InputError as exc:
         show_input_error(exc)
