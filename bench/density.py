@@ -37,6 +37,7 @@ from bench._timing import best_of  # noqa: E402
 from core.density import estimator as dn  # noqa: E402
 from core.image.segmentation import breast_mask  # noqa: E402
 from core.demo.images import render_view  # noqa: E402
+from core.density import histogram as hist  # noqa: E402
 from models import density_nyu as nyu  # noqa: E402
 
 
@@ -75,13 +76,13 @@ def bench_nyu(repeat: int) -> None:
     if not (root / "L-CC.png").is_file():
         print(f"\n(skipped NYU rows: {root} is absent)")
         return
-    exam = {v: np.array(Image.open(root / f"{v}.png")) for v in nyu.VIEWS}
+    exam = {v: np.array(Image.open(root / f"{v}.png")) for v in hist.VIEWS}
     print("\nNYU histogram features per exam (4 x 2600 x 2000 uint8)")
     t_naive, f_naive = best_of(
-        lambda: np.concatenate([naive_histogram(exam[v]) for v in nyu.VIEWS]), repeat=repeat)
+        lambda: np.concatenate([naive_histogram(exam[v]) for v in hist.VIEWS]), repeat=repeat)
     row("naive: np.histogram per view (official way)", t_naive)
-    for recipe in nyu.RECIPES:
-        t, f = best_of(lambda r=recipe: nyu.exam_features(exam, recipe=r), repeat=repeat)
+    for recipe in hist.RECIPES:
+        t, f = best_of(lambda r=recipe: hist.exam_features(exam, recipe=r), repeat=repeat)
         note = ""
         if recipe == "modern":
             note = "same counts as naive" if np.array_equal(f, f_naive.astype(np.float32)) else "DIFFERS from naive"
@@ -89,7 +90,7 @@ def bench_nyu(repeat: int) -> None:
     weights = root / "histogram_model.p"
     if weights.is_file():
         model = nyu.load_nyu_density(weights)
-        x = torch.from_numpy(nyu.exam_features(exam, recipe="exact"))[None]
+        x = torch.from_numpy(hist.exam_features(exam, recipe="exact"))[None]
         with torch.no_grad():
             t, _ = best_of(lambda: model(x), repeat=max(repeat, 10))
         row("MLP forward (200 -> 100 -> 4)", t)

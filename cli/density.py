@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from core.density import runs as dr
+from core.jobs.density import estimate_classical
+from core.reports.density import density_report
 from cli import open_from_args
 from core.density.estimator import CATEGORY_NAMES
 from core.errors import InputError
 from core.progress import tqdm_progress
-from core.store.schema import LEVELS
+from core.vocabulary import LEVELS
 
 FMT = argparse.RawDescriptionHelpFormatter
 RECIPES = ("reference", "modern", "exact")
@@ -108,9 +109,9 @@ def cmd_estimate(args):
         if args.weights is not None:
             raise InputError("--weights applies to --method nyu-histogram only")
         with tqdm_progress("classical density") as progress:
-            run = dr.estimate_classical(store, test_set=args.test_set, calibrate_on=args.calibrate_on,
-                                        threshold=args.threshold, reference=args.reference,
-                                        progress=progress)
+            run = estimate_classical(store, test_set=args.test_set, calibrate_on=args.calibrate_on,
+                                     threshold=args.threshold, reference=args.reference,
+                                     progress=progress)
     return run.to_dict()
 
 
@@ -126,7 +127,7 @@ def cmd_nyu_histogram(args):
 
 def cmd_report_density(args):
     store = open_from_args(args, read_only=True)
-    return dr.density_report(store, test_set=args.test_set, test_sets=args.test_sets,
-                             density_source=args.density_source, models=args.models,
-                             level=args.level, how=args.how, reader_model=args.reader_model,
-                             readers=args.readers)
+    return density_report(store, test_set=args.test_set, test_sets=args.test_sets,
+                          density_source=args.density_source, models=args.models,
+                          level=args.level, how=args.how, reader_model=args.reader_model,
+                          readers=args.readers)

@@ -6,6 +6,7 @@ import json
 import sys
 
 from core.jobs import filters as filter_runs
+from core.reports.filters import filter_summary
 from cli import CommandFailed, open_from_args, to_json, to_text
 from core.errors import InputError
 from core.image.filters import METHODS
@@ -89,7 +90,7 @@ def cmd_filters_run(args):
     with tqdm_progress("filters") as progress:
         run = filter_runs.run_filters(store, workers=args.workers, progress=progress, **settings)
     result = {"test_set": args.test_set, "run": run.to_dict(),
-              "methods": filter_runs.filter_summary(store, **settings)}
+              "methods": filter_summary(store, **settings)}
     if run.failures:
         print(to_json(result) if args.json else to_text(result))
         for image_id, reason in run.failures:

@@ -5,7 +5,7 @@ import argparse
 
 from core.reports import benchmark as benchmark
 from cli import open_from_args
-from core.store.schema import LEVELS
+from core.vocabulary import LEVELS
 
 EXAMPLE = """example:
   python -m core report benchmark --test-set test-ILC --test-sets test-ILC,test-all \\

@@ -5,7 +5,7 @@ import argparse
 
 from cli import open_from_args
 from core.errors import InputError
-from core.store.schema import LEVELS
+from core.vocabulary import LEVELS
 
 EXAMPLE = ("example:\n  python -m core report complement --test-set test-all --model classical-dog "
            "--reader consensus --specificity 0.98 --level exam --json")

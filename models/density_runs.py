@@ -1,7 +1,7 @@
 """The NYU histogram density model over one exam folder or a store's test set.
 
 Why here: the model is PyTorch (`models.density_nyu`) and core never imports torch; storage,
-agreement and reports stay in `core.density.runs`, which this module calls.
+agreement and reports stay in `core.jobs.density` and `core.reports.density`.
 
 The model needs the four views L-CC, R-CC, L-MLO, R-MLO of an exam (its input concatenates
 their histograms in that order). In a store, an exam lacking one of them is skipped and
@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.density.runs import DensityRun, store_density
+from core.jobs.density import DensityRun, density_run, store_density
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
 from core.store import Store
-from models.density_nyu import VIEWS, NYUDensityPrediction, load_nyu_density, predict_density
+from core.density.histogram import VIEWS
+from models.density_nyu import NYUDensityPrediction, load_nyu_density, predict_density
 
 __all__ = ["IMAGE_SUFFIXES", "estimate_nyu", "predict_exam_folder", "read_exam_folder"]
 
@@ -106,24 +107,27 @@ def estimate_nyu(store: Store, *, test_set: str, weights: str | Path, recipe: st
     if not exams:
         raise InputError(f"no exam of test set {test_set!r} has all four views {', '.join(VIEWS)} with "
                          f"pixels ({sum(skipped.values())} exams skipped); the histogram model needs them")
-    rows = []
-    for i, (exam_id, paths) in enumerate(exams.items()):
-        try:
-            pred = predict_density(model, {v: read_pixels(paths[v]) for v in VIEWS}, recipe=recipe)
-        except InputError as exc:
-            key = f"unreadable exam ({str(exc)[:80]})"
-            skipped[key] = skipped.get(key, 0) + 1
-            continue
-        p = pred.probabilities
-        rows.append({"source": "nyu-histogram", "level": "exam", "case_id": exam_id,
-                     "exam_id": exam_id, "laterality": None, "image_id": None,
-                     "category": pred.category, "score": float(np.dot(np.arange(4), p)),
-                     **{f"p{k}": float(p[k]) for k in range(4)}})
-        report(progress, i + 1, len(exams), exam_id)
-    if not rows:
-        raise InputError(f"no exam of test set {test_set!r} could be read; skipped: {skipped}")
-    info = {"method": "nyu-histogram", "weights": str(Path(weights).resolve()), "recipe": recipe,
-            "describe": f"NYU histogram baseline (Wu et al. 2018), recipe '{recipe}'"}
-    return store_density(store, pd.DataFrame(rows), source="nyu-histogram", test_set=test_set,
-                         info=info, skipped=skipped, reference=reference, n_images=4 * len(rows),
-                         started=start)
+    with density_run(store, source="nyu-histogram", test_set=test_set,
+                     method="nyu-histogram") as run:
+        run.record(weights=str(Path(weights).resolve()), recipe=recipe,
+                   describe=f"NYU histogram baseline (Wu et al. 2018), recipe '{recipe}'")
+        progress = run.tee(progress)
+        rows = []
+        for i, (exam_id, paths) in enumerate(exams.items()):
+            try:
+                pred = predict_density(model, {v: read_pixels(paths[v]) for v in VIEWS},
+                                       recipe=recipe)
+            except InputError as exc:
+                key = f"unreadable exam ({str(exc)[:80]})"
+                skipped[key] = skipped.get(key, 0) + 1
+                continue
+            p = pred.probabilities
+            rows.append({"source": "nyu-histogram", "level": "exam", "case_id": exam_id,
+                         "exam_id": exam_id, "laterality": None, "image_id": None,
+                         "category": pred.category, "score": float(np.dot(np.arange(4), p)),
+                         **{f"p{k}": float(p[k]) for k in range(4)}})
+            report(progress, i + 1, len(exams), exam_id)
+        if not rows:
+            raise InputError(f"no exam of test set {test_set!r} could be read; skipped: {skipped}")
+        return store_density(run, pd.DataFrame(rows), skipped=skipped, reference=reference,
+                             n_images=4 * len(rows), started=start)

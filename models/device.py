@@ -1,4 +1,4 @@
-"""``--device auto|cpu|cuda`` in one place."""
+"""The device setting (auto, cpu or cuda) in one place."""
 from __future__ import annotations
 
 import torch
@@ -14,6 +14,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+            raise InputError("device is 'cuda' but no CUDA device is visible; use 'cpu' or 'auto'")
         return torch.device("cuda")
-    raise InputError(f"--device {name!r}: expected auto, cpu or cuda")
+    raise InputError(f"device must be one of auto, cpu, cuda; got {name!r}")

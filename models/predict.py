@@ -34,6 +34,7 @@ to the breast box (the part of the image the network saw).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -43,7 +44,6 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,9 @@ import torch
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
-from core.store import Store, write_result
+from core.jobs.run_folder import RunFolder
+from core.store import Store
+from core.validation import check_positive_int
 from models.device import resolve_device
 from models.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
 from models.preprocess import Preprocessed, preprocess_image
@@ -63,7 +65,7 @@ __all__ = ["DEMO_CHECKPOINT", "GMIC_KIND", "PredictSummary", "SaliencyFile", "ch
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gmic-demo.pt"
-SHIPPED = {"gmic-demo": DEMO_CHECKPOINT}   # names `--model` knows without a store row
+SHIPPED = {"gmic-demo": DEMO_CHECKPOINT}   # model names known without a store row
 GMIC_KIND = "gmic"
 SALIENCY_FORMAT = 1
 _SAMPLE_MODEL = re.compile(r"sample_model_([1-5])\b")
@@ -166,7 +168,7 @@ def _stored_path(path: Path) -> str:
 
 
 def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
-    """``--model`` -> (default model name, checkpoint paths).
+    """A model spec -> (default model name, checkpoint paths).
 
     ``spec`` is a checkpoint file (name: its stem), a shipped model (``gmic-demo``) or a GMIC
     model already in the store with a recorded checkpoint (an ensemble's are comma-separated).
@@ -184,7 +186,7 @@ def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
     if path.suffix in (".p", ".pt", ".pth", ".pkl") or "/" in spec:
         raise InputError(f"GMIC checkpoint {spec} does not exist; pass the path of a .p/.pt file")
     known = sorted(set(SHIPPED) | set(models.loc[models["kind"] == GMIC_KIND, "model"]))
-    raise InputError(f"--model {spec!r} is neither a checkpoint file nor a GMIC model in the store "
+    raise InputError(f"model {spec!r} is neither a checkpoint file nor a GMIC model in the store "
                      f"(known: {', '.join(known)}); pass a checkpoint path")
 
 
@@ -219,7 +221,8 @@ def load_members(checkpoints: Sequence[str | Path], configs: str | Sequence[str]
     All share ``input_shape`` and ``cam_size`` (one preprocessing, averageable saliency maps).
     """
     if not checkpoints:
-        raise InputError("no checkpoint given; pass --model PATH or --ensemble PATH1,PATH2")
+        raise InputError("checkpoints is empty; pass one checkpoint path, or several for an "
+                         "ensemble")
     paths = [Path(p) for p in checkpoints]
     if configs is None:
         names = [checkpoint_config(p) for p in paths]
@@ -269,14 +272,15 @@ def predict_test_set(
     chunk_size: int = 64,
     workers: int = 2,
     progress: ProgressFn | None = None,
+    resume: str | None = None,
 ) -> PredictSummary:
     """Score every image of ``test_set`` with GMIC (or an ensemble) and store the results.
 
     Parameters
     ----------
     store : Store
-        Read for the image list; written only through ``ingest`` of result folders under
-        ``store.files_dir / "runs" / <model>-<timestamp>``.
+        Read for the image list; written only through the chunks of one run
+        (`core.jobs.run_folder`: ``store.files_dir / "runs" / predict-<timestamp>-<random>``).
     checkpoints : one path, or several for an ensemble (mean ``y_fusion`` and saliency).
     name : the model's name in the store (``models.model``).
     test_set : named test set (None: every image in the store).
@@ -289,6 +293,8 @@ def predict_test_set(
     chunk_size : images per ingest (a resumable unit).
     workers : background threads reading and preprocessing images.
     progress : ``progress(done, total, message)`` after each batch.
+    resume : the run_id of a failed or cancelled run with these model, test set, checkpoints,
+        configs and overwrite: its ``runs`` row continues (scored images are skipped anyway).
 
     Returns
     -------
@@ -310,40 +316,47 @@ def predict_test_set(
         "model": name, "kind": GMIC_KIND, "checkpoint": ",".join(stored_checkpoints),
         "parent": parent, "synthetic": bool(synthetic),
         "description": description or _default_description(members, stored_checkpoints)}])
-    run_dir = store.files_dir / "runs" / f"{_safe(name)}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     n_predicted, failures, n_failed = 0, [], 0
     rows: list[dict] = []
-    chunk = 0
     # The model's row lands with the first chunk; a run with nothing to score writes nothing
     # unless the model is new (so `predict` on scored images leaves no empty run folders).
     store_model = bool(len(todo)) or name not in store.model_names()
     compute_s = 0.0
-    for batch in _prefetched(todo, members[0].config.input_shape, batch_size, workers):
-        ok = [(row, pre) for row, pre, _ in batch if pre is not None]
-        for row, _, error in batch:
-            if error is not None:
-                n_failed += 1
-                if len(failures) < 5:
-                    failures.append(f"{row.image_id}: {error}")
-        if ok:
-            t0 = time.perf_counter()
-            rows += _predict_batch(store, members, ok, name, dev, bf16)
-            compute_s += time.perf_counter() - t0
-        while len(rows) >= chunk_size:
-            _ingest(store, run_dir, chunk, model_row if store_model else None, rows[:chunk_size])
-            n_predicted += chunk_size
-            rows, chunk, store_model = rows[chunk_size:], chunk + 1, False
-        report(progress, n_predicted + len(rows) + n_failed, len(todo), name)
-    if rows or store_model:
-        _ingest(store, run_dir, chunk, model_row if store_model else None, rows)
-        n_predicted += len(rows)
+    run = None
+    if store_model:
+        run = RunFolder.open(store, "predict", {
+            "model": name, "test_set": test_set, "checkpoints": stored_checkpoints,
+            "configs": [_config_name(m) for m in members], "overwrite": overwrite}, resume=resume)
+        run.record(device=str(dev), batch_size=batch_size, bf16=bf16, chunk_size=chunk_size,
+                   workers=workers)
+        progress = run.tee(progress)
+    with run or contextlib.nullcontext():
+        for batch in _prefetched(todo, members[0].config.input_shape, batch_size, workers):
+            ok = [(row, pre) for row, pre, _ in batch if pre is not None]
+            for row, _, error in batch:
+                if error is not None:
+                    n_failed += 1
+                    if len(failures) < 5:
+                        failures.append(f"{row.image_id}: {error}")
+            if ok:
+                t0 = time.perf_counter()
+                rows += _predict_batch(store, members, ok, name, dev, bf16)
+                compute_s += time.perf_counter() - t0
+            while len(rows) >= chunk_size:
+                _ingest(run, model_row if store_model else None, rows[:chunk_size])
+                n_predicted += chunk_size
+                rows, store_model = rows[chunk_size:], False
+            report(progress, n_predicted + len(rows) + n_failed, len(todo), name)
+        if rows or store_model:
+            _ingest(run, model_row if store_model else None, rows)
+            n_predicted += len(rows)
     return PredictSummary(
         model=name, test_set=test_set, checkpoints=stored_checkpoints,
         configs=[_config_name(m) for m in members], device=str(dev), n_images=len(images),
         n_no_pixels=len(images) - len(with_pixels), n_existing=len(with_pixels) - len(todo),
         n_predicted=n_predicted, n_failed=n_failed, elapsed_s=time.perf_counter() - start,
         s_per_image=compute_s / n_predicted if n_predicted else None,
-        run_dir=str(run_dir) if run_dir.exists() else None, failures=failures)
+        run_dir=None if run is None else str(run.path), failures=failures)
 
 
 def _check_options(name: str, batch_size: int, chunk_size: int, workers: int) -> None:
@@ -351,8 +364,7 @@ def _check_options(name: str, batch_size: int, chunk_size: int, workers: int) ->
         raise InputError(f"model name {name!r} must be non-empty without surrounding spaces")
     for label, value in (("batch_size", batch_size), ("chunk_size", chunk_size),
                          ("workers", workers)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{label}={value!r}; pass a whole number >= 1")
+        check_positive_int(value, name=label)
 
 
 def _config_name(model: GMIC) -> str:
@@ -449,14 +461,14 @@ def _save_saliency(path: Path, model: str, image_id: str, maps: np.ndarray,
     tmp.replace(path)
 
 
-def _ingest(store: Store, run_dir: Path, chunk: int, model_row: pd.DataFrame | None,
-            rows: list[dict]) -> None:
+def _ingest(run: RunFolder, model_row: pd.DataFrame | None, rows: list[dict]) -> None:
+    """One chunk: its predictions (and the model's row with the first) in one transaction."""
     frames = {"predictions": pd.DataFrame(rows, columns=[
         "model", "level", "case_id", "exam_id", "laterality", "image_id", "malignant", "benign",
         "saliency_path", "patch_boxes"])}
     if model_row is not None:
         frames["models"] = model_row
-    store.ingest(write_result(run_dir / f"chunk-{chunk:05d}", frames))
+    run.ingest(f"chunk-{len(run.chunks):05d}", frames)
 
 
 def _safe(text: str) -> str:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.reports import benchmark as benchmark
 from core.errors import InputError
-from core.store.schema import LEVELS
+from core.vocabulary import LEVELS
 from core.store import Store
 from ui import (cached, chart_downloads, data_token, qualified_name, require_test_set, settings,
                 show_input_error, store, table_download)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.reports import complement as cr
 from core.errors import InputError
-from core.store.schema import LEVELS
+from core.vocabulary import LEVELS
 from core.store import Store
 from ui import cached, chart_downloads, require_test_set, show_input_error, table_download
 from ui.charts import complement as cc

@@ -6,10 +6,11 @@ import math
 
 import streamlit as st
 
-from core.density import runs as dr
+from core.jobs.density import estimate_classical, last_run
+from core.reports import density as dr
 from core.reports.benchmark import usable_models
 from core.errors import InputError
-from core.store.schema import LEVELS
+from core.vocabulary import LEVELS
 from core.store import Store
 from ui import (ProgressBar, cached, download_popover, read_only_notice, require_test_set,
                 show_input_error, store)
@@ -20,8 +21,8 @@ ESTIMATED = ("classical", "nyu-histogram")
 
 def _estimate(test_set: str, calibrate_on: str | None) -> None:
     try:
-        run = dr.estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
-                                    progress=ProgressBar("Reading images…"))
+        run = estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
+                                 progress=ProgressBar("Reading images…"))
     except InputError as exc:
         show_input_error(exc)
         return
@@ -68,7 +69,7 @@ how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key=
                                disabled=level == "image", help="Image scores to breast/exam") or "max"
 models = usable_models(cached(Store.prediction_levels), level)
 chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models"))
-if run := dr.last_run(store(), source):
+if run := last_run(store(), source):
     st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
                f"{run.get('describe', '')}")
 names = cached(Store.testset_names)

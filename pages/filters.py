@@ -6,7 +6,8 @@ import json
 
 import streamlit as st
 
-from core.jobs import filters as fr
+from core.jobs.filters import PARAM_CHOICES, plan_filter_run, run_filters
+from core.reports import filters as fr
 from core.errors import InputError
 from core.image.filters import METHODS, resolve_params, wavelet_subbands
 from ui import (ProgressBar, chart_downloads, data_token, read_only_notice, require_test_set,
@@ -16,7 +17,7 @@ from ui.charts import filters as charts
 
 @st.cache_data(show_spinner="Reading stored results…", max_entries=64)
 def _stored(db: str, token: tuple, scope: str):
-    plan = fr.plan_filter_run(store(), **json.loads(scope))
+    plan = plan_filter_run(store(), **json.loads(scope))
     return plan.images, plan.n_pending, fr.stored_results(store(), **json.loads(scope))
 
 
@@ -29,7 +30,7 @@ def _detail(db: str, token: tuple, image_id: str, scope: str):  # arrays, never 
 
 def _param_input(code: str, name: str, default):
     """One widget for a method parameter, chosen by its default's type (key filters_CODE_NAME)."""
-    key, choices = f"filters_{code}_{name}", fr.PARAM_CHOICES.get(code, {}).get(name)
+    key, choices = f"filters_{code}_{name}", PARAM_CHOICES.get(code, {}).get(name)
     if choices:
         return st.selectbox(name, choices, index=choices.index(default), key=key)
     if isinstance(default, tuple):
@@ -92,7 +93,7 @@ if button.button("Run", type="primary", icon=":material/play_arrow:", key="filte
                  disabled=locked, width="stretch", help="Compute what is not stored yet"):
     progress = ProgressBar("Starting worker processes…", unit="images")
     try:
-        run = fr.run_filters(store(), **scope, progress=progress)
+        run = run_filters(store(), **scope, progress=progress)
     except InputError as exc:
         show_input_error(exc)
         st.stop()

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from core.errors import InputError
+from core.density import histogram as hist
 from models import density_nyu as nyu
 
 CASES = ("baseline", "gamma_0.8", "hflip", "swap_lr")
@@ -33,7 +34,7 @@ def _sha(a: np.ndarray) -> str:
 @pytest.fixture(scope="module")
 def cases(nyu_dir, expected):
     """The four exams, each view checked against the fixture's pixel sha256."""
-    base = {v: np.array(Image.open(nyu_dir / f"{v}.png")) for v in nyu.VIEWS}
+    base = {v: np.array(Image.open(nyu_dir / f"{v}.png")) for v in hist.VIEWS}
     for v, img in base.items():
         assert img.shape == (2600, 2000) and img.dtype == np.uint8
         assert _sha(img) == expected["files"][f"{v}.png"]["pixel_sha256"], v
@@ -59,8 +60,8 @@ def _case_expected(expected, name):
 
 @pytest.fixture(scope="module")
 def details(cases):
-    return {(c, v, r): nyu.histogram_details(cases[c][v], recipe=r)
-            for c in CASES for v in nyu.VIEWS for r in nyu.RECIPES}
+    return {(c, v, r): hist.histogram_details(cases[c][v], recipe=r)
+            for c in CASES for v in hist.VIEWS for r in hist.RECIPES}
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +73,10 @@ def model(nyu_dir):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("recipe", nyu.RECIPES)
+@pytest.mark.parametrize("recipe", hist.RECIPES)
 def test_counts_and_float32_statistics(details, expected, case, recipe):
     per_view = _case_expected(expected, case)["per_view"]
-    for v in nyu.VIEWS:
+    for v in hist.VIEWS:
         got, want = details[case, v, recipe], per_view[v][recipe]
         assert got.counts.tolist() == want["counts"], (case, v, recipe)
         assert got.counts.sum() == 2600 * 2000
@@ -93,7 +94,7 @@ def test_counts_and_float32_statistics(details, expected, case, recipe):
 
 def test_edge_levels_go_where_the_fixture_says(details, expected):
     """Gray levels 51/102/153/204 sit on exact bin edges; each recipe sends them up or down."""
-    for v in nyu.VIEWS:
+    for v in hist.VIEWS:
         for recipe in ("reference", "modern"):
             d = details["baseline", v, recipe]
             for level, where in expected["histogram"]["per_view"][v][recipe]["edge_level_went_to"].items():
@@ -104,19 +105,19 @@ def test_edge_levels_go_where_the_fixture_says(details, expected):
                 assert went_up == (where == "upper"), (v, recipe, level)
 
 
-@pytest.mark.parametrize("recipe", nyu.RECIPES)
+@pytest.mark.parametrize("recipe", hist.RECIPES)
 def test_feature_vector_baseline(cases, expected, recipe):
-    feats = nyu.exam_features(cases["baseline"], recipe=recipe)
+    feats = hist.exam_features(cases["baseline"], recipe=recipe)
     assert feats.dtype == np.float32 and feats.shape == (200,)
     want = np.array(expected["histogram"]["feature_vector_200"][recipe], dtype=np.float32)
     np.testing.assert_array_equal(feats, want)
     # Order L-CC, R-CC, L-MLO, R-MLO: block 1 is R-CC's histogram.
-    np.testing.assert_array_equal(feats[50:100], nyu.histogram_features(cases["baseline"]["R-CC"],
+    np.testing.assert_array_equal(feats[50:100], hist.histogram_features(cases["baseline"]["R-CC"],
                                                                         recipe=recipe).astype(np.float32))
 
 
 def test_hflip_changes_only_the_order_dependent_recipes(details):
-    for v in nyu.VIEWS:
+    for v in hist.VIEWS:
         assert details["hflip", v, "exact"].counts.tolist() == details["baseline", v, "exact"].counts.tolist()
         assert details["hflip", v, "modern"].counts.tolist() == details["baseline", v, "modern"].counts.tolist()
 
@@ -129,13 +130,13 @@ def test_modern_equals_running_numpy_on_a_sample_view(cases):
     a = img.astype(np.float32)
     a -= a.mean()
     a /= a.std()
-    np.testing.assert_array_equal(np.histogram(a, 50)[0], nyu.histogram_counts(img, recipe="modern"))
+    np.testing.assert_array_equal(np.histogram(a, 50)[0], hist.histogram_counts(img, recipe="modern"))
     # and the float32 mean and std themselves, on odd sizes and gray-level ranges
     rng = np.random.default_rng(4)
     for shape, top in (((301, 207), 255), ((1000, 999), 4095), ((17, 3), 9)):
         img = rng.integers(0, top + 1, shape).astype(np.uint8 if top < 256 else np.uint16)
         a = img.astype(np.float32)
-        d = nyu.histogram_details(img, recipe="modern")
+        d = hist.histogram_details(img, recipe="modern")
         assert d.mean == a.mean()
         a -= a.mean()
         assert d.std == a.std()
@@ -145,13 +146,13 @@ def test_modern_equals_running_numpy_on_a_sample_view(cases):
 def test_float32_sum_emulation(n):
     x = np.random.default_rng(n).normal(3.0, 2.0, n).astype(np.float32)
     if int(np.__version__.split(".")[0]) >= 2:
-        assert nyu.numpy_float32_sum(x, recipe="modern") == x.sum()
+        assert hist.numpy_float32_sum(x, recipe="modern") == x.sum()
     # 'reference' = a float32 running sum of the 8192-element chunks' pairwise sums.
-    chunks = [nyu.numpy_float32_sum(x[i:i + 8192], recipe="modern") for i in range(0, n, 8192)]
+    chunks = [hist.numpy_float32_sum(x[i:i + 8192], recipe="modern") for i in range(0, n, 8192)]
     acc = np.float32(0)
     for c in chunks:
         acc = np.float32(acc + c)
-    assert nyu.numpy_float32_sum(x, recipe="reference") == acc
+    assert hist.numpy_float32_sum(x, recipe="reference") == acc
 
 
 def test_other_integer_types_and_sizes():
@@ -162,8 +163,8 @@ def test_other_integer_types_and_sizes():
     k = img.astype(np.int64)
     brute = np.bincount(np.minimum(50 * (k - k.min()) // (k.max() - k.min()), 49).ravel(), minlength=50)
     for arr in (img.astype(np.int32), img.astype(np.uint16), img.astype(np.int64)):
-        for recipe in nyu.RECIPES:
-            np.testing.assert_array_equal(nyu.histogram_counts(arr, recipe=recipe), brute)
+        for recipe in hist.RECIPES:
+            np.testing.assert_array_equal(hist.histogram_counts(arr, recipe=recipe), brute)
     if int(np.__version__.split(".")[0]) >= 2:
         a = img.astype(np.uint16).astype(np.float32)
         a -= a.mean()
@@ -180,9 +181,9 @@ def test_weights_load_strictly(model):
 
 
 @pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("recipe", nyu.RECIPES)
+@pytest.mark.parametrize("recipe", hist.RECIPES)
 def test_probabilities_match_fixture(model, details, expected, case, recipe):
-    feats = np.concatenate([details[case, v, recipe].counts / (2600 * 2000) for v in nyu.VIEWS]).astype(np.float32)
+    feats = np.concatenate([details[case, v, recipe].counts / (2600 * 2000) for v in hist.VIEWS]).astype(np.float32)
     with torch.no_grad():
         out = model(torch.from_numpy(feats)[None])
     probs = out["probabilities"][0].double().numpy()
@@ -210,7 +211,7 @@ def test_other_sizes_are_accepted_unless_official_size_is_required(model, cases)
     pred = nyu.predict_density(model, small, recipe="exact")
     assert pred.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(InputError, match="2600 x 2000"):
-        nyu.exam_features(small, require_official_size=True)
+        hist.exam_features(small, require_official_size=True)
 
 
 # ------------------------------------------------------------------------------ errors
@@ -219,21 +220,21 @@ def test_other_sizes_are_accepted_unless_official_size_is_required(model, cases)
 def test_exam_errors(cases):
     base = cases["baseline"]
     with pytest.raises(InputError, match=r"missing \['R-MLO'\]"):
-        nyu.exam_features({v: base[v] for v in nyu.VIEWS[:3]})
+        hist.exam_features({v: base[v] for v in hist.VIEWS[:3]})
     with pytest.raises(InputError, match=r"unknown \['LCC'\]"):
-        nyu.exam_features({**base, "LCC": base["L-CC"]})
+        hist.exam_features({**base, "LCC": base["L-CC"]})
     with pytest.raises(InputError, match="dict"):
-        nyu.exam_features([base[v] for v in nyu.VIEWS])
+        hist.exam_features([base[v] for v in hist.VIEWS])
     with pytest.raises(InputError, match="2-D"):
-        nyu.exam_features({**base, "L-CC": base["L-CC"][None]})
+        hist.exam_features({**base, "L-CC": base["L-CC"][None]})
     with pytest.raises(InputError, match="dtype float32"):
-        nyu.exam_features({**base, "L-CC": base["L-CC"].astype(np.float32)})
+        hist.exam_features({**base, "L-CC": base["L-CC"].astype(np.float32)})
     with pytest.raises(InputError, match="view R-CC is constant"):
-        nyu.exam_features({**base, "R-CC": np.full((20, 20), 7, np.uint8)})
+        hist.exam_features({**base, "R-CC": np.full((20, 20), 7, np.uint8)})
     with pytest.raises(InputError, match="recipe"):
-        nyu.exam_features(base, recipe="numpy")
+        hist.exam_features(base, recipe="numpy")
     with pytest.raises(InputError, match="bins"):
-        nyu.histogram_counts(base["L-CC"], bins=0)
+        hist.histogram_counts(base["L-CC"], bins=0)
 
 
 def test_weight_file_errors(tmp_path):
@@ -294,13 +295,13 @@ def test_cnn_forward_shape():
     torch.manual_seed(0)
     cnn = nyu.build_nyu_density("cnn").eval()
     rng = np.random.default_rng(0)
-    images = {v: rng.integers(0, 256, nyu.CNN_MIN_SHAPE, dtype=np.uint8) for v in nyu.VIEWS}
+    images = {v: rng.integers(0, 256, nyu.CNN_MIN_SHAPE, dtype=np.uint8) for v in hist.VIEWS}
     pred = nyu.predict_density(cnn, images)
     assert pred.variant == "cnn" and pred.features is None
     assert pred.probabilities.shape == (4,) and pred.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
     assert np.all(np.isfinite(pred.logits))
     with torch.device("meta"):      # shapes only: the official size and a batch of 2
-        out = nyu.NYUDensityCNN()({v: torch.zeros(2, 1, *nyu.OFFICIAL_SHAPE) for v in nyu.VIEWS})
+        out = nyu.NYUDensityCNN()({v: torch.zeros(2, 1, *hist.OFFICIAL_SHAPE) for v in hist.VIEWS})
     assert out["logits"].shape == (2, 4) and out["probabilities"].shape == (2, 4)
     small = {v: img[:-1] for v, img in images.items()}
     with pytest.raises(InputError, match="at least 1159 x 1135"):

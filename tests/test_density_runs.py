@@ -1,4 +1,5 @@
-"""core.density.runs, models.density_runs, the density CLI and the Density page.
+"""core.density.calibration, core.jobs.density, core.reports.density, models.density_runs, the
+density CLI and the Density page.
 
 Independent references: core.density.percent_density / estimate_exam (the fast threshold path),
 scikit-learn's roc_auc_score and cohen_kappa_score, brute-force counts over the store's reads,
@@ -21,7 +22,10 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import copy_store
 from core.density import estimator as dens
-from core.density import runs as dr
+from core.density import calibration as dcal
+from core.jobs import density as djob
+from core.reports import density as dr
+from core.stats.kappa import weighted_kappa
 from cli import main
 from core.errors import InputError
 from core.io.images import read_pixels
@@ -42,7 +46,7 @@ def estimated(demo_store_path, tmp_path_factory, nyu_dir):
     'label', then nyu-histogram; with what each run printed or returned."""
     db = copy_store(demo_store_path, tmp_path_factory.mktemp("dens"))
     store = open_store(db)
-    default = dr.estimate_classical(store, test_set="test-all")
+    default = djob.estimate_classical(store, test_set="test-all")
     default_rows = store.density(source="classical", level="image", test_set="test-all")
     code = main(["density", "estimate", "--db", str(db), "--test-set", "test-all", "--method",
                  "classical", "--calibrate-on", "label", "--json"])
@@ -75,14 +79,14 @@ def test_threshold_fast_path_equals_core_density(demo_store_path):
     images = store.images(test_set="test-all").head(8)
     for row in images.itertuples():
         pixels = read_pixels(row.abs_path)
-        values, top = dr._breast_values(pixels, row.view, dens.DEFAULT_MAX_SIDE)
+        values, top = dcal._breast_values(pixels, row.view, dens.DEFAULT_MAX_SIDE)
         for t in (0.3, 0.46, 0.5, 0.7):
-            assert dr._percent(values, top, t) == dens.percent_density(pixels, view=row.view, threshold=t)
+            assert dcal.percent_dense(values, top, t) == dens.percent_density(pixels, view=row.view, threshold=t)
 
 
 def test_exam_rows_equal_estimate_exam(estimated, demo_store_path):
     store = estimated["store"]
-    cal = dr.last_run(store, "classical")["calibration"]
+    cal = djob.last_run(store, "classical")["calibration"]
     exams = store.density(source="classical", level="exam", test_set="test-all").set_index("exam_id")
     images = store.images(test_set="test-all")
     for exam_id, group in list(images.groupby("exam_id"))[:3]:
@@ -140,7 +144,7 @@ def test_calibration_is_recorded_and_changes_the_demo_categories(estimated, cli_
     assert 0.2 <= cal["threshold"] < 0.7 and cal["kappa"] > 0.6
     assert doc["counts"][0]["category"] == 0 and sum(c["exams"] for c in doc["counts"]) == doc["n_exams"]
     assert (doc["counts"][1]["exams"] > 0) and (doc["counts"][2]["exams"] > 0)
-    assert dr.last_run(estimated["store"], "classical")["calibration"]["threshold"] == cal["threshold"]
+    assert djob.last_run(estimated["store"], "classical")["calibration"]["threshold"] == cal["threshold"]
 
 
 def test_cli_agreement_equals_sklearn(estimated, cli_doc):
@@ -166,7 +170,7 @@ def test_weighted_kappa_equals_sklearn(pairs, weights):
     a, b = np.array(pairs).T
     cm = np.zeros((4, 4))
     np.add.at(cm, (a, b), 1)
-    ours = dr.weighted_kappa(cm, weights)
+    ours = weighted_kappa(cm, weights)
     ref = cohen_kappa_score(a, b, weights=weights, labels=range(4))
     assert (math.isnan(ours) and math.isnan(ref)) or ours == pytest.approx(ref, abs=1e-12)
 
@@ -174,9 +178,9 @@ def test_weighted_kappa_equals_sklearn(pairs, weights):
 def test_calibration_errors_are_one_line(estimated):
     store = estimated["store"]
     with pytest.raises(InputError, match="'nope' is not in the store; present:"):
-        dr.calibrate_classical(store, source="nope", test_set="test-all")
+        dcal.calibrate_classical(store, source="nope", test_set="test-all")
     with pytest.raises(InputError, match="fractions of full scale"):
-        dr.calibrate_classical(store, source="label", test_set="test-all", thresholds=(1.5,))
+        dcal.calibrate_classical(store, source="label", test_set="test-all", thresholds=(1.5,))
 
 
 # ---------------------------------------------------------------------------- reports

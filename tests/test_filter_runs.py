@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import copy_store
 from core.jobs import filters as fr
+from core.reports import filters as frep
 from cli import main
 from core.errors import InputError
 from core.image.filters import METHODS, params_hash
@@ -73,7 +74,7 @@ def direct(store, image_id: str) -> pd.DataFrame:
 
 def test_batch_equals_direct_filter_aucs(computed_path):
     store = open_store(computed_path, read_only=True)
-    stored = fr.stored_results(store, test_set="demo")
+    stored = frep.stored_results(store, test_set="demo")
     assert sorted(stored["image_id"].unique()) == [
         "demo/E00003/R-CC", "demo/E00003/R-MLO", "demo/E00005/R-CC", RING_IMAGE]
     assert len(stored) == 4 * len(METHODS)
@@ -91,10 +92,10 @@ def test_batch_equals_direct_filter_aucs(computed_path):
 
 def test_original_auc_matches_sklearn_on_raw_pixels(computed_path):
     store = open_store(computed_path, read_only=True)
-    detail = fr.image_detail(store, RING_IMAGE, test_set="demo", methods=["original"])
+    detail = frep.image_detail(store, RING_IMAGE, test_set="demo", methods=["original"])
     t, h = detail.pixels[detail.tumour], detail.pixels[detail.healthy.mask]
     y = np.r_[np.ones(t.size), np.zeros(h.size)]
-    stored = fr.stored_results(store, test_set="demo", methods=["original"])
+    stored = frep.stored_results(store, test_set="demo", methods=["original"])
     auc = stored.set_index("image_id").loc[RING_IMAGE, "auc"]
     assert auc == pytest.approx(roc_auc_score(y, np.r_[t, h]), abs=1e-12)
 
@@ -115,7 +116,7 @@ def test_second_run_computes_nothing_and_new_annotation_recomputes_one_image(fre
     assert fresh.add_annotation(image_id, grown | mask, source="drawn") == 2
     third = fr.run_filters(fresh, test_set="demo", methods=["original", "M2", "M6"], workers=1)
     assert (third.n_computed, third.n_cached, third.n_rows) == (1, 3, 3)
-    results = fr.stored_results(fresh, test_set="demo", methods=["original", "M2", "M6"])
+    results = frep.stored_results(fresh, test_set="demo", methods=["original", "M2", "M6"])
     versions = results.drop_duplicates("image_id").set_index("image_id")["annotation_version"]
     assert versions[image_id] == 2 and (versions.drop(image_id) == 1).all()
     assert results.set_index(KEY).loc[(image_id, "original"), "n_tumour"] == (grown | mask).sum()
@@ -131,8 +132,8 @@ def test_changed_params_or_ring_recompute_only_that(fresh):
     assert explicit.n_computed == 0
     ring = fr.run_filters(fresh, test_set="demo", methods=["M6"], ring_px=10, workers=1)
     assert ring.n_computed == 4
-    wide = fr.stored_results(fresh, test_set="demo", methods=["M6"], ring_px=10)
-    narrow = fr.stored_results(fresh, test_set="demo", methods=["M6"])
+    wide = frep.stored_results(fresh, test_set="demo", methods=["M6"], ring_px=10)
+    narrow = frep.stored_results(fresh, test_set="demo", methods=["M6"])
     both = wide.merge(narrow, on=KEY, suffixes=("_10", "_20")).set_index("image_id")
     assert both.loc[RING_IMAGE, "n_healthy_10"] < both.loc[RING_IMAGE, "n_healthy_20"]
     mirrored = both.drop(RING_IMAGE)
@@ -163,8 +164,8 @@ def test_process_pool_equals_serial(base_path, tmp_path):
                        progress=lambda d, t, m="": calls.append((d, t)))
     assert (a.n_computed, a.n_rows) == (b.n_computed, b.n_rows) == (4, 4 * len(METHODS))
     assert calls[0] == (0, 4) and calls[-1] == (4, 4) and len(calls) == 5
-    left = fr.stored_results(serial, test_set="demo").sort_values(KEY, ignore_index=True)
-    right = fr.stored_results(pooled, test_set="demo").sort_values(KEY, ignore_index=True)
+    left = frep.stored_results(serial, test_set="demo").sort_values(KEY, ignore_index=True)
+    right = frep.stored_results(pooled, test_set="demo").sort_values(KEY, ignore_index=True)
     pd.testing.assert_frame_equal(left, right)
     assert not list((pooled.files_dir / "runs").iterdir())    # result folders cleaned up
 
@@ -175,7 +176,7 @@ def test_failed_image_is_reported_and_the_rest_stored(fresh):
     run = fr.run_filters(fresh, test_set="demo", methods=["original"], workers=1)
     assert (run.n_computed, run.n_failed, run.n_rows) == (3, 1, 3)
     assert run.failures[0][0] == "demo/E00005/R-CC"
-    stored = fr.stored_results(fresh, test_set="demo", methods=["original"])
+    stored = frep.stored_results(fresh, test_set="demo", methods=["original"])
     assert "demo/E00005/R-CC" not in set(stored["image_id"]) and len(stored) == 3
 
 
@@ -204,43 +205,43 @@ def test_summarize_by_hand():
         "method": ["M2", "original", "M2", "original", "M2", "M7"],
         "histology": ["ILC", "ILC", "IDC", "IDC", "ILC", "ILC"],
         "auc": [0.9, 0.4, 0.6, np.nan, 0.3, 0.5]})
-    table = fr.summarize(results)
+    table = frep.summarize(results)
     assert table["method"].tolist() == ["original", "M2", "M7"]       # METHODS order
     row = table.set_index("method").loc["M2"]
     assert (row.n_images, row.mean_auc, row.median_auc) == (3, pytest.approx(0.6), 0.6)
     assert table.set_index("method").loc["original", "n_images"] == 1  # NaN not counted
-    by = fr.summarize(results, by=["histology"]).set_index(["histology", "method"])
+    by = frep.summarize(results, by=["histology"]).set_index(["histology", "method"])
     assert by.loc[("ILC", "M2"), "mean_auc"] == pytest.approx(0.6)
     assert by.loc[("IDC", "M2"), "n_images"] == 1
-    assert fr.summarize(results.iloc[:0]).empty
+    assert frep.summarize(results.iloc[:0]).empty
 
 
 def test_viewer_regions_agree_with_the_stored_aucs(computed_path):
     store = open_store(computed_path, read_only=True)
-    stored = fr.stored_results(store, test_set="demo").set_index(KEY)
+    stored = frep.stored_results(store, test_set="demo").set_index(KEY)
     for image_id, label in ((RING_IMAGE, "20-px ring"),
                             ("demo/E00003/R-CC", "mirrored from the contralateral image")):
-        detail = fr.image_detail(store, image_id, test_set="demo")
+        detail = frep.image_detail(store, image_id, test_set="demo")
         assert detail.healthy_label == label
         assert (detail.other_pixels is None) == (image_id == RING_IMAGE)
-        for code, (t, h) in fr.region_values(detail).items():
+        for code, (t, h) in frep.region_values(detail).items():
             assert pixel_auc(t, h).auc == pytest.approx(stored.loc[(image_id, code), "auc"],
                                                         abs=1e-9)
             assert (t.size, h.size) == tuple(stored.loc[(image_id, code),
                                                         ["n_tumour", "n_healthy"]])
-        hist = fr.region_histograms(detail, bins=16)
+        hist = frep.region_histograms(detail, bins=16)
         sums = hist.groupby(["method", "region"])["share"].sum()
         np.testing.assert_allclose(sums, 1.0)
-        roc = fr.region_roc(detail, max_pixels=50, seed=3)
+        roc = frep.region_roc(detail, max_pixels=50, seed=3)
         for code, curve in roc.groupby("method"):
             assert curve["auc"].iloc[0] == pytest.approx(stored.loc[(image_id, code), "auc"])
             assert (curve["fpr"].iloc[[0, -1]].tolist(), curve["tpr"].iloc[[0, -1]].tolist()) \
                 == ([0, 1], [0, 1])
             assert np.all(np.diff(curve["fpr"]) >= 0)
-    ring = fr.image_detail(store, RING_IMAGE, test_set="demo", methods=["M2"], ring_mm=4)
+    ring = frep.image_detail(store, RING_IMAGE, test_set="demo", methods=["M2"], ring_mm=4)
     assert ring.healthy_label.startswith("4-mm ring")
     with pytest.raises(InputError, match="no annotation"):
-        fr.image_detail(store, "demo/E00001/L-CC", test_set="demo")
+        frep.image_detail(store, "demo/E00001/L-CC", test_set="demo")
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -259,7 +260,7 @@ def test_cli_json_runs_missing_then_reports(fresh, capsys):
     doc = json.loads(out)
     assert [m["method"] for m in doc["methods"]] == ["original", "M2", "M6"]
     assert doc["run"]["n_computed"] == 4 and doc["run"]["n_rows"] == 12
-    table = fr.filter_summary(open_store(fresh.path, read_only=True), test_set="demo",
+    table = frep.filter_summary(open_store(fresh.path, read_only=True), test_set="demo",
                               methods=["original", "M2", "M6"])
     for got, (_, want) in zip(doc["methods"], table.iterrows()):
         assert got["n_images"] == want.n_images == 4

@@ -72,10 +72,11 @@ def test_older_store_is_migrated(tmp_path, monkeypatch):
 
 
 def _downgrade_to_v1(path):
-    """Turn a v2 file back into what ILCscope's schema v1 wrote (no hashes, test-set ids or
-    cases table)."""
+    """Turn a current file back into what ILCscope's schema v1 wrote (no hashes, test-set ids,
+    cases or runs table)."""
     con = duckdb.connect(str(path))
     con.execute("DROP TABLE cases")
+    con.execute("DROP TABLE runs")  # v3
     for table, columns in (("predictions", "case_hash"), ("density", "exam_hash"),
                            ("testset_exams", "exam_hash"), ("testsets", "id")):
         frame = con.execute(f"SELECT * EXCLUDE ({columns}) FROM {table}").df()
@@ -105,7 +106,7 @@ def test_v1_store_migrates_to_integer_keys_and_cases(tmp_path):
     _downgrade_to_v1(path)
     assert store.schema_version() == 1
     migrated = open_store(path)
-    assert migrated.schema_version() == 2
+    assert migrated.schema_version() == store_module.SCHEMA_VERSION
     for level, frame in expected.items():
         pd.testing.assert_frame_equal(migrated.scores(models=["m"], level=level, test_set="ilc"),
                                       frame)
@@ -115,7 +116,7 @@ def test_v1_store_migrates_to_integer_keys_and_cases(tmp_path):
     # a read-only open (the report commands) migrates an older file too
     _downgrade_to_v1(path)
     read_only = open_store(path, read_only=True)
-    assert read_only.schema_version() == 2
+    assert read_only.schema_version() == store_module.SCHEMA_VERSION
     pd.testing.assert_frame_equal(read_only.scores(models=["m"], level="image", test_set="ilc"),
                                   expected["image"])
 

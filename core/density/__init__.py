@@ -1,1 +1,1 @@
-"""Breast density: the classical estimator and its calibration, density runs and reports."""
+"""Breast density: the classical estimator, its calibration and the NYU histogram features."""

@@ -26,7 +26,8 @@ import pandas as pd
 
 from core.errors import InputError
 from core.importers import FileOutcome, ImportReport
-from core.store.schema import LATERALITIES, PRIMARY_KEYS, TABLE_COLUMNS
+from core.store.schema import PRIMARY_KEYS, TABLE_COLUMNS
+from core.vocabulary import LATERALITIES
 from core.store import annotation_mask_path, Store
 
 __all__ = [

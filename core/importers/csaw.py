@@ -63,7 +63,7 @@ from core.importers.common import (
 from core.importers.columns import id_text, is_binary, parse_binary, parse_numbers
 from core.io.tables import read_table
 from core.progress import ProgressFn, report as report_progress
-from core.store.schema import HISTOLOGIES
+from core.vocabulary import HISTOLOGIES
 from core.store import Store
 
 __all__ = ["import_csaw", "HISTOLOGY_BY_TYPE", "POSITIVE_TIMING"]

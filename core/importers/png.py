@@ -61,7 +61,7 @@ from core.importers.common import (
 from core.importers.columns import find_column, id_text, parse_binary, parse_numbers
 from core.io.tables import load_pickle, read_table
 from core.progress import ProgressFn, report as report_progress
-from core.store.schema import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
+from core.vocabulary import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
 from core.store import Store
 
 __all__ = ["import_png", "read_manifest", "Manifest"]

@@ -3,9 +3,8 @@
 The study's first question is whether conventional image processing makes ILC more visible.
 `run_filters` answers it per image: the latest annotation is the tumour region, the healthy
 region is its mirror image on the contralateral same-view image (else a ring around the tumour),
-and `core.image.regions.filter_aucs` gives each method's tumour-vs-healthy AUC. `stored_results` and
-`summarize` turn the stored AUCs into the boxplot frame and the per-method table (n images, mean
-and median AUC) that the Filters page and ``python -m core filters run`` show.
+and `core.image.regions.filter_aucs` gives each method's tumour-vs-healthy AUC. `core.reports.filters`
+reads the stored AUCs back for the Filters page and ``python -m core filters run``.
 
 Cache key. A stored row is keyed by (image_id, method, params_hash, annotation_version), so a
 run computes only what is missing: a new annotation version recomputes that image, changed
@@ -15,7 +14,8 @@ table has no column for it and results of two ring widths must never mix.
 
 Work. Images are independent; a process pool filters them. Workers never open the store: the
 parent writes each chunk of rows to a result folder (`core.store.write_result`) and
-`Store.ingest`s it in one transaction, so a stopped run keeps the chunks it finished. Workers are
+`Store.ingest`s it in one transaction with the run's ``runs`` row (`core.jobs.run_folder`), so
+a stopped run keeps the chunks it finished and the next run computes only the rest. Workers are
 forked where the platform can: spawned (or forkserver) workers re-run the parent's ``__main__``
 file, and under Streamlit that is the app script itself (Streamlit installs it as
 ``sys.modules['__main__']``), which would draw the app, or build a demo store, in every worker.
@@ -25,33 +25,29 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from core import progress as _progress
 from core.errors import InputError
-from core.image.filters import METHODS, apply_method, params_hash, resolve_params
+from core.image.filters import METHODS, params_hash, resolve_params
 from core.io.pixels import read_mask
 from core.io.images import read_pixels
-from core.stats import roc_curve
-from core.image.regions import ALL_METHODS, HealthyRegion, filter_aucs, healthy_region, pixel_auc, \
-    tumour_region
-from core.store import Store, write_result
+from core.image.regions import ALL_METHODS, filter_aucs, healthy_region, tumour_region
+from core.jobs.run_folder import RunFolder
+from core.store import Store
+from core.validation import check_positive_int
 
 __all__ = [
-    "DEFAULT_RING_PX", "PARAM_CHOICES", "FilterPlan", "FilterTask", "ImageDetail", "RunSummary",
-    "compute_task", "filter_summary", "image_detail", "plan_filter_run", "region_histograms",
-    "region_roc", "region_values", "result_key", "run_filters", "select_images",
-    "stored_results", "summarize",
+    "DEFAULT_RING_PX", "PARAM_CHOICES", "FilterPlan", "FilterTask", "RunSummary",
+    "check_settings", "compute_task", "default_workers", "load_task", "make_task",
+    "plan_filter_run", "result_key", "run_filters", "select_images", "shared_depth",
+    "stored_keys", "wanted_keys",
 ]
 
 DEFAULT_RING_PX = 20  # the study's ring width
@@ -175,8 +171,9 @@ def result_key(code: str, params: Mapping[str, Any] | None = None, *,
     return hashlib.sha256(f"{key}|{ring}".encode()).hexdigest()[:12]
 
 
-def _check_settings(methods: Sequence[str], params: Mapping | None, ring_px: int,
-                    ring_mm: float | None) -> tuple[tuple[str, ...], dict[str, dict]]:
+def check_settings(methods: Sequence[str], params: Mapping | None, ring_px: int,
+                   ring_mm: float | None) -> tuple[tuple[str, ...], dict[str, dict]]:
+    """Methods (deduplicated) and their parameter overrides, checked; the ring width too."""
     methods = tuple(dict.fromkeys(methods))
     if not methods:
         raise InputError("methods is empty; pass at least one of " + ", ".join(METHODS))
@@ -195,13 +192,14 @@ def _check_settings(methods: Sequence[str], params: Mapping | None, ring_px: int
     return methods, params
 
 
-def _stored_keys(store: Store, wanted: pd.DataFrame) -> pd.DataFrame:
+def stored_keys(store: Store, wanted: pd.DataFrame) -> pd.DataFrame:
     """The filter_results rows among ``wanted`` (its key columns)."""
     keys = wanted[["image_id", "method", "params_hash", "annotation_version"]]
     return store.rows("filter_results", keys)
 
 
-def _wanted(images: pd.DataFrame, methods, params, ring_px, ring_mm) -> pd.DataFrame:
+def wanted_keys(images: pd.DataFrame, methods, params, ring_px, ring_mm) -> pd.DataFrame:
+    """The filter_results keys these settings need for ``images`` (`select_images` rows)."""
     keys = {m: result_key(m, params.get(m), ring_px=ring_px, ring_mm=ring_mm) for m in methods}
     return pd.DataFrame(
         [(r.image_id, m, keys[m], int(r.annotation_version))
@@ -214,7 +212,7 @@ def plan_filter_run(store: Store, *, test_set: str, methods: Sequence[str] = ALL
                     ring_px: int = DEFAULT_RING_PX, ring_mm: float | None = None,
                     malignant_only: bool = True) -> FilterPlan:
     """The images of ``test_set`` and, per image, the methods without a stored result."""
-    methods, params = _check_settings(methods, params, ring_px, ring_mm)
+    methods, params = check_settings(methods, params, ring_px, ring_mm)
     images = select_images(store, test_set=test_set, malignant_only=malignant_only)
     if ring_mm is not None and images["spacing_mm"].isna().any():
         n = int(images["spacing_mm"].isna().sum())
@@ -222,18 +220,19 @@ def plan_filter_run(store: Store, *, test_set: str, methods: Sequence[str] = ALL
                          "spacing; use ring_px instead")
     if images.empty:
         return FilterPlan(images, ())
-    wanted = _wanted(images, methods, params, ring_px, ring_mm)
-    done = _stored_keys(store, wanted)
+    wanted = wanted_keys(images, methods, params, ring_px, ring_mm)
+    done = stored_keys(store, wanted)
     done_pairs = set(zip(done["image_id"], done["method"]))
     tasks = []
     for r in images.itertuples():
         missing = tuple(m for m in methods if (r.image_id, m) not in done_pairs)
         if missing:
-            tasks.append(_task(r, missing, params, ring_px, ring_mm))
+            tasks.append(make_task(r, missing, params, ring_px, ring_mm))
     return FilterPlan(images, tuple(tasks))
 
 
-def _task(row, methods, params, ring_px, ring_mm) -> FilterTask:
+def make_task(row, methods, params, ring_px, ring_mm) -> FilterTask:
+    """The `FilterTask` of one `select_images` row."""
     return FilterTask(
         image_id=row.image_id, annotation_version=int(row.annotation_version),
         image_path=row.abs_path, mask_path=row.mask_path, view=row.view,
@@ -248,7 +247,7 @@ def _int_or_none(value) -> int | None:
     return None if value is None else int(value)
 
 
-def _shared_depth(task: FilterTask, contralateral: bool) -> int | None:
+def shared_depth(task: FilterTask, contralateral: bool) -> int | None:
     """One bit depth for the images compared (the larger stored one), None to infer it."""
     depths = [d for d in (task.bit_depth, task.other_bit_depth if contralateral else None)
               if d is not None]
@@ -258,7 +257,7 @@ def _shared_depth(task: FilterTask, contralateral: bool) -> int | None:
 # --- the work ---------------------------------------------------------------------------------
 
 
-def _load(task: FilterTask):
+def load_task(task: FilterTask):
     """Pixels, tumour mask, healthy region and the contralateral pixels of one task."""
     pixels = read_pixels(task.image_path)
     tumour = tumour_region(read_mask(task.mask_path), pixels.shape)
@@ -271,9 +270,9 @@ def _load(task: FilterTask):
 
 def compute_task(task: FilterTask) -> pd.DataFrame:
     """One image's filter_results rows (`RESULT_COLUMNS`): `filter_aucs` with the stored keys."""
-    pixels, tumour, healthy, other = _load(task)
+    pixels, tumour, healthy, other = load_task(task)
     table = filter_aucs(pixels, tumour, healthy, other_pixels=other, methods=task.methods,
-                        params=task.params, bit_depth=_shared_depth(task, other is not None))
+                        params=task.params, bit_depth=shared_depth(task, other is not None))
     keys = [result_key(m, task.params.get(m), ring_px=task.ring_px, ring_mm=task.ring_mm)
             for m in table["method"]]
     table = table.assign(image_id=task.image_id, params_hash=keys,
@@ -304,6 +303,7 @@ def _outcomes(tasks: Sequence[FilterTask], workers: int) -> Iterator[tuple]:
 
 
 def default_workers() -> int:
+    """Processes when none are asked for: two at most (each holds a few images in memory)."""
     return min(2, os.cpu_count() or 1)
 
 
@@ -311,8 +311,8 @@ def run_filters(store: Store, *, test_set: str, methods: Sequence[str] = ALL_MET
                 params: Mapping[str, Mapping[str, Any]] | None = None,
                 ring_px: int = DEFAULT_RING_PX, ring_mm: float | None = None,
                 malignant_only: bool = True, workers: int | None = None,
-                chunk_images: int = 32,
-                progress: _progress.ProgressFn | None = None) -> RunSummary:
+                chunk_images: int = 32, progress: _progress.ProgressFn | None = None,
+                resume: str | None = None) -> RunSummary:
     """Compute and store the missing filter AUCs of a test set's annotated images.
 
     Parameters
@@ -325,233 +325,55 @@ def run_filters(store: Store, *, test_set: str, methods: Sequence[str] = ALL_MET
         20) or mm (converted with each image's ``spacing_mm``).
     malignant_only : bool, only images of cancer breasts (default; the study's tumours).
     workers : int, optional; processes (default ``min(2, cpu count)``; 1 runs in this process).
-    chunk_images : int, images per ingest transaction.
+    chunk_images : int, images per ingest transaction (a chunk of the run).
     progress : ProgressFn, optional; called once per image finished.
+    resume : str, optional; the run_id of a failed or cancelled run with these settings: its
+        row continues (the images it stored are skipped, as by any run).
 
     Returns
     -------
     RunSummary. Images that fail (an unreadable file, a mask of the wrong size) are listed in
-    ``failures`` and store nothing; the others are stored.
+    ``failures`` and store nothing; the others are stored. A cancel request
+    (`core.jobs.run_folder.request_cancel`) stops the run before its next chunk with
+    `RunCancelled`; the ``runs`` row records the run either way.
     """
     start = time.perf_counter()
-    workers = default_workers() if workers is None else int(workers)
-    if workers < 1:
-        raise InputError(f"workers is {workers}; pass at least 1 process")
-    if chunk_images < 1:
-        raise InputError(f"chunk_images is {chunk_images}; pass at least 1")
+    workers = default_workers() if workers is None else check_positive_int(workers, name="workers")
+    check_positive_int(chunk_images, name="chunk_images")
     if store.read_only:
         raise InputError(f"store {store.path} is open read-only (demo mode); filter runs "
                          "are disabled")
     plan = plan_filter_run(store, test_set=test_set, methods=methods, params=params,
                            ring_px=ring_px, ring_mm=ring_mm, malignant_only=malignant_only)
+    settings = {"test_set": test_set, "methods": list(dict.fromkeys(methods)),
+                "params": params or {}, "ring_px": ring_px, "ring_mm": ring_mm,
+                "malignant_only": malignant_only}
     total = plan.n_pending
-    _progress.report(progress, 0, total, f"{total} image(s) to compute")
     pending: list[pd.DataFrame] = []
     failures: list[tuple[str, str]] = []
-    n_rows, n_chunks = 0, 0
-    runs = store.files_dir / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="filters-", dir=runs))
-    for done, (image_id, table, error) in enumerate(_outcomes(plan.tasks, workers), 1):
-        if error is not None:
-            failures.append((image_id, error))
-        else:
-            pending.append(table)
-        if len(pending) >= chunk_images:
-            n_rows += _ingest(store, run_dir / f"chunk-{n_chunks:05d}", pending)
-            n_chunks, pending = n_chunks + 1, []
-        _progress.report(progress, done, total, image_id)
-    if pending:
-        n_rows += _ingest(store, run_dir / f"chunk-{n_chunks:05d}", pending)
-    shutil.rmtree(run_dir, ignore_errors=True)
+    n_rows = 0
+    # keep=False: once done, every result is in the store and the folder goes
+    with RunFolder.open(store, "filters", settings, resume=resume, keep=False) as run:
+        progress = run.tee(progress)
+        _progress.report(progress, 0, total, f"{total} image(s) to compute")
+        for done, (image_id, table, error) in enumerate(_outcomes(plan.tasks, workers), 1):
+            if error is not None:
+                failures.append((image_id, error))
+            else:
+                pending.append(table)
+            if len(pending) >= chunk_images:
+                n_rows += _ingest(run, pending)
+                pending = []
+            _progress.report(progress, done, total, image_id)
+        if pending:
+            n_rows += _ingest(run, pending)
     failures.sort()
     return RunSummary(test_set, len(plan.images), total - len(failures),
                       len(plan.images) - total, len(failures), n_rows, tuple(failures),
                       time.perf_counter() - start)
 
 
-def _ingest(store: Store, chunk_dir: Path, tables: list[pd.DataFrame]) -> int:
+def _ingest(run: RunFolder, tables: list[pd.DataFrame]) -> int:
+    """One chunk; a resumed run numbers its chunks after those it ingested before."""
     frame = pd.concat(tables, ignore_index=True)
-    write_result(chunk_dir, {"filter_results": frame})
-    written = store.ingest(chunk_dir)["filter_results"]
-    shutil.rmtree(chunk_dir, ignore_errors=True)  # kept only when the ingest failed
-    return written
-
-
-# --- summaries --------------------------------------------------------------------------------
-
-
-def stored_results(store: Store, *, test_set: str, methods: Sequence[str] = ALL_METHODS,
-                   params: Mapping[str, Mapping[str, Any]] | None = None,
-                   ring_px: int = DEFAULT_RING_PX, ring_mm: float | None = None,
-                   malignant_only: bool = True) -> pd.DataFrame:
-    """Per-image AUCs stored for these settings and each image's latest annotation.
-
-    Returns
-    -------
-    DataFrame, one row per (image, method) with a stored result: image_id, exam_id,
-    laterality, view, histology, method, name, annotation_version, params_hash,
-    healthy_region ('mirrored' or 'ring'), auc, n_tumour, n_healthy; methods in `METHODS`
-    order. Images not computed yet are absent (see `plan_filter_run`).
-    """
-    methods, params = _check_settings(methods, params, ring_px, ring_mm)
-    images = select_images(store, test_set=test_set, malignant_only=malignant_only)
-    columns = ["image_id", "exam_id", "laterality", "view", "histology", "method", "name",
-               "annotation_version", "params_hash", "healthy_region", "auc", "n_tumour",
-               "n_healthy"]
-    if images.empty:
-        return pd.DataFrame(columns=columns)
-    rows = _stored_keys(store, _wanted(images, methods, params, ring_px, ring_mm))
-    if rows.empty:
-        return pd.DataFrame(columns=columns)
-    rows = rows.astype({"auc": float, "n_tumour": int, "n_healthy": int,
-                        "annotation_version": int})
-    out = rows.merge(images[["image_id", "exam_id", "laterality", "view", "histology"]],
-                     on="image_id")
-    out = out.assign(name=out["method"].map(lambda m: METHODS[m].name),
-                     order=out["method"].map(list(METHODS).index))
-    return out.sort_values(["order", "image_id"], ignore_index=True)[columns]
-
-
-def summarize(results: pd.DataFrame, *, by: Sequence[str] = ()) -> pd.DataFrame:
-    """Per method (and ``by`` groups): n_images, mean_auc, median_auc.
-
-    ``results``: `stored_results`. Images whose AUC is NaN (an empty region) are not counted.
-    Rows follow `METHODS` order.
-    """
-    keys = [*by, "method"]
-    columns = [*keys, "name", "n_images", "mean_auc", "median_auc"]
-    valid = results[results["auc"].notna()] if len(results) else results
-    if valid.empty:
-        return pd.DataFrame(columns=columns)
-    table = valid.groupby(keys, sort=False)["auc"].agg(
-        n_images="count", mean_auc="mean", median_auc="median").reset_index()
-    table = table.assign(name=table["method"].map(lambda m: METHODS[m].name),
-                         order=table["method"].map(list(METHODS).index))
-    return table.sort_values([*by, "order"], ignore_index=True)[columns]
-
-
-def filter_summary(store: Store, *, test_set: str, methods: Sequence[str] = ALL_METHODS,
-                   params: Mapping[str, Mapping[str, Any]] | None = None,
-                   ring_px: int = DEFAULT_RING_PX, ring_mm: float | None = None,
-                   malignant_only: bool = True) -> pd.DataFrame:
-    """`summarize` of `stored_results`: the table the page and the CLI print."""
-    return summarize(stored_results(store, test_set=test_set, methods=methods, params=params,
-                                    ring_px=ring_px, ring_mm=ring_mm,
-                                    malignant_only=malignant_only))
-
-
-# --- one image, for the viewer ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageDetail:
-    """One image's regions and every processed version, as the batch sees them.
-
-    Attributes
-    ----------
-    image_id, other_image_id : the tumour's image and its contralateral same-view image (None
-        when the healthy region is a ring).
-    pixels, other_pixels : ndarray (H, W) integer, as read (other_pixels None for a ring).
-    tumour : ndarray of bool (H, W).
-    healthy : HealthyRegion (its mask is on `other_pixels` when mirrored).
-    processed, processed_other : {code: ndarray} on the whole image (float32, bool for M3/M4),
-        both images on one intensity scale; processed_other is empty for a ring.
-    healthy_label : 'mirrored from the contralateral image' or e.g. '20-px ring'.
-    """
-
-    image_id: str
-    other_image_id: str | None
-    pixels: np.ndarray
-    other_pixels: np.ndarray | None
-    tumour: np.ndarray
-    healthy: HealthyRegion
-    processed: Mapping[str, np.ndarray]
-    processed_other: Mapping[str, np.ndarray]
-    healthy_label: str
-
-
-def image_detail(store: Store, image_id: str, *, test_set: str,
-                 methods: Sequence[str] = ALL_METHODS,
-                 params: Mapping[str, Mapping[str, Any]] | None = None,
-                 ring_px: int = DEFAULT_RING_PX, ring_mm: float | None = None) -> ImageDetail:
-    """Load one annotated image of ``test_set`` and apply every method to the whole image."""
-    methods, params = _check_settings(methods, params, ring_px, ring_mm)
-    images = select_images(store, test_set=test_set, malignant_only=False)
-    match = images[images["image_id"] == image_id]
-    if match.empty:
-        raise InputError(f"image {image_id!r} has no annotation with pixels in test set "
-                         f"{test_set!r}; pick an annotated image")
-    task = _task(next(match.itertuples()), methods, params, ring_px, ring_mm)
-    pixels, tumour, healthy, other = _load(task)
-
-    depth = _shared_depth(task, other is not None)
-
-    def run(image):
-        return {m: apply_method(m, image, bit_depth=depth, **params.get(m, {})) for m in methods}
-
-    if healthy.kind == "mirrored":
-        label = "mirrored from the contralateral image"
-    elif ring_mm is not None:
-        label = f"{ring_mm:g}-mm ring ({ring_mm / task.spacing_mm:.0f} px)"
-    else:
-        label = f"{int(ring_px)}-px ring"
-    return ImageDetail(image_id, task.other_image_id if other is not None else None, pixels,
-                       other, tumour, healthy, run(pixels), run(other) if other is not None
-                       else {}, label)
-
-
-def region_values(detail: ImageDetail) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{code: (tumour values, healthy values)} after processing (1-D arrays)."""
-    other = detail.processed_other or detail.processed
-    return {m: (detail.processed[m][detail.tumour], other[m][detail.healthy.mask])
-            for m in detail.processed}
-
-
-def region_histograms(detail: ImageDetail, *, bins: int = 40) -> pd.DataFrame:
-    """Pixel histograms of both regions per method, on shared bins (figure 6.3).
-
-    Returns
-    -------
-    DataFrame: method, region ('tumour' or 'healthy'), bin_start, bin_end, share (fraction of
-    the region's pixels in the bin; each region's shares sum to 1), n (pixels in the region).
-    Binary outputs (M3, M4) get the two bins [0, 0.5) and [0.5, 1].
-    """
-    rows = []
-    for code, (t, h) in region_values(detail).items():
-        binary = t.dtype == bool
-        both = np.concatenate([t, h]).astype(np.float64)
-        lo, hi = (0.0, 1.0) if binary else (float(both.min()), float(both.max()))
-        edges = np.histogram_bin_edges(both, bins=2 if binary else bins,
-                                       range=(lo, hi if hi > lo else lo + 1.0))
-        for region, values in (("tumour", t), ("healthy", h)):
-            counts, _ = np.histogram(values.astype(np.float64), bins=edges)
-            share = counts / max(values.size, 1)
-            rows += [(code, region, edges[i], edges[i + 1], share[i], values.size)
-                     for i in range(counts.size)]
-    return pd.DataFrame(rows, columns=["method", "region", "bin_start", "bin_end", "share", "n"])
-
-
-def region_roc(detail: ImageDetail, *, max_pixels: int = 4000, seed: int = 0) -> pd.DataFrame:
-    """ROC curve of tumour (positive) vs healthy pixels per method (figure 6.4).
-
-    The curve is drawn from at most ``max_pixels`` pixels of each region (a seeded random
-    subsample: the chart need not carry a million points); ``auc`` is exact, over all pixels.
-
-    Returns
-    -------
-    DataFrame: method, fpr, tpr, auc.
-    """
-    rng = np.random.default_rng(seed)
-    frames = []
-    for code, (t, h) in region_values(detail).items():
-        if t.size == 0 or h.size == 0:
-            continue
-        auc = pixel_auc(t, h).auc
-        t_s, h_s = (v if v.size <= max_pixels else rng.choice(v, max_pixels, replace=False)
-                    for v in (t, h))
-        y = np.r_[np.ones(t_s.size), np.zeros(h_s.size)]
-        fpr, tpr, _ = roc_curve(y, np.r_[t_s, h_s].astype(np.float64), drop_intermediate=True)
-        frames.append(pd.DataFrame({"method": code, "fpr": fpr, "tpr": tpr, "auc": auc}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["method", "fpr", "tpr", "auc"])
+    return run.ingest(f"chunk-{len(run.chunks):05d}", {"filter_results": frame})["filter_results"]

@@ -27,7 +27,7 @@ from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  
                              HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
                              PRESENTATIONS, VIEWS)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def case_hash_sql(level: str, case_id: str) -> str:
@@ -271,6 +271,23 @@ CREATE TABLE filter_results (
     n_healthy BIGINT,
     PRIMARY KEY (image_id, method, params_hash, annotation_version)
 );
+
+CREATE TABLE runs (                      -- one row per job (see core.jobs.run_folder)
+    run_id VARCHAR PRIMARY KEY,          -- <kind>-<timestamp>-<random>: its folder's name
+    kind VARCHAR NOT NULL,               -- filters | predict | density | train
+    params VARCHAR NOT NULL,             -- JSON: the job's parameters (a density calibration too)
+    code_version VARCHAR,                -- git commit, else sha256 of the package files
+    status VARCHAR NOT NULL,             -- running | done | failed | cancelled
+    started_at TIMESTAMP NOT NULL,
+    ended_at TIMESTAMP,
+    progress_done BIGINT,
+    progress_total BIGINT,
+    message VARCHAR,
+    ingested VARCHAR,                    -- JSON: rows written per table
+    chunks VARCHAR,                      -- JSON: names of the chunks ingested (a resume skips them)
+    error VARCHAR,
+    folder VARCHAR NOT NULL              -- relative to the files folder; gone once a filters run is done
+);
 """ + CASES_TABLE
 
 
@@ -320,6 +337,8 @@ MIGRATIONS: dict[int, str] = {
         f"INSERT INTO cases {CASES_SELECT};",
         RENEW_TRUTH_TOKEN + ";",
     ]),
+    # v3: the runs table (core.jobs.run_folder); a later change to it must freeze this DDL here
+    2: table_ddl("runs"),
 }
 
 # Writes to these tables rebuild the derived ``cases`` table.
@@ -357,6 +376,10 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "image_id", "method", "params_hash", "annotation_version", "healthy_region", "auc",
         "n_tumour", "n_healthy",
     ),
+    "runs": (
+        "run_id", "kind", "params", "code_version", "status", "started_at", "ended_at",
+        "progress_done", "progress_total", "message", "ingested", "chunks", "error", "folder",
+    ),
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -374,4 +397,5 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "testsets": ("name",),
     "testset_exams": ("name", "exam_id"),
     "filter_results": ("image_id", "method", "params_hash", "annotation_version"),
+    "runs": ("run_id",),
 }

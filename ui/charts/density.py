@@ -1,6 +1,6 @@
 """Density charts: category distribution (figure 6.14), AUC per density stratum with CIs
 (table 6.3 as a forest plot), model score against density (figure 6.15) and readers' sensitivity
-and specificity per category beside the model's. Pure: frames from `core.density.runs` in, an
+and specificity per category beside the model's. Pure: frames from `core.reports.density` in, an
 ``alt.Chart`` out."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core.density.runs import STRATA
+from core.reports.density import STRATA
 from ui.charts import DENSITY_NAMES
 
 TRUTH_COLOURS = alt.Scale(domain=["healthy", "cancer"], range=["#b0b0b0", "#7b2d8e"])
@@ -21,7 +21,7 @@ _TINY = {"all": "all", "0": "0", "1": "1", "2": "2", "3": "3"}   # axis labels i
 
 def distribution_chart(counts: pd.DataFrame, *, title: str = "") -> alt.Chart:
     """Share of exams per density category, one bar per group (dataset or test set) side by side;
-    the count sits on each bar. ``counts``: `core.density.runs.category_counts`."""
+    the count sits on each bar. ``counts``: `core.reports.density.category_counts`."""
     frame = counts.assign(category=counts["category"].astype(str).map(SHORT_NAMES),
                           percent=100 * counts["share"].fillna(0))
     order = list(SHORT_NAMES.values())[1:]
@@ -42,7 +42,7 @@ def distribution_chart(counts: pd.DataFrame, *, title: str = "") -> alt.Chart:
 
 def auc_forest(table: pd.DataFrame, *, title: str = "") -> alt.Chart:
     """AUC with its 95 % CI per density stratum (rows) and model (colour), one panel per test
-    set; the dashed rule is chance. ``table``: `core.density.runs.stratified_auc`."""
+    set; the dashed rule is chance. ``table``: `core.reports.density.stratified_auc`."""
     order = {s: i for i, (s, _) in enumerate(STRATA)}
     frame = table.dropna(subset=["auc"]).assign(
         cases=lambda f: f["n_pos"].astype(str) + " cancers / " + f["n_neg"].astype(str) + " healthy",
@@ -69,7 +69,7 @@ def auc_forest(table: pd.DataFrame, *, title: str = "") -> alt.Chart:
 
 def score_vs_density(frame: pd.DataFrame, *, density_title: str, title: str = "") -> alt.Chart:
     """Model score (y) against density score (x), one point per case coloured by truth, with a
-    least-squares line per group. ``frame``: `core.density.runs.density_scatter`."""
+    least-squares line per group. ``frame``: `core.reports.density.density_scatter`."""
     frame = frame.assign(category=frame["density"].map(DENSITY_NAMES).astype(object).fillna("unknown"))
     x = alt.X("density_score:Q", title=density_title, scale=alt.Scale(zero=False))
     y = alt.Y("score:Q", title="model score", scale=alt.Scale(zero=False))
@@ -90,7 +90,7 @@ def score_vs_density(frame: pd.DataFrame, *, density_title: str, title: str = ""
 
 def reader_chart(table: pd.DataFrame, *, title: str = "") -> alt.Chart:
     """Sensitivity and specificity (Wilson 95 % CIs) per density category, reader beside model;
-    one row of panels per reader. ``table``: `core.density.runs.reader_by_density`."""
+    one row of panels per reader. ``table``: `core.reports.density.reader_by_density`."""
     long = []
     for metric in ("sensitivity", "specificity"):
         part = table[["reader", "who", "role", "density", metric, f"{metric}_ci_low",

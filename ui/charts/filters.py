@@ -1,5 +1,5 @@
 """Filters page charts and pictures: AUC boxplots (figure 6.5), region histograms (6.3), pixel
-ROC curves (6.4) and the image panels (6.1, 6.2). Pure: frames from `core.jobs.filters` (or
+ROC curves (6.4) and the image panels (6.1, 6.2). Pure: frames from `core.reports.filters` (or
 arrays) in, an ``alt.Chart`` (or RGB arrays with captions) out."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from core.jobs.filters import ImageDetail
+from core.reports.filters import ImageDetail
 from core.image.filters import METHODS
 from core.io.pixels import to_display
 from ui.charts import HISTOLOGY_COLOURS
@@ -24,7 +24,7 @@ _REGIONS = alt.Scale(domain=list(REGION_COLOURS), range=list(REGION_COLOURS.valu
 def auc_boxplot(results: pd.DataFrame, *, facet: bool = False, title: str = "") -> alt.Chart:
     """Per-image AUC per method: boxes by histology, means as diamonds, a 0.5 reference line.
 
-    ``results``: `core.jobs.filters.stored_results`. ``facet``: one panel per histology
+    ``results``: `core.reports.filters.stored_results`. ``facet``: one panel per histology
     (ILC beside IDC) instead of side-by-side coloured boxes.
     """
     present = [h for h in HISTOLOGY_COLOURS.domain if h in set(results["histology"])]
@@ -57,7 +57,7 @@ def auc_boxplot(results: pd.DataFrame, *, facet: bool = False, title: str = "") 
 def region_histograms(frame: pd.DataFrame, *, columns: int = 4) -> alt.Chart:
     """Pixel histograms of tumour and healthy region after each method (overlaid, shared bins).
 
-    ``frame``: `core.jobs.filters.region_histograms` (share of each region's pixels per bin).
+    ``frame``: `core.reports.filters.region_histograms` (share of each region's pixels per bin).
     """
     frame = frame.assign(order=frame["method"].map(METHOD_ORDER.index))
     return alt.Chart(frame).mark_bar(opacity=0.55, binSpacing=0).encode(
@@ -78,7 +78,7 @@ def region_histograms(frame: pd.DataFrame, *, columns: int = 4) -> alt.Chart:
 def pixel_roc(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
     """ROC of tumour (positive) vs healthy pixels per method; the legend carries each AUC.
 
-    ``frame``: `core.jobs.filters.region_roc`.
+    ``frame``: `core.reports.filters.region_roc`.
     """
     frame = frame.assign(curve=[f"{m}  AUC {a:.3f}" for m, a in zip(frame["method"],
                                                                      frame["auc"])])
