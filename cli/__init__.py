@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError, StoreBusy, StoreVersionError
+from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
                    "density", "predict")
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (InputError, StoreVersionError) as exc:
         _fail(exc, debug)
         return 2
-    except (CommandFailed, StoreBusy) as exc:
+    except (CommandFailed, StoreBusy, RunCancelled) as exc:
         _fail(exc, debug)
         return 1
     except KeyboardInterrupt:

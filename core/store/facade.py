@@ -73,7 +73,7 @@ def open_store(path: str | Path | None = None, *, read_only: bool = False,
                 raise StoreVersionError(
                     f"store {path} has schema version {version}, older than this ILCscope's "
                     f"{SCHEMA_VERSION}, and cannot be migrated here ({_first_line(exc)}); "
-                    f"run `python -m core init --db {path}` where the file is writable") from exc
+                    "open it once where the file is writable (any write migrates it)") from exc
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         store._create_or_migrate()
@@ -156,7 +156,7 @@ class Store:
         if version > SCHEMA_VERSION:
             raise StoreVersionError(
                 f"store {self.path} has schema version {version}, newer than this ILCscope's "
-                f"{SCHEMA_VERSION}; upgrade ILCscope or open another store with --db")
+                f"{SCHEMA_VERSION}; upgrade ILCscope or open another store")
         return version
 
     def _create_or_migrate(self) -> None:
@@ -175,7 +175,7 @@ class Store:
             if version > SCHEMA_VERSION:
                 raise StoreVersionError(
                     f"store {self.path} has schema version {version}, newer than this "
-                    f"ILCscope's {SCHEMA_VERSION}; upgrade ILCscope or open another store with --db")
+                    f"ILCscope's {SCHEMA_VERSION}; upgrade ILCscope or open another store")
             while version < SCHEMA_VERSION:
                 con.execute(MIGRATIONS[version])
                 version += 1
