@@ -147,7 +147,7 @@ def estimate_classical(store: Store, *, test_set: str, calibrate_on: str | None 
         if calibrate_on is None and degenerate and reference in store.density_sources():
             notes.append(f"every exam fell in category {int(exam_rows['category'].iloc[0])} with "
                          f"the mini-MIAS defaults; calibrate on the '{reference}' source "
-                         f"(calibrate_on={reference!r}) for meaningful categories on this dataset")
+                         f"(--calibrate-on {reference}) for meaningful categories on this dataset")
         return store_density(run, pd.concat([image_rows, exam_rows], ignore_index=True),
                              skipped=skipped, reference=reference, n_images=len(ok),
                              started=start, notes=notes)
