@@ -52,6 +52,11 @@ def flag_names(message: str) -> str:
     return FLAGS.get(first, first) + space + rest
 
 
+def comma_list(text: str) -> list[str]:
+    """An argparse ``type`` for ``a,b,c`` lists: names stripped, empty items dropped."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 class CommandFailed(RuntimeError):
     """A job ran and failed (exit 1); the message says why."""
 

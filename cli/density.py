@@ -6,8 +6,8 @@ import argparse
 
 from core.jobs.density import estimate_classical
 from core.reports.density import density_report
-from cli import open_from_args
-from core.density.estimator import CATEGORY_NAMES
+from cli import comma_list, open_from_args
+from core.vocabulary import DENSITY_CATEGORY_NAMES as CATEGORY_NAMES
 from core.errors import InputError
 from core.progress import tqdm_progress
 from core.vocabulary import LEVELS
@@ -34,9 +34,6 @@ REPORT_EXAMPLE = """example:
   python -m core report density --test-set test-all --density-source label --level exam \\
       --models classical-dog --reader-model classical-dog --json"""
 
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def register(commands, report, common) -> None:
@@ -80,15 +77,15 @@ def register(commands, report, common) -> None:
                                       "non-dense, and readers' sensitivity and specificity per "
                                       "category beside the model's at the reader's specificity.")
     r.add_argument("--test-set", required=True)
-    r.add_argument("--test-sets", type=_names, help="comma-separated test sets for the AUC table "
+    r.add_argument("--test-sets", type=comma_list, help="comma-separated test sets for the AUC table "
                                                     "(default: --test-set)")
     r.add_argument("--density-source", default="label", help="density source (default: label)")
-    r.add_argument("--models", type=_names, help="comma-separated models (default: all)")
+    r.add_argument("--models", type=comma_list, help="comma-separated models (default: all)")
     r.add_argument("--level", choices=LEVELS, default="exam")
     r.add_argument("--how", choices=("max", "mean"), default="max",
                    help="aggregation of image scores (default: max)")
     r.add_argument("--reader-model", help="model compared with the readers (default: first model)")
-    r.add_argument("--readers", type=_names, help="comma-separated readers (default: all with "
+    r.add_argument("--readers", type=comma_list, help="comma-separated readers (default: all with "
                                                   "recall decisions)")
     r.set_defaults(func=cmd_report_density)
 

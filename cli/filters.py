@@ -7,7 +7,7 @@ import sys
 
 from core.jobs import filters as filter_runs
 from core.reports.filters import filter_summary
-from cli import CommandFailed, open_from_args, to_json, to_text
+from cli import CommandFailed, comma_list, open_from_args, to_json, to_text
 from core.errors import InputError
 from core.image.filters import METHODS
 from core.progress import tqdm_progress
@@ -16,9 +16,6 @@ EXAMPLE = """example:
   python -m core filters run --test-set mias --methods M1,M2,M7 --workers 2 \\
       --param M7.detail_gain=3 --json"""
 
-
-def _methods(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def _workers(text: str) -> int:
@@ -46,7 +43,7 @@ def register(commands, report, common) -> None:
                     "included as the reference. The numbers the Filters page shows.",
         epilog=EXAMPLE)
     p.add_argument("--test-set", required=True, help="named test set (each dataset's name is one)")
-    p.add_argument("--methods", type=_methods, default=None,
+    p.add_argument("--methods", type=comma_list, default=None,
                    help=f"comma-separated codes (default: all of {','.join(METHODS)})")
     p.add_argument("--param", action="append", default=[], metavar="CODE.NAME=VALUE",
                    help="override a parameter, VALUE as JSON (repeatable), "

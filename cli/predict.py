@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import CommandFailed, open_from_args
+from cli import CommandFailed, comma_list, open_from_args
 from core.errors import InputError
 from core.progress import tqdm_progress
 
@@ -24,9 +24,6 @@ sample_model_4.p,sample_model_5.p --config paper-1,paper-2,paper-3,paper-4,paper
       --test-set test-all --name gmic-ensemble"""
 
 
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
 
 def register(commands, report, common) -> None:
     p = commands.add_parser("predict", parents=[common],
@@ -37,10 +34,10 @@ def register(commands, report, common) -> None:
                             epilog=EXAMPLE)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="checkpoint path, shipped model name or stored GMIC model")
-    which.add_argument("--ensemble", type=_names, metavar="CKPT1,CKPT2,...",
+    which.add_argument("--ensemble", type=comma_list, metavar="CKPT1,CKPT2,...",
                        help="comma-separated checkpoints averaged like the official ensemble")
     p.add_argument("--test-set", required=True, help="named test set (see `testsets list`)")
-    p.add_argument("--config", type=_names, metavar="NAME[,NAME...]",
+    p.add_argument("--config", type=comma_list, metavar="NAME[,NAME...]",
                    help="GMIC config (paper, paper-1..5, cpu-small, tiny, demo), one for all or "
                         "one per checkpoint (default: from the checkpoint, else paper)")
     p.add_argument("--name", help="model name in the store (default: --model's name or file stem; "

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from core.reports import benchmark as benchmark
-from cli import open_from_args
+from cli import comma_list, open_from_args
 from core.vocabulary import LEVELS
 
 EXAMPLE = """example:
@@ -12,9 +12,6 @@ EXAMPLE = """example:
       --models classical-dog --level breast --how max --ci delong \\
       --specificities 0.98,0.90 --json"""
 
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def register(commands, report, common) -> None:
@@ -27,10 +24,10 @@ def register(commands, report, common) -> None:
         epilog=EXAMPLE)
     p.add_argument("--test-set", required=True,
                    help="test set for the pairwise tests and operating points")
-    p.add_argument("--test-sets", type=_names, default=None,
+    p.add_argument("--test-sets", type=comma_list, default=None,
                    help="comma-separated test sets for the AUC table "
                         "(default: --test-set, then test-ILC and test-all where present)")
-    p.add_argument("--models", type=_names, default=None,
+    p.add_argument("--models", type=comma_list, default=None,
                    help="comma-separated models (default: all with predictions at --level)")
     p.add_argument("--level", choices=LEVELS, default="image")
     p.add_argument("--how", choices=("max", "mean"), default="max",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.density.estimator import CATEGORY_NAMES
+from core.vocabulary import DENSITY_CATEGORY_NAMES as CATEGORY_NAMES
 from core.density.histogram import NUM_BINS, VIEWS, check_exam, exam_features
 from core.errors import InputError
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.io.mias import parse_info
-from core.vocabulary import MIAS_DENSITY
+from core.vocabulary import DENSITY_CATEGORY_NAMES, MIAS_DENSITY
 from core.stats.kappa import KAPPA_WEIGHTS, weighted_kappas
 from core.progress import ProgressFn, report
 from core.validation import check_image
@@ -75,8 +75,7 @@ __all__ = [
     "read_mias_labels",
 ]
 
-CATEGORY_NAMES = ("almost entirely fatty", "scattered fibroglandular", "heterogeneously dense",
-                  "extremely dense")
+CATEGORY_NAMES = DENSITY_CATEGORY_NAMES   # core.vocabulary: 0 almost entirely fatty .. 3 extremely dense
 METHODS = ("fixed", "adaptive")
 SCALES = ("full", "breast")
 # Fraction of full scale (method='fixed', scale='full'). Chosen on mini-MIAS from 0.60..0.80 in
