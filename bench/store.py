@@ -21,18 +21,15 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._timing import percentiles_ms  # noqa: E402
 from core.demo.build import build_demo  # noqa: E402
 from core.store.schema import TABLE_COLUMNS, case_hash_sql  # noqa: E402
 from core.store import Store, open_store, write_result  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return float(np.percentile(times, 50)) * 1e3, float(np.percentile(times, 95)) * 1e3, out
+    """(p50 ms, p95 ms, last result) of ``repeats`` calls."""
+    return percentiles_ms(fn, repeat=repeats, q=(50, 95))
 
 
 def fake_predictions(images: pd.DataFrame, breasts: pd.DataFrame, rng) -> pd.DataFrame:
