@@ -7,10 +7,17 @@ stored with the same values (`Snapshot.unchanged`) is *skipped*: that is what ma
 importer idempotent without an "already imported" table.
 
 `Batch` collects the validated files and writes them with one `Store.write_tables` call per
-batch (default 500 files): one transaction, so files land whole or not at all. Batching matters
-because each upsert statement costs ~5-10 ms in DuckDB here (MIAS: 24 s with one transaction per
-image, ~5 s batched). Files an importer writes itself (masks, display copies) are written before
-the transaction and removed if it fails.
+batch (default 500 files): one transaction holding the rows *and* the test sets they change, so
+files land whole or not at all and a kill never leaves a set stale. Batching matters because
+each upsert statement costs ~5-10 ms in DuckDB here (MIAS: 24 s with one transaction per image,
+~5 s batched). Files an importer writes itself (masks, display copies) are written before the
+transaction and removed if it fails.
+
+The store file is locked only while a connection is open, so an importer reads its `Snapshot`
+in one short operation and does the slow work (decoding, hashing, display copies) holding no
+connection: other processes (the app, ``info``) wait at most one batch's insert, never the import.
+`finish` re-checks the test sets, so a re-import that finds every file unchanged still repairs a
+set that an older, interrupted import left stale.
 """
 from __future__ import annotations
 
@@ -173,7 +180,7 @@ class Snapshot:
 
     def __init__(self, store: Store, dataset: str, tables: Sequence[str]):
         self._rows: dict[str, dict[tuple, dict]] = {t: {} for t in ("annotations", "lesions")}
-        with store.connection():
+        with store.connection():  # one short read; the import's slow work holds no connection
             for table in tables:
                 rows = (store.select(table) if table == "readers"        # readers are global
                         else store.select(table, dataset=dataset))
@@ -242,7 +249,8 @@ class Batch:
 
     `run` executes a file's job: `InputError` or `OSError` -> failed (one line), `Skipped` ->
     skipped, `FileRows` -> queued and reported imported; `flush` writes the queue with one
-    `Store.write_tables` call (rows deduplicated on the primary key, last file wins). If that
+    `Store.write_tables` call (rows deduplicated on the primary key, last file wins; the test
+    sets refreshed in the same transaction). If that
     write fails, every queued file is re-reported as failed and its new files are removed.
     """
 
@@ -292,7 +300,7 @@ class Batch:
         frames = {t: frame(t, rows.values()) for t, rows in merged.items() if rows}
         delete = [{"table": t, "match": {c: values}} for (t, c), values in replace.items()]
         try:
-            self.store.write_tables(frames, delete=delete)
+            self.store.write_tables(frames, delete=delete, refresh_testsets=True)
         except InputError as exc:
             self._discard(f"store write failed: {_one_line(str(exc))}")
             return
@@ -311,10 +319,13 @@ class Batch:
 
 
 def finish(store: Store, report: ImportReport) -> ImportReport:
-    """After an import: re-evaluate test sets (each dataset's own set included)."""
-    if any(o.status == "imported" for o in report.outcomes):
-        with store.connection():  # one connection for all the sets' transactions
-            store.refresh_testsets()
+    """After an import: repair any stale test set (each batch refreshed its own already).
+
+    Why: an import interrupted before its sets were refreshed (or one from an older ILCscope)
+    would otherwise stay stale for good, since a re-import skips every unchanged file.
+    Reads only when every set is current.
+    """
+    store.refresh_testsets()
     return report
 
 

@@ -103,11 +103,11 @@ def import_csaw(store: Store, csv: str | Path, *, images: str | Path | None = No
     options = _Options(dataset, images, tuple(positive_timing), histology_map)
     table = _validated(read_table(csv), csv.name)
     report = ImportReport(kind="csaw", dataset=dataset)
-    with store.connection():
-        snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts", "reads",
-                                             "density", "readers"))
-        with Batch(store, report) as batch:
-            batch.run(csv.name, lambda: _rows(store, snapshot, table, options, report, progress))
+    snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts", "reads",
+                                         "density", "readers"))
+    # No connection while the image files are hashed; the write is one transaction.
+    with Batch(store, report) as batch:
+        batch.run(csv.name, lambda: _rows(store, snapshot, table, options, report, progress))
     return finish(store, report)
 
 

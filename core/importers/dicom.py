@@ -218,13 +218,13 @@ def import_dicom(store: Store, root: str | Path, *, dataset: str | None = None,
     dataset = check_dataset(dataset or root.name)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     report = ImportReport(kind="dicom", dataset=dataset)
-    with store.connection():
-        snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts"))
-        with Batch(store, report) as batch:
-            for done, path in enumerate(files):
-                rel = path.relative_to(root).as_posix()
-                batch.run(rel, lambda: _import_file(store, snapshot, root, path, rel, dataset))
-                report_progress(progress, done + 1, len(files), rel)
+    snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts"))
+    # No connection around the loop: decoding and display copies hold no lock.
+    with Batch(store, report) as batch:
+        for done, path in enumerate(files):
+            rel = path.relative_to(root).as_posix()
+            batch.run(rel, lambda: _import_file(store, snapshot, root, path, rel, dataset))
+            report_progress(progress, done + 1, len(files), rel)
     return finish(store, report)
 
 

@@ -93,22 +93,21 @@ def import_mias(store: Store, root: str | Path, *, dataset: str | None = None,
         f"{len(several)} images with several findings ({', '.join(several) or 'none'}); "
         f"laterality rule {laterality_rule}"))
     source, sides = LATERALITY_RULES[laterality_rule]
-    with store.connection():
-        snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts", "lesions",
-                                             "annotations", "density"))
-        lateralities = {}
-        for refnum in by_ref:
-            stored = snapshot.get("images", image_id=f"{dataset}/{refnum}")
-            if stored is not None and stored["laterality_source"] == "corrected":
-                lateralities[refnum] = (stored["laterality"], "corrected")
-            else:
-                lateralities[refnum] = (sides[int(refnum[3:]) % 2], source)
-        context = _Context(store, snapshot, root, dataset, laterality_rule, by_ref,
-                           lateralities)
-        with Batch(store, report) as batch:
-            for done, refnum in enumerate(sorted(by_ref)):
-                batch.run(_file_name(root, refnum), lambda: _import_image(context, refnum))
-                report_progress(progress, done + 1, len(by_ref), refnum)
+    snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts", "lesions",
+                                         "annotations", "density"))
+    lateralities = {}
+    for refnum in by_ref:
+        stored = snapshot.get("images", image_id=f"{dataset}/{refnum}")
+        if stored is not None and stored["laterality_source"] == "corrected":
+            lateralities[refnum] = (stored["laterality"], "corrected")
+        else:
+            lateralities[refnum] = (sides[int(refnum[3:]) % 2], source)
+    context = _Context(store, snapshot, root, dataset, laterality_rule, by_ref, lateralities)
+    # No connection around the loop: decoding holds no lock; each batch's write is one transaction.
+    with Batch(store, report) as batch:
+        for done, refnum in enumerate(sorted(by_ref)):
+            batch.run(_file_name(root, refnum), lambda: _import_image(context, refnum))
+            report_progress(progress, done + 1, len(by_ref), refnum)
     return finish(store, report)
 
 

@@ -282,17 +282,17 @@ def import_png(store: Store, root: str | Path, manifest: str | Path, *,
     report = ImportReport(kind="png", dataset=dataset)
     images = _listed_images(root, spec) if spec.files else _found_images(root, report)
     seen_exams = set()
-    with store.connection():
-        snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts", "density"))
-        with Batch(store, report) as batch:
-            for done, (rel, exam_key, laterality, view, repeat) in enumerate(images):
-                if exam_key not in spec.exams:
-                    report.add(rel, "skipped", f"exam {exam_key!r} is not in the manifest")
-                    continue
-                seen_exams.add(exam_key)
-                batch.run(rel, lambda: _image_rows(store, snapshot, root, dataset, spec, rel,
-                                                   exam_key, laterality, view, repeat))
-                report_progress(progress, done + 1, len(images), rel)
+    snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts", "density"))
+    # No connection around the loop: decoding and hashing hold no lock.
+    with Batch(store, report) as batch:
+        for done, (rel, exam_key, laterality, view, repeat) in enumerate(images):
+            if exam_key not in spec.exams:
+                report.add(rel, "skipped", f"exam {exam_key!r} is not in the manifest")
+                continue
+            seen_exams.add(exam_key)
+            batch.run(rel, lambda: _image_rows(store, snapshot, root, dataset, spec, rel,
+                                               exam_key, laterality, view, repeat))
+            report_progress(progress, done + 1, len(images), rel)
     report.unmatched.extend(f"manifest exam {k}" for k in spec.exams if k not in seen_exams)
     return finish(store, report)
 

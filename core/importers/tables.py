@@ -115,8 +115,8 @@ def _import_table(store: Store, path: Path, kind: str, options: TableOptions,
             options.dataset not in store.dataset_names():
         raise InputError(f"dataset {options.dataset!r} is not in the store; to create its cases "
                          "from this table pass label_column (or import the images first)")
-    with store.connection():
-        with Batch(store, report) as batch:
+    with Batch(store, report) as batch:  # the write (at the block's end) is one transaction
+        with store.connection():  # the matching's reads share one attachment
             batch.run(path.name, lambda: table_rows(store, path, kind, options, long, values,
                                                     note, report))
     report_progress(progress, 3, 3, "written")

@@ -217,21 +217,31 @@ class Store:
 
     # ------------------------------------------------------------------ writes
     def write_tables(self, frames: dict[str, pd.DataFrame], *,
-                     delete: Sequence[Mapping] = ()) -> dict[str, int]:
+                     delete: Sequence[Mapping] = (), testsets: Mapping[str, str] | None = None,
+                     refresh_testsets: bool = False) -> dict[str, int]:
         """Upsert several tables in one transaction; returns rows written per table.
 
         ``delete`` holds ``{"table": name, "match": {column: value or values}}`` entries
         (`core.store.match.match_sql`), run first in the same transaction, for replacing rows:
         a dataset, a density source on some exams. Nothing in them is SQL: names are checked
         against the schema and values travel as parameters.
+
+        ``testsets`` (name -> rule) are created or replaced, and ``refresh_testsets`` re-evaluates
+        every stored rule and each dataset's own set, in the same transaction: rows and the test
+        sets they change land together, so a kill between them cannot leave a set stale.
         """
         deletes = [delete_sql(entry) for entry in delete]
         with self.transaction() as con:
             for sql, params in deletes:
                 con.execute(sql, params)
             written = {table: upsert(con, table, frame) for table, frame in frames.items()}
-            if {*frames, *(d["table"] for d in delete)} & set(CASE_SOURCES):
-                rebuild_cases(con)
+            sets_change = bool(testsets) or refresh_testsets
+            if sets_change or {*frames, *(d["table"] for d in delete)} & set(CASE_SOURCES):
+                rebuild_cases(con)  # the rules select from cases
+            if sets_change:
+                rules = _testsets.current_rules(con) if refresh_testsets else {}
+                _testsets.write_testsets(con, rules | dict(testsets or {}))
+                rebuild_cases(con)  # cases carry their test-set ids
             return written
 
     def ingest(self, result_dir: str | Path) -> dict[str, int]:
@@ -490,11 +500,19 @@ class Store:
             rebuild_cases(con)
         return counts
 
-    def refresh_testsets(self) -> None:
-        """Re-evaluate every rule (after an import) and make each dataset's own set."""
-        rules = {d: f"dataset={d}" for d in self.dataset_names()}
-        rules |= dict(self.testsets()[["name", "rule"]].itertuples(index=False))
-        self.create_testsets(rules)
+    def refresh_testsets(self, testsets: Mapping[str, str] | None = None) -> list[str]:
+        """Bring every test set up to date (each dataset's own set included), plus ``testsets``
+        (name -> rule, created or replaced); returns the names rewritten.
+
+        Only stale sets are written, in one transaction; when none is stale nothing is written
+        (a re-import that found every file unchanged still repairs a set a kill left stale).
+        """
+        with self.connection() as con:
+            rules = _testsets.current_rules(con) | dict(testsets or {})
+            stale = _testsets.stale_testsets(con, rules)
+            if stale:
+                self.create_testsets({name: rules[name] for name in stale})
+        return stale
 
     def delete_testset(self, name: str) -> None:
         """Remove a test set (its exams stay in the store)."""

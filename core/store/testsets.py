@@ -92,6 +92,34 @@ def write_testsets(con: duckdb.DuckDBPyConnection, rules: dict[str, str]) -> dic
     return {name: 0 for name in rules} | dict(counts)
 
 
+def current_rules(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Every rule the store keeps up to date: each dataset's own set (``dataset=<name>``),
+    then the stored named sets (a stored rule wins over a dataset's default of the same name)."""
+    datasets = [r[0] for r in con.execute("SELECT dataset FROM datasets ORDER BY 1").fetchall()]
+    stored = con.execute("SELECT name, rule FROM testsets ORDER BY name").fetchall()
+    return {d: f"dataset={d}" for d in datasets} | dict(stored)
+
+
+def stale_testsets(con: duckdb.DuckDBPyConnection, rules: dict[str, str]) -> list[str]:
+    """The names in ``rules`` whose stored set is missing, has another rule, or holds other
+    exams than the rule selects now (read-only: a re-import that wrote nothing checks this)."""
+    stored = dict(con.execute("SELECT name, rule FROM testsets").fetchall())
+    stale = []
+    for name, rule in rules.items():
+        if stored.get(name) != rule:
+            stale.append(name)
+            continue
+        where, params = _rule_sql(parse_rule(rule))
+        selected = f"SELECT c.exam_id FROM cases c WHERE c.level = 'exam' AND {where}"
+        kept = "SELECT exam_id FROM testset_exams WHERE name = ?"
+        differ = con.execute(
+            f"SELECT count(*) FROM (({selected} EXCEPT {kept}) UNION ALL ({kept} EXCEPT {selected}))",
+            [*params, name, name, *params]).fetchall()[0][0]
+        if differ:
+            stale.append(name)
+    return stale
+
+
 def delete_testset(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Remove a test set and its exams (the caller rebuilds the ``cases`` table after)."""
     con.execute("DELETE FROM testset_exams WHERE name = ?", [name])
