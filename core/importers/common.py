@@ -250,8 +250,8 @@ class Batch:
     `run` executes a file's job: `InputError` or `OSError` -> failed (one line), `Skipped` ->
     skipped, `FileRows` -> queued and reported imported; `flush` writes the queue with one
     `Store.write_tables` call (rows deduplicated on the primary key, last file wins; the test
-    sets refreshed in the same transaction). If that
-    write fails, every queued file is re-reported as failed and its new files are removed.
+    sets refreshed in the same transaction). If that write fails, every queued file is
+    re-reported as failed and its new files are removed.
     """
 
     def __init__(self, store: Store, report: ImportReport, *, size: int = 500):
