@@ -126,7 +126,8 @@ def adopt_salt(salt: str, key_file: str | Path | None = None) -> tuple[str, str 
     if current is not None and fingerprint(current) == tag:
         return tag, None
     configured = key_path(key_file)
-    if current is None and not os.environ.get(KEY_ENV) and not configured.exists():
+    from_env = key_file is None and bool(os.environ.get(KEY_ENV))  # as `load_key` decides
+    if current is None and not from_env and not configured.exists():
         target, kept = configured, "it is now the pseudonym key"
     else:
         target = configured.with_name(f"pseudonym-{tag}.key")
