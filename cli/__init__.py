@@ -16,12 +16,13 @@ import math
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.errors import InputError, StoreBusy, StoreVersionError
+from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionError
 from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
@@ -90,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        result = args.func(args)
-    except (InputError, StoreVersionError) as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            result = args.func(args)
+    except (InputError, StoreVersionError, PseudonymKeyError) as exc:
         _fail(exc, debug)
         return 2
     except (CommandFailed, StoreBusy, RunCancelled) as exc:
@@ -108,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning:`` line on stderr (a store migration's note, a NaN count)."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def _fail(exc: BaseException, debug: bool) -> None:

@@ -16,3 +16,11 @@ class StoreBusy(RuntimeError):
 
 class StoreVersionError(RuntimeError):
     """The store file was written by a newer ILCscope than this one."""
+
+
+class PseudonymKeyError(RuntimeError):
+    """The pseudonym key is missing, malformed, or not the one the store's pseudonyms use.
+
+    Not an `InputError`: it is a setting, not one file's fault, so an import stops at once
+    instead of failing every file with the same line (importers catch `InputError` per file).
+    """

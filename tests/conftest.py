@@ -10,6 +10,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pseudonym_key_file(tmp_path_factory) -> Path:
+    """Tests never read or create the user's pseudonym key: one throwaway key file per run."""
+    path = tmp_path_factory.mktemp("config") / "pseudonym.key"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ILCSCOPE_PSEUDONYM_KEY_FILE", str(path))
+        patch.delenv("ILCSCOPE_PSEUDONYM_KEY", raising=False)
+        yield path
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

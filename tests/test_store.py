@@ -298,8 +298,8 @@ def test_dataset_delete_plan_removes_everything(tmp_path):
 
 
 def test_pseudonym_is_stable_salted_and_not_the_id(tmp_path):
-    a = open_store(tmp_path / "a.duckdb")
-    b = open_store(tmp_path / "b.duckdb")
+    a = open_store(tmp_path / "a.duckdb", key_file=tmp_path / "a.key")  # two keys
+    b = open_store(tmp_path / "b.duckdb", key_file=tmp_path / "b.key")
     assert a.pseudonym("1234567") == a.pseudonym("1234567")
     assert a.pseudonym("1234567") != b.pseudonym("1234567")
     assert "1234567" not in a.pseudonym("1234567")

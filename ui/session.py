@@ -1,7 +1,9 @@
 """The session's settings and store, the first-run demo build, and the pages' notices.
 
 Settings come from the environment or ``st.secrets`` (``ILCSCOPE_DB``, ``ILCSCOPE_MODE``); the
-store is one shared handle per file (it holds no connection between operations).
+store is one shared handle per file (it holds no connection between operations). Demo mode is
+enforced by the store itself (`core.store.open_store` refuses writable stores); the app only
+adds its notices.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.store import Store, default_db_path, open_store
+from core.store import Store, create_store, default_db_path, demo_mode, open_store
 from ui.progress import ProgressBar
 
 
@@ -47,9 +49,11 @@ def _secret(name: str) -> str | None:
 
 
 def settings() -> Settings:
-    mode = os.environ.get("ILCSCOPE_MODE") or _secret("ILCSCOPE_MODE") or ""
+    # Reading st.secrets also copies its root-level strings into os.environ (Streamlit does
+    # that), so a secret ILCSCOPE_MODE reaches `open_store` as the variable does.
+    mode = _secret("ILCSCOPE_MODE")
     db = os.environ.get("ILCSCOPE_DB") or _secret("ILCSCOPE_DB") or default_db_path()
-    return Settings(db_path=Path(db), demo_mode=mode.strip().lower() == "demo")
+    return Settings(db_path=Path(db), demo_mode=demo_mode(mode))
 
 
 @st.cache_resource(show_spinner=False)
@@ -99,7 +103,7 @@ def ensure_store() -> None:
             p.unlink(missing_ok=True)
         with st.status("First run: building the synthetic demo store…", expanded=True) as box:
             progress = ProgressBar("rendering synthetic mammograms")
-            building = open_store(tmp)
+            building = create_store(tmp)  # new files only: allowed in demo mode
             summary = build_demo(building, progress=progress)
             st.write(f"{summary.n_exams} exams, {summary.n_images} images rendered.")
             progress.restart("scoring the demo models")

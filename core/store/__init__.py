@@ -1,16 +1,19 @@
 """The store: the only SQL in ILCscope. Open it with `open_store`; everything else is a `Store` method.
 
-Modules: `facade` (the `Store`, its verbs, schema versions on opening), `connections` (one
-in-process DuckDB engine, busy handling), `schema` (tables, versions, migrations, the derived
-`cases` table), `match` (structured selections: names checked, values as parameters), `writes`
-(bulk upserts, job result folders), `catalogue` (read queries), `truth` (case truth and scores
-at scale), `annotations` (mask files), `testsets` (the rule language of named test sets).
+Modules: `facade` (the `Store`, its verbs, schema versions on opening), `keys` (the pseudonym
+key, kept outside the store), `connections` (one in-process DuckDB engine, busy handling),
+`schema` (tables, versions, migrations, the derived `cases` table), `match` (structured
+selections: names checked, values as parameters), `writes` (bulk upserts, job result folders),
+`catalogue` (read queries), `truth` (case truth and scores at scale), `annotations` (mask
+files), `testsets` (the rule language of named test sets).
 """
 from core.store.annotations import annotation_mask_path
 from core.store.catalogue import FILES_ROOT
-from core.store.facade import Store, default_db_path, open_store
+from core.store.facade import (Store, StoreNotice, create_store, default_db_path, demo_mode,
+                               open_store)
 from core.store.truth import SCORE_CASE_COLUMNS
 from core.store.writes import dataset_delete_plan, write_result
 
-__all__ = ["FILES_ROOT", "SCORE_CASE_COLUMNS", "Store", "annotation_mask_path",
-           "dataset_delete_plan", "default_db_path", "open_store", "write_result"]
+__all__ = ["FILES_ROOT", "SCORE_CASE_COLUMNS", "Store", "StoreNotice", "annotation_mask_path",
+           "create_store", "dataset_delete_plan", "default_db_path", "demo_mode", "open_store",
+           "write_result"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import duckdb
 
-from core.errors import StoreBusy
+from core.errors import InputError, StoreBusy
 
 
 @dataclass
@@ -77,6 +77,30 @@ class Engine:
         with self._lock:
             self._release(str(Path(path).resolve()))
 
+    def rewrite(self, path: Path) -> bool:
+        """Copy the file at ``path`` into a fresh one and swap it in; False if it is shared.
+
+        Why: DuckDB leaves deleted values in the file's freed blocks, so a value removed for
+        privacy (the v4 migration's salt) stays in the bytes; a copy holds live rows only.
+        The caller has the file attached writable and is its only user in this process: the
+        lock keeps other processes out until the swap is done. Otherwise nothing is done.
+        """
+        key = str(Path(path).resolve())
+        with self._lock:
+            entry = self._attached[key]
+            if entry.read_only or entry.users != 1:
+                return False
+            target = Path(key + ".rewrite")
+            target.unlink(missing_ok=True)
+            self._db.execute(f"CHECKPOINT {entry.alias}")
+            self._db.execute(f"ATTACH '{_quote(str(target))}' AS rewrite_target")
+            try:
+                self._db.execute(f"COPY FROM DATABASE {entry.alias} TO rewrite_target")
+            finally:
+                self._db.execute("DETACH rewrite_target")
+            os.replace(target, key)
+            return True
+
     def _try_attach(self, key: str, read_only: bool) -> str | None:
         """The attachment's alias with one more user, or None while the file is locked."""
         entry = self._attached.get(key)
@@ -89,10 +113,13 @@ class Engine:
         mode = " (READ_ONLY)" if read_only else ""
         try:
             self._db.execute(f"ATTACH '{_quote(key)}' AS {alias}{mode}")
-        except (duckdb.IOException, duckdb.ConnectionException) as exc:
-            if "lock" in str(exc).lower():
+        except duckdb.Error as exc:
+            locked = "lock" in str(exc).replace(key, "").lower()  # not a "lock" in the path
+            if locked and isinstance(exc, (duckdb.IOException, duckdb.ConnectionException)):
                 return None
-            raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"store {key} cannot be opened as a DuckDB database ({first}); "
+                             "pass an ILCscope store, or a new file name to create one") from None
         self._attached[key] = _Attachment(alias, read_only, users=1)
         return alias
 

@@ -18,11 +18,9 @@ values travel as ``?`` parameters.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import os
-import secrets
 import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,19 +29,21 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from core.errors import InputError, StoreVersionError
+from core.errors import InputError, PseudonymKeyError, StoreVersionError
 from core.store import annotations as _annotations
-from core.store import catalogue
+from core.store import catalogue, keys
 from core.store import testsets as _testsets
 from core.store.connections import engine
 from core.store.match import check_table, delete_sql, keys_sql, select_sql
-from core.store.schema import CASE_SOURCES, MIGRATIONS, SCHEMA, SCHEMA_VERSION, TABLE_COLUMNS
+from core.store.schema import (CASE_SOURCES, MIGRATIONS, SALTED_VERSION, SCHEMA, SCHEMA_VERSION,
+                               TABLE_COLUMNS)
 from core.store.truth import (SCORE_CASE_COLUMNS, Truth, TruthCache, read_scores, read_truth,
                               rebuild_cases, truth_token)
 from core.store.writes import read_result, upsert
 from core.validation import check_level
 
 DEFAULT_DB = Path("data") / "ilcscope.duckdb"
+MODE_ENV = "ILCSCOPE_MODE"
 
 
 def default_db_path() -> Path:
@@ -51,32 +51,79 @@ def default_db_path() -> Path:
     return Path(os.environ.get("ILCSCOPE_DB") or DEFAULT_DB)
 
 
+def demo_mode(setting: str | None = None) -> bool:
+    """Whether ``ILCSCOPE_MODE`` (else ``setting``, e.g. the app's secret) is ``demo``.
+
+    In demo mode every store opens read-only, for every caller (see `open_store`).
+    """
+    return (os.environ.get(MODE_ENV) or setting or "").strip().lower() == "demo"
+
+
 def open_store(path: str | Path | None = None, *, read_only: bool = False,
-               busy_timeout_s: float = 10.0) -> Store:
+               busy_timeout_s: float = 10.0, key_file: str | Path | None = None) -> Store:
     """Open (and create, unless read-only) the store at ``path``.
 
     A file written by a newer ILCscope raises `StoreVersionError`; an older one is migrated in
     one transaction, read-only or not (the reads need the current schema). A read-only store
-    refuses every write with an `InputError`.
+    refuses every write with an `InputError`. ``key_file`` names the pseudonym key's file
+    instead of the default (`core.store.keys`); only imports need the key.
+
+    A folder, a file that is not a DuckDB database, and a DuckDB database that is not an
+    ILCscope store (tables but no ``meta``) raise `InputError` and are left untouched. With
+    ``ILCSCOPE_MODE=demo`` (`demo_mode`) a writable store is refused: nothing is created,
+    migrated or written.
     """
     path = Path(path) if path is not None else default_db_path()
-    store = Store(path=path, read_only=read_only, busy_timeout_s=busy_timeout_s)
+    store = Store(path=path, read_only=read_only, busy_timeout_s=busy_timeout_s,
+                  key_file=key_file)
+    if path.is_dir():
+        raise InputError(f"store {path} is a folder; pass a store file (e.g. "
+                         f"{path / DEFAULT_DB.name})")
+    if not read_only and demo_mode():
+        raise InputError(f"store {path} is read-only in demo mode ({MODE_ENV}=demo); writes "
+                         f"are disabled: unset {MODE_ENV} to change a store")
     if read_only:
         if not path.exists():
             raise InputError(f"store {path} does not exist; build it with `python -m core demo` "
                              "or `python -m core init`")
-        version = store.schema_version()  # refuses newer files
+        version = store.schema_version()  # refuses newer files and non-stores
         if version < SCHEMA_VERSION:
+            if demo_mode():
+                raise StoreVersionError(
+                    f"store {path} has schema version {version}, older than this ILCscope's "
+                    f"{SCHEMA_VERSION}, and demo mode never writes it; open it once with "
+                    f"{MODE_ENV} unset to migrate it")
             try:
-                Store(path=path, busy_timeout_s=busy_timeout_s)._create_or_migrate()
+                Store(path=path, busy_timeout_s=busy_timeout_s,
+                      key_file=key_file)._create_or_migrate()
             except duckdb.IOException as exc:
                 raise StoreVersionError(
                     f"store {path} has schema version {version}, older than this ILCscope's "
                     f"{SCHEMA_VERSION}, and cannot be migrated here ({_first_line(exc)}); "
                     "open it once where the file is writable (any write migrates it)") from exc
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"store {path}: cannot create its folder {path.parent} "
+                             f"({exc.strerror or type(exc).__name__}); pass a path in a "
+                             "writable folder") from None
         store._create_or_migrate()
+    return store
+
+
+def create_store(path: str | Path) -> Store:
+    """A new, empty, writable store at ``path``, which must not exist yet.
+
+    Allowed in demo mode, unlike a writable `open_store`: it cannot change an existing store
+    (the hosted demo builds its store this way on first start, then serves it read-only).
+    """
+    path = Path(path)
+    if path.exists() or path.with_name(path.name + ".wal").exists():
+        raise InputError(f"store {path} already exists; create_store makes new stores only")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    store = Store(path=path)
+    store._create_or_migrate()
     return store
 
 
@@ -92,7 +139,9 @@ class Store:
     path: Path
     read_only: bool = False
     busy_timeout_s: float = 10.0
+    key_file: str | Path | None = None  # pseudonym key file; None: `core.store.keys` defaults
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+    _key: bytes | None = field(default=None, repr=False, compare=False)  # once checked
     _truths: TruthCache = field(default_factory=TruthCache, repr=False, compare=False)
 
     # ------------------------------------------------------------------ connections
@@ -106,7 +155,8 @@ class Store:
         """One connection for a block of operations; nested calls in a thread reuse it.
 
         The file is attached to this process's DuckDB engine (`core.store.connections`) for the
-        block and detached after it, so another process can write between two blocks.
+        block and detached after it, so another process can write between two blocks. A file
+        that fails to read part-way (truncated, damaged) raises `InputError`.
         """
         con = getattr(self._local, "con", None)
         if con is not None:
@@ -117,6 +167,9 @@ class Store:
         self._local.con = con
         try:
             yield con
+        except duckdb.IOException as exc:
+            raise InputError(f"store {self.path} cannot be read or written ({_first_line(exc)}); "
+                             "if it was truncated or damaged, restore it from a copy") from exc
         finally:
             self._local.con = None
             eng.close(self.path, con)
@@ -152,49 +205,77 @@ class Store:
     # ------------------------------------------------------------------ schema
     def schema_version(self) -> int:
         """The file's schema version; a newer file than this ILCscope knows is refused."""
-        version = int(self._scalar("SELECT value FROM meta WHERE key = 'schema_version'"))
-        if version > SCHEMA_VERSION:
-            raise StoreVersionError(
-                f"store {self.path} has schema version {version}, newer than this ILCscope's "
-                f"{SCHEMA_VERSION}; upgrade ILCscope or open another store")
+        with self.connection() as con:
+            version = _stored_version(con, self.path)
+        if version is None:
+            raise InputError(f"store {self.path} is an empty DuckDB file, not an ILCscope store "
+                             "yet; open it writable to create the store")
         return version
 
     def _create_or_migrate(self) -> None:
-        with self.transaction() as con:
-            exists = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' "
-                "AND table_catalog = current_database()"
-            ).fetchall()[0][0]
-            if not exists:
-                con.execute(SCHEMA)
-                con.execute("INSERT INTO meta VALUES ('schema_version', ?), ('salt', ?)",
-                            [str(SCHEMA_VERSION), secrets.token_hex(16)])
-                return
-            version = int(con.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'").fetchall()[0][0])
-            if version > SCHEMA_VERSION:
-                raise StoreVersionError(
-                    f"store {self.path} has schema version {version}, newer than this "
-                    f"ILCscope's {SCHEMA_VERSION}; upgrade ILCscope or open another store")
-            while version < SCHEMA_VERSION:
-                con.execute(MIGRATIONS[version])
-                version += 1
-            con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+        with self.connection():
+            with self.transaction() as con:
+                version = _stored_version(con, self.path)
+                if version is None:
+                    con.execute(SCHEMA)
+                    con.execute("INSERT INTO meta VALUES ('schema_version', ?)",
+                                [str(SCHEMA_VERSION)])
+                    return
+                salted = version <= SALTED_VERSION
+                while version < SCHEMA_VERSION:
+                    if version == SALTED_VERSION:
+                        self._adopt_salt(con)  # v4's Python half: save the salt, then drop it
+                    con.execute(MIGRATIONS[version])
+                    version += 1
+                con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                            [str(version)])
+            if salted:
+                engine().rewrite(self.path)  # the salt's freed blocks go with the old file
+
+    def _adopt_salt(self, con: duckdb.DuckDBPyConnection) -> None:
+        """v3 -> v4: the salt leaves the store (saved as a key file first), its fingerprint stays.
+
+        The key file is written before the transaction commits, so a failure leaves the salt
+        in the store, never in neither place.
+        """
+        rows = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchall()
+        if not rows:
+            return
+        tag, message = keys.adopt_salt(rows[0][0], self.key_file)
+        con.execute("INSERT INTO meta VALUES ('key_fingerprint', ?)", [tag])
+        if message:
+            warnings.warn(f"store {self.path}: {message}", StoreNotice, stacklevel=2)
 
     def pseudonym(self, patient_id: str) -> str:
-        """A stable pseudonym for a patient identifier: HMAC-SHA256 with this store's salt.
+        """A stable pseudonym for a patient identifier: HMAC-SHA256 under the pseudonym key.
 
-        The salt is random per store, so pseudonyms cannot be matched across stores or
-        reversed with a table of hashed hospital numbers; the identifier itself is never kept.
+        The key lives outside the store (`core.store.keys`), so the store alone cannot be
+        re-identified; the same key gives the same pseudonym in every store (a site links its
+        stores by sharing the key file). The store records the key's fingerprint on first use
+        and refuses another key with `PseudonymKeyError`. The identifier itself is never kept.
         """
-        salt = self._scalar("SELECT value FROM meta WHERE key = 'salt'")
-        if salt is None:
+        return keys.pseudonym(self._pseudonym_key(), patient_id)
+
+    def _pseudonym_key(self) -> bytes:
+        if self._key is not None:
+            return self._key
+        key = keys.load_key(self.key_file, create=not self.read_only)
+        tag = keys.fingerprint(key)
+        stored = self._scalar("SELECT value FROM meta WHERE key = 'key_fingerprint'")
+        if stored is None and not self.read_only:
             with self.transaction() as con:
-                salt = secrets.token_hex(16)
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", [salt])
-                salt = con.execute("SELECT value FROM meta WHERE key = 'salt'").fetchall()[0][0]
-        digest = hmac.new(salt.encode(), str(patient_id).encode(), hashlib.sha256).hexdigest()
-        return "P" + digest[:16]
+                con.execute("INSERT OR IGNORE INTO meta VALUES ('key_fingerprint', ?)", [tag])
+                stored = con.execute(
+                    "SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchall()[0][0]
+        if stored is not None and stored != tag:
+            raise PseudonymKeyError(
+                f"store {self.path} was pseudonymised with the key of fingerprint {stored}, not "
+                f"the configured one ({tag}, from {keys.KEY_ENV} or "
+                f"{keys.key_path(self.key_file)}): its pseudonyms would not match; set "
+                f"{keys.KEY_FILE_ENV} to that key's file (a migrated store's salt was saved as "
+                f"pseudonym-{stored}.key) or import into another store")
+        self._key = key
+        return key
 
     # ------------------------------------------------------------------ rows by name
     def select(self, table: str, **equals) -> pd.DataFrame:
@@ -519,6 +600,38 @@ class Store:
         with self.transaction() as con:
             _testsets.delete_testset(con, name)
             rebuild_cases(con)
+
+
+class StoreNotice(UserWarning):
+    """Something the user must know about a store that is not an error (a migration's note)."""
+
+
+def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
+    """The schema version of the attached file; None for a blank DuckDB file (no tables).
+
+    A DuckDB file with tables but no ILCscope ``meta`` is someone else's database: refused
+    (never written), as is a version newer than this ILCscope's.
+    """
+    tables = [t for (t,) in con.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() ORDER BY table_name").fetchall()]
+    if not tables:
+        return None
+    try:
+        rows = (con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+                if "meta" in tables else [])
+    except (duckdb.BinderException, duckdb.CatalogException):  # someone else's meta table
+        rows = []
+    if not rows or not str(rows[0][0]).isdigit():
+        listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise InputError(f"{path} is a DuckDB database but not an ILCscope store (tables: "
+                         f"{listed}); pass an ILCscope store, or a new file name to create one")
+    version = int(rows[0][0])
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"store {path} has schema version {version}, newer than this ILCscope's "
+            f"{SCHEMA_VERSION}; upgrade ILCscope or open another store")
+    return version
 
 
 def _first_line(exc: Exception) -> str:

@@ -27,7 +27,9 @@ from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  
                              HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
                              PRESENTATIONS, VIEWS)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# The last version that kept the pseudonym salt in ``meta`` (see `core.store.keys`).
+SALTED_VERSION = 3
 
 
 def case_hash_sql(level: str, case_id: str) -> str:
@@ -130,7 +132,7 @@ CREATE TABLE exams (
     exam_id VARCHAR PRIMARY KEY,
     dataset VARCHAR NOT NULL,
     exam_key VARCHAR NOT NULL,           -- the id as the source names it
-    patient VARCHAR,                     -- salted-hash pseudonym, never a real identifier
+    patient VARCHAR,                     -- keyed pseudonym (core.store.keys), never an id
     exam_date DATE,
     age DOUBLE,
     split VARCHAR                        -- train | val | test | NULL
@@ -339,6 +341,9 @@ MIGRATIONS: dict[int, str] = {
     ]),
     # v3: the runs table (core.jobs.run_folder); a later change to it must freeze this DDL here
     2: table_ddl("runs"),
+    # v4: the pseudonym salt leaves the store; `Store._adopt_salt` first saves it as a key file
+    # and records its fingerprint (``meta.key_fingerprint``), in the same transaction
+    SALTED_VERSION: "DELETE FROM meta WHERE key = 'salt';",
 }
 
 # Writes to these tables rebuild the derived ``cases`` table.
