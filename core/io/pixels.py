@@ -22,8 +22,9 @@ MAX_SIDE = 20000  # pixels; no mammogram is larger, a bigger header is corrupt o
 # checked from the header before any pixel is decoded. The largest mammography detector
 # (Fujifilm Amulet Innovality: 24 x 30 cm at 50 um) gives 4,728 x 5,928 pixels, 56 MB at 16
 # bits; film digitised at 42 um (DDSM's scanners), about 5,700 x 7,100, 81 MB. 128 MiB holds
-# both; decoding, the display copy and hashing then stay well under 2 GB per import, where a
-# hostile 200 KB file declaring 20,000 x 20,000 would otherwise ask for gigabytes.
+# both. A DICOM import's working memory is ~16x the decoded size (measured: +1.3 GB for the
+# 81 MB film scan, MONOCHROME1 with a window), so ~2 GB at the limit, where a hostile 200 KB
+# file declaring 20,000 x 20,000 would otherwise ask for 4 GB or more.
 MAX_PIXEL_BYTES = 128 * 2**20
 # Decoded bytes per pixel of the Pillow modes accepted for a grey mammogram (LA: grey + alpha).
 _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4}
