@@ -41,7 +41,7 @@ __all__ = [
     "DATASET_NAME", "check_dataset", "exam_id_for", "image_id_for", "parse_image_name",
     "parse_laterality", "safe_relative", "frame", "stored_rows", "Snapshot", "Skipped",
     "FileRows", "Batch", "finish", "disk_mask", "annotation_rows",
-    "raster_record", "correct_laterality",
+    "raster_record", "correct_laterality", "escaped_name", "check_utf8_folder", "NOT_UTF8",
 ]
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -50,6 +50,7 @@ DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 IMAGE_NAME = re.compile(
     r"^(?P<exam>.+?)[_-](?P<lat>[LR])[_-](?P<view>CC|MLO)(?:[_-](?P<n>\d+))?$", re.IGNORECASE)
 _LATERALITY_WORDS = {"l": "L", "left": "L", "r": "R", "right": "R"}
+NOT_UTF8 = "the name is not valid UTF-8 (the store keeps names as text); rename it"
 
 
 # ---------------------------------------------------------------------------- ids and names
@@ -84,6 +85,23 @@ def parse_laterality(value) -> str | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return _LATERALITY_WORDS.get(str(value).strip().lower())
+
+
+def escaped_name(name: str) -> str:
+    """``name`` as printable UTF-8, bytes that are not UTF-8 shown as ``\\udcXX`` escapes.
+
+    Linux names are bytes; Python keeps undecodable ones as lone surrogates, which neither
+    DuckDB nor a UTF-8 stdout can encode. ``escaped_name(n) != n`` tells such a name.
+    """
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_utf8_folder(root: Path) -> Path:
+    """``root`` if its path is valid UTF-8 (stored as ``datasets.root``), else `InputError`."""
+    shown = escaped_name(str(root))
+    if shown != str(root):
+        raise InputError(f"folder {shown}: {NOT_UTF8}")
+    return root
 
 
 def safe_relative(root: Path, rel: str) -> Path:
@@ -268,6 +286,12 @@ class Batch:
             self._discard(f"not written: the import stopped ({exc_type.__name__})")
 
     def run(self, name: str, job: Callable[[], FileRows | Skipped]) -> None:
+        """Run one file's job; whatever the file does, only that file fails (one line): a name
+        that is not UTF-8 fails unrun, and a parser's RecursionError or MemoryError fails it."""
+        shown = escaped_name(name)
+        if shown != name:  # it would abort the batch's transaction, so it never reaches it
+            self.report.add(shown, "failed", f"{shown}: {NOT_UTF8}")
+            return
         try:
             result = job()
         except InputError as exc:
@@ -276,6 +300,11 @@ class Batch:
         except OSError as exc:  # unreadable input (permissions, a broken link), or a full disk
             self.report.add(name, "failed", f"{name}: cannot read or write a file "
                                             f"({exc.strerror or type(exc).__name__})")
+            return
+        except (RecursionError, MemoryError) as exc:  # a decoder's last resort; checks come first
+            self.report.add(name, "failed", f"{name}: too deeply nested or too large to read "
+                                            f"({type(exc).__name__}); the file is corrupt or "
+                                            "hostile")
             return
         if isinstance(result, Skipped):
             self.report.add(name, "skipped", result.reason)

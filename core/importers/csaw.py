@@ -53,12 +53,12 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from core.io.pixels import check_dimensions, sha256_file
+from core.io.pixels import sha256_file
 from core.io.images import sniff_format
 from core.importers import ImportReport
 from core.importers.common import (
-    Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, image_id_for,
-    raster_record, safe_relative,
+    Batch, FileRows, Skipped, Snapshot, check_dataset, check_utf8_folder, exam_id_for, finish,
+    image_id_for, raster_record, safe_relative,
 )
 from core.importers.columns import id_text, is_binary, parse_binary, parse_numbers
 from core.io.tables import read_table
@@ -95,7 +95,7 @@ def import_csaw(store: Store, csv: str | Path, *, images: str | Path | None = No
         if not images.is_dir():
             raise InputError(f"images {str(images)!r} is not a folder; pass the folder that holds "
                              "the anon_filename files")
-        images = images.resolve()
+        images = check_utf8_folder(images.resolve())
     histology_map = dict(HISTOLOGY_BY_TYPE if histology_map is None else histology_map)
     bad = [h for h in histology_map.values() if h not in HISTOLOGIES]
     if bad:
@@ -304,18 +304,19 @@ def _file_record(root: Path, rel: str, report: ImportReport) -> dict | None:
             return None
         if sniff_format(path) != "dicom":
             return raster_record(path)
-        from core.importers.dicom import header_errors, read_header
+        from core.io.dicom import (check_pixel_budget, grey_photometric, header_errors,
+                                   manufacturer, read_header)
 
         ds = read_header(path, name=rel)
         with header_errors(rel):
-            height, width = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-            check_dimensions(rel, height, width)
+            check_pixel_budget(ds, rel)
+            height, width = int(ds.Rows), int(ds.Columns)
             spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
             return {"sha256": sha256_file(path), "height": height, "width": width,
                     "bit_depth": int(ds.get("BitsStored") or 0) or None,
                     "spacing_mm": float(spacing[0]) if spacing else None,
-                    "photometric": str(ds.get("PhotometricInterpretation") or "") or None,
-                    "manufacturer": str(ds.get("Manufacturer") or "") or None}
+                    "photometric": grey_photometric(ds, rel),
+                    "manufacturer": manufacturer(ds)}
     except InputError as exc:
         report.add(rel, "failed", " ".join(str(exc).split())[:300])
         return None

@@ -11,7 +11,10 @@ exam               StudyInstanceUID, *hashed* with the store's salt (`Store.pseu
                    exam key is ``S`` + 16 hex digits, never the UID and never AccessionNumber
 patient            PatientID, hashed the same way (``P`` + 16 hex digits)
 age                PatientAge (``045Y``, ``540M``, ...) or, without it, completed years between
-                   PatientBirthDate and StudyDate; only the age is kept, never the birth date
+                   PatientBirthDate and StudyDate; only the age is kept, never the birth date.
+                   An age outside 0-130 years (``999Y``; the PNG manifest's range) is stored
+                   as NULL and the file's report line says so: the image is still good, and
+                   an impossible covariate must not reach age-stratified statistics
 exam_date          StudyDate, kept as a date: screening rounds and prior exams need it. A full
                    date is an indirect identifier under HIPAA's safe harbour; share a store only
                    where that is allowed, or blank ``exams.exam_date`` before sharing
@@ -21,7 +24,8 @@ view               ViewPosition (CC, MLO), else ViewCodeSequence (code meanings 
                    'medio-lateral oblique' or their SNOMED codes), else the file name; anything
                    else (ML, XCCL, ...) is 'other'
 geometry           Rows, Columns, BitsStored, PixelSpacing (else ImagerPixelSpacing) in mm,
-                   PhotometricInterpretation, Manufacturer (not PHI)
+                   PhotometricInterpretation, Manufacturer (not PHI; any identifying value
+                   of the same header found in it is redacted)
 image key          ``<L|R>-<view>-<8 hex>`` from the hashed SOPInstanceUID (repeats stay apart)
 =================  ==========================================================================
 
@@ -47,13 +51,15 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.io.dicom import (PHI_KEYWORDS, display_pixels, denser_brighter, read_dataset, stored_pixels,
-                           dicom_pixels, header_errors, read_header)
+from core.io.dicom import (PHI_KEYWORDS, display_pixels, denser_brighter, dicom_pixels,
+                           grey_photometric, header_errors, manufacturer, read_dataset,
+                           read_header, stored_pixels)
 from core.io.pixels import sha256_file, write_png
 from core.vocabulary import DICOM_SUFFIXES
 from core.importers import ImportReport
 from core.importers.common import (
-    Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, parse_image_name,
+    Batch, FileRows, Skipped, Snapshot, check_dataset, check_utf8_folder, escaped_name,
+    exam_id_for, finish, parse_image_name,
 )
 from core.progress import ProgressFn, report as report_progress
 from core.store import Store
@@ -63,6 +69,7 @@ __all__ = ["dicom_pixels", "read_dicom", "read_header", "header_errors", "import
 
 _CC_CODES = {"R-10242", "399162004"}
 _MLO_CODES = {"R-10226", "399368009"}
+MAX_AGE_YEARS = 130  # the PNG manifest's bound; older than anyone recorded: a typo or filler
 _AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
 _NAME_TOKEN = re.compile(r"(?:^|[_\-. ])(?P<lat>[LR])[_\-. ]?(?P<view>CC|MLO)(?:$|[_\-. ])",
                          re.IGNORECASE)
@@ -76,12 +83,14 @@ class DicomImage:
     display : (H, W) uint8, the VOI LUT / window applied (else a percentile window).
     meta : images/exams columns that are not identifying (laterality, view, age, ...).
     identifiers : StudyInstanceUID, SOPInstanceUID, PatientID (may be None).
+    note : a one-line remark for the import report (e.g. an impossible age not stored).
     """
 
     pixels: np.ndarray
     display: np.ndarray
     meta: dict
     identifiers: dict
+    note: str = ""
 
 
 def read_dicom(path: str | Path, *, name: str | None = None) -> DicomImage:
@@ -111,15 +120,19 @@ def _decode(ds, path: Path, name: str) -> DicomImage:
         "width": int(stored.shape[1]),
         "bit_depth": int(ds.get("BitsStored", 8 * stored.dtype.itemsize)),
         "spacing_mm": _spacing(ds),
-        "photometric": str(ds.PhotometricInterpretation).strip().upper(),
-        "manufacturer": _text(ds.get("Manufacturer")),
+        "photometric": grey_photometric(ds, name),
+        "manufacturer": manufacturer(ds),
         "exam_date": _date(ds.get("StudyDate")),
         "age": _age(ds),
     }
+    note = ""
+    if meta["age"] is not None and not 0 <= meta["age"] <= MAX_AGE_YEARS:
+        meta["age"] = None  # the value is not quoted: the note is printed and stored
+        note = f"age not stored: PatientAge or the birth date gives over {MAX_AGE_YEARS} years"
     identifiers = {"study": _text(ds.get("StudyInstanceUID")),
                    "sop": _text(ds.get("SOPInstanceUID")),
                    "patient": _text(ds.get("PatientID"))}
-    return DicomImage(pixels, display_pixels(ds, stored, pixels), meta, identifiers)
+    return DicomImage(pixels, display_pixels(ds, stored, pixels), meta, identifiers, note)
 
 
 def _text(value) -> str | None:
@@ -214,7 +227,7 @@ def import_dicom(store: Store, root: str | Path, *, dataset: str | None = None,
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; pass the folder that holds the DICOM files")
-    root = root.resolve()
+    root = check_utf8_folder(root.resolve())
     dataset = check_dataset(dataset or root.name)
     files = sorted(p for p in root.rglob("*") if p.is_file())
     report = ImportReport(kind="dicom", dataset=dataset)
@@ -224,7 +237,7 @@ def import_dicom(store: Store, root: str | Path, *, dataset: str | None = None,
         for done, path in enumerate(files):
             rel = path.relative_to(root).as_posix()
             batch.run(rel, lambda: _import_file(store, snapshot, root, path, rel, dataset))
-            report_progress(progress, done + 1, len(files), rel)
+            report_progress(progress, done + 1, len(files), escaped_name(rel))
     return finish(store, report)
 
 
@@ -266,4 +279,4 @@ def _import_file(store: Store, snapshot: Snapshot, root: Path, path: Path, rel: 
         return Skipped("unchanged (same file and header fields already stored)")
     new_files = [] if target.is_file() else [target]
     write_png(target, image.display)
-    return FileRows(rows, new_files=new_files)
+    return FileRows(rows, new_files=new_files, note=image.note)

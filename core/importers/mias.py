@@ -44,8 +44,8 @@ from core.errors import InputError
 from core.io.mias import MIAS_PRESENTATION, MiasFinding, parse_info
 from core.importers import ImportReport
 from core.importers.common import (
-    Batch, FileRows, Skipped, Snapshot, annotation_rows, check_dataset, disk_mask, exam_id_for,
-    finish, raster_record,
+    Batch, FileRows, Skipped, Snapshot, annotation_rows, check_dataset, check_utf8_folder,
+    disk_mask, exam_id_for, finish, raster_record,
 )
 from core.progress import ProgressFn, report as report_progress
 from core.store import Store
@@ -77,7 +77,7 @@ def import_mias(store: Store, root: str | Path, *, dataset: str | None = None,
     if not root.is_dir():
         raise InputError(f"{root} does not exist; pass the folder that holds Info.txt and the "
                          ".pgm/.png files")
-    root = root.resolve()
+    root = check_utf8_folder(root.resolve())
     dataset = check_dataset(dataset or "mias")
     findings = parse_info(root / "Info.txt")
     by_ref: dict[str, list[MiasFinding]] = defaultdict(list)

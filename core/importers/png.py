@@ -55,8 +55,9 @@ import pandas as pd
 from core.errors import InputError
 from core.importers import ImportReport
 from core.importers.common import (
-    Batch, FileRows, Skipped, Snapshot, check_dataset, exam_id_for, finish, image_id_for,
-    parse_image_name, parse_laterality, raster_record, safe_relative,
+    NOT_UTF8, Batch, FileRows, Skipped, Snapshot, check_dataset, check_utf8_folder,
+    escaped_name, exam_id_for, finish, image_id_for, parse_image_name, parse_laterality,
+    raster_record, safe_relative,
 )
 from core.importers.columns import find_column, id_text, parse_binary, parse_numbers
 from core.io.tables import load_pickle, read_table
@@ -273,7 +274,7 @@ def import_png(store: Store, root: str | Path, manifest: str | Path, *,
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root} is not a folder; pass the folder that holds the PNG files")
-    root = root.resolve()
+    root = check_utf8_folder(root.resolve())
     dataset = check_dataset(dataset or root.name)
     if not manifest or not Path(manifest).is_file():
         raise InputError(f"manifest {str(manifest) or '(none)'!r} is not a file; pass the CSV "
@@ -307,6 +308,9 @@ def _found_images(root: Path, report: ImportReport) -> list[tuple]:
         if not path.is_file() or path.suffix.lower() != ".png":
             continue
         rel = path.relative_to(root).as_posix()
+        if escaped_name(rel) != rel:  # never parsed, matched or stored
+            report.add(escaped_name(rel), "failed", f"{escaped_name(rel)}: {NOT_UTF8}")
+            continue
         parsed = parse_image_name(path.stem)
         if parsed is None:
             report.add(rel, "skipped", "name is not <exam>_<L|R>_<CC|MLO>.png; list it in the "

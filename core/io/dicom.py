@@ -6,7 +6,13 @@ importer keeps is decided in `core.importers.dicom`.
 
 `dicom_pixels` returns the stored values (uint8/uint16), MONOCHROME1 inverted so that brighter
 = denser everywhere; pydicom's warnings and log lines (which can quote header values) never
-reach stderr, and decoder messages are scrubbed of the file's identifying values.
+reach stderr, and no error quotes a header value (only our own words, or a DICOM defined term
+checked against its list).
+
+Hostile files fail alone and cheaply: the file's size (inflated size, for the deflated transfer
+syntax) is bounded before pydicom reads it, the declared pixel size before anything is decoded
+(`core.io.pixels.MAX_PIXEL_BYTES`), and a header nested too deeply for the parser fails as
+one `InputError`.
 """
 from __future__ import annotations
 
@@ -15,12 +21,24 @@ import logging
 import re
 import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import InputError
-from core.io.pixels import check_dimensions, to_display
+from core.io.pixels import MAX_PIXEL_BYTES, check_dimensions, to_display
+
+# A DICOM file's bytes beyond its pixels: a few KB of header in practice, a few MB with vendor
+# private data and icon images; 64 MiB is generous. pydicom holds a whole file (inflated, for
+# the deflated transfer syntax) in memory, so larger files are refused before it reads them.
+MAX_FILE_BYTES = MAX_PIXEL_BYTES + 64 * 2**20
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+# Photometric interpretations defined by DICOM (PS3.3 C.7.6.3.1.2): an error may name one of
+# these, never any other header text (a hostile file can put a patient's name there).
+_PHOTOMETRIC_TERMS = ("MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR", "YBR_FULL",
+                      "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT",
+                      "HSV", "ARGB", "CMYK", "XYB")
 
 # Header fields that identify a person or a place; never stored, scrubbed from messages.
 PHI_KEYWORDS = (
@@ -66,24 +84,81 @@ def _quiet():
 
 
 def read_dataset(path: Path, name: str, *, pixels: bool = True):
+    """A DICOM file's dataset (with pixel data when ``pixels``), quietly; errors as `InputError`.
+
+    With ``pixels``, the header is read first and its declared pixel size checked
+    (`check_pixel_budget`), so pixel data a mammogram cannot have is never read.
+    """
+    with open(path, "rb") as f:
+        head = f.read(132)
+    size = path.stat().st_size
+    if len(head) < 132 or head[128:132] != b"DICM":
+        raise InputError(f"{name}: not a DICOM file (no 'DICM' marker at byte 128 of its "
+                         f"{size} bytes); pass DICOM Part 10 files")
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"{name}: {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} "
+                         "MiB a mammogram needs; the file is corrupt or not a mammogram")
+    ds = _dcmread(path, name, stop_before_pixels=True)
+    if not pixels:
+        return ds
+    if "Rows" in ds and "Columns" in ds:  # without them, `stored_pixels` says what is missing
+        with header_errors(name):
+            check_pixel_budget(ds, name)
+    return _dcmread(path, name, stop_before_pixels=False)
+
+
+def _dcmread(path: Path, name: str, *, stop_before_pixels: bool):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    with open(path, "rb") as f:
-        head = f.read(132)
-    if len(head) < 132 or head[128:132] != b"DICM":
-        raise InputError(f"{name}: not a DICOM file (no 'DICM' marker at byte 128 of its "
-                         f"{path.stat().st_size} bytes); pass DICOM Part 10 files")
     try:
         with _quiet() as messages:
-            ds = pydicom.dcmread(path, stop_before_pixels=not pixels)
+            meta = pydicom.filereader.read_file_meta_info(path)
+            if meta.get("TransferSyntaxUID") == _DEFLATED:
+                _check_inflated_size(path, name, meta)
+            ds = pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InputError:
+        raise
+    except RecursionError:
+        raise InputError(f"{name}: the header nests sequences too deeply to read (a real "
+                         "mammogram nests a few levels); the file is corrupt or hostile") from None
     except (InvalidDicomError, OSError, ValueError, KeyError, EOFError, TypeError,
-            AttributeError, NotImplementedError) as exc:
+            AttributeError, NotImplementedError, zlib.error) as exc:
         raise InputError(f"{name}: unreadable DICOM header ({type(exc).__name__}); the file "
                          "is truncated or corrupt") from None
     if any("End of file" in m for m in messages):
         raise InputError(f"{name}: the file ends early (truncated); copy it again")
     return ds
+
+
+def _check_inflated_size(path: Path, name: str, meta) -> None:
+    """Refuse a deflated dataset that inflates past `MAX_FILE_BYTES` (pydicom inflates it whole,
+    even for the header alone), inflating 1 MiB at a time so memory stays flat."""
+    length = meta.get("FileMetaInformationGroupLength")
+    if length is None:  # Type 1 in PS3.10; without it the deflated data's start is unknown
+        raise InputError(f"{name}: deflated file without a file meta group length; the file "
+                         "is corrupt")
+    inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as f:
+        f.seek(132 + 12 + int(length))  # preamble + 'DICM', the (0002,0000) element, the rest
+        while (chunk := f.read(1 << 20)) and not inflate.eof:
+            while chunk:
+                total += len(inflate.decompress(chunk, 1 << 20))
+                if total > MAX_FILE_BYTES:
+                    raise InputError(f"{name}: its deflated data inflates past "
+                                     f"{MAX_FILE_BYTES // 2**20} MiB, more than a mammogram "
+                                     "needs; the file is corrupt or hostile, so it is not read")
+                chunk = inflate.unconsumed_tail
+
+
+def check_pixel_budget(ds, name: str) -> None:
+    """Refuse, before decoding, pixels declared larger than `MAX_PIXEL_BYTES` (all frames and
+    samples counted) or with a side outside 8..MAX_SIDE (a missing Rows or Columns is 0)."""
+    per_sample = -(-int(ds.get("BitsAllocated", 16) or 16) // 8)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    check_dimensions(name, int(ds.get("Rows") or 0), int(ds.get("Columns") or 0),
+                     bytes_per_pixel=max(per_sample, 1) * max(samples, 1) * max(frames, 1))
 
 
 def read_header(path: str | Path, *, name: str | None = None):
@@ -111,13 +186,32 @@ def _scrub(text: str, ds) -> str:
     return " ".join(text.split())[:300]
 
 
-def stored_pixels(ds, name: str) -> np.ndarray:
-    """The stored pixel values, validated (2-D, one sample, sane size), as an integer array."""
+def manufacturer(ds) -> str | None:
+    """Manufacturer, to store, with the file's identifying values redacted (a careless or
+    hostile header can repeat the patient's name or ID there)."""
+    value = str(ds.get("Manufacturer") or "").strip()
+    return _scrub(value, ds) if value else None
+
+
+def grey_photometric(ds, name: str) -> str:
+    """'MONOCHROME1' or 'MONOCHROME2' with one sample per pixel, else `InputError`.
+
+    The error names the value only when it is a DICOM defined term: any other text could be
+    anything, a patient's name included.
+    """
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise InputError(f"{name}: photometric interpretation {photometric or 'missing'} with "
-                         f"{samples} sample(s) per pixel; mammograms are MONOCHROME1/2")
+        shown = (photometric if photometric in _PHOTOMETRIC_TERMS
+                 else "missing" if not photometric else "unsupported (not a DICOM term)")
+        raise InputError(f"{name}: photometric interpretation {shown} with {samples} sample(s) "
+                         "per pixel; mammograms are MONOCHROME1/2")
+    return photometric
+
+
+def stored_pixels(ds, name: str) -> np.ndarray:
+    """The stored pixel values, validated (2-D, one sample, sane size), as an integer array."""
+    grey_photometric(ds, name)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
         raise InputError(f"{name}: {frames} frames (tomosynthesis?); import 2-D mammograms "
@@ -125,14 +219,14 @@ def stored_pixels(ds, name: str) -> np.ndarray:
     rows, cols = ds.get("Rows"), ds.get("Columns")
     if rows is None or cols is None or "PixelData" not in ds:
         raise InputError(f"{name}: no pixel data (Rows/Columns/PixelData missing)")
-    check_dimensions(name, int(rows), int(cols))
+    check_pixel_budget(ds, name)
     try:
         with _quiet():
             array = ds.pixel_array
-    except Exception as exc:  # decoders raise many types; the message is scrubbed
-        raise InputError(f"{name}: pixel data cannot be decoded ({type(exc).__name__}: "
-                         f"{_scrub(str(exc), ds)}); the file is truncated or its transfer "
-                         "syntax is unsupported") from None
+    except Exception as exc:  # decoders raise many types; their messages can quote the header
+        raise InputError(f"{name}: pixel data cannot be decoded ({type(exc).__name__}; "
+                         f"transfer syntax {_syntax_name(ds)}); the file is truncated or its "
+                         "transfer syntax is unsupported") from None
     if array.shape != (int(rows), int(cols)):
         raise InputError(f"{name}: decoded pixels have shape {array.shape}, header says "
                          f"{int(rows)} x {int(cols)}")
@@ -143,6 +237,12 @@ def stored_pixels(ds, name: str) -> np.ndarray:
     elif array.dtype not in (np.uint8, np.uint16):
         array = array.astype(np.uint16)
     return array
+
+
+def _syntax_name(ds) -> str:
+    """The transfer syntax's name from pydicom's UID dictionary (never the header's text)."""
+    uid = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    return uid.name if uid is not None and uid.type == "Transfer Syntax" else "unknown"
 
 
 def denser_brighter(ds, stored: np.ndarray) -> np.ndarray:

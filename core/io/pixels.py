@@ -8,6 +8,7 @@ inverted on read), so filters, density and models never care where a file came f
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,16 @@ from core.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_SIDE = 20000  # pixels; no mammogram is larger, a bigger header is corrupt or hostile
+# Decoded bytes a file may declare (rows x columns x bytes per sample x samples x frames),
+# checked from the header before any pixel is decoded. The largest mammography detector
+# (Fujifilm Amulet Innovality: 24 x 30 cm at 50 um) gives 4,728 x 5,928 pixels, 56 MB at 16
+# bits; film digitised at 42 um (DDSM's scanners), about 5,700 x 7,100, 81 MB. 128 MiB holds
+# both. A DICOM import's working memory is ~16x the decoded size (measured: +1.3 GB for the
+# 81 MB film scan, MONOCHROME1 with a window), so ~2 GB at the limit, where a hostile 200 KB
+# file declaring 20,000 x 20,000 would otherwise ask for 4 GB or more.
+MAX_PIXEL_BYTES = 128 * 2**20
+# Decoded bytes per pixel of the Pillow modes accepted for a grey mammogram (LA: grey + alpha).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4}
 
 
 def sha256_file(path: str | Path) -> str:
@@ -28,33 +39,68 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_raster(path: Path) -> np.ndarray:
+    """A PNG/PGM as a 2-D array: grey as stored, LA's grey plane, a grey palette's grey values.
+
+    The size and mode come from the header (Pillow reads only the header on open) and are
+    checked against `MAX_PIXEL_BYTES` before anything is decoded. Colour images, colour
+    palettes included, are refused: converting them would invent a grey scale.
+    """
+    name = path.name
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            check_dimensions(path.name, height, width)
-            if im.mode not in ("L", "I;16", "I;16B", "I;16L", "I", "P", "LA", "1"):
-                raise InputError(f"{path.name}: colour image (mode {im.mode}); mammograms are "
-                                 "greyscale, convert it first")
-            array = np.array(im)
+        with warnings.catch_warnings():  # Pillow's bomb warning: our own limit is checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if im.mode not in _MODE_BYTES:
+                    raise InputError(f"{name}: colour image (mode {im.mode}); mammograms are "
+                                     "greyscale, convert it first")
+                check_dimensions(name, height, width, bytes_per_pixel=_MODE_BYTES[im.mode])
+                array = _palette_grey(im, name) if im.mode == "P" else np.array(im)
     except InputError:
         raise
+    except Image.DecompressionBombError:  # only above MAX_PIXEL_BYTES: same verdict, our words
+        raise InputError(f"{name}: the header declares an image too large to decode (over "
+                         f"{MAX_PIXEL_BYTES // 2**20} MiB of pixels); a mammogram is smaller, "
+                         "so the file is corrupt or hostile") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"{path.name}: unreadable image ({exc})") from exc
+        raise InputError(f"{name}: unreadable image ({type(exc).__name__}); the file is "
+                         "truncated or corrupt") from None
     if array.ndim == 3:  # LA: grey + alpha
         array = array[..., 0]
     if array.dtype == np.int32:  # PIL mode I for 16-bit PGM
         if array.min() < 0 or array.max() > 65535:
-            raise InputError(f"{path.name}: pixel values outside 0..65535")
+            raise InputError(f"{name}: pixel values outside 0..65535")
         array = array.astype(np.uint16)
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
     return array
 
 
-def check_dimensions(name: str, height: int, width: int) -> None:
+def _palette_grey(im: Image.Image, name: str) -> np.ndarray:
+    """A palette image's grey values (never its indices), if every colour it uses is grey."""
+    indices = np.array(im)
+    palette = np.array(im.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
+    used = np.unique(indices)
+    if used.size and used[-1] >= len(palette):
+        raise InputError(f"{name}: palette image uses colours its palette does not define; "
+                         "the file is corrupt")
+    colours = palette[used]
+    if not (np.all(colours[:, 0] == colours[:, 1]) and np.all(colours[:, 1] == colours[:, 2])):
+        raise InputError(f"{name}: colour palette image; mammograms are greyscale, convert "
+                         "it first")
+    return palette[:, 0][indices]
+
+
+def check_dimensions(name: str, height: int, width: int, *, bytes_per_pixel: int) -> None:
+    """Refuse a declared size no mammogram has: a side outside 8..`MAX_SIDE`, or more than
+    `MAX_PIXEL_BYTES` once decoded (call it before decoding, with the header's numbers)."""
     if not (8 <= height <= MAX_SIDE and 8 <= width <= MAX_SIDE):
         raise InputError(f"{name}: impossible image size {height} x {width} pixels "
                          f"(expected 8..{MAX_SIDE} per side)")
+    if height * width * bytes_per_pixel > MAX_PIXEL_BYTES:
+        raise InputError(f"{name}: the header declares {height} x {width} pixels x "
+                         f"{bytes_per_pixel} bytes, over the {MAX_PIXEL_BYTES // 2**20} MiB a "
+                         "mammogram needs; the file is corrupt or hostile, so it is not decoded")
 
 
 def bit_depth(array: np.ndarray) -> int:
