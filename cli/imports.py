@@ -83,7 +83,7 @@ def register(commands, report, common) -> None:
     p.set_defaults(func=_csaw)
 
     for kind, what in (("predictions", "model"), ("readers", "reader")):
-        p = _kind(kinds, common, kind, f"{what} scores from CSV, Parquet or a pickled table",
+        p = _kind(kinds, common, kind, f"{what} scores from CSV or Parquet",
                   f"Long (id, {what}, score) or wide (one column per {what}) tables at image, "
                   "breast (with a side column) or exam level; the metarepository's "
                   "image_index/malignant_pred and left_malignant/right_malignant files are "
@@ -95,7 +95,7 @@ def register(commands, report, common) -> None:
                   + ("gmic_image_predictions.csv --model gmic --dataset mias --json"
                      if kind == "predictions" else
                      "reads.csv --format wide --reader-columns r1,r2,consensus --level exam"))
-        p.add_argument("file", type=Path, help="the table (.csv, .tsv, .parquet, .pkl)")
+        p.add_argument("file", type=Path, help="the table (.csv, .tsv, .parquet)")
         p.add_argument("--format", choices=("long", "wide"), help="table layout (default: detect)")
         p.add_argument("--id-column", help="column with image/exam ids (default: detect)")
         p.add_argument("--side-column", help="column with L/R (breast level)")

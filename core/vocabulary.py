@@ -39,4 +39,4 @@ MIAS_DENSITY = {"F": 0, "G": 1, "D": 2}
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")   # a DICOM without the DICM marker still needs one
 RASTER_SUFFIXES = (".png", ".pgm")
 IMAGE_SUFFIXES = (*RASTER_SUFFIXES, *DICOM_SUFFIXES)
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".pkl", ".pickle")
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")

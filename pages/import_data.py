@@ -15,8 +15,8 @@ LABELS = {
 }
 UPLOAD_TYPES = {
     "dicom": ["dcm", "zip"], "png": ["png", "csv", "zip"], "mias": ["pgm", "png", "txt", "zip"],
-    "csaw": ["csv", "zip"], "predictions": ["csv", "parquet", "pkl", "pickle"],
-    "readers": ["csv", "parquet", "pkl", "pickle"],
+    "csaw": ["csv", "zip"], "predictions": ["csv", "parquet"],
+    "readers": ["csv", "parquet"],
 }
 
 st.title("Import data")

@@ -1,5 +1,5 @@
 """Prediction and reader tables: layouts (long, wide, metarepository), levels, matching,
-predictions-only datasets, NaN/duplicate/type errors, safe pickles, and the CLI."""
+predictions-only datasets, NaN/duplicate/type errors, refused pickles, and the CLI."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from cli import main
 from core.errors import InputError
 from core.importers.tables import import_predictions, import_readers
-from core.io.tables import load_pickle
+from core.io.tables import load_plain_pickle
 from core.store import open_store
 from tests.test_import_dicom import dump
 
@@ -85,11 +85,11 @@ def test_wide_and_long_give_the_same_rows(store, tmp_path):
     assert first["m2"] == {"d/0": 1.0, "d/1": 2.0, "d/2": 3.0}
 
 
-def test_breast_level_with_side_column_and_pickle(store, tmp_path):
+def test_breast_level_with_side_column_and_parquet(store, tmp_path):
     table = pd.DataFrame({"exam": ["d/0", "0", "1"], "side": ["left", "R", "L"],
                           "score": [0.4, 0.6, 0.5]})
-    table.to_pickle(tmp_path / "t.pkl")
-    import_predictions(store, tmp_path / "t.pkl", model="p")
+    table.to_parquet(tmp_path / "t.parquet")
+    import_predictions(store, tmp_path / "t.parquet", model="p")
     assert scores(store, "p", "breast") == {"d/0/L": 0.4, "d/0/R": 0.6, "d/1/L": 0.5}
 
 
@@ -167,12 +167,13 @@ def test_pickles_cannot_run_code(tmp_path):
 
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(InputError, match="posix.system|os.system|does not load"):
-        load_pickle(tmp_path / "evil.pkl")
+        load_plain_pickle(tmp_path / "evil.pkl")
     assert not marker.exists()
     frame = pd.DataFrame({"a": ["x", "y"], "b": [1.5, np.nan], "c": pd.array([1, None],
                                                                              dtype="Int64")})
-    frame.to_pickle(tmp_path / "ok.pkl")
-    pd.testing.assert_frame_equal(load_pickle(tmp_path / "ok.pkl"), frame)
+    frame.to_pickle(tmp_path / "ok.pkl")  # DataFrame pickles are refused (core.io.tables)
+    with pytest.raises(InputError, match=r"to_parquet"):
+        load_plain_pickle(tmp_path / "ok.pkl")
 
 
 @settings(max_examples=10, deadline=None,

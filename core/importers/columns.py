@@ -6,13 +6,16 @@ bad cell fails its file with the column, the row and the value, whichever import
 from __future__ import annotations
 
 import math
+from decimal import Decimal
+from numbers import Real
 
 import numpy as np
 import pandas as pd
 
 from core.errors import InputError
 
-__all__ = ["find_column", "id_text", "is_binary", "parse_binary", "parse_numbers"]
+__all__ = ["check_ids", "check_numbers", "find_column", "id_text", "is_binary", "parse_binary",
+           "parse_numbers"]
 
 BOOLEAN_WORDS = {"0": False, "1": True, "0.0": False, "1.0": True, "false": False,
                  "true": True, "no": False, "yes": True}
@@ -55,10 +58,71 @@ def id_text(value) -> str | None:
     return text or None
 
 
-def parse_numbers(values: pd.Series, column: str, file: str) -> pd.Series:
-    """float64 values; blanks/NaN stay NaN; anything non-numeric fails with the first example."""
+def _type_name(values: pd.Series) -> str | None:
+    """The name of a column's type when it holds neither numbers nor text, else None.
+
+    Parquet keeps types that CSV loses: dates, durations, complex numbers, lists. Cast to
+    numbers they would pass as scores (a date as nanoseconds since 1970), so they are named
+    and refused instead.
+    """
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        dtype, values = dtype.categories.dtype, values.astype(object)
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "timedelta"
+    if pd.api.types.is_complex_dtype(dtype):
+        return "complex"
+    if pd.api.types.is_numeric_dtype(dtype) or (pd.api.types.is_string_dtype(dtype)
+                                                 and not pd.api.types.is_object_dtype(dtype)):
+        return None
+    if not pd.api.types.is_object_dtype(dtype):
+        return str(dtype)  # period, interval, ...
+    odd = values.map(lambda v: not (_missing(v) or isinstance(v, (str, Real, Decimal))))
+    return type(values[odd].iloc[0]).__name__ if odd.any() else None
+
+
+def _check_kind(values: pd.Series, column: str, file: str, what: str) -> None:
+    """Refuse a column whose type is not numbers or text, naming the column and the type."""
+    kind = _type_name(values)
+    if kind is not None:
+        raise InputError(f"{file}: column {column!r} holds {kind} values, not {what}; save "
+                         f"{what} as numbers or text")
+
+
+def check_ids(values: pd.Series, column: str, file: str) -> pd.Series:
+    """Ids as text (`id_text`); a column of dates, durations, booleans or lists is refused."""
     if pd.api.types.is_bool_dtype(values):
-        return values.astype("float64")
+        raise InputError(f"{file}: column {column!r} holds booleans (True/False), not ids")
+    _check_kind(values, column, file, "ids")
+    return values.map(id_text)
+
+
+def check_numbers(values: pd.Series, column: str, file: str, *, booleans: bool = False) -> None:
+    """Refuse a column of booleans (unless ``booleans``), dates, durations, or numbers mixed
+    with text: none of them is a score or a measurement that was meant as one."""
+    if not booleans and (pd.api.types.is_bool_dtype(values) or (
+            pd.api.types.is_object_dtype(values)
+            and values.map(lambda v: isinstance(v, (bool, np.bool_))).any())):
+        raise InputError(f"{file}: column {column!r} holds booleans (True/False), not numbers; "
+                         "save 0/1 decisions as a recall column or the scores as numbers")
+    _check_kind(values, column, file, "numbers")
+    if pd.api.types.is_object_dtype(values):
+        text = values.map(lambda v: isinstance(v, str) and v.strip().lower() not in _BLANKS)
+        number = values.map(lambda v: isinstance(v, (Real, Decimal)) and not _missing(v))
+        if text.any() and number.any():
+            row = int(np.flatnonzero(text.to_numpy())[0])
+            raise InputError(f"{file}: column {column!r} mixes numbers and text (e.g. "
+                             f"{str(values.iloc[row])[:40]!r}, row {row + 1}); save one type")
+
+
+def parse_numbers(values: pd.Series, column: str, file: str) -> pd.Series:
+    """float64 values; blanks/NaN stay NaN; anything non-numeric fails with the first example.
+
+    The column's type is checked first (`check_numbers`: no booleans, dates or mixtures).
+    """
+    check_numbers(values, column, file)
     numbers = pd.to_numeric(values, errors="coerce").astype("float64")
     bad = numbers.isna() & values.notna() & (values.astype(str).str.strip() != "")
     bad &= ~values.astype(str).str.strip().str.lower().isin(_BLANKS[1:])
@@ -74,6 +138,8 @@ def parse_numbers(values: pd.Series, column: str, file: str) -> pd.Series:
 
 def parse_binary(values: pd.Series, column: str, file: str) -> pd.Series:
     """0/1 as float64 (NaN for blanks) from 0/1/true/false/yes/no; anything else fails."""
+    _check_kind(values, column, file, "0/1 values")
+
     def one(value):
         if _missing(value):
             return np.nan

@@ -39,7 +39,9 @@ Example::
 
 The metarepository's own exam list (``data.pkl``: a list of dicts with ``L-CC`` ... ``R-MLO``
 file-name lists and ``cancer_label``) is accepted as ``--manifest data.pkl``; exam keys are then
-the list positions (0, 1, ...), as in its breast-level prediction files.
+the list positions (0, 1, ...), as in its breast-level prediction files. It is read as plain
+data only (`core.io.tables.load_plain_pickle`); a pickled DataFrame manifest is refused: save
+it as CSV.
 
 Rows for an exam that has no image file are not stored (reported as unmatched). Each image is
 validated on its own (decoded whole: a truncated file fails) and written with its exam's rows.
@@ -59,8 +61,8 @@ from core.importers.common import (
     escaped_name, exam_id_for, finish, image_id_for, parse_image_name, parse_laterality,
     raster_record, safe_relative,
 )
-from core.importers.columns import find_column, id_text, parse_binary, parse_numbers
-from core.io.tables import load_pickle, read_table
+from core.importers.columns import check_ids, find_column, id_text, parse_binary, parse_numbers
+from core.io.tables import PICKLE_SUFFIXES, load_plain_pickle, read_table
 from core.progress import ProgressFn, report as report_progress
 from core.vocabulary import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
 from core.store import Store
@@ -72,6 +74,9 @@ _SPLIT_WORDS = {"train": "train", "val": "val", "validation": "val", "valid": "v
                 "test": "test"}
 _DENSITY_WORDS = {"0": 0, "1": 1, "2": 2, "3": 3, "a": 0, "b": 1, "c": 2, "d": 3}
 _PKL_VIEWS = ("L-CC", "R-CC", "L-MLO", "R-MLO")
+# the largest screening set we know lists about a million images (NYU's, 1,001,093); a longer
+# data.pkl is a crafted one whose shared references multiply the work, not a data set
+MAX_LISTED_FILES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -91,31 +96,45 @@ class Manifest:
 def read_manifest(path: str | Path, root: Path) -> Manifest:
     """Parse and validate a CSV or metarepository-pickle manifest; raises `InputError`."""
     path = Path(path)
-    if path.suffix.lower() in (".pkl", ".pickle"):
-        data = load_pickle(path)
-        if isinstance(data, list):
-            return _metarepository_list(data, path.name)
-    table = read_table(path)
-    return _manifest_table(table, path.name, root)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        data = load_plain_pickle(path)
+        if not isinstance(data, list):
+            raise InputError(f"{path.name}: the pickle holds a {type(data).__name__}, not the "
+                             "metarepository's exam list (a list of dicts); save other "
+                             "manifests as CSV")
+        return _metarepository_list(data, path.name)
+    return _manifest_table(read_table(path), path.name, root)
 
 
 def _metarepository_list(data: list, file: str) -> Manifest:
     exams, breasts, files = {}, {}, []
     for index, exam in enumerate(data):
+        where = f"{file}: exam {index}"
         if not isinstance(exam, dict):
-            raise InputError(f"{file}: item {index} is a {type(exam).__name__}, not a dict with "
-                             "L-CC, R-CC, L-MLO, R-MLO and cancer_label")
+            raise InputError(f"{where} is a {type(exam).__name__}, not a dict with L-CC, R-CC, "
+                             "L-MLO, R-MLO and cancer_label")
         key = str(index)
         exams[key] = {"split": None, "age": None, "patient": None, "density": None}
-        labels = exam.get("cancer_label") or {}
+        labels = exam.get("cancer_label")
+        labels = {} if labels is None else labels
+        if not isinstance(labels, dict):
+            raise InputError(f"{where}: cancer_label is a {type(labels).__name__}, not a dict "
+                             "with left_malignant and right_malignant")
         for laterality, word in (("L", "left"), ("R", "right")):
             cancer = labels.get(f"{word}_malignant")
             if cancer is not None:
-                cancer = _binary_value(cancer, f"{file}: exam {index} {word}_malignant")
-            breasts[(key, laterality)] = _breast_values(cancer, None, None, None,
-                                                        f"{file}: exam {index}")
+                cancer = _binary_value(cancer, f"{where} {word}_malignant")
+            breasts[(key, laterality)] = _breast_values(cancer, None, None, None, where)
         for view_key in _PKL_VIEWS:
-            for n, name in enumerate(exam.get(view_key) or [], 1):
+            names = exam.get(view_key)
+            names = [] if names is None else names
+            if not isinstance(names, (list, tuple)) or not all(isinstance(n, str)
+                                                                for n in names):
+                raise InputError(f"{where}: {view_key} is not a list of file names (without "
+                                 ".png)")
+            if len(files) + len(names) > MAX_LISTED_FILES:
+                raise InputError(f"{file}: lists more than {MAX_LISTED_FILES:,} images")
+            for n, name in enumerate(names, 1):
                 laterality, view = view_key.split("-")
                 files.append((f"{name}.png", key, laterality, view, n))
     return Manifest(exams, breasts, files)
@@ -127,7 +146,7 @@ def _binary_value(value, where: str) -> int:
         return 1
     if text in ("0", "0.0", "false", "no"):
         return 0
-    raise InputError(f"{where}: label {value!r} is not 0/1")
+    raise InputError(f"{where}: label {str(value)[:40]!r} is not 0/1")
 
 
 def _manifest_table(table: pd.DataFrame, file: str, root: Path) -> Manifest:
@@ -147,7 +166,7 @@ def _manifest_table(table: pd.DataFrame, file: str, root: Path) -> Manifest:
                     ("split", ("split", "split_group")), ("density", ("density",)),
                     ("age", ("age",)), ("patient", ("patient", "patient_id")),
                     ("view", ("view", "viewposition")))}
-    keys = table[exam_col].map(id_text)
+    keys = check_ids(table[exam_col], exam_col, file)
     if keys.isna().any():
         raise InputError(f"{file}: the exam is empty in row {int(keys.isna().idxmax()) + 1}")
     slashed = [k for k in keys if "/" in k]

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from core.importers.columns import find_column, id_text, is_binary, parse_binary, parse_numbers
+from core.importers.columns import (check_ids, check_numbers, find_column, id_text, is_binary,
+                                    parse_binary, parse_numbers)
 from core.importers.common import parse_laterality
 
 __all__ = ["FORMATS", "LongTable", "TableOptions", "parse_values", "to_long"]
@@ -68,12 +69,13 @@ def to_long(table: pd.DataFrame, kind: str, options: TableOptions, path: Path) -
                        label_column=label, level=options.level or "image")
         return _wide(table, kind, opts, [opts.score_column], default_name, file)
     if fmt is None and {"left_malignant", "right_malignant"} <= cols:  # metarepository, breast
-        ids = (table["index"] if "index" in cols and options.id_column is None
-               else table[options.id_column] if options.id_column
-               else pd.Series(range(len(table))))
+        id_col = "index" if "index" in cols and options.id_column is None else options.id_column
+        ids = (check_ids(table[find_column(table, id_col, (), "id", file)], id_col, file)
+               if id_col else pd.Series(range(len(table))).map(id_text))
         parts = []
         for side, column in (("L", "left_malignant"), ("R", "right_malignant")):
-            parts.append(pd.DataFrame({"id": ids.map(id_text), "side": side,
+            check_numbers(table[column], column, file, booleans=kind == "readers")
+            parts.append(pd.DataFrame({"id": ids, "side": side,
                                        "name": default_name, "value": table[column],
                                        "label": np.nan, "row": np.arange(1, len(table) + 1)}))
         return LongTable(pd.concat(parts, ignore_index=True), options.level or "breast", False)
@@ -83,10 +85,11 @@ def to_long(table: pd.DataFrame, kind: str, options: TableOptions, path: Path) -
         score = find_column(table, options.score_column, SCORE_ALIASES[kind], "score", file,
                             param="score_column")
         id_col, side, label = _keys(table, options, file)
+        check_numbers(table[score], score, file, booleans=kind == "readers")
         rows = pd.DataFrame({
-            "id": table[id_col].map(id_text),
+            "id": check_ids(table[id_col], id_col, file),
             "side": table[side] if side else None,
-            "name": table[name_column].map(id_text),
+            "name": check_ids(table[name_column], name_column, file),
             "value": table[score], "label": table[label] if label else np.nan,
             "row": np.arange(1, len(table) + 1)})
         if rows["name"].isna().any():
@@ -127,9 +130,10 @@ def _wide(table: pd.DataFrame, kind: str, options: TableOptions, value_columns: 
     single = len(value_columns) == 1 and (options.name is not None
                                           or value_columns[0].lower() in _GENERIC_SCORES)
     for column in value_columns:
+        check_numbers(table[column], column, file, booleans=kind == "readers")
         name = default_name if single else column
         parts.append(pd.DataFrame({
-            "id": table[id_col].map(id_text), "side": table[side] if side else None,
+            "id": check_ids(table[id_col], id_col, file), "side": table[side] if side else None,
             "name": name, "value": table[column], "label": table[label] if label else np.nan,
             "row": np.arange(1, len(table) + 1)}))
     return LongTable(pd.concat(parts, ignore_index=True),

@@ -1,7 +1,8 @@
 """Score tables: ``python -m core import predictions FILE`` and ``... import readers FILE``.
 
-A table is CSV (``.csv``, ``.tsv``), Parquet (``.parquet``, ``.pq``) or a pickled pandas
-DataFrame (``.pkl``, ``.pickle``), read by `core.io.tables` (a pickle cannot run code).
+A table is CSV (``.csv``, ``.tsv``) or Parquet (``.parquet``, ``.pq``), read by
+`core.io.tables`. Pickled DataFrames are refused (loading one can run code): convert them on a
+trusted machine with ``pd.read_pickle(p).to_parquet(...)``.
 Columns named ``Unnamed: N`` (a saved pandas index) are ignored. The work is in three steps:
 `core.importers.reshape` (layout to long form, values checked), `core.importers.matching`
 (ids to cases) and one transaction here.
@@ -45,7 +46,8 @@ Prediction scores are numbers (``predictions.malignant``). Reader columns hold s
 or recall decisions: a column whose values are all 0/1/true/false/yes/no is read as recall.
 Readers named like consensus/recall/arbitration get kind 'consensus', else 'radiologist'; new
 model names get kind 'external'. Rows with a missing (NaN) value are not stored; the report
-counts them. A duplicate (id, side, name) fails the file, as does a non-numeric score.
+counts them. A duplicate (id, side, name) fails the file, as does a non-numeric score, and a
+value column of booleans (predictions), dates, durations or lists (`columns.check_numbers`).
 """
 from __future__ import annotations
 

@@ -1,2 +1,2 @@
 """Reading what users bring: pixels (`images`, `pixels`, `dicom`), tables (`tables`: CSV,
-Parquet, pickles) and mini-MIAS's Info.txt (`mias`)."""
+Parquet; the metarepository's data.pkl as plain data) and mini-MIAS's Info.txt (`mias`)."""
