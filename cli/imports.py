@@ -31,7 +31,7 @@ def register(commands, report, common) -> None:
 
     p = _kind(kinds, common, "dicom", "DICOM mammograms under a folder (de-identified)",
               "Every DICOM file under FOLDER becomes an image; exams are grouped by the hashed "
-              "StudyInstanceUID, patients by a salted hash of PatientID; names, birth dates, "
+              "StudyInstanceUID, patients by a keyed hash of PatientID (the pseudonym key is kept outside the store); names, birth dates, "
               "accession numbers and institutions are never stored. Laterality and view come "
               "from the header (else the file name); an 8-bit display copy is written.",
               "python -m core import dicom scans/ --dataset hospital-a")

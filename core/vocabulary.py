@@ -27,6 +27,9 @@ PATHOLOGY_PRIORITY = ("none", "benign", "malignant")                     # lowes
 HISTOLOGY_RANK = {name: rank for rank, name in enumerate(HISTOLOGY_PRIORITY)}
 PATHOLOGY_RANK = {name: rank for rank, name in enumerate(PATHOLOGY_PRIORITY)}
 
+# Ages above this are a typo or a filler value (older than anyone recorded): never stored.
+MAX_AGE_YEARS = 130
+
 # --- density ----------------------------------------------------------------------------------
 # BI-RADS 5th edition a-d as the categories 0-3 of the NYU density model and the study.
 DENSITY_CATEGORY_NAMES = ("almost entirely fatty", "scattered fibroglandular",

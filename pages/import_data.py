@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.errors import InputError
+from core.errors import InputError, PseudonymKeyError
 from core.importers import KINDS, run_import
 from core.importers.uploads import route_upload
 from core.store import Store
@@ -68,7 +68,7 @@ def run(path, options: dict) -> None:
     progress = ProgressBar("starting")
     try:
         report = run_import(store(), kind, path, progress=progress, **options)
-    except InputError as exc:
+    except (InputError, PseudonymKeyError) as exc:   # a wrong key stops the import in one line
         progress.empty()
         show_input_error(exc)
         return

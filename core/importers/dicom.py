@@ -55,7 +55,7 @@ from core.io.dicom import (PHI_KEYWORDS, display_pixels, denser_brighter, dicom_
                            grey_photometric, header_errors, manufacturer, read_dataset,
                            read_header, stored_pixels)
 from core.io.pixels import sha256_file, write_png
-from core.vocabulary import DICOM_SUFFIXES
+from core.vocabulary import DICOM_SUFFIXES, MAX_AGE_YEARS
 from core.importers import ImportReport
 from core.importers.common import (
     Batch, FileRows, Skipped, Snapshot, check_dataset, check_utf8_folder, escaped_name,
@@ -69,7 +69,6 @@ __all__ = ["dicom_pixels", "read_dicom", "read_header", "header_errors", "import
 
 _CC_CODES = {"R-10242", "399162004"}
 _MLO_CODES = {"R-10226", "399368009"}
-MAX_AGE_YEARS = 130  # the PNG manifest's bound; older than anyone recorded: a typo or filler
 _AGE = re.compile(r"^\s*(\d{1,3})\s*([DWMY])\s*$", re.IGNORECASE)
 _NAME_TOKEN = re.compile(r"(?:^|[_\-. ])(?P<lat>[LR])[_\-. ]?(?P<view>CC|MLO)(?:$|[_\-. ])",
                          re.IGNORECASE)

@@ -25,7 +25,7 @@ split            train | val | test (validation, valid)
 density          0-3 or a-d (BI-RADS): the exam's labelled density (density table, source
                  'label'); rows of one exam must agree
 age              years
-patient          patient identifier; stored only as the store's salted pseudonym
+patient          patient identifier; stored only as a keyed pseudonym (`Store.pseudonym`)
 file             image path relative to DIR (then ``view`` or the file name gives the view);
                  absolute paths and '..' are refused
 view             CC | MLO | other (with ``file``)
@@ -64,7 +64,7 @@ from core.importers.common import (
 from core.importers.columns import check_ids, find_column, id_text, parse_binary, parse_numbers
 from core.io.tables import PICKLE_SUFFIXES, load_plain_pickle, read_table
 from core.progress import ProgressFn, report as report_progress
-from core.vocabulary import HISTOLOGIES, PATHOLOGIES, PRESENTATIONS, VIEWS
+from core.vocabulary import HISTOLOGIES, MAX_AGE_YEARS, PATHOLOGIES, PRESENTATIONS, VIEWS
 from core.store import Store
 
 __all__ = ["import_png", "read_manifest", "Manifest"]
@@ -174,10 +174,10 @@ def _manifest_table(table: pd.DataFrame, file: str, root: Path) -> Manifest:
         raise InputError(f"{file}: exam keys must not contain '/' (e.g. {slashed[0]!r})")
     ages = parse_numbers(table[optional["age"]], optional["age"], file) \
         if optional["age"] else pd.Series(np.nan, index=table.index)
-    odd = ages[(ages < 0) | (ages > 130)]
+    odd = ages[(ages < 0) | (ages > MAX_AGE_YEARS)]
     if not odd.empty:
-        raise InputError(f"{file}: age {odd.iloc[0]} (row {odd.index[0] + 1}) is outside 0-130 "
-                         "years")
+        raise InputError(f"{file}: age {odd.iloc[0]} (row {odd.index[0] + 1}) is outside "
+                         f"0-{MAX_AGE_YEARS} years")
     exams: dict[str, dict] = {}
     breasts: dict[tuple[str, str], dict] = {}
     files: list = []
