@@ -338,7 +338,14 @@ def test_hostile_db_gets_one_error_line_and_is_not_written(kind, argv, tmp_path,
     db = tmp_path / "given.duckdb"
     hostile(kind, db, real_store)
     before = snapshot(db) if db.is_file() else None
-    assert cli.main([*argv, "--db", str(db)]) == 2
+    code = cli.main([*argv, "--db", str(db)])
+    if code == 0 and argv == ["init"] and kind.startswith("truncated"):
+        # init reads the header, meta and row counts only: a cut that spared them (it depends
+        # on the file's layout) is found by the first command that reads the rows, in one line
+        capsys.readouterr()
+        assert snapshot(db) == before
+        code = cli.main(["info", "--db", str(db)])
+    assert code == 2
     line = one_error_line(capsys)
     assert str(db) in line
     if before is not None:

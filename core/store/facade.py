@@ -260,22 +260,18 @@ class Store:
         if self._key is not None:
             return self._key
         key = keys.load_key(self.key_file, create=not self.read_only)
-        tag = keys.fingerprint(key)
         stored = self._scalar("SELECT value FROM meta WHERE key = 'key_fingerprint'")
-        if stored is None and not self.read_only:
-            with self.transaction() as con:
-                con.execute("INSERT OR IGNORE INTO meta VALUES ('key_fingerprint', ?)", [tag])
-                stored = con.execute(
-                    "SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchall()[0][0]
-        if stored is not None and stored != tag:
-            raise PseudonymKeyError(
-                f"store {self.path} was pseudonymised with the key of fingerprint {stored}, not "
-                f"the configured one ({tag}, from {keys.KEY_ENV} or "
-                f"{keys.key_path(self.key_file)}): its pseudonyms would not match; set "
-                f"{keys.KEY_FILE_ENV} to that key's file (a migrated store's salt was saved as "
-                f"pseudonym-{stored}.key) or import into another store")
+        _check_fingerprint(self.path, stored, keys.fingerprint(key), self.key_file)
         self._key = key
         return key
+
+    def _record_fingerprint(self, con) -> None:
+        """Store the key's fingerprint with the first rows written under it (same transaction,
+        so a killed import leaves no trace of its key either), refusing another key's rows."""
+        tag = keys.fingerprint(self._key)
+        con.execute("INSERT OR IGNORE INTO meta VALUES ('key_fingerprint', ?)", [tag])
+        stored = con.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchall()[0][0]
+        _check_fingerprint(self.path, stored, tag, self.key_file)
 
     # ------------------------------------------------------------------ rows by name
     def select(self, table: str, **equals) -> pd.DataFrame:
@@ -313,6 +309,8 @@ class Store:
         """
         deletes = [delete_sql(entry) for entry in delete]
         with self.transaction() as con:
+            if self._key is not None:   # pseudonyms were made: their key's fingerprint lands too
+                self._record_fingerprint(con)
             for sql, params in deletes:
                 con.execute(sql, params)
             written = {table: upsert(con, table, frame) for table, frame in frames.items()}
@@ -636,3 +634,13 @@ def _stored_version(con: duckdb.DuckDBPyConnection, path: Path) -> int | None:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_fingerprint(path: Path, stored: str | None, tag: str, key_file) -> None:
+    """Refuse a key whose fingerprint differs from the one the store recorded."""
+    if stored is not None and stored != tag:
+        raise PseudonymKeyError(
+            f"store {path} was pseudonymised with the key of fingerprint {stored}, not "
+            f"the configured one ({tag}, from {keys.KEY_ENV} or {keys.key_path(key_file)}): its "
+            f"pseudonyms would not match; set {keys.KEY_FILE_ENV} to that key's file (a migrated "
+            f"store's salt was saved as pseudonym-{stored}.key) or import into another store")
