@@ -197,21 +197,23 @@ def test_code_version_is_a_commit_or_a_hash():
 # --- the v2 -> v3 migration -------------------------------------------------------------------
 
 
-def test_v2_store_gains_the_runs_table(tmp_path):
-    assert SCHEMA_VERSION == 3
+def test_v2_store_gains_the_runs_table(tmp_path, monkeypatch):
+    """v2 -> v3 adds the runs table; later migrations carry the store on to the current version."""
     v2_sql = SCHEMA.replace(table_ddl("runs"), "")
     assert "CREATE TABLE runs" not in v2_sql and "CREATE TABLE cases" in v2_sql
     path = tmp_path / "v2.duckdb"
     con = duckdb.connect(str(path))
     con.execute(v2_sql)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '2'), ('salt', 'abc')")
+    salt = "ab" * 16   # a v2/v3 store's salt: 32 hex digits, adopted as the key by the v3 -> v4 step
+    monkeypatch.setenv("ILCSCOPE_PSEUDONYM_KEY", salt)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '2'), ('salt', ?)", [salt])
     con.execute("INSERT INTO models (model, kind) VALUES ('m', 'external')")
     con.close()
 
     read_only = open_store(path, read_only=True)       # the report commands migrate too
-    assert read_only.schema_version() == 3
+    assert read_only.schema_version() == SCHEMA_VERSION
     store = open_store(path)
-    assert store.schema_version() == 3
+    assert store.schema_version() == SCHEMA_VERSION
     assert store.select("runs").empty and list(store.select("runs").columns) == [
         "run_id", "kind", "params", "code_version", "status", "started_at", "ended_at",
         "progress_done", "progress_total", "message", "ingested", "chunks", "error", "folder"]
