@@ -128,8 +128,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"F = {res_jk.statistic:.4f} (jackknife), {res_dl.statistic:.4f} (DeLong); the "
           f"references' F agree to 1e-9")
     worst, ratio = max(t_jk, t_dl), min(t_naive_jk / t_jk, t_naive_dl / t_dl)
-    print(f"targets: < 1 s: {worst:.3f} s ({'met' if worst < 1 else 'MISSED'}); >= 50x: "
-          f"{ratio:.0f}x ({'met' if ratio >= 50 else 'MISSED'})")
+    if args.quick:   # the O(mn) reference is cheap at 2,000 cases: the targets are for 10,000
+        print(f"(--quick: slowest {worst:.3f} s, smallest ratio {ratio:.0f}x; targets not judged)")
+    else:
+        print(f"targets: < 1 s: {worst:.3f} s ({'met' if worst < 1 else 'MISSED'}); >= 50x: "
+              f"{ratio:.0f}x ({'met' if ratio >= 50 else 'MISSED'})")
     print(f"load average while running: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
