@@ -374,13 +374,14 @@ def test_salt_rewrite_keeps_every_row_and_leaves_no_salt(tmp_path, demo_store_pa
     """The v4 migration rewrites the file, as DuckDB keeps deleted values in freed blocks of a
     store this size: every table and row survives, the files folder is untouched."""
     db = copy_store(demo_store_path, tmp_path)
-    counts = open_store(db, read_only=True).counts()
+    counts = {t: n for t, n in open_store(db, read_only=True).counts().items()
+              if t not in STUDY_TABLES}   # a v3 store has no reader studies (make_v3 drops them)
     files = os.listdir(db.with_name(db.stem + "_files"))
     make_v3(db, "cd" * 16)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", StoreNotice)
         store = open_store(db)
-    assert store.counts() == counts
+    assert {t: n for t, n in store.counts().items() if t not in STUDY_TABLES} == counts
     assert os.listdir(db.with_name(db.stem + "_files")) == files
     assert not db.with_name(db.name + ".rewrite").exists()
     store.checkpoint()
