@@ -18,6 +18,7 @@ or ``from core.stats import delong_auc``. The modules:
 * ``mrmc``: reader studies (multi-reader multi-case): `auc_matrix`, `mrmc_test`
   (Obuchowski-Rockette or DBM; RRRC, FRRC, RRFC), `model_vs_readers`; ``mrmc_power``:
   `sample_size`; ``mrmc_core``: their arithmetic;
+* ``paired``: McNemar and Wilcoxon signed-rank tests of two models on the same cases;
 * ``aggregate``: image scores to breast or exam scores; ``tables``: `auc_table`;
 * ``_arrays``: the checks at the door that hand clean arrays to the private helpers.
 
@@ -53,6 +54,7 @@ from core.stats.mrmc import (MRMCResult, ModelVsReadersResult, auc_matrix, model
 from core.stats.mrmc_power import mrmc_power, sample_size
 from core.stats.operating_points import (Confusion, confusion_at, threshold_for_sensitivity,
                                          threshold_for_specificity)
+from core.stats.paired import McNemarResult, WilcoxonResult, mcnemar_test, wilcoxon_test
 from core.stats.proportions import wilson_ci
 from core.stats.tables import auc_table
 
@@ -62,6 +64,7 @@ __all__ = [
     "roc_auc", "roc_curve", "delong_auc", "bootstrap_auc", "delong_covariance",
     "delong_paired_test", "delong_contrast_test", "delong_matrix", "unpaired_auc_test",
     "holm_adjust", "confusion_at", "threshold_for_specificity", "threshold_for_sensitivity",
+    "McNemarResult", "WilcoxonResult", "mcnemar_test", "wilcoxon_test",
     "wilson_ci", "weighted_kappa", "weighted_kappas", "aggregate_scores", "auc_table",
     "MRMCResult", "ModelVsReadersResult", "auc_matrix", "mrmc_test", "model_vs_readers",
     "mrmc_power", "sample_size",
