@@ -25,8 +25,8 @@ import pandas as pd
 from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionError
 from core.jobs.run_folder import RunCancelled
 
-COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
-                   "density", "predict")
+COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
+                   "filters", "density", "predict")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -36,6 +36,8 @@ FLAGS = {
     "level": "--level", "model_columns": "--model-columns", "reader_columns": "--reader-columns",
     "reader_threshold": "--reader-threshold", "score_column": "--score-column",
     "side_column": "--side-column", "test_set": "--test-set", "test_sets": "--test-sets",
+    "effect": "--effect", "modalities": "--modalities", "model_modality": "--model-modality",
+    "power": "--power", "subgroup": "--subgroup",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")
