@@ -15,6 +15,9 @@ or ``from core.stats import delong_auc``. The modules:
 * ``operating_points``: `confusion_at` and the threshold for a target specificity or
   sensitivity;
 * ``proportions``: `wilson_ci`; ``kappa``: weighted kappa;
+* ``mrmc``: reader studies (multi-reader multi-case): `auc_matrix`, `mrmc_test`
+  (Obuchowski-Rockette or DBM; RRRC, FRRC, RRFC), `model_vs_readers`; ``mrmc_power``:
+  `sample_size`; ``mrmc_core``: their arithmetic;
 * ``aggregate``: image scores to breast or exam scores; ``tables``: `auc_table`;
 * ``_arrays``: the checks at the door that hand clean arrays to the private helpers.
 
@@ -45,6 +48,9 @@ from core.stats.delong import (ContrastTest, PairedTest, UnpairedTest, delong_au
                                delong_contrast_test, delong_covariance, delong_matrix,
                                delong_paired_test, holm_adjust, unpaired_auc_test)
 from core.stats.kappa import KAPPA_WEIGHTS, weighted_kappa, weighted_kappas
+from core.stats.mrmc import (MRMCResult, ModelVsReadersResult, auc_matrix, model_vs_readers,
+                             mrmc_test)
+from core.stats.mrmc_power import mrmc_power, sample_size
 from core.stats.operating_points import (Confusion, confusion_at, threshold_for_sensitivity,
                                          threshold_for_specificity)
 from core.stats.proportions import wilson_ci
@@ -57,4 +63,6 @@ __all__ = [
     "delong_paired_test", "delong_contrast_test", "delong_matrix", "unpaired_auc_test",
     "holm_adjust", "confusion_at", "threshold_for_specificity", "threshold_for_sensitivity",
     "wilson_ci", "weighted_kappa", "weighted_kappas", "aggregate_scores", "auc_table",
+    "MRMCResult", "ModelVsReadersResult", "auc_matrix", "mrmc_test", "model_vs_readers",
+    "mrmc_power", "sample_size",
 ]
