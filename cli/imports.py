@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli import CommandFailed, open_from_args, to_json, to_text
+from cli import CommandFailed, comma_list, open_from_args, to_json, to_text
 from core.errors import InputError
 from core.importers import ImportReport
 from core.progress import tqdm_progress
@@ -109,6 +109,39 @@ def register(commands, report, common) -> None:
         p.add_argument("--score-column", help="the score column (long, or a single wide column)")
         p.set_defaults(func=_predictions if kind == "predictions" else _readers)
 
+    p = _kind(kinds, common, "reader-study",
+              "a reader study (readers x modalities x cases) from a table, iMRMC or the store",
+              "A long table (CSV/Parquet: reader, modality, case, rating, truth columns) or an "
+              "iMRMC file (header lines, BEGIN DATA:, rows readerID, caseID, modalityID, score; "
+              "truth rows have readerID -1). Case ids are the store's at --level (its labels are "
+              "the truth) or, when none is in the store, the file's own. --from-store instead "
+              "takes the store's reads at --level as the 'unaided' modality. --models adds "
+              "models as fixed readers. A re-import replaces the reads of its readers and "
+              "modalities; the report counts missing reads per reader and modality.",
+              "python -m core import reader-study pilot.imrmc --study pilot --json")
+    p.add_argument("file", type=Path, nargs="?", help="the table or .imrmc file")
+    p.add_argument("--study", required=True, help="the study's name")
+    p.add_argument("--format", choices=("long", "imrmc"),
+                   help="default: imrmc for .imrmc files, else long")
+    p.add_argument("--from-store", action="store_true",
+                   help="build the study from the store's reads (no FILE)")
+    p.add_argument("--level", choices=("image", "breast", "exam"),
+                   help="the cases' level (default: the level the ids match)")
+    p.add_argument("--own-cases", action="store_true",
+                   help="the file's case ids are its own, not the store's")
+    for column in ("reader", "modality", "case", "truth", "rating"):
+        p.add_argument(f"--{column}-column", help=f"the {column} column (default: detect)")
+    p.add_argument("--modality", help="the condition of a table without a modality column")
+    p.add_argument("--rating-scale", help="e.g. 'BI-RADS 1-5' or '0-100'")
+    p.add_argument("--description", help="what the study is")
+    p.add_argument("--readers", type=comma_list, help="--from-store: these readers only")
+    p.add_argument("--test-set", help="--from-store: the cases of this test set")
+    p.add_argument("--models", type=comma_list, default=[],
+                   help="comma-separated models added as fixed readers")
+    p.add_argument("--model-modality", default="unaided",
+                   help="the modality the models' reads go to (default: unaided)")
+    p.set_defaults(func=_reader_study)
+
 
 def _kind(kinds, common, name: str, help: str, description: str, example: str):
     return kinds.add_parser(name, parents=[common], help=help, description=description,
@@ -179,6 +212,27 @@ def _table(args, importer, **names):
         store, args.file, format=args.format, id_column=args.id_column,
         side_column=args.side_column, label_column=args.label_column, level=args.level,
         dataset=args.dataset, score_column=args.score_column, progress=progress, **names))
+
+
+def _reader_study(args):
+    from core.importers.reader_study import import_reader_study, import_store_reads
+
+    if args.from_store == (args.file is not None):
+        raise InputError("pass either FILE or --from-store (one source per import)")
+    if args.from_store:
+        if args.level is None:
+            raise InputError("--from-store needs --level (the level of the reads to use)")
+        return _run(args, "reader-study", lambda store, progress: import_store_reads(
+            store, study=args.study, level=args.level, readers=args.readers,
+            test_set=args.test_set, models=args.models, modality=args.modality or "unaided",
+            description=args.description, progress=progress))
+    return _run(args, "reader-study", lambda store, progress: import_reader_study(
+        store, args.file, study=args.study, format=args.format, level=args.level,
+        store_cases=False if args.own_cases else None, reader_column=args.reader_column,
+        modality_column=args.modality_column, case_column=args.case_column,
+        truth_column=args.truth_column, rating_column=args.rating_column,
+        modality=args.modality, rating_scale=args.rating_scale, description=args.description,
+        models=args.models, model_modality=args.model_modality, progress=progress))
 
 
 def _ints(text: str, flag: str) -> list[int]:

@@ -10,6 +10,7 @@ import tempfile
 
 import pandas as pd
 
+from core.demo.reader_study import DEMO_STUDY, add_demo_reader_study
 from core.image.baseline import BASELINE_MODEL, DESCRIPTION, baseline_score
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
@@ -58,7 +59,9 @@ def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
 
 
 def add_demo_models(store: Store, *, progress: ProgressFn | None = None) -> dict[str, int]:
-    """Predictions of every demo model on the demo dataset; returns rows per model."""
+    """Predictions of every demo model on the demo dataset, then the demo reader study aided
+    by the GMIC; returns rows per model and the study's reads."""
     out = {BASELINE_MODEL: add_baseline_predictions(store, test_set="demo", progress=progress)}
     out[DEMO_GMIC] = add_gmic_demo_predictions(store, test_set="demo", progress=progress)
+    out[DEMO_STUDY] = add_demo_reader_study(store, model=DEMO_GMIC)  # reads, aided by the GMIC
     return out

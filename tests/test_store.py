@@ -16,6 +16,7 @@ import pytest
 import core.store.facade as store_module
 from core.errors import InputError, StoreBusy, StoreVersionError
 from core.store import dataset_delete_plan, open_store, write_result
+from core.store.schema import STUDY_TABLES
 
 
 def small_cohort(store, dataset="x", n=4):
@@ -77,6 +78,8 @@ def _downgrade_to_v1(path):
     con = duckdb.connect(str(path))
     con.execute("DROP TABLE cases")
     con.execute("DROP TABLE runs")  # v3
+    for table in reversed(STUDY_TABLES):  # v5
+        con.execute(f"DROP TABLE {table}")
     for table, columns in (("predictions", "case_hash"), ("density", "exam_hash"),
                            ("testset_exams", "exam_hash"), ("testsets", "id")):
         frame = con.execute(f"SELECT * EXCLUDE ({columns}) FROM {table}").df()

@@ -18,7 +18,7 @@ from PIL import Image
 import cli
 from core.errors import InputError, PseudonymKeyError
 from core.store import StoreNotice, create_store, keys, open_store
-from core.store.schema import SALTED_VERSION
+from core.store.schema import SALTED_VERSION, STUDY_TABLES
 from tests.conftest import copy_store
 
 
@@ -91,6 +91,8 @@ def make_v3(db, salt: str) -> None:
         con.execute("INSERT INTO meta VALUES ('salt', ?)", [salt])
         con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
                     [str(SALTED_VERSION)])
+        for table in reversed(STUDY_TABLES):  # v5 added them
+            con.execute(f"DROP TABLE {table}")
 
 
 def meta(db) -> dict[str, str]:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from core.progress import ProgressFn
-from core.store import FILES_ROOT, Store, dataset_delete_plan
+from core.demo.reader_study import DEMO_STUDY
+from core.store import FILES_ROOT, Store, dataset_delete_plan, study_delete_plan
 
 DEMO_DATASET = "demo"
 DEMO_IMAGES = "demo_images"  # folder inside the store's files folder
@@ -64,7 +65,8 @@ def build_demo(store: Store, *, n_exams: int = 120, seed: int = 0, metadata_only
         frames["annotations"] = store.stage_masks(  # mask versions continue
             cohort.masks, source="imported", author="synthetic generator",
             note="exact mask of the rendered lesion")
-        store.write_tables(frames, delete=dataset_delete_plan(DEMO_DATASET),
+        store.write_tables(frames, delete=dataset_delete_plan(DEMO_DATASET)  # its study too
+                           + study_delete_plan(DEMO_STUDY),
                            testsets=DEMO_TESTSETS, refresh_testsets=True)
     breasts = frames["breasts"]
     return DemoSummary(DEMO_DATASET, len(frames["exams"]), len(frames["images"]),

@@ -31,7 +31,7 @@ import pandas as pd
 
 from core.errors import InputError, PseudonymKeyError, StoreVersionError
 from core.store import annotations as _annotations
-from core.store import catalogue, keys
+from core.store import catalogue, keys, studies
 from core.store import testsets as _testsets
 from core.store.connections import engine
 from core.store.match import check_table, delete_sql, keys_sql, select_sql
@@ -514,6 +514,29 @@ class Store:
         """Sources that have density rows ('label' for the dataset's own), sorted."""
         with self.connection() as con:
             return catalogue.density_sources(con)
+
+    def reader_studies(self) -> pd.DataFrame:
+        """The reader studies (`core.store.studies`), by name.
+
+        Columns: study, level, store_cases, rating_scale, description, synthetic, created_at,
+        n_readers, n_modalities, n_cases, n_reads, modalities (comma-separated, sorted)."""
+        with self.connection() as con:
+            return studies.reader_studies(con)
+
+    def study_reads(self, study: str, *, level: str | None = None,
+                    modalities: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per stored read of a reader study: what MRMC statistics start from.
+
+        Columns: study, reader, reader_kind ('radiologist', or 'model' for a fixed reader),
+        modality, case_id, rating (float64, higher = more suspicious), truth (Int8, 1 =
+        cancer); ordered by modality, reader, case_id. A read that was not made has no row
+        (split-plot designs, missing reads). ``level`` None is the study's own; a coarser
+        level works for studies of store cases: a breast's (exam's) rating is the highest of
+        its images' (breasts') ratings and its truth the store's label. ``modalities`` keeps
+        those only (None: all).
+        """
+        with self.connection() as con:
+            return studies.study_reads(con, study, level, modalities)
 
     # ------------------------------------------------------------------ annotations
     def annotations(self, image_id: str) -> pd.DataFrame:

@@ -27,7 +27,7 @@ from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  
                              HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
                              PRESENTATIONS, VIEWS)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The last version that kept the pseudonym salt in ``meta`` (see `core.store.keys`).
 SALTED_VERSION = 3
 
@@ -290,6 +290,39 @@ CREATE TABLE runs (                      -- one row per job (see core.jobs.run_f
     error VARCHAR,
     folder VARCHAR NOT NULL              -- relative to the files folder; gone once a filters run is done
 );
+
+CREATE TABLE reader_studies (            -- readers x modalities x cases (core.store.studies)
+    study VARCHAR PRIMARY KEY,
+    level VARCHAR NOT NULL,              -- image | breast | exam: what one case is
+    store_cases BOOLEAN NOT NULL,        -- case ids are the store's cases at that level
+    rating_scale VARCHAR,                -- e.g. 'BI-RADS 1-5', '0-100'; NULL = not stated
+    description VARCHAR,
+    synthetic BOOLEAN NOT NULL DEFAULT false,
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+);
+
+CREATE TABLE study_cases (
+    study VARCHAR NOT NULL,
+    case_id VARCHAR NOT NULL,            -- a store case_id when store_cases, else the file's id
+    truth TINYINT NOT NULL,              -- 1 = cancer
+    PRIMARY KEY (study, case_id)
+);
+
+CREATE TABLE study_readers (
+    study VARCHAR NOT NULL,
+    reader VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,               -- radiologist | model (a fixed reader)
+    PRIMARY KEY (study, reader)
+);
+
+CREATE TABLE study_reads (
+    study VARCHAR NOT NULL,
+    reader VARCHAR NOT NULL,
+    modality VARCHAR NOT NULL,           -- the condition: unaided, aided-by-gmic ...
+    case_id VARCHAR NOT NULL,
+    rating DOUBLE NOT NULL,              -- higher = more suspicious; a missing read has no row
+    PRIMARY KEY (study, reader, modality, case_id)
+);
 """ + CASES_TABLE
 
 
@@ -327,6 +360,9 @@ RENEW_TRUTH_TOKEN = """
     INSERT INTO meta VALUES ('truth_token', uuid()::VARCHAR) ON CONFLICT (key)
     DO UPDATE SET value = EXCLUDED.value"""
 
+# The reader-study tables, parents first (a study's delete plan runs them in reverse).
+STUDY_TABLES = ("reader_studies", "study_cases", "study_readers", "study_reads")
+
 # MIGRATIONS[v] upgrades a file at version v to v + 1 (SQL run inside one transaction).
 MIGRATIONS: dict[int, str] = {
     # v2: integer join keys and the materialised case truth (see bench/store.py)
@@ -344,6 +380,9 @@ MIGRATIONS: dict[int, str] = {
     # v4: the pseudonym salt leaves the store; `Store._adopt_salt` first saves it as a key file
     # and records its fingerprint (``meta.key_fingerprint``), in the same transaction
     SALTED_VERSION: "DELETE FROM meta WHERE key = 'salt';",
+    # v5: reader studies (core.store.studies), beside ``reads``, which they leave unchanged;
+    # a later change to one of these tables must freeze its v5 DDL here
+    4: "\n".join(table_ddl(t) for t in STUDY_TABLES),
 }
 
 # Writes to these tables rebuild the derived ``cases`` table.
@@ -385,6 +424,11 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "run_id", "kind", "params", "code_version", "status", "started_at", "ended_at",
         "progress_done", "progress_total", "message", "ingested", "chunks", "error", "folder",
     ),
+    "reader_studies": ("study", "level", "store_cases", "rating_scale", "description",
+                       "synthetic"),
+    "study_cases": ("study", "case_id", "truth"),
+    "study_readers": ("study", "reader", "kind"),
+    "study_reads": ("study", "reader", "modality", "case_id", "rating"),
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -403,4 +447,8 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "testset_exams": ("name", "exam_id"),
     "filter_results": ("image_id", "method", "params_hash", "annotation_version"),
     "runs": ("run_id",),
+    "reader_studies": ("study",),
+    "study_cases": ("study", "case_id"),
+    "study_readers": ("study", "reader"),
+    "study_reads": ("study", "reader", "modality", "case_id"),
 }
