@@ -117,7 +117,10 @@ st.subheader("Sample size", help="Hillis-Obuchowski power from this study's vari
 st.caption(f"Fewest cases for {report.power:.0%} power to detect an AUC difference of "
            f"{report.effect:.3f}, by number of readers ({ANALYSES[analysis].lower()}); NA: "
            f"not reachable with that many readers.")
-_table(report.sample_size, "sample_size", power=st.column_config.NumberColumn(format="%.3f"))
+if report.sample_size.empty:
+    st.info("A sample-size table needs a pilot with at least 2 readers.", icon=":material/info:")
+else:
+    _table(report.sample_size, "sample_size", power=st.column_config.NumberColumn(format="%.3f"))
 
 st.subheader("The model against the readers")
 if report.comparison is None:

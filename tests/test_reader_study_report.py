@@ -16,8 +16,7 @@ from core.errors import InputError
 from core.importers.reader_study import import_reader_study
 from core.reports import mrmc
 from core.reports.scores import model_scores
-from core.stats.mrmc import model_vs_readers, mrmc_test
-from core.stats.mrmc_power import sample_size
+from core.stats import model_vs_readers, mrmc_test, sample_size
 from core.store import open_store
 from tests.conftest import REPO, copy_store
 
@@ -25,6 +24,7 @@ PILOT = "pilot"                        # image level, the demo's 128 images, sto
 READERS = ("p1", "p2", "p3", "p4")
 MODALITIES = ("unaided", "aided-by-gmic-demo", "second-opinion")
 OWN = "own-cases"                      # an iMRMC-like study of cases the store does not hold
+SOLO = "solo"                          # one reader: fixed readers only
 SKIPPED = 9                            # p4 did not read the first 9 images in second-opinion
 
 
@@ -67,6 +67,8 @@ def study_store(demo_store_path, tmp_path_factory):
            for k, t in enumerate(own_truth)]
     pd.DataFrame(own).to_csv(tmp / "own.csv", index=False)
     import_reader_study(store, tmp / "own.csv", study=OWN, store_cases=False)
+    pd.DataFrame(own).query("reader == 'a'").to_csv(tmp / "solo.csv", index=False)
+    import_reader_study(store, tmp / "solo.csv", study=SOLO, store_cases=False)
     store.checkpoint()
     return path, pd.DataFrame(rows)
 
@@ -214,6 +216,8 @@ def test_model_against_readers(store):
         (ref.model_auc, ref.diff, ref.p), abs=1e-12)
     # fixed readers first, then the model that aided, then the rest
     assert mrmc.model_options(store, PILOT) == ["gmic-demo", "classical-dog"]
+    assert mrmc.model_options(store, "demo-reader-study") == ["gmic-demo", "classical-dog"]
+    assert store.prediction_levels()["model"].tolist()[0] == "classical-dog"   # not by name
     assert mrmc.model_options(store, OWN) == []
 
 
@@ -225,6 +229,18 @@ def test_own_cases_study(store):
     flipped = mrmc.mrmc_report(store, study=OWN, modalities=["aided", "unaided"])
     assert flipped.result.diff == pytest.approx(-report.result.diff, abs=1e-15)
     assert flipped.result.p == pytest.approx(report.result.p, abs=1e-12)
+
+
+def test_one_reader_takes_fixed_readers_and_plans_nothing(store):
+    report = mrmc.mrmc_report(store, study=SOLO, analysis="frrc")
+    ratings, truth, readers, _ = hand_array(store.study_reads(SOLO), ("unaided", "aided"))
+    ref = mrmc_test(ratings, truth, modalities=("unaided", "aided"), readers=readers,
+                    analysis="frrc")
+    assert (report.result.statistic, report.result.p) == (ref.statistic, ref.p)
+    assert report.sample_size.empty and list(report.sample_size) == ["n_readers", "n_cases",
+                                                                      "power"]
+    with pytest.raises(InputError, match="1 reader"):
+        mrmc.mrmc_report(store, study=SOLO)
 
 
 def test_bad_input_is_one_line(store):
@@ -373,3 +389,29 @@ def test_page_without_studies(demo_store_path, tmp_path, monkeypatch):
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
     at = _page()
     assert any("No reader study" in i.value for i in at.info) and not at.dataframe
+
+
+# ---------------------------------------------------------------------------- charts
+
+def test_chart_builders_on_hand_made_frames():
+    from ui.charts import mrmc as charts
+
+    long = pd.DataFrame({"reader": ["r1", "r1", "r2", "r2"], "modality": ["u", "a", "u", "a"],
+                         "auc": [0.7, 0.8, 0.9, 0.85]})
+    spec = charts.slope_chart(long, modalities=["u", "a"]).to_dict()      # validates the schema
+    data = spec["datasets"]
+    mean = next(rows for rows in data.values() if rows[0]["reader"] == charts.MEAN)
+    assert [(r["modality"], r["auc"]) for r in mean] == [("u", pytest.approx(0.8)),
+                                                         ("a", pytest.approx(0.825))]
+    assert spec["layer"][0]["encoding"]["x"]["sort"] == ["u", "a"]
+    roc = pd.DataFrame({"reader": "r1", "modality": ["u"] * 3 + ["a"] * 3,
+                        "fpr": [0, 0.5, 1] * 2, "tpr": [0, 1, 1] * 2,
+                        "threshold": [np.inf, 2, 1] * 2})
+    spec = charts.roc_chart(roc, readers=["r1"], modalities=["u", "a"]).to_dict()
+    assert [p["title"] for p in spec["hconcat"]] == ["u", "a"]
+    assert all(r["threshold"] is None or math.isfinite(r["threshold"])   # JSON has no inf
+               for rows in spec["datasets"].values() for r in rows if "threshold" in r)
+    spec = charts.model_vs_readers_chart(long[long["modality"] == "u"], model="m",
+                                         model_auc=0.95, readers_mean=0.8).to_dict()
+    rules = next(rows for rows in spec["datasets"].values() if "what" in rows[0])
+    assert [(r["what"], r["auc"]) for r in rules] == [("model: m", 0.95), (charts.MEAN, 0.8)]

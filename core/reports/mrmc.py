@@ -22,8 +22,8 @@ from core import stats
 from core.errors import InputError
 from core.reports.benchmark import usable_models
 from core.reports.scores import model_scores
-from core.stats.mrmc import MRMCResult, ModelVsReadersResult, model_vs_readers, mrmc_test
-from core.stats.mrmc_power import sample_size
+from core.stats import (MRMCResult, ModelVsReadersResult, model_vs_readers, mrmc_test,
+                        sample_size)
 from core.store import Store
 from core.validation import check_choice
 from core.vocabulary import DENSITY_CATEGORY_NAMES, LEVELS
@@ -82,7 +82,8 @@ class MRMCReport:
     tables : `MRMCResult.tables()`: modalities, differences, components, test.
     roc : reader, modality, fpr, tpr, threshold (`roc_points`).
     sample_size : `core.stats.sample_size` from this study's components as a pilot: per number
-        of readers, the fewest cases reaching ``power`` for an AUC difference ``effect``.
+        of readers, the fewest cases reaching ``power`` for an AUC difference ``effect``
+        (empty for a one-reader study).
     comparison : the model against the readers, when a model was asked for.
     """
 
@@ -292,8 +293,11 @@ def mrmc_report(store: Store, *, study: str, modalities=None, level: str | None 
         comparison = compare_model(store, data, model, modality=model_modality,
                                    cov=cov if method == "or" else "jackknife", alpha=alpha,
                                    n_boot=n_boot, seed=seed)
-    plan = sample_size(result, effect=effect, power=power, alpha=alpha, analysis=analysis,
-                       n_readers=PLAN_READERS)
+    if len(data.readers) > 1:
+        plan = sample_size(result, effect=effect, power=power, alpha=alpha, analysis=analysis,
+                           n_readers=PLAN_READERS)
+    else:   # one reader (fixed readers) estimates no reader variance: nothing to plan from
+        plan = pd.DataFrame({"n_readers": [], "n_cases": pd.array([], "Int64"), "power": []})
     return MRMCReport(data, result, result.summary(), wide, tables.pop("reader_auc"), tables,
                       roc_points(data), plan, effect, power, comparison)
 
