@@ -25,6 +25,7 @@ pages = {
     "Clinic": [
         st.Page("pages/complement.py", title="Radiologist complement",
                 icon=":material/medical_services:"),
+        st.Page("pages/reader_study.py", title="Reader study", icon=":material/groups:"),
     ],
     "Data": [
         st.Page("pages/import_data.py", title="Import", icon=":material/upload_file:"),

@@ -25,8 +25,8 @@ import pandas as pd
 from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionError
 from core.jobs.run_folder import RunCancelled
 
-COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
-                   "density", "predict", "annotate", "report_saliency")
+COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
+                   "report_saliency", "filters", "density", "predict", "annotate")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -38,6 +38,11 @@ FLAGS = {
     "side_column": "--side-column", "test_set": "--test-set", "test_sets": "--test-sets",
     "annotation_version": "--annotation-version", "compare": "--compare",
     "spacing_mm": "--spacing", "sizes_mm": "--sizes-mm",
+    "effect": "--effect", "modalities": "--modalities", "model_modality": "--model-modality",
+    "power": "--power", "subgroup": "--subgroup",
+    "reader_column": "--reader-column", "modality_column": "--modality-column",
+    "case_column": "--case-column", "truth_column": "--truth-column",
+    "rating_column": "--rating-column",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")

@@ -1,0 +1,136 @@
+"""Reader study: do radiologists read better with the model? Each reader's AUC unaided and
+aided, the MRMC test (readers and cases random), variance components, ROC curves, a sample-size
+table and the model against the readers. Same numbers as ``python -m core report mrmc``."""
+import streamlit as st
+
+from core.errors import InputError
+from core.reports import mrmc
+from core.stats.mrmc import MRMC_ANALYSES, MRMC_COVARIANCES, MRMC_METHODS
+from core.store import Store
+from ui import cached, chart_downloads, show_input_error, table_download
+from ui.charts import mrmc as charts
+
+METHODS = {"or": "Obuchowski-Rockette", "dbm": "Dorfman-Berbaum-Metz"}
+ANALYSES = {"rrrc": "Random readers and cases", "frrc": "Fixed readers",
+            "rrfc": "Fixed cases"}
+SUBGROUPS = {None: "All cases", "ILC": "ILC cancers + healthy", "dense": "Dense breasts"}
+_NUMBERS = st.column_config.NumberColumn(format="%.4f")
+
+
+def _table(frame, stem: str, **config) -> None:
+    st.dataframe(frame, hide_index=True, key=f"mrmc_{stem}", column_config=config or None)
+    table_download(frame, f"reader_study_{stem}", key=f"mrmc_{stem}")
+
+
+def _chart(chart, stem: str, **options) -> None:
+    st.altair_chart(chart, **options)
+    with st.container(width=360):
+        chart_downloads(chart, f"reader_study_{stem}", key=f"mrmc_{stem}")
+
+
+st.title("Reader study")
+st.caption("Several radiologists read the same cases without and with the model's help. Is "
+           "their mean AUC higher with it, treating both readers and cases as random samples?")
+studies = cached(Store.reader_studies)
+if studies.empty:
+    st.info("No reader study in this store yet: import one with `python -m core import "
+            "reader-study FILE --study NAME` (a long table or an iMRMC file).",
+            icon=":material/info:")
+    st.stop()
+
+top = st.columns([2, 3, 1.2])
+study = top[0].selectbox("Study", studies["study"], key="mrmc_study")
+info = studies.set_index("study").loc[study]
+known = mrmc.order_modalities(str(info["modalities"] or "").split(","))
+chosen = top[1].multiselect("Modalities (reference first)", known, default=known[:2],
+                            key=f"mrmc_modalities_{study}")
+levels = cached(mrmc.study_levels, study)
+level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}")
+if info["description"]:
+    st.caption(f":material/info: {info['description']}")
+row = st.columns([2.2, 1.8, 2.6, 2])
+method = row[0].segmented_control("Method", MRMC_METHODS, default="or", key="mrmc_method",
+                                  format_func=METHODS.get) or "or"
+cov = row[1].segmented_control("Covariance", MRMC_COVARIANCES, default="jackknife",
+                               key="mrmc_cov", disabled=method == "dbm",
+                               help="DBM is built on jackknife pseudovalues") or "jackknife"
+analysis = row[2].segmented_control("Analysis", MRMC_ANALYSES, default="rrrc",
+                                    key="mrmc_analysis", format_func=ANALYSES.get) or "rrrc"
+subgroup = row[3].selectbox("Cases", list(SUBGROUPS), format_func=SUBGROUPS.get,
+                            key="mrmc_subgroup", disabled=not info["store_cases"],
+                            help="Subgroups need the store's histology and density")
+with st.expander("Sample size and model comparison settings"):
+    plan = st.columns(4)
+    effect = plan[0].number_input("AUC difference to detect", 0.005, 0.5, 0.05, 0.005,
+                                  format="%.3f", key="mrmc_effect")
+    power = plan[1].number_input("Target power", 0.5, 0.99, 0.8, 0.05, key="mrmc_power")
+    models = cached(mrmc.model_options, study, level=level)
+    model = plan[2].selectbox("Model to compare", [None, *models], key=f"mrmc_model_{study}",
+                              index=1 if models else 0,
+                              format_func=lambda m: "none" if m is None else m)
+    model_modality = plan[3].selectbox("Against readers' modality", chosen or known,
+                                       key=f"mrmc_model_modality_{study}")
+try:
+    report = cached(mrmc.mrmc_report, study=study, modalities=tuple(chosen), level=level,
+                    method=method, cov="jackknife" if method == "dbm" else cov,
+                    analysis=analysis, subgroup=subgroup, model=model,
+                    model_modality=model_modality, effect=effect, power=power)
+except InputError as exc:
+    show_input_error(exc)
+    st.stop()
+data, res = report.data, report.result
+
+with st.container(border=True):
+    st.markdown(f"**{report.sentence}**")
+metrics = st.columns(4)
+metrics[0].metric("Readers", len(data.readers))
+metrics[1].metric("Cases", f"{res.n_pos} + {res.n_neg}", help="cancers + healthy")
+metrics[2].metric(f"{res.statistic_name} statistic", f"{res.statistic:.2f}",
+                  help=f"df {res.df1:g}, {res.df2:.1f}")
+metrics[3].metric("p-value", f"{res.p:.4f}")
+for note in data.notes:
+    st.caption(f":material/info: {note}")
+
+left, right = st.columns([1, 1.2], gap="large")
+with left:
+    st.subheader("Reader AUCs")
+    _table(report.reader_auc, "reader_auc",
+           **{c: _NUMBERS for c in report.reader_auc.columns if c != "reader"})
+with right:
+    _chart(charts.slope_chart(report.reader_auc_long, modalities=data.modalities), "slopes",
+           width="stretch")
+
+st.subheader("Modality means and their differences")
+_table(report.tables["modalities"], "modalities")
+_table(report.tables["differences"], "differences")
+st.subheader("Test and variance components", help="OR: AUC scale; DBM: pseudovalue scale")
+_table(report.tables["test"], "test")
+_table(report.tables["components"], "components", estimate=st.column_config.NumberColumn(
+    format="%.3e"))
+
+st.subheader("ROC curves per reader and modality")
+_chart(charts.roc_chart(report.roc, readers=data.readers, modalities=data.modalities), "roc")
+table_download(report.roc, "reader_study_roc_points", key="mrmc_roc_points")
+
+st.subheader("Sample size", help="Hillis-Obuchowski power from this study's variance "
+             "components as a pilot, for a two-modality study with the same case mix")
+st.caption(f"Fewest cases for {report.power:.0%} power to detect an AUC difference of "
+           f"{report.effect:.3f}, by number of readers ({ANALYSES[analysis].lower()}); NA: "
+           f"not reachable with that many readers.")
+if report.sample_size.empty:
+    st.info("A sample-size table needs a pilot with at least 2 readers.", icon=":material/info:")
+else:
+    _table(report.sample_size, "sample_size", power=st.column_config.NumberColumn(format="%.3f"))
+
+st.subheader("The model against the readers")
+if report.comparison is None:
+    st.info("Pick a model to compare (in the settings above): a fixed reader of the study, or "
+            "a store model scored on these cases.", icon=":material/info:")
+else:
+    comp = report.comparison
+    st.markdown(comp.summary())
+    _chart(charts.model_vs_readers_chart(comp.tables()["reader_auc"], model=comp.model,
+                                         model_auc=comp.model_auc,
+                                         readers_mean=comp.readers_mean),
+           "model_vs_readers", width="stretch")
+    _table(comp.tables()["test"], "model_vs_readers")
