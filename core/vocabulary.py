@@ -30,6 +30,17 @@ PATHOLOGY_RANK = {name: rank for rank, name in enumerate(PATHOLOGY_PRIORITY)}
 # Ages above this are a typo or a filler value (older than anyone recorded): never stored.
 MAX_AGE_YEARS = 130
 
+# --- reader studies -------------------------------------------------------------------------
+# The reference condition of a reader study (first, so differences read aided - unaided) and the
+# name of the condition in which readers saw a model's output.
+UNAIDED = "unaided"
+
+
+def aided_modality(model: str) -> str:
+    """The reader-study condition 'aided by <model>'."""
+    return f"aided-by-{model}"
+
+
 # --- density ----------------------------------------------------------------------------------
 # BI-RADS 5th edition a-d as the categories 0-3 of the NYU density model and the study.
 DENSITY_CATEGORY_NAMES = ("almost entirely fatty", "scattered fibroglandular",

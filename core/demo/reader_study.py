@@ -21,18 +21,15 @@ from scipy.special import ndtr
 from scipy.stats import rankdata
 
 from core.store import Store, study_delete_plan
+from core.vocabulary import UNAIDED, aided_modality
 
 DEMO_STUDY = "demo-reader-study"
 DEMO_STUDY_TEST_SET = "test-all"
 DEMO_STUDY_LEVEL = "breast"
-UNAIDED = "unaided"
 SKILL = (0.9, 1.1, 1.3, 1.5, 1.7)      # d_r: binormal separation of each reader's ratings
 RELIANCE = (0.55, 0.5, 0.45, 0.4, 0.35)  # w_r: weight on the model's rank when aided
 CASE_SHARE = 0.3                       # rho: share of rating variance common to all readers
 
-
-def aided_modality(model: str) -> str:
-    return f"aided-by-{model}"
 
 
 def simulate_reads(truth: np.ndarray, model_score: np.ndarray, *, seed: int = 0

@@ -46,13 +46,12 @@ from core.io.tables import read_table
 from core.progress import ProgressFn, report as report_progress
 from core.store import Store, study_delete_plan
 from core.validation import check_choice, check_level
-from core.vocabulary import LEVELS
+from core.vocabulary import LEVELS, UNAIDED
 
 __all__ = ["STUDY_FORMATS", "UNAIDED", "StudyImportReport", "import_reader_study",
            "import_store_reads", "parse_imrmc", "study_design"]
 
 STUDY_FORMATS = ("long", "imrmc")
-UNAIDED = "unaided"
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 READER_ALIASES = ("reader", "reader_id", "readerid", "radiologist")
 MODALITY_ALIASES = ("modality", "modality_id", "modalityid", "condition", "treatment")

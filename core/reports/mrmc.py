@@ -26,13 +26,12 @@ from core.stats import (MRMCResult, ModelVsReadersResult, model_vs_readers, mrmc
                         sample_size)
 from core.store import Store
 from core.validation import check_choice
-from core.vocabulary import DENSITY_CATEGORY_NAMES, LEVELS
+from core.vocabulary import DENSITY_CATEGORY_NAMES, LEVELS, UNAIDED, aided_modality
 
 __all__ = ["SUBGROUPS", "UNAIDED", "PLAN_READERS", "StudyArray", "MRMCReport", "order_modalities",
            "study_levels", "load_study", "roc_points", "model_options", "compare_model",
            "mrmc_report", "to_dict"]
 
-UNAIDED = "unaided"       # the reference condition: first, so differences read aided - unaided
 DENSE = (2, 3)            # density categories counted as dense breasts
 PLAN_READERS = (4, 6, 8, 10, 15, 20)   # the sample-size table's rows
 SUBGROUPS = {
@@ -232,7 +231,7 @@ def model_options(store: Store, study: str, *, level: str | None = None) -> list
     reads = store.study_reads(study, level=level)
     fixed = sorted(reads.loc[reads["reader_kind"] == "model", "reader"].unique())
     stored = usable_models(store.prediction_levels(), level) if row["store_cases"] else []
-    aiding = [m for m in stored if f"aided-by-{m}" in set(reads["modality"])]
+    aiding = [m for m in stored if aided_modality(m) in set(reads["modality"])]
     return list(dict.fromkeys([*fixed, *aiding, *stored]))
 
 
