@@ -26,7 +26,7 @@ from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionEr
 from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "filters",
-                   "density", "predict")
+                   "density", "predict", "annotate", "report_saliency")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -36,6 +36,8 @@ FLAGS = {
     "level": "--level", "model_columns": "--model-columns", "reader_columns": "--reader-columns",
     "reader_threshold": "--reader-threshold", "score_column": "--score-column",
     "side_column": "--side-column", "test_set": "--test-set", "test_sets": "--test-sets",
+    "annotation_version": "--annotation-version", "compare": "--compare",
+    "spacing_mm": "--spacing", "sizes_mm": "--sizes-mm",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")

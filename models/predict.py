@@ -27,8 +27,8 @@ path relative to ``store.files_dir``):
 - ``flipped`` bool: the box was mirrored left-right (chest wall on the image's right).
 - ``scale`` float64 (2,): input pixels per original pixel, (rows, cols).
 
-`read_saliency` loads one; ``SaliencyFile.to_original()`` maps a map back onto the image with
-`models.preprocess.saliency_to_original` (the geometry keys are exactly its `Preprocessed`'s).
+`read_saliency` loads one and ``SaliencyFile.to_original()`` maps a map back onto the image
+(both live in `core.saliency`, torch-free; the geometry keys are exactly `Preprocessed`'s).
 Patch boxes are ``[[row, col, height, width], ...]`` JSON in original pixels (edges), clipped
 to the breast box (the part of the image the network saw).
 """
@@ -53,6 +53,7 @@ import torch
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
+from core.saliency import SALIENCY_FORMAT, SaliencyFile, read_saliency
 from core.jobs.run_folder import RunFolder
 from core.store import Store
 from core.validation import check_positive_int
@@ -67,7 +68,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gmic-demo.pt"
 SHIPPED = {"gmic-demo": DEMO_CHECKPOINT}   # model names known without a store row
 GMIC_KIND = "gmic"
-SALIENCY_FORMAT = 1
 _SAMPLE_MODEL = re.compile(r"sample_model_([1-5])\b")
 
 
@@ -98,53 +98,6 @@ class PredictSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class SaliencyFile:
-    """One stored saliency file (see the module docstring for the format).
-
-    Attributes
-    ----------
-    model, image_id : str
-    malignant, benign : ndarray of shape (h, w), float32 (stored as float16)
-    geometry : Preprocessed whose ``image`` is a zero-stride placeholder of the input's shape
-        (no pixels are stored: only the geometry is needed to map back).
-    """
-
-    model: str
-    image_id: str
-    malignant: np.ndarray
-    benign: np.ndarray
-    geometry: Preprocessed
-
-    def to_original(self, which: str = "malignant", *, mode: str = "bilinear") -> np.ndarray:
-        """The ``which`` map on the original pixel grid: float32 of shape original_shape."""
-        if which not in ("malignant", "benign"):
-            raise InputError(f"which is {which!r}; pass 'malignant' or 'benign'")
-        return self.geometry.saliency_to_original(getattr(self, which), mode=mode)
-
-
-def read_saliency(path: str | Path) -> SaliencyFile:
-    """Load a saliency ``.npz`` written by `predict_test_set` (no pickles are read)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"saliency file {path} does not exist; run `python -m core predict` first")
-    with np.load(path, allow_pickle=False) as z:
-        if int(z["format"]) != SALIENCY_FORMAT:
-            raise InputError(f"saliency file {path} has format {int(z['format'])}; this ILCscope "
-                             f"reads format {SALIENCY_FORMAT}")
-        rows, cols = (int(v) for v in z["input_shape"])
-        flipped = bool(z["flipped"])
-        geometry = Preprocessed(
-            image=torch.zeros(()).expand(1, rows, cols),
-            original_shape=tuple(int(v) for v in z["original_shape"]),
-            crop_box=tuple(int(v) for v in z["crop_box"]),
-            flipped=flipped, chest_wall="right" if flipped else "left",
-            scale=tuple(float(v) for v in z["scale"]))
-        return SaliencyFile(str(z["model"]), str(z["image_id"]),
-                            z["malignant"].astype(np.float32), z["benign"].astype(np.float32),
-                            geometry)
 
 
 # --- which checkpoints ---------------------------------------------------------------------------

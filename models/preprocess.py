@@ -4,7 +4,7 @@ GMIC was trained on images cropped to the breast, mirrored so the chest wall is 
 (breast pointing right), resized to a fixed input (2944 x 1920 for the paper) and standardised per
 image. `preprocess_image` does exactly that for any 2-D integer or float array (DICOM, 16-bit PNG
 and PGM are decoded elsewhere; higher = denser) and keeps the geometry, so
-`saliency_to_original` and `boxes_to_original` can put saliency maps and patches back onto the
+`saliency_to_original` (`core.saliency`, numpy) and `boxes_to_original` can put saliency maps and patches back onto the
 original pixel grid for display, Dice and hit tests.
 
 Geometry convention (pixel *edges*, as torch's ``align_corners=False``): original rows
@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
+from core.saliency import SaliencyGeometry
+from core.saliency import saliency_to_original as _saliency_to_original
 from core.validation import check_image
 
 __all__ = ["Preprocessed", "boxes_to_original", "preprocess_image", "saliency_to_original"]
@@ -54,6 +56,12 @@ class Preprocessed:
     @property
     def input_shape(self) -> tuple[int, int]:
         return (int(self.image.shape[-2]), int(self.image.shape[-1]))
+
+    @property
+    def geometry(self) -> SaliencyGeometry:
+        """The geometry alone (what a saliency file stores), without the pixels."""
+        return SaliencyGeometry(self.original_shape, self.crop_box, self.flipped,
+                                self.input_shape, self.scale)
 
     def saliency_to_original(self, saliency, *, mode: str = "bilinear") -> np.ndarray:
         """Shortcut for :func:`saliency_to_original` with this geometry."""
@@ -128,40 +136,14 @@ def preprocess_image(
 
 
 def saliency_to_original(saliency, pre: Preprocessed, *, mode: str = "bilinear") -> np.ndarray:
-    """Map saliency grids back onto the original pixel grid.
+    """`core.saliency.saliency_to_original` (numpy, torch-free) that also takes a Tensor.
 
-    Parameters
-    ----------
-    saliency : array or Tensor of shape (h, w) or (C, h, w)
-        Any grid over the model input (GMIC's ``saliency_map[i]``, 46 x 30 for the paper); each
-        cell covers ``input_shape / (h, w)`` input pixels.
-    pre : Preprocessed
-        The geometry of the image the map was computed on.
-    mode : {'bilinear', 'nearest'}, keyword-only
-        Interpolation between cell centres; 'nearest' keeps the blocky cells.
-
-    Returns
-    -------
-    ndarray of float32, shape original_shape or (C, *original_shape)
-        The map with resize and flip undone, zero outside the crop box.
+    ``saliency`` : (h, w) or (C, h, w) grid over the model input; returns float32 of shape
+    original_shape or (C, *original_shape), zero outside the crop box.
     """
-    if mode not in ("bilinear", "nearest"):
-        raise InputError(f"mode is {mode!r}; pass 'bilinear' or 'nearest'")
-    s = torch.as_tensor(np.asarray(saliency.detach().cpu() if torch.is_tensor(saliency) else saliency),
-                        dtype=torch.float32)
-    if s.dim() not in (2, 3):
-        raise InputError(f"saliency has shape {tuple(s.shape)}; pass (h, w) or (C, h, w)")
-    squeeze = s.dim() == 2
-    s = s[None] if squeeze else s
-    r0, c0, h, w = pre.crop_box
-    # Grid -> box directly: both steps are centre-aligned linear maps, so they compose exactly.
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    box = F.interpolate(s[None], size=(h, w), mode=mode, **kwargs)[0]
-    if pre.flipped:
-        box = box.flip(-1)
-    out = np.zeros((s.shape[0], *pre.original_shape), dtype=np.float32)
-    out[:, r0:r0 + h, c0:c0 + w] = box.numpy()
-    return out[0] if squeeze else out
+    if torch.is_tensor(saliency):
+        saliency = saliency.detach().float().cpu().numpy()
+    return _saliency_to_original(saliency, pre, mode=mode)
 
 
 def boxes_to_original(locations, crop_shape: tuple[int, int], pre: Preprocessed) -> np.ndarray:

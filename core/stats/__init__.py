@@ -15,6 +15,7 @@ or ``from core.stats import delong_auc``. The modules:
 * ``operating_points``: `confusion_at` and the threshold for a target specificity or
   sensitivity;
 * ``proportions``: `wilson_ci`; ``kappa``: weighted kappa;
+* ``paired``: McNemar and Wilcoxon signed-rank tests of two models on the same cases;
 * ``aggregate``: image scores to breast or exam scores; ``tables``: `auc_table`;
 * ``_arrays``: the checks at the door that hand clean arrays to the private helpers.
 
@@ -47,6 +48,7 @@ from core.stats.delong import (ContrastTest, PairedTest, UnpairedTest, delong_au
 from core.stats.kappa import KAPPA_WEIGHTS, weighted_kappa, weighted_kappas
 from core.stats.operating_points import (Confusion, confusion_at, threshold_for_sensitivity,
                                          threshold_for_specificity)
+from core.stats.paired import McNemarResult, WilcoxonResult, mcnemar_test, wilcoxon_test
 from core.stats.proportions import wilson_ci
 from core.stats.tables import auc_table
 
@@ -56,5 +58,6 @@ __all__ = [
     "roc_auc", "roc_curve", "delong_auc", "bootstrap_auc", "delong_covariance",
     "delong_paired_test", "delong_contrast_test", "delong_matrix", "unpaired_auc_test",
     "holm_adjust", "confusion_at", "threshold_for_specificity", "threshold_for_sensitivity",
+    "McNemarResult", "WilcoxonResult", "mcnemar_test", "wilcoxon_test",
     "wilson_ci", "weighted_kappa", "weighted_kappas", "aggregate_scores", "auc_table",
 ]

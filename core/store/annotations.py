@@ -12,7 +12,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-ANNOTATION_COLUMNS = ["image_id", "version", "source", "author", "mask_path", "note"]
+from core.errors import InputError
+
+ANNOTATION_COLUMNS = ["image_id", "version", "source", "author", "mask_path", "note", "parent"]
 
 
 def annotation_mask_path(image_id: str, version: int) -> Path:
@@ -22,22 +24,27 @@ def annotation_mask_path(image_id: str, version: int) -> Path:
 
 def insert_annotation(con: duckdb.DuckDBPyConnection, files_dir: Path, image_id: str,
                       mask: np.ndarray, *, source: str, author: str | None,
-                      note: str | None) -> int:
+                      note: str | None, parent: int | None = None) -> int:
     """Write the image's next mask version and its row (inside the caller's transaction);
-    the file is removed again if the row cannot be inserted. Returns the version."""
+    the file is removed again if the row cannot be inserted. Returns the version.
+    ``parent`` must be one of the image's versions (the one this mask was edited from)."""
     from core.io.pixels import write_mask  # PIL loads with the first mask, not the store
 
-    version = con.execute(
-        "SELECT coalesce(max(version), 0) + 1 FROM annotations WHERE image_id = ?",
-        [image_id]).fetchall()[0][0]
+    versions = [v for (v,) in con.execute(
+        "SELECT version FROM annotations WHERE image_id = ? ORDER BY version",
+        [image_id]).fetchall()]
+    if parent is not None and parent not in versions:
+        raise InputError(f"parent version {parent} of {image_id} does not exist (versions: "
+                         f"{', '.join(map(str, versions)) or 'none'}); pass one of them or None")
+    version = (versions[-1] if versions else 0) + 1
     rel = annotation_mask_path(image_id, version)
     target = files_dir / rel
     write_mask(target, mask)
     try:
         con.execute(
-            "INSERT INTO annotations (image_id, version, source, author, mask_path, note)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            [image_id, version, source, author, rel.as_posix(), note])
+            "INSERT INTO annotations (image_id, version, source, author, mask_path, note, parent)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [image_id, version, source, author, rel.as_posix(), note, parent])
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -61,7 +68,7 @@ def stage_masks(con: duckdb.DuckDBPyConnection, files_dir: Path, masks: dict[str
         version = int(latest.get(image_id, 0)) + 1
         rel = annotation_mask_path(image_id, version)
         write_mask(files_dir / rel, mask)
-        rows.append((image_id, version, source, author, rel.as_posix(), note))
+        rows.append((image_id, version, source, author, rel.as_posix(), note, None))
     return pd.DataFrame(rows, columns=ANNOTATION_COLUMNS)
 
 

@@ -518,20 +518,22 @@ class Store:
     # ------------------------------------------------------------------ annotations
     def annotations(self, image_id: str) -> pd.DataFrame:
         """Every annotation version of an image, oldest first. Columns: image_id, version,
-        source, author, created_at, mask_path, note."""
+        source, author, created_at, mask_path, note, parent."""
         with self.connection() as con:
             return catalogue.annotations(con, image_id)
 
     def latest_annotations(self, *, test_set: str | None = None) -> pd.DataFrame:
         """The newest annotation version of every annotated image (of a test set).
 
-        Columns: image_id, version, source, author, created_at, mask_path, note."""
+        Columns: image_id, version, source, author, created_at, mask_path, note, parent."""
         with self.connection() as con:
             return catalogue.latest_annotations(con, test_set)
 
     def add_annotation(self, image_id: str, mask: np.ndarray, *, source: str,
-                       author: str | None = None, note: str | None = None) -> int:
+                       author: str | None = None, note: str | None = None,
+                       parent: int | None = None) -> int:
         """Save ``mask`` as the image's next annotation version; returns the version.
+        ``parent``: the existing version it was edited from (None: a new drawing).
 
         The mask file is written first under a name no other version uses, then the row is
         inserted; if the insert fails the file is removed, so nothing half-written remains.
@@ -543,7 +545,8 @@ class Store:
                              f"(shape {mask.shape}); draw the tumour region first")
         with self.transaction() as con:
             return _annotations.insert_annotation(con, self.files_dir, image_id, mask,
-                                                  source=source, author=author, note=note)
+                                                  source=source, author=author, note=note,
+                                                  parent=parent)
 
     def stage_masks(self, masks: dict[str, np.ndarray], *, source: str,
                     author: str | None = None, note: str | None = None) -> pd.DataFrame:
@@ -552,7 +555,7 @@ class Store:
         Versions continue after each image's newest one. The rows go into the caller's
         ``write_tables`` call, so masks and the rest of a file land in one transaction; a
         file whose rows never land is an unreferenced leftover, never a wrong annotation.
-        Columns: image_id, version, source, author, mask_path, note.
+        Columns: image_id, version, source, author, mask_path, note, parent.
         """
         with self.connection() as con:
             return _annotations.stage_masks(con, self.files_dir, masks, source=source,

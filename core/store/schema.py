@@ -27,7 +27,7 @@ from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  
                              HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
                              PRESENTATIONS, VIEWS)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The last version that kept the pseudonym salt in ``meta`` (see `core.store.keys`).
 SALTED_VERSION = 3
 
@@ -188,6 +188,7 @@ CREATE TABLE annotations (
     created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
     mask_path VARCHAR NOT NULL,          -- uint8 PNG (0/255), relative to the files folder
     note VARCHAR,
+    parent INTEGER,                      -- the version this one was edited from; NULL: new
     PRIMARY KEY (image_id, version)
 );
 
@@ -344,6 +345,8 @@ MIGRATIONS: dict[int, str] = {
     # v4: the pseudonym salt leaves the store; `Store._adopt_salt` first saves it as a key file
     # and records its fingerprint (``meta.key_fingerprint``), in the same transaction
     SALTED_VERSION: "DELETE FROM meta WHERE key = 'salt';",
+    # v5: an annotation version records the version it was edited from (core.annotations)
+    4: "ALTER TABLE annotations ADD COLUMN IF NOT EXISTS parent INTEGER;",
 }
 
 # Writes to these tables rebuild the derived ``cases`` table.
@@ -363,7 +366,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "lesion_id", "image_id", "exam_id", "laterality", "presentation", "pathology",
         "histology", "row_px", "col_px", "radius_px",
     ),
-    "annotations": ("image_id", "version", "source", "author", "mask_path", "note"),
+    "annotations": ("image_id", "version", "source", "author", "mask_path", "note", "parent"),
     "readers": ("reader", "kind", "synthetic"),
     "reads": ("reader", "level", "case_id", "exam_id", "laterality", "image_id", "score", "recall"),
     "density": (

@@ -1,0 +1,272 @@
+"""Tumour annotations: a radiologist's rough drawing -> a filled segmentation, and mask versions.
+
+`fill_drawing` is the study's Algorithm 3 (thesis appendix A): close the drawing (dilation, then
+erosion, with a disk of 50 pixels), fill its holes; if filling changed nothing the contour was
+not closed, so close the result again with 75, then 100 pixels; if it is still open, take the
+convex hull of the last closing. Each closing works on the one before, as in the thesis.
+
+Every saved mask is a new version (`save_annotation`): the store never overwrites one, records
+author, source, time and the version it was edited from (``parent``), and the newest version is
+the default everywhere (`load_annotation`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+from core.errors import InputError
+from core.validation import check_choice
+from core.vocabulary import ANNOTATION_SOURCES
+
+__all__ = ["STUDY_SIZES_PX", "FilledDrawing", "ImportedMasks", "annotation_versions",
+           "fill_drawing", "import_masks", "load_annotation", "save_annotation"]
+
+STUDY_SIZES_PX = (50, 75, 100)  # Ellipse(50), (75), (100): height and width in pixels
+
+
+@dataclass(frozen=True)
+class FilledDrawing:
+    """What `fill_drawing` made.
+
+    mask : bool ndarray of shape (H, W), the segmentation.
+    step : 1-based index of the element size that closed the contour (the last one if none did).
+    size_px : that element's diameter in pixels.
+    closed : a closing made filling change something (the contour closed).
+    hull_used : no closing closed it; ``mask`` is the convex hull of the last closing.
+    """
+
+    mask: np.ndarray
+    step: int
+    size_px: float
+    closed: bool
+    hull_used: bool
+
+
+def fill_drawing(drawing, *, spacing_mm: float | None = None,
+                 sizes_px: Sequence[float] = STUDY_SIZES_PX,
+                 sizes_mm: Sequence[float] | None = None) -> FilledDrawing:
+    """The study's Algorithm 3: a drawn contour (H, W) -> a filled segmentation.
+
+    Parameters
+    ----------
+    drawing : array-like of shape (H, W), bool or numbers (non-zero = drawn)
+    spacing_mm : mm per pixel, keyword-only; needed with ``sizes_mm``.
+    sizes_px : increasing element diameters in pixels; default the study's 50, 75, 100.
+    sizes_mm : the same in millimetres (converted with ``spacing_mm``), overriding ``sizes_px``:
+        the study's pixels were of one scanner; millimetres carry to another.
+
+    Returns
+    -------
+    FilledDrawing
+
+    Notes
+    -----
+    The element is the disk of diameter ``size`` (``skimage.morphology.disk(size / 2)``:
+    offsets with ``dr**2 + dc**2 <= (size / 2)**2``). Dilation and erosion by it are thresholds
+    of SciPy's exact Euclidean distance transform, which equal ``binary_dilation`` /
+    ``binary_erosion`` with that footprint but cost the same for any size; they run on the
+    drawing's bounding box plus a margin wider than the largest disk, the plane beyond the image
+    counting as empty (a closing never leaves the drawing's convex hull, so nothing is lost).
+    """
+    drawn = _check_drawing(drawing)
+    sizes = _element_sizes(sizes_px, sizes_mm, spacing_mm)
+    rows, cols = np.flatnonzero(drawn.any(axis=1)), np.flatnonzero(drawn.any(axis=0))
+    margin = int(np.ceil(max(sizes) / 2)) + 2
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    current = np.pad(drawn[r0:r1, c0:c1], margin)
+    filled, closed, step = current, False, len(sizes)
+    for step, size in enumerate(sizes, start=1):
+        current = _closing(current, size / 2)
+        filled = ndi.binary_fill_holes(current)
+        if not np.array_equal(filled, current):
+            closed = True
+            break
+    if not closed:
+        from skimage.morphology import convex_hull_image
+
+        filled = convex_hull_image(current)
+    mask = np.zeros(drawn.shape, bool)
+    mask[r0:r1, c0:c1] = filled[margin:margin + r1 - r0, margin:margin + c1 - c0]
+    return FilledDrawing(mask, step, float(sizes[step - 1]), closed, not closed)
+
+
+def _closing(image: np.ndarray, radius: float) -> np.ndarray:
+    """Dilation then erosion by the disk ``dr**2 + dc**2 <= radius**2``, via distance maps."""
+    dilated = ndi.distance_transform_edt(~image) <= radius
+    return ndi.distance_transform_edt(dilated) > radius
+
+
+def _check_drawing(drawing) -> np.ndarray:
+    array = np.asarray(drawing)
+    if array.ndim != 2:
+        raise InputError(f"drawing has shape {array.shape}; pass a 2-D array (H, W)")
+    if array.dtype != bool:
+        if not np.issubdtype(array.dtype, np.number):
+            raise InputError(f"drawing has dtype {array.dtype}; pass bool or numbers")
+        array = array != 0
+    if not array.any():
+        raise InputError("drawing is empty; draw the tumour's contour first")
+    return array
+
+
+def _element_sizes(sizes_px, sizes_mm, spacing_mm) -> list[float]:
+    if sizes_mm is not None:
+        if spacing_mm is None:
+            raise InputError("sizes_mm needs spacing_mm (mm per pixel); pass it, or sizes_px")
+        if isinstance(spacing_mm, bool) or not isinstance(spacing_mm, Real) or not spacing_mm > 0:
+            raise InputError(f"spacing_mm must be a positive number; got {spacing_mm!r}")
+        values, name = [s / spacing_mm for s in _sizes(sizes_mm, "sizes_mm")], "sizes_mm"
+    else:
+        values, name = _sizes(sizes_px, "sizes_px"), "sizes_px"
+    if any(v < 1 for v in values):
+        raise InputError(f"{name} gives an element under 1 pixel ({values}); pass larger sizes")
+    return values
+
+
+def _sizes(values, name: str) -> list[float]:
+    try:
+        sizes = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a list of numbers; got {values!r}") from None
+    if not sizes or not all(np.isfinite(sizes)) or any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise InputError(f"{name} must be finite and increasing, e.g. (50, 75, 100); got {sizes}")
+    return sizes
+
+
+# ---------------------------------------------------------------------------- versions
+def save_annotation(store, image_id: str, mask, *, author: str, source: str,
+                    parent: int | None = None, note: str | None = None) -> int:
+    """Save ``mask`` as a new version of the image's annotation; returns its version number.
+
+    mask : bool array of the image's shape (H, W), at least one pixel.
+    author : who drew or made it. source : one of ``ANNOTATION_SOURCES``.
+    parent : the version it was edited from (None: drawn afresh). Old versions never change.
+    """
+    check_choice(source, ANNOTATION_SOURCES, name="source")
+    if not isinstance(author, str) or not author.strip():
+        raise InputError(f"author must be a non-empty name; got {author!r}")
+    if parent is not None and (isinstance(parent, bool) or not isinstance(parent, Integral)):
+        raise InputError(f"parent must be a version number or None; got {parent!r}")
+    image = store.image(image_id)  # raises for an unknown image
+    mask = _check_mask(mask, image, image_id)
+    return store.add_annotation(image_id, mask, source=source, author=author.strip(), note=note,
+                                parent=None if parent is None else int(parent))
+
+
+def annotation_versions(store, image_id: str) -> pd.DataFrame:
+    """Every version of an image's annotation, oldest first, newest flagged ``latest``.
+
+    Columns: image_id, version, source, author, created_at, mask_path, note, parent, latest.
+    """
+    store.image(image_id)
+    versions = store.annotations(image_id)
+    return versions.assign(latest=versions["version"] == versions["version"].max())
+
+
+def load_annotation(store, image_id: str, version: int | None = None) -> np.ndarray:
+    """An annotation's mask (bool (H, W)): the newest version, or ``version``."""
+    versions = annotation_versions(store, image_id)
+    if versions.empty:
+        raise InputError(f"image {image_id} has no annotation; draw or import one first")
+    if version is None:
+        row = versions.iloc[-1]
+    else:
+        match = versions[versions["version"] == version]
+        if match.empty:
+            raise InputError(f"annotation version {version!r} of {image_id} does not exist "
+                             f"(versions: {', '.join(map(str, versions['version']))})")
+        row = match.iloc[0]
+    return store.load_mask(row["mask_path"])
+
+
+def _check_mask(mask, image: dict, image_id: str) -> np.ndarray:
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise InputError(f"mask for {image_id} has shape {array.shape}; pass a 2-D mask")
+    shape = (image.get("height"), image.get("width"))
+    if None not in shape and not pd.isna(shape[0]) and array.shape != tuple(map(int, shape)):
+        raise InputError(f"mask for {image_id} has shape {array.shape} but the image is "
+                         f"{int(shape[0])} x {int(shape[1])}; draw on the full-size image")
+    return array != 0
+
+
+# ---------------------------------------------------------------------------- imports
+@dataclass(frozen=True)
+class ImportedMasks:
+    """What `import_masks` did: ``versions`` image_id -> new version; ``unchanged`` images whose
+    newest version already held the same mask."""
+
+    dataset: str
+    versions: dict[str, int]
+    unchanged: list[str]
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, "n_added": len(self.versions),
+                "n_unchanged": len(self.unchanged), "versions": self.versions,
+                "unchanged": self.unchanged}
+
+
+def import_masks(store, folder: str | Path, *, dataset: str, author: str | None = None,
+                 note: str | None = None) -> ImportedMasks:
+    """Add every PNG mask in ``folder`` as a new 'imported' version of its image.
+
+    File names are image keys (``<image_key>.png``) of ``dataset``, or, where a key names
+    several images (DICOM's ``L-CC``), the image id after ``<dataset>/`` with ``/`` as ``_``.
+    Every file is checked
+    first (a known image, readable, two grey levels at most, the image's size, not empty);
+    the first fault is one error and nothing is written. All new versions land in one
+    transaction; a mask equal to the image's newest version adds none.
+    """
+    from core.io.pixels import read_raster
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder; pass the folder that holds the mask PNGs")
+    if dataset not in store.dataset_names():
+        raise InputError(f"dataset {dataset!r} is not in the store (known: "
+                         f"{', '.join(store.dataset_names()) or 'none'}); import its images first")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    if not files:
+        raise InputError(f"{folder} holds no .png masks; name each <image_key>.png")
+    images = store.images(dataset=dataset)
+    by_name = _names(images, dataset)
+    unknown = [p.name for p in files if p.stem not in by_name]
+    if unknown:
+        raise InputError(f"{len(unknown)} mask file(s) name no image of {dataset} "
+                         f"({', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}); "
+                         "name each mask after its image key")
+    masks, unchanged = {}, []
+    for path in files:
+        image = images.iloc[by_name[path.stem]].to_dict()
+        pixels = read_raster(path)
+        if np.unique(pixels).size > 2:
+            raise InputError(f"{path.name} has {np.unique(pixels).size} grey levels; a mask has "
+                             "two (0 = background), so pass a binary PNG")
+        mask = _check_mask(pixels, image, image["image_id"])
+        if not mask.any():
+            raise InputError(f"{path.name} is empty (all 0); pass a mask with the lesion marked")
+        stored = store.annotations(image["image_id"])
+        if not stored.empty and np.array_equal(store.load_mask(stored["mask_path"].iloc[-1]), mask):
+            unchanged.append(image["image_id"])
+        else:
+            masks[image["image_id"]] = mask
+    rows = store.stage_masks(masks, source="imported", author=author, note=note)
+    if not rows.empty:
+        store.write_tables({"annotations": rows})
+    return ImportedMasks(dataset, dict(zip(rows["image_id"], rows["version"].astype(int))),
+                         unchanged)
+
+
+def _names(images: pd.DataFrame, dataset: str) -> dict[str, int]:
+    """File stem -> row position: unique image keys, and every image id in file-name form."""
+    counts = images["image_key"].value_counts()
+    names = {key: i for i, key in enumerate(images["image_key"]) if counts[key] == 1}
+    for i, image_id in enumerate(images["image_id"]):
+        names[image_id.removeprefix(f"{dataset}/").replace("/", "_")] = i
+    return names

@@ -1,0 +1,167 @@
+"""Saliency files and their maps on the original image grid, in numpy only.
+
+`models.predict` writes one ``.npz`` per image (format in its module docstring): the raw grid
+over the *model input* (cropped to the breast, chest wall at column 0, resized) and the geometry
+that made that input. Reading a file and mapping a grid back (undoing resize, flip and crop)
+needs no torch, so the Saliency page, the reports and the CLI work without it.
+
+The mapping reproduces ``torch.nn.functional.interpolate`` from the grid straight onto the
+crop box (``align_corners=False`` bilinear, or legacy 'nearest'), in float32 with torch's index
+arithmetic, so maps equal what `models.preprocess` produced with torch to float32 rounding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+
+__all__ = ["SALIENCY_FORMAT", "SaliencyFile", "SaliencyGeometry", "read_saliency",
+           "saliency_to_original"]
+
+SALIENCY_FORMAT = 1
+MAP_NAMES = ("malignant", "benign")
+
+
+@dataclass(frozen=True)
+class SaliencyGeometry:
+    """How a model input was cut from the original image (pixel *edges*, see
+    `models.preprocess`).
+
+    original_shape : (rows, cols) of the stored image.
+    crop_box : (row0, col0, height, width) of the breast box, original pixels.
+    flipped : the box was mirrored left-right (chest wall on the image's right).
+    input_shape : (rows, cols) of the model input.
+    scale : (rows, cols) input pixels per original pixel.
+    """
+
+    original_shape: tuple[int, int]
+    crop_box: tuple[int, int, int, int]
+    flipped: bool
+    input_shape: tuple[int, int]
+    scale: tuple[float, float]
+
+    @property
+    def chest_wall(self) -> str:
+        return "right" if self.flipped else "left"
+
+    def to_original(self, saliency, *, mode: str = "bilinear") -> np.ndarray:
+        """Shortcut for :func:`saliency_to_original` with this geometry."""
+        return saliency_to_original(saliency, self, mode=mode)
+
+
+@dataclass(frozen=True)
+class SaliencyFile:
+    """One stored saliency file.
+
+    model, image_id : str
+    malignant, benign : ndarray of shape (h, w), float32 (stored as float16): grids over the
+        model input.
+    geometry : SaliencyGeometry
+    """
+
+    model: str
+    image_id: str
+    malignant: np.ndarray
+    benign: np.ndarray
+    geometry: SaliencyGeometry
+
+    def to_original(self, which: str = "malignant", *, mode: str = "bilinear") -> np.ndarray:
+        """The ``which`` map on the original pixel grid: float32 of shape original_shape."""
+        if which not in MAP_NAMES:
+            raise InputError(f"which is {which!r}; pass 'malignant' or 'benign'")
+        return saliency_to_original(getattr(self, which), self.geometry, mode=mode)
+
+
+def read_saliency(path: str | Path) -> SaliencyFile:
+    """Load a saliency ``.npz`` written by `models.predict` (no pickles are read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"saliency file {path} does not exist; run `python -m core predict` first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["format"]) != SALIENCY_FORMAT:
+                raise InputError(f"saliency file {path} has format {int(z['format'])}; this "
+                                 f"ILCscope reads format {SALIENCY_FORMAT}")
+            geometry = SaliencyGeometry(
+                original_shape=tuple(int(v) for v in z["original_shape"]),
+                crop_box=tuple(int(v) for v in z["crop_box"]),
+                flipped=bool(z["flipped"]),
+                input_shape=tuple(int(v) for v in z["input_shape"]),
+                scale=tuple(float(v) for v in z["scale"]))
+            return SaliencyFile(str(z["model"]), str(z["image_id"]),
+                                z["malignant"].astype(np.float32), z["benign"].astype(np.float32),
+                                geometry)
+    except (KeyError, ValueError, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"saliency file {path} is not a saliency .npz ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun predict") from None
+
+
+def saliency_to_original(saliency, geometry, *, mode: str = "bilinear") -> np.ndarray:
+    """Map saliency grids back onto the original pixel grid.
+
+    Parameters
+    ----------
+    saliency : array-like of shape (h, w) or (C, h, w)
+        A grid over the model input (GMIC's ``saliency_map[i]``, 46 x 30 for the paper).
+    geometry : SaliencyGeometry, or anything with ``original_shape``, ``crop_box`` and
+        ``flipped`` (`models.preprocess.Preprocessed`).
+    mode : {'bilinear', 'nearest'}, keyword-only
+        Interpolation between cell centres; 'nearest' keeps the blocky cells.
+
+    Returns
+    -------
+    ndarray of float32, shape original_shape or (C, *original_shape)
+        The map with resize and flip undone, zero outside the crop box.
+    """
+    if mode not in ("bilinear", "nearest"):
+        raise InputError(f"mode is {mode!r}; pass 'bilinear' or 'nearest'")
+    s = np.asarray(saliency, dtype=np.float32)
+    if s.ndim not in (2, 3):
+        raise InputError(f"saliency has shape {s.shape}; pass (h, w) or (C, h, w)")
+    squeeze = s.ndim == 2
+    s = s[None] if squeeze else s
+    r0, c0, h, w = (int(v) for v in geometry.crop_box)
+    out = np.zeros((s.shape[0], *(int(v) for v in geometry.original_shape)), dtype=np.float32)
+    if mode == "nearest":
+        rows, cols = _nearest(s.shape[1], h), _nearest(s.shape[2], w)
+        if geometry.flipped:
+            cols = cols[::-1]
+        out[:, r0:r0 + h, c0:c0 + w] = s[:, rows[:, None], cols[None, :]]
+    else:
+        # Grid -> box is separable: rows @ grid @ cols.T with two-tap interpolation matrices.
+        rows, cols = _bilinear(s.shape[1], h), _bilinear(s.shape[2], w)
+        if geometry.flipped:
+            cols = cols[::-1]
+        out[:, r0:r0 + h, c0:c0 + w] = rows @ s @ cols.T
+    return out[0] if squeeze else out
+
+
+def _nearest(n_in: int, n_out: int) -> np.ndarray:
+    """Source index of each output index, as torch's legacy 'nearest' computes it (float32)."""
+    if n_out == n_in:
+        return np.arange(n_out)
+    if n_out == 2 * n_in:
+        return np.arange(n_out) >> 1
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, n_in - 1)
+
+
+def _bilinear(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float32 matrix of torch's ``align_corners=False`` linear weights."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    src = scale * (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    src = np.maximum(src, np.float32(0))
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = np.clip(src - i0.astype(np.float32), 0, 1).astype(np.float32)
+    weights = np.zeros((n_out, n_in), np.float32)
+    out = np.arange(n_out)
+    weights[out, i0] += 1 - lam
+    weights[out, i1] += lam
+    return weights
