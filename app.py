@@ -15,6 +15,7 @@ pages = {
     "Explore": [
         st.Page("pages/filters.py", title="Filters", icon=":material/tune:"),
         st.Page("pages/density.py", title="Density", icon=":material/grain:"),
+        st.Page("pages/exam.py", title="Exam", icon=":material/grid_view:"),
     ],
     "Models": [
         st.Page("pages/benchmark.py", title="Benchmark", icon=":material/leaderboard:"),

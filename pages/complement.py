@@ -11,6 +11,7 @@ from core.vocabulary import LEVELS
 from core.store import Store
 from ui import cached, chart_downloads, require_test_set, show_input_error, table_download
 from ui.charts import complement as cc
+from ui.exam_view import EXAM_PAGE, exam_url
 
 PRESETS = {"match": "Match reader specificity", **{p: f"{p:.0%} specificity"
                                                    for p in cr.PRESET_SPECIFICITIES}}
@@ -139,6 +140,23 @@ with right:
     chart_downloads(chart, "complement_scores", key="complement_scores")
     rate_table(report.group_means, ["group", "meaning", "cases", "mean_score", "flagged"],
                "complement_score_groups", flagged="flagged by the model")
+
+st.subheader("Cancers: missed and caught")
+st.caption("Every cancer with the reader's decision and the model's flag at this threshold, "
+           "the radiologists' misses first. A case opens in the Exam view (all four views, "
+           "every reader and model).")
+cancers = cr.cancer_cases(report).assign(
+    link=lambda f: [exam_url(c, test_set=test_set) for c in f["case_id"]])
+st.dataframe(cancers, hide_index=True,
+             column_order=["link", "histology", "reader", "score", "model", "outcome"],
+             column_config={"link": st.column_config.LinkColumn("case", display_text=r"exam=([^&]*)"),
+                            "score": st.column_config.NumberColumn("model score", format="%.4f")})
+table_download(cancers.drop(columns="link"), "complement_cancers", key="complement_cancers")
+if len(cancers):
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        case = st.selectbox("Open a case", cancers["case_id"], key="complement_case")
+        st.page_link(EXAM_PAGE, label="Open in the Exam view", icon=":material/grid_view:",
+                     query_params={"exam": case})
 
 st.subheader("Confusion matrices")
 st.caption("Rows: the truth. Columns: the decision. The model's matrices within the "

@@ -99,6 +99,13 @@ def test_first_run_builds_demo_then_every_page_renders(server, browser):
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0, name
         assert "Traceback" not in page.content(), name
+    # a case id in the URL opens its exam in the Exam view (how other pages link to it)
+    page.goto(f"{url}/exam?exam=demo%2FE00001%2FL-CC", timeout=120_000)
+    settle(page)
+    page.screenshot(path=str(ARTIFACTS / "exam_from_case_id.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.get_by_text("Exam demo/E00001").count() >= 1
+    assert page.locator("[data-testid='stImage']").count() >= 4
     page.close()
 
 

@@ -27,7 +27,7 @@ from core.validation import check_level
 
 __all__ = ["PRESET_SPECIFICITIES", "UNITS", "GROUPS", "ReaderModelCases", "ComplementReport",
            "reader_options", "load_cases", "threshold_for", "threshold_bounds", "build_report",
-           "complement_report", "summary"]
+           "complement_report", "summary", "cancer_cases"]
 
 PRESET_SPECIFICITIES = (0.98, 0.90)   # the study's operating points
 UNITS = {"exam": "women", "breast": "breasts", "image": "images"}   # what a healthy case is
@@ -310,6 +310,31 @@ def build_report(cases: ReaderModelCases, *, threshold: float | None = None,
         groups=groups, group_means=means,
         tradeoff=cp.tradeoff_curve(y, s, rr, reader_threshold=rt), workflows=flows,
         sentences=tuple(cp.describe(res, unit=UNITS[cases.level])))
+
+
+def cancer_cases(report: ComplementReport) -> pd.DataFrame:
+    """The kept cancers with the reader's decision and the model's flag at the report's
+    threshold: the radiologists' misses first, then by model score (highest first).
+
+    Columns: case_id, exam_id, histology, reader ('recall' | 'no recall'), score, model
+    ('flagged' | 'not flagged'), outcome ('missed by the reader, caught by the model', 'missed
+    by both', 'caught by the reader only', 'caught by both'). The Exam view links from here.
+    """
+    g = report.groups[report.groups["label"] == 1]
+    truth = report.cases.frame.drop_duplicates("case_id").set_index("case_id")
+    recalled, flagged = g["reader_recall"].astype(bool), g["flagged"].astype(bool)
+    outcome = np.where(recalled, np.where(flagged, "caught by both", "caught by the reader only"),
+                       np.where(flagged, "missed by the reader, caught by the model",
+                                "missed by both"))
+    out = pd.DataFrame({"case_id": g["case_id"].to_numpy(),
+                        "exam_id": g["case_id"].map(truth["exam_id"]).to_numpy(),
+                        "histology": g["case_id"].map(truth["histology"]).to_numpy(),
+                        "reader": np.where(recalled, "recall", "no recall"),
+                        "score": g["score"].to_numpy(dtype=float),
+                        "model": np.where(flagged, "flagged", "not flagged"),
+                        "outcome": outcome})
+    order = np.lexsort((-out["score"].to_numpy(), recalled.to_numpy()))
+    return out.iloc[order].reset_index(drop=True)
 
 
 def complement_report(store: Store, *, test_set: str | None, model: str, reader: str,

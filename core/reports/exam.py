@@ -1,0 +1,325 @@
+"""One exam as a radiologist hangs it: the four views, their truth, the reads and every score.
+
+What the Exam view shows (the Saliency and Radiologist-complement pages link to it): why one
+module is that the view's numbers must be the store's own, so the scores here follow
+`core.reports.scores.model_scores`'s rule (a level's stored predictions if the model has any
+there, else the maximum of its image scores over the case's views, `core.stats.aggregate_scores`)
+and the reads are the ``reads`` rows as stored. Pure over a `Store`: no Streamlit, no torch.
+
+Display convention (the hanging protocol). Screen positions in `HANGING_ORDER`: R-CC beside
+L-CC on the top row, R-MLO beside L-MLO below, chest walls facing: a right breast's chest wall on
+the right edge of its tile, a left breast's on the left (the breasts meet back to back in the
+middle, nipples pointing outwards). Each image is oriented by its *pixels*, not by its stored
+laterality alone: `core.image.segmentation.chest_wall_side` finds where the chest wall is, and
+the tile is mirrored when that side is not the one its laterality should show. The flip is
+recorded (`HangingImage.flipped`), so a mirrored file, or a laterality that contradicts the
+pixels, is visible instead of silently "fixed". The image's rows are never flipped.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.density.estimator import block_mean
+from core.errors import InputError
+from core.image.segmentation import chest_wall_side
+from core.io.images import read_pixels
+from core.io.pixels import to_display
+from core.stats import aggregate_scores
+from core.store import Store
+from core.validation import check_aggregation, check_positive_int
+from core.vocabulary import HISTOLOGY_RANK, LEVELS
+
+__all__ = [
+    "DISPLAY_LONG_SIDE",
+    "HANGING_ORDER",
+    "ExamReport",
+    "HangingImage",
+    "display_grey",
+    "exam_id_of",
+    "exam_images",
+    "exam_report",
+    "hanging_image",
+    "screen_chest_wall",
+]
+
+# (laterality, view) at screen positions 0..3: top-left, top-right, bottom-left, bottom-right.
+HANGING_ORDER = (("R", "CC"), ("L", "CC"), ("R", "MLO"), ("L", "MLO"))
+DISPLAY_LONG_SIDE = 512   # pixels: four tiles fit a page, ~0.25 MB each as 8-bit
+
+
+def screen_chest_wall(laterality: str) -> str:
+    """The tile edge a breast's chest wall is shown on: 'right' for R, 'left' for L."""
+    return "right" if laterality == "R" else "left"
+
+
+@dataclass(frozen=True)
+class ExamReport:
+    """Everything the Exam view shows for one exam, from the store's own rows.
+
+    exam : the ``exams`` row (dataset, exam_key, age, exam_date, split) as a dict, plus the
+        exam's truth: label (1 = cancer in either breast) and histology (ILC > IDC > other >
+        unknown > none, as the store's ``cases`` table).
+    tiles : 4 rows in `HANGING_ORDER`: position, laterality, view, image_id (None: the view is
+        missing), abs_path, display_abs (8-bit display copy on disk, or None), height, width,
+        spacing_mm, laterality_source, screen_chest_wall.
+    extra_images : images of the exam that no tile shows (other views, repeated views), with
+        the same columns but no position.
+    breasts : one row per stored breast (L, R): laterality, label, histology, presentation,
+        pathology.
+    reads : every read of the exam: reader, kind, level, case_id, laterality, image_id, score,
+        recall; readers in `Store.readers` order (radiologists first), then level, case_id.
+    scores : one row per (model, case) of the exam at each level (image, breast, exam):
+        model, level, case_id, laterality, image_id, view, score (malignant; NaN = none),
+        benign, score_source ('stored', 'image max' / 'image mean', or 'none').
+    notes : sentences the view shows (missing views, extra images).
+    """
+
+    exam_id: str
+    exam: dict
+    tiles: pd.DataFrame
+    extra_images: pd.DataFrame
+    breasts: pd.DataFrame
+    reads: pd.DataFrame
+    scores: pd.DataFrame
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HangingImage:
+    """One view ready for the screen.
+
+    pixels : uint8 array of shape (h, w), long side <= the asked ``long_side``; brighter =
+        denser; mirrored when ``flipped``.
+    chest_wall : 'left' or 'right', where the chest wall is in the stored file's pixels.
+    flipped : whether the tile is the file's mirror image (chest wall moved to its hanging side).
+    source : 'display copy' (the store's 8-bit copy) or 'percentile window' (0.5-99.5 % of the
+        non-air pixels of the downscaled image, `core.io.pixels.to_display`).
+    original_shape : (rows, cols) of the file that was read.
+    factor : the file's pixels per tile pixel along each axis (block means of factor x factor).
+    """
+
+    pixels: np.ndarray
+    chest_wall: str
+    flipped: bool
+    source: str
+    original_shape: tuple[int, int]
+    factor: int
+
+
+def exam_id_of(store: Store, case_id: str) -> str:
+    """The exam a case id belongs to: an exam id, an image id or a breast's ``<exam_id>/<L|R>``.
+
+    So a link from any table (image, breast or exam level) opens the right exam.
+    """
+    text = str(case_id).strip()
+    if not text:
+        raise InputError("exam id is empty; pass an exam id such as demo/E0001 or any case id")
+    if len(store.select("exams", exam_id=text)):
+        return text
+    image = store.select("images", image_id=text)
+    if len(image):
+        return str(image["exam_id"].iat[0])
+    head, _, lat = text.rpartition("/")
+    if lat in ("L", "R") and len(store.select("exams", exam_id=head)):
+        return head
+    raise InputError(f"exam {text!r} is not in the store; pass an exam id, an image id or a "
+                     f"breast id (<exam_id>/L or /R) from the store's tables")
+
+
+def exam_report(store: Store, exam_id: str, *, models: Sequence[str] | None = None,
+                how: str = "max") -> ExamReport:
+    """The exam's views in hanging order, its truth, reads and scores (see `ExamReport`).
+
+    ``exam_id`` may be any case id of the exam (`exam_id_of`). ``models`` None: every model
+    with a prediction on this exam, in `Store.model_names` order. ``how`` aggregates image
+    scores for a level where a model has no stored predictions ('max', the benchmark's
+    default, or 'mean').
+    """
+    how = check_aggregation(how)
+    exam_id = exam_id_of(store, exam_id)
+    exam = store.select("exams", exam_id=exam_id).iloc[0].to_dict()
+    ids = store.select("images", exam_id=exam_id)["image_id"].tolist()
+    images = store.images(image_ids=ids) if ids else store.select("images", exam_id=exam_id)
+    tiles, extra, notes = _tiles(store, images)
+    breasts = (store.select("breasts", exam_id=exam_id).sort_values("laterality")
+               .rename(columns={"cancer": "label"}).reset_index(drop=True))
+    breasts = breasts[["laterality", "label", "histology", "presentation", "pathology"]]
+    labels = breasts["label"].dropna()
+    exam["label"] = int(labels.max()) if len(labels) else None
+    ranks = breasts["histology"].map(HISTOLOGY_RANK)
+    exam["histology"] = (breasts["histology"].iat[int(ranks.to_numpy().argmax())]
+                         if len(breasts) else None)
+    predictions = store.select("predictions", exam_id=exam_id)
+    if models is None:
+        present = set(predictions["model"])
+        models = [m for m in store.model_names() if m in present]
+    scores = _scores(store, exam_id, images, breasts, predictions, list(models), how)
+    return ExamReport(exam_id=exam_id, exam=exam, tiles=tiles, extra_images=extra,
+                      breasts=breasts, reads=_reads(store, exam_id), scores=scores,
+                      notes=tuple(notes))
+
+
+def _tiles(store: Store, images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The image of each hanging position (the first by image_id when a view repeats)."""
+    images = images.sort_values("image_id").copy()
+    display = images["display_path"]
+    images["display_abs"] = [None if not isinstance(p, str) else str(store.files_dir / p)
+                             for p in display]
+    if "abs_path" not in images:
+        images["abs_path"] = None
+    images["screen_chest_wall"] = images["laterality"].map(screen_chest_wall)
+    columns = ["laterality", "view", "image_id", "abs_path", "display_abs", "height", "width",
+               "spacing_mm", "laterality_source", "screen_chest_wall"]
+    rows, used, notes = [], set(), []
+    for position, (lat, view) in enumerate(HANGING_ORDER):
+        match = images[(images["laterality"] == lat) & (images["view"] == view)]
+        if match.empty:
+            rows.append(dict(position=position, laterality=lat, view=view,
+                             screen_chest_wall=screen_chest_wall(lat)))
+            notes.append(f"No {lat}-{view} image in this exam.")
+            continue
+        row = match.iloc[0]
+        used.add(row["image_id"])
+        rows.append(dict(position=position, **{c: row[c] for c in columns}))
+        if len(match) > 1:
+            notes.append(f"{len(match)} {lat}-{view} images: the tile shows {row['image_id']}; "
+                         "the others are listed below.")
+    tiles = pd.DataFrame(rows, columns=["position", *columns])
+    for column in ("image_id", "abs_path", "display_abs"):   # None, not NaN, where absent
+        tiles[column] = pd.Series([v if isinstance(v, str) else None for v in tiles[column]],
+                                  dtype=object)
+    extra = images.loc[~images["image_id"].isin(used), columns].reset_index(drop=True)
+    if len(extra):
+        notes.append(f"{len(extra)} more image(s) not in the four standard views: "
+                     f"{', '.join(extra['image_id'])}.")
+    return tiles, extra, notes
+
+
+def _reads(store: Store, exam_id: str) -> pd.DataFrame:
+    reads = store.select("reads", exam_id=exam_id)
+    readers = store.readers()
+    order = {r: i for i, r in enumerate(readers["reader"])}
+    kinds = dict(zip(readers["reader"], readers["kind"]))
+    reads = reads.assign(kind=reads["reader"].map(kinds),
+                         _reader=reads["reader"].map(order),
+                         _level=reads["level"].map({lv: i for i, lv in enumerate(LEVELS)}))
+    reads = reads.sort_values(["_reader", "_level", "case_id"]).reset_index(drop=True)
+    return reads[["reader", "kind", "level", "case_id", "laterality", "image_id", "score",
+                  "recall"]]
+
+
+def _cases(exam_id: str, images: pd.DataFrame, breasts: pd.DataFrame) -> pd.DataFrame:
+    """The exam's case ids at every level, with the image truth aggregate_scores needs."""
+    image_cases = images.sort_values("image_id").merge(
+        breasts[["laterality", "label", "histology"]], on="laterality", how="left")
+    rows = [dict(level="image", case_id=r.image_id, laterality=r.laterality,
+                 image_id=r.image_id, view=r.view) for r in image_cases.itertuples()]
+    rows += [dict(level="breast", case_id=f"{exam_id}/{lat}", laterality=lat, image_id=None,
+                  view=None) for lat in breasts["laterality"]]
+    rows.append(dict(level="exam", case_id=exam_id, laterality=None, image_id=None, view=None))
+    return pd.DataFrame(rows), image_cases
+
+
+def _scores(store: Store, exam_id: str, images: pd.DataFrame, breasts: pd.DataFrame,
+            predictions: pd.DataFrame, models: list[str], how: str) -> pd.DataFrame:
+    """Each model's score per case, from the level's stored rows or the image aggregate."""
+    cases, image_truth = _cases(exam_id, images, breasts)
+    known = store.prediction_levels()
+    parts = []
+    for model in models:
+        levels = set(known.loc[known["model"] == model, "level"])
+        if not levels:
+            raise InputError(f"model {model!r} has no predictions in the store; known: "
+                             f"{', '.join(sorted(known['model'].unique())) or 'none'}")
+        mine = predictions[predictions["model"] == model]
+        image_rows = mine[mine["level"] == "image"].set_index("case_id")
+        for level in LEVELS:
+            part = cases[cases["level"] == level].assign(model=model)
+            if level in levels:
+                stored = mine[mine["level"] == level].set_index("case_id")
+                part = part.assign(score=part["case_id"].map(stored["malignant"]),
+                                   benign=part["case_id"].map(stored["benign"]),
+                                   score_source="stored")
+            elif "image" in levels:
+                frame = image_truth.assign(model=model, case_id=image_truth["image_id"],
+                                           score=image_truth["image_id"].map(
+                                               image_rows["malignant"]).astype(float))
+                agg = aggregate_scores(frame, level=level, how=how).set_index("case_id")
+                part = part.assign(score=part["case_id"].map(agg["score"]), benign=math.nan,
+                                   score_source=f"image {how}")
+            else:
+                part = part.assign(score=math.nan, benign=math.nan, score_source="none")
+            parts.append(part)
+    columns = ["model", "level", "case_id", "laterality", "image_id", "view", "score", "benign",
+               "score_source"]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(parts, ignore_index=True)
+    return out.astype({"score": float, "benign": float})[columns]
+
+
+# ---------------------------------------------------------------------------- pixels
+
+def display_grey(pixels: np.ndarray, *, long_side: int = DISPLAY_LONG_SIDE,
+                 window: bool = True) -> tuple[np.ndarray, int]:
+    """(uint8 screen copy, factor): block means of factor x factor pixels so the long side is at
+    most ``long_side``, then the 0.5-99.5 percentile window of `core.io.pixels.to_display`
+    (``window``) or a plain rounding (pixels that are already an 8-bit display copy).
+
+    Downscaling first makes the window's percentiles cost ~200k pixels, not the file's 8.5 M;
+    a display copy loses nothing it could show at this size.
+    """
+    long_side = check_positive_int(long_side, name="long_side", minimum=16)
+    factor = max(1, math.ceil(max(pixels.shape) / long_side))
+    small = block_mean(np.asarray(pixels), factor)
+    if window:
+        return to_display(small), factor
+    return np.clip(np.rint(small), 0, 255).astype(np.uint8), factor
+
+
+def hanging_image(path: str | Path, *, laterality: str, display_path: str | Path | None = None,
+                  long_side: int = DISPLAY_LONG_SIDE) -> HangingImage:
+    """Read one view and turn it into its hanging-protocol tile (see the module docstring).
+
+    The store's 8-bit display copy is used when it exists (it carries the source's own window,
+    e.g. a DICOM's VOI LUT), else the pixels are windowed to their 0.5-99.5 percentiles. Why
+    the order downscale -> window -> orient: the block means cost one pass over the file, and
+    the percentiles and `chest_wall_side` then run on ~512 x 400 pixels, so a 3328 x 2560
+    16-bit view costs its decoding plus a few tens of milliseconds (bench/exam_view.py).
+    """
+    if laterality not in ("L", "R"):
+        raise InputError(f"laterality is {laterality!r}; pass 'L' or 'R'")
+    use_copy = display_path is not None and Path(display_path).is_file()
+    if not use_copy and path is None:
+        raise InputError("this image has no pixels in the store (a predictions-only dataset) "
+                         "and no display copy; there is nothing to show")
+    pixels = read_pixels(display_path if use_copy else path)
+    grey, factor = display_grey(pixels, long_side=long_side, window=not use_copy)
+    side = chest_wall_side(grey)
+    flipped = side != screen_chest_wall(laterality)
+    return HangingImage(pixels=np.ascontiguousarray(grey[:, ::-1] if flipped else grey),
+                        chest_wall=side, flipped=flipped,
+                        source="display copy" if use_copy else "percentile window",
+                        original_shape=(int(pixels.shape[0]), int(pixels.shape[1])),
+                        factor=factor)
+
+
+def exam_images(store: Store, exam_id: str, *,
+                long_side: int = DISPLAY_LONG_SIDE) -> list[HangingImage | None]:
+    """The four tiles of `exam_report` in `HANGING_ORDER` (None where a view is missing or has
+    no pixels). Takes the store first so a page can cache it per store state."""
+    tiles = exam_report(store, exam_id, models=[]).tiles
+    out = []
+    for row in tiles.itertuples():
+        if row.abs_path is None and row.display_abs is None:
+            out.append(None)
+            continue
+        out.append(hanging_image(row.abs_path, laterality=row.laterality,
+                                 display_path=row.display_abs, long_side=long_side))
+    return out
