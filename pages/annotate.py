@@ -162,9 +162,9 @@ st.dataframe(versions.drop(columns=["mask_path"]), hide_index=True, key="annotat
 table_download(versions, f"annotations_{image_id.replace('/', '_')}", key="annotate_versions")
 numbers = versions["version"].tolist()
 a_col, b_col = st.columns(2)
-a = a_col.selectbox("Version", numbers, index=len(numbers) - 1, key=f"annotate_a_{image_id}")
-b = b_col.selectbox("Compare with", [None, *numbers], key=f"annotate_b_{image_id}",
-                    format_func=lambda v: "—" if v is None else v)
+a = a_col.selectbox("Version", numbers, index=len(numbers) - 1, key=f"annotate_a_{image_id}_{len(numbers)}")  # a new version: shown first
+b = b_col.selectbox("Compare with", [None, *numbers], key=f"annotate_b_{image_id}_{len(numbers)}",
+                    format_func=lambda v: "—" if v is None else str(v))
 mask_a = load_annotation(store(), image_id, a)
 mask_b = None if b is None else load_annotation(store(), image_id, b)
 step = display_step(pixels.shape)

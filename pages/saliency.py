@@ -42,7 +42,7 @@ def _layers(db: str, token: tuple, model: str, image_id: str, which: str, versio
 
 def _picture(row, *, which: str, opacity: float, threshold: float, max_side: int) -> np.ndarray:
     """One per-image row's picture (its model's map, its annotation version)."""
-    step = charts.display_step(shapes.loc[row.image_id], max_side)
+    step = charts.display_step(tuple(shapes.loc[row.image_id]), max_side)
     grey, saliency, mask, boxes = _layers(str(store().path), data_token(), row.model,
                                           row.image_id, which, int(row.annotation_version), step)
     labels = None if boxes is None else [f"{i + 1}" for i in range(len(boxes))]
@@ -58,6 +58,7 @@ st.caption("Per annotated image: Dice of the thresholded map with the segmentati
 test_set = require_test_set()
 models = cached(Store.models)
 gmic = models[models["kind"] == "gmic"]["model"].tolist()
+gmic.sort(key=lambda m: m not in set(models["parent"]))   # parents first: beside their child
 if not gmic:
     st.info("No GMIC model in this store: run `python -m core predict` to write saliency maps.",
             icon=":material/info:")
