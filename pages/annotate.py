@@ -132,10 +132,10 @@ with preview_col:
                else f"closed at step {filled.step} ({filled.size_px:g} px)")
         st.image(annotation_preview(grey[shown], drawing[shown], filled.mask[shown]),
                  caption=f"Segmentation: {how}, {int(filled.mask.sum()):,} pixels",
-                 width=CANVAS_WIDTH)
+                 width="stretch")
     else:
         st.image(grey[shown], caption="Draw on the left; the filled segmentation shows here.",
-                 width=CANVAS_WIDTH)
+                 width="stretch")
 
 author_col, note_col, save_col = st.columns([2, 3, 1.3], vertical_alignment="bottom")
 author = author_col.text_input("Author", key="annotate_author", disabled=locked)
