@@ -1,7 +1,169 @@
-"""Saliency viewer (a later issue)."""
-from ui import planned
+"""Saliency: does a model's saliency map point at the tumour? One image with the map as a
+heatmap, the segmentation's contour and the patch boxes, beside a second model (figure 6.12);
+the test set as a gallery; Dice distributions and hit rates (figure 6.13).
+`python -m core report saliency` prints the same numbers."""
+import json
 
-planned("Saliency maps versus the tumour",
-        "This page will overlay a model's saliency map and its patch boxes on each image beside "
-        "the radiologist's segmentation, and report Dice over thresholds and the arg-max hit "
-        "rate per model and histology.")
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.annotations import load_annotation
+from core.errors import InputError
+from core.io.images import read_pixels
+from core.io.pixels import to_display
+from core.reports.saliency import saliency_report
+from core.saliency import read_saliency
+from core.store import Store
+from ui import (cached, chart_downloads, data_token, download_popover, require_test_set,
+                show_input_error, store, table_download)
+from ui.charts import saliency as charts
+from ui.exam_view import exam_view
+
+GALLERY_PAGE = 12
+
+
+@st.cache_data(show_spinner="Reading the image, its map and its annotation…", max_entries=64)
+def _layers(db: str, token: tuple, model: str, image_id: str, which: str, version: int,
+            step: int):
+    """Display-size grey image, map, mask and patch boxes (pixels / ``step``) of one image."""
+    s = store()
+    image = s.image(image_id)
+    prediction = s.select("predictions", model=model, level="image", image_id=image_id)
+    entry = prediction.iloc[0]
+    saliency = read_saliency(s.files_dir / entry["saliency_path"]).to_original(which)
+    mask = load_annotation(s, image_id, version)
+    boxes = (np.asarray(json.loads(entry["patch_boxes"]), float).reshape(-1, 4) / step
+             if isinstance(entry["patch_boxes"], str) else None)
+    shown = (slice(None, None, step), slice(None, None, step))
+    return (to_display(read_pixels(image["abs_path"]))[shown], saliency[shown], mask[shown],
+            boxes)
+
+
+def _picture(row, *, which: str, opacity: float, threshold: float, max_side: int) -> np.ndarray:
+    """One per-image row's picture (its model's map, its annotation version)."""
+    step = charts.display_step(tuple(shapes.loc[row.image_id]), max_side)
+    grey, saliency, mask, boxes = _layers(str(store().path), data_token(), row.model,
+                                          row.image_id, which, int(row.annotation_version), step)
+    labels = None if boxes is None else [f"{i + 1}" for i in range(len(boxes))]
+    return charts.saliency_overlay(grey, saliency, opacity=opacity, threshold=threshold,
+                                   mask=mask, boxes=boxes, box_labels=labels)
+
+
+st.title("Saliency maps versus the tumour")
+st.caption("Per annotated image: Dice of the thresholded map with the segmentation at "
+           "thresholds 0, 0.05, …, 1 (the best kept), and a hit when the map's maximum lies "
+           "inside it (the pointing game). The study: 37 % hits for the original GMIC, 58 % "
+           "after fine-tuning.")
+test_set = require_test_set()
+models = cached(Store.models)
+gmic = models[models["kind"] == "gmic"]["model"].tolist()
+gmic.sort(key=lambda m: m not in set(models["parent"]))   # parents first: beside their child
+if not gmic:
+    st.info("No GMIC model in this store: run `python -m core predict` to write saliency maps.",
+            icon=":material/info:")
+    st.stop()
+m_col, c_col, w_col, v_col = st.columns([2, 2, 1.6, 1.2])
+model = m_col.selectbox("Model", gmic, key="saliency_model")
+others = [m for m in gmic if m != model]
+children = [m for m in models[models["parent"] == model]["model"] if m in others]
+compare = c_col.selectbox("Compare with", [None, *others], key="saliency_compare",
+                          index=1 + others.index(children[0]) if children else 0,
+                          format_func=lambda m: "—" if m is None else m)
+which = w_col.segmented_control("Map", ["malignant", "benign"], default="malignant",
+                                key="saliency_which") or "malignant"
+version = v_col.number_input("Annotation version", min_value=1, value=None, step=1,
+                             key="saliency_version", placeholder="newest",
+                             help="Empty: each image's newest version")
+try:
+    with st.spinner("Scoring every annotated image's map…"):
+        report = cached(saliency_report, test_set=test_set, model=model, compare=compare,
+                        which=which, annotation_version=None if version is None else int(version))
+except InputError as exc:
+    show_input_error(exc)
+    st.stop()
+shown_models = [model] if compare is None else [model, compare]
+shapes = cached(Store.images, test_set=test_set).set_index("image_id")[["height", "width"]]
+per_image = report.per_image
+stem = f"saliency_{test_set}_{model}" + (f"_vs_{compare}" if compare else "")
+
+one, gallery, aggregate = st.tabs(["One image", "Gallery", "Test set"])
+with one:
+    first = per_image[per_image["model"] == model].sort_values("best_dice", ascending=False)
+    label = {r.image_id: f"{r.image_id} · {r.histology} · Dice {r.best_dice:.2f} · "
+             f"{'hit' if r.hit else 'miss'}" for r in first.itertuples()}
+    image_id = st.selectbox("Image", list(label), format_func=label.get, key="saliency_image")
+    o_col, t_col = st.columns(2)
+    opacity = o_col.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="saliency_opacity")
+    threshold = t_col.slider("Show the map from", 0.0, 1.0, 0.0, 0.05, key="saliency_threshold")
+    rows = per_image[per_image["image_id"] == image_id]
+    for column, row in zip(st.columns(len(shown_models)), rows.itertuples()):
+        picture = _picture(row, which=which, opacity=opacity, threshold=threshold, max_side=700)
+        column.image(picture, width="stretch", caption=(
+            f"{row.model}: best Dice {row.best_dice:.3f} at {row.best_threshold:.2f}; "
+            f"{'hit' if row.hit else 'miss'} ({row.distance_px:.0f} px away); relevance mass "
+            f"{row.relevance_mass:.2f}; patches on the tumour: {row.n_patches_hit}"))
+        column.download_button("PNG", charts.png_bytes(picture), f"{stem}_{row.model}.png",
+                               "image/png", key=f"saliency_png_{row.model}", on_click="ignore",
+                               icon=":material/image:")
+    curves = pd.concat([pd.DataFrame({"model": r.model, "threshold": report.thresholds,
+                                      "dice": report.dice_curves[i]})
+                        for i, r in zip(np.flatnonzero(per_image["image_id"] == image_id),
+                                        rows.itertuples())], ignore_index=True)
+    curve = charts.dice_curve(curves, threshold=threshold,
+                              title=f"Dice against threshold, {image_id}")
+    st.altair_chart(curve, width="stretch")
+    download_popover(f"{stem}_dice_curve", "saliency_curve", chart=curve, frame=curves)
+    table_download(rows, f"{stem}_{image_id.replace('/', '_')}", key="saliency_row")
+    with st.expander(f"Exam {rows['exam_id'].iloc[0]}: all four views"):
+        exam_view(rows["exam_id"].iloc[0], models=shown_models, key="saliency_exam")
+
+with gallery:
+    g_col, p_col = st.columns([2, 1])
+    order = g_col.segmented_control("Sort by", ["dice", "hit"], default="dice",
+                                    key="saliency_sort", format_func={
+                                        "dice": "Best Dice", "hit": "Hits, then misses"}.get)
+    ordered = charts.gallery_order(per_image[per_image["model"] == model], order or "dice")
+    pages = max(1, -(-len(ordered) // GALLERY_PAGE))
+    page = p_col.number_input("Page", 1, pages, 1, key="saliency_page") - 1
+    tiles = ordered.iloc[page * GALLERY_PAGE:(page + 1) * GALLERY_PAGE]
+    for start in range(0, len(tiles), 4):
+        for column, row in zip(st.columns(4), tiles.iloc[start:start + 4].itertuples()):
+            column.image(_picture(row, which=which, opacity=0.5, threshold=0.0, max_side=240),
+                         caption=f"{row.image_id} · Dice {row.best_dice:.2f} · "
+                                 f"{'hit' if row.hit else 'miss'}", width="stretch")
+    table_download(ordered, f"{stem}_gallery", key="saliency_gallery")
+
+with aggregate:
+    summary = pd.DataFrame([{"model": m, **report.summary[m]} for m in shown_models])
+    st.dataframe(summary, hide_index=True, key="saliency_summary")
+    table_download(summary, f"{stem}_summary", key="saliency_summary")
+    d_col, h_col = st.columns(2)
+    for column, chart, name in (
+            (d_col, charts.best_dice_distribution(per_image, title="Best Dice per image"),
+             "dice_distribution"),
+            (h_col, charts.hit_rate_chart(summary, title="Hit rate, 95 % Wilson CI"),
+             "hit_rate")):
+        column.altair_chart(chart, width="stretch")
+        with column:
+            chart_downloads(chart, f"{stem}_{name}", key=f"saliency_{name}")
+    st.markdown("**By histology**")
+    by_histology = report.by_histology
+    chart = charts.hit_rate_chart(by_histology, by="histology", title="Hit rate by histology")
+    st.altair_chart(chart, width="stretch")
+    download_popover(f"{stem}_by_histology", "saliency_histology", chart=chart,
+                     frame=by_histology)
+    st.dataframe(by_histology, hide_index=True, key="saliency_by_histology")
+    if report.paired is not None:
+        st.markdown(f"**{model} against {compare}** on the {report.paired['n_images']} images "
+                    "both scored: McNemar on hits, Wilcoxon signed-rank on best Dice")
+        paired = pd.DataFrame([{"test": k, **v} for k, v in report.paired.items()
+                               if isinstance(v, dict)])
+        st.dataframe(paired, hide_index=True, key="saliency_paired")
+        table_download(paired, f"{stem}_paired", key="saliency_paired")
+    if report.skipped:
+        st.caption("Left out: " + "; ".join(f"{len(ids)} {reason}"
+                                             for reason, ids in report.skipped.items()))
+    with st.expander("Per-image metrics"):
+        st.dataframe(per_image, hide_index=True, key="saliency_per_image")
+        table_download(per_image, f"{stem}_per_image", key="saliency_per_image")

@@ -2,6 +2,7 @@
 every page opened in headless Chromium, no exception element, no traceback; a screenshot each."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -105,4 +106,41 @@ def test_first_run_builds_demo_then_every_page_renders(server, browser):
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.get_by_text("Exam demo/E00001").count() >= 1
     assert page.locator("[data-testid='stImage']").count() >= 4
+    page.close()
+
+
+def test_annotate_draws_a_stroke_saves_it_and_lists_the_new_version(server, browser):
+    """Chromium draws a closed ring with the mouse on the Annotate canvas; the filled preview
+    shows, Save stores a new 'drawn' version, and the page lists it."""
+    from core.store import open_store
+
+    url, store = server
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page.goto(f"{url}/annotate", timeout=600_000)
+    page.wait_for_selector("text=Annotate tumours", timeout=600_000)   # first run: demo build
+    settle(page)
+    canvas = page.locator("canvas.upper-canvas").first   # Fabric's drawing layer (shadow DOM)
+    canvas.wait_for(timeout=60_000)
+    box = canvas.bounding_box()
+    cx, cy, radius = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, 60
+    page.mouse.move(cx + radius, cy)
+    page.mouse.down()
+    for i in range(1, 49):   # a little past a full turn: a closed ring
+        angle = 2 * math.pi * i / 44
+        page.mouse.move(cx + radius * math.cos(angle), cy + radius * math.sin(angle), steps=2)
+    page.mouse.up()
+    page.wait_for_selector("text=Segmentation: closed at step", timeout=120_000)
+    settle(page)
+    page.get_by_label("Author").fill("browser test")
+    page.get_by_label("Author").press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Save as new version").click()
+    page.wait_for_selector("text=Saved version", timeout=120_000)
+    settle(page)
+    page.screenshot(path=str(ARTIFACTS / "annotate_saved.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0
+    drawn = open_store(store, read_only=True).select("annotations", source="drawn")
+    assert len(drawn) == 1 and drawn["author"].iloc[0] == "browser test"
+    assert drawn["version"].iloc[0] >= 2   # the imported mask stays version 1
+    assert page.get_by_text(f"Version {int(drawn['version'].iloc[0])} (green)").count() == 1
     page.close()
