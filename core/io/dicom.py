@@ -123,7 +123,7 @@ def _dcmread(path: Path, name: str, *, stop_before_pixels: bool):
         raise InputError(f"{name}: the header nests sequences too deeply to read (a real "
                          "mammogram nests a few levels); the file is corrupt or hostile") from None
     except (InvalidDicomError, OSError, ValueError, KeyError, EOFError, TypeError,
-            AttributeError, NotImplementedError, zlib.error) as exc:
+            AttributeError, NotImplementedError, zlib.error, struct.error) as exc:
         raise InputError(f"{name}: unreadable DICOM header ({type(exc).__name__}); the file "
                          "is truncated or corrupt") from None
     if any("End of file" in m for m in messages):
