@@ -31,6 +31,7 @@ from core.image.segmentation import chest_wall_side
 from core.io.images import read_pixels
 from core.io.pixels import to_display
 from core.stats import aggregate_scores
+from core.reports.scores import prediction_levels_of
 from core.store import Store
 from core.validation import check_aggregation, check_positive_int
 from core.vocabulary import HISTOLOGY_RANK, LEVELS
@@ -233,10 +234,7 @@ def _scores(store: Store, exam_id: str, images: pd.DataFrame, breasts: pd.DataFr
     known = store.prediction_levels()
     parts = []
     for model in models:
-        levels = set(known.loc[known["model"] == model, "level"])
-        if not levels:
-            raise InputError(f"model {model!r} has no predictions in the store; known: "
-                             f"{', '.join(sorted(known['model'].unique())) or 'none'}")
+        levels = prediction_levels_of(known, model)   # the benchmark's rule, one exam
         mine = predictions[predictions["model"] == model]
         image_rows = mine[mine["level"] == "image"].set_index("case_id")
         for level in LEVELS:

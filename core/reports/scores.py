@@ -29,10 +29,7 @@ def model_scores(store: Store, *, models: Sequence[str], level: str,
     known = store.prediction_levels()
     parts = []
     for model in models:
-        levels = set(known.loc[known["model"] == model, "level"])
-        if not levels:
-            raise InputError(f"model {model!r} has no predictions in the store; "
-                             f"known: {', '.join(sorted(known['model'].unique())) or 'none'}")
+        levels = prediction_levels_of(known, model)
         if level in levels:
             frame = store.scores(models=[model], level=level, test_set=test_set,
                                  density_source=density_source)
@@ -53,3 +50,13 @@ def model_scores(store: Store, *, models: Sequence[str], level: str,
     first = ["model", "case_id", "exam_id", "laterality", "image_id", "label", "histology",
              "score"]
     return out[first + [c for c in out.columns if c not in first]]
+
+
+def prediction_levels_of(known: pd.DataFrame, model: str) -> set[str]:
+    """The levels ``model`` has stored predictions at (``known``: `Store.prediction_levels`);
+    a model without any is refused, naming the models that have some."""
+    levels = set(known.loc[known["model"] == model, "level"])
+    if not levels:
+        raise InputError(f"model {model!r} has no predictions in the store; "
+                         f"known: {', '.join(sorted(known['model'].unique())) or 'none'}")
+    return levels
