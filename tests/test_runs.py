@@ -200,8 +200,10 @@ def test_code_version_is_a_commit_or_a_hash():
 def test_v2_store_gains_the_runs_table(tmp_path, monkeypatch):
     """v2 -> v3 adds the runs table; later migrations carry the store on to the current version."""
     v2_sql = SCHEMA
-    for table in ("runs", *STUDY_TABLES):   # v3 added runs, v5 the reader studies
+    for table in ("runs", *STUDY_TABLES, "train_epochs"):   # v3 runs, v5 studies, v7 epochs
         v2_sql = v2_sql.replace(table_ddl(table), "")
+    v2_sql = re.sub(r",\n    preprocess VARCHAR[^\n]*", "", v2_sql)   # v7 added models.preprocess
+    assert "preprocess" not in v2_sql
     assert "CREATE TABLE runs" not in v2_sql and "CREATE TABLE cases" in v2_sql
     path = tmp_path / "v2.duckdb"
     con = duckdb.connect(str(path))
@@ -223,3 +225,21 @@ def test_v2_store_gains_the_runs_table(tmp_path, monkeypatch):
     with RunFolder.open(store, "test", {"k": 1}) as run:
         run.ingest("only", _models(["n"]))
     assert get_run(store, run.run_id)["ingested"] == {"models": 1}
+
+
+def test_v6_store_gains_train_epochs_and_model_preprocess(tmp_path):
+    """v6 -> v7: the per-epoch metrics table and ``models.preprocess``; existing models keep theirs."""
+    path = tmp_path / "v6.duckdb"
+    open_store(path).write_tables(_models(["parent"]))
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE train_epochs")
+    con.execute("ALTER TABLE models DROP COLUMN preprocess")
+    con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+    con.close()
+    store = open_store(path)
+    assert store.schema_version() == SCHEMA_VERSION == 7
+    assert store.model_names() == ["parent"] and store.select("models")["preprocess"].isna().all()
+    epochs = pd.DataFrame([{"run_id": "train-1", "epoch": 1, "train_loss": 0.7, "val_loss": 0.6,
+                            "val_auc": 0.55, "lr": 1e-5, "images": 32, "elapsed_s": 1.5}])
+    store.write_tables({"train_epochs": epochs})
+    assert store.select("train_epochs", run_id="train-1")["val_loss"].tolist() == [0.6]

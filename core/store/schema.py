@@ -27,7 +27,7 @@ from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  
                              HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
                              PRESENTATIONS, VIEWS)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 # The last version that kept the pseudonym salt in ``meta`` (see `core.store.keys`).
 SALTED_VERSION = 3
 
@@ -231,7 +231,8 @@ CREATE TABLE models (
     parent VARCHAR,
     description VARCHAR,
     synthetic BOOLEAN NOT NULL DEFAULT false,
-    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+    preprocess VARCHAR                   -- none | histeq | unsharp | sobel (what its inputs got)
 );
 
 CREATE TABLE predictions (
@@ -290,6 +291,18 @@ CREATE TABLE runs (                      -- one row per job (see core.jobs.run_f
     chunks VARCHAR,                      -- JSON: names of the chunks ingested (a resume skips them)
     error VARCHAR,
     folder VARCHAR NOT NULL              -- relative to the files folder; gone once a filters run is done
+);
+
+CREATE TABLE train_epochs (              -- one row per finished epoch of a training run (models.train)
+    run_id VARCHAR NOT NULL,             -- the run's row in ``runs`` (kind 'train')
+    epoch INTEGER NOT NULL,              -- 1, 2, ...
+    train_loss DOUBLE,                   -- mean training loss over the epoch's batches
+    val_loss DOUBLE,                     -- mean loss on the validation set
+    val_auc DOUBLE,                      -- image-level malignant AUC on the validation set
+    lr DOUBLE,                           -- learning rate at the epoch's end
+    images BIGINT,                       -- training images seen in the epoch
+    elapsed_s DOUBLE,                    -- wall time of the epoch (training and validation)
+    PRIMARY KEY (run_id, epoch)
 );
 
 CREATE TABLE reader_studies (            -- readers x modalities x cases (core.store.studies)
@@ -386,6 +399,10 @@ MIGRATIONS: dict[int, str] = {
     4: "\n".join(table_ddl(t) for t in STUDY_TABLES),
     # v6: an annotation version records the version it was edited from (core.annotations)
     5: "ALTER TABLE annotations ADD COLUMN IF NOT EXISTS parent INTEGER;",
+    # v7: training runs' per-epoch metrics, and the preprocessing a model's inputs get (models.train);
+    # a later change to train_epochs must freeze its v7 DDL here
+    6: "\n".join([table_ddl("train_epochs").replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
+                  "ALTER TABLE models ADD COLUMN IF NOT EXISTS preprocess VARCHAR;"]),
 }
 
 # Writes to these tables rebuild the derived ``cases`` table.
@@ -412,7 +429,7 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "source", "level", "case_id", "exam_id", "laterality", "image_id", "category", "score",
         "p0", "p1", "p2", "p3",
     ),
-    "models": ("model", "kind", "checkpoint", "parent", "description", "synthetic"),
+    "models": ("model", "kind", "checkpoint", "parent", "description", "synthetic", "preprocess"),
     "predictions": (
         "model", "level", "case_id", "exam_id", "laterality", "image_id", "malignant", "benign",
         "saliency_path", "patch_boxes",
@@ -427,6 +444,8 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
         "run_id", "kind", "params", "code_version", "status", "started_at", "ended_at",
         "progress_done", "progress_total", "message", "ingested", "chunks", "error", "folder",
     ),
+    "train_epochs": ("run_id", "epoch", "train_loss", "val_loss", "val_auc", "lr", "images",
+                     "elapsed_s"),
     "reader_studies": ("study", "level", "store_cases", "rating_scale", "description",
                        "synthetic"),
     "study_cases": ("study", "case_id", "truth"),
@@ -450,6 +469,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "testset_exams": ("name", "exam_id"),
     "filter_results": ("image_id", "method", "params_hash", "annotation_version"),
     "runs": ("run_id",),
+    "train_epochs": ("run_id", "epoch"),
     "reader_studies": ("study",),
     "study_cases": ("study", "case_id"),
     "study_readers": ("study", "reader"),
