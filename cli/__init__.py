@@ -26,7 +26,7 @@ from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionEr
 from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
-                   "report_saliency", "filters", "density", "predict", "annotate")
+                   "report_saliency", "filters", "density", "predict", "annotate", "runs")
 
 
 # Parameter names in core's error messages -> the flags that set them here.

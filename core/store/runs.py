@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 RUN_STATUSES = ("running", "done", "failed", "cancelled")
 _JSON_COLUMNS = ("params", "ingested", "chunks")
 
-__all__ = ["RUN_STATUSES", "get_run", "latest_run", "run_frame", "to_json", "write_run"]
+__all__ = ["RUN_STATUSES", "get_run", "latest_run", "list_runs", "run_frame", "to_json",
+           "write_run"]
 
 
 def to_json(value) -> str:
@@ -61,14 +62,19 @@ def get_run(store: Store, run_id: str) -> dict | None:
     return _decode(rows.iloc[0]) if len(rows) else None
 
 
+def list_runs(store: Store, **match) -> list[dict]:
+    """The rows matching ``match`` (`Store.select`'s equals: a value or a list of values), newest
+    first, as dicts with the JSON columns decoded."""
+    rows = store.select("runs", **match).sort_values(["started_at", "run_id"], ascending=False)
+    return [_decode(row) for _, row in rows.iterrows()]
+
+
 def latest_run(store: Store, kind: str, *, status: str | None = "done", landed: bool = False,
                **params) -> dict | None:
     """The newest run of ``kind`` (with ``status``; None: any) whose parameters include
     ``params`` (each key equal), or None. ``landed``: only runs that ingested a chunk."""
     match = {"kind": kind} | ({} if status is None else {"status": status})
-    rows = store.select("runs", **match).sort_values(["started_at", "run_id"], ascending=False)
-    for _, row in rows.iterrows():
-        run = _decode(row)
+    for run in list_runs(store, **match):
         if landed and not run["chunks"]:
             continue
         if all(run["params"].get(k) == v for k, v in params.items()):

@@ -1,0 +1,86 @@
+"""``runs list|show|cancel|resume``: the jobs in the ``runs`` table (training first), as the
+Fine-tuning page shows them (`core.reports.training`)."""
+from __future__ import annotations
+
+import argparse
+
+from cli import comma_list, open_from_args
+from core.errors import InputError
+from core.store.runs import RUN_STATUSES
+
+EXAMPLE = """A training run (`python -m core train`) is one learning rate; its progress and ETA come
+from the run's live progress file, its loss curves from the epochs it finished.
+
+examples:
+  python -m core runs list --status running --json
+  python -m core runs list --kind all
+  python -m core runs show train-20261205T031500123456-ab12 --test-sets test-ILC,test-all --json
+  python -m core runs cancel train-20261205T031500123456-ab12
+  python -m core runs resume train-20261205T031500123456-ab12 --detach --json"""
+
+
+def register(commands, report, common) -> None:
+    runs = commands.add_parser("runs", help="list, show, cancel or resume jobs (training runs)",
+                               formatter_class=argparse.RawDescriptionHelpFormatter,
+                               description="The jobs recorded in the store's runs table.",
+                               epilog=EXAMPLE)
+    sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    p = sub.add_parser("list", parents=[common], help="one row per run: status, progress, ETA",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
+    p.add_argument("--kind", default="train",
+                   help="train (default), filters, predict, density, ... or all")
+    p.add_argument("--status", choices=RUN_STATUSES)
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", parents=[common], help="one run: parameters, epochs, evaluation",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
+    p.add_argument("run_id")
+    p.add_argument("--test-sets", type=comma_list, metavar="T1,T2",
+                   help="test sets of a finished run's evaluation (default: those it evaluated)")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("cancel", parents=[common], help="ask a running job to stop",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("resume", parents=[common],
+                       help="continue a failed or cancelled training run from its last epoch",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
+    p.add_argument("run_id")
+    p.add_argument("--detach", action="store_true",
+                   help="run in the background (survives this shell) and return at once")
+    p.set_defaults(func=cmd_resume)
+
+
+def cmd_list(args):
+    from core.reports.training import run_table
+
+    store = open_from_args(args, read_only=True)
+    return run_table(store, kind=None if args.kind == "all" else args.kind, status=args.status)
+
+
+def cmd_show(args):
+    from core.reports.training import run_report
+
+    return run_report(open_from_args(args, read_only=True), args.run_id,
+                      test_sets=args.test_sets)
+
+
+def cmd_cancel(args):
+    from core.jobs.run_folder import request_cancel
+
+    store = open_from_args(args)
+    request_cancel(store, args.run_id)
+    return {"run_id": args.run_id, "cancel_requested": True}
+
+
+def cmd_resume(args):
+    from core.reports.training import TRAIN_KIND
+    from core.store.runs import get_run
+    from models.train import resume_run
+
+    store = open_from_args(args)
+    run = get_run(store, args.run_id)
+    if run is not None and run["kind"] != TRAIN_KIND:
+        raise InputError(f"run {args.run_id} is a {run['kind']} run; only training runs resume "
+                         "here: run its command again (it skips the results already stored)")
+    run_id = resume_run(store, args.run_id, detach=args.detach)
+    return {"run_id": run_id, "detached": args.detach, "status": get_run(store, run_id)["status"]}
