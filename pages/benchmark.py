@@ -11,6 +11,7 @@ from core.store import Store
 from ui import (cached, chart_downloads, data_token, qualified_name, require_test_set, settings,
                 show_input_error, store, table_download)
 from ui.charts import benchmark as charts
+from ui.links import linked_models
 
 
 @st.cache_resource(show_spinner="Loading scores…", max_entries=16)
@@ -59,7 +60,8 @@ if levels.empty:
 
 left, mid, right, far = st.columns([4, 2.4, 1.6, 2.2])
 all_models = list(dict.fromkeys(levels["model"]))
-chosen = left.multiselect("Models", all_models, default=all_models, key="bench_models")
+chosen = left.multiselect("Models", all_models, key="bench_models",  # ?model=: it and its parent
+                          default=linked_models(all_models) or all_models)
 level = mid.segmented_control("Level", LEVELS, default="image", key="bench_level") or "image"
 how = right.segmented_control("Aggregate", ["max", "mean"], default="max", key="bench_how",
                               disabled=level == "image", help="Image scores to breast/exam") or "max"

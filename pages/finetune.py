@@ -1,8 +1,103 @@
-"""Fine-tuning launcher (a later issue)."""
-from ui import planned
+"""Fine-tuning: launch GMIC fine-tuning runs (feature extraction, full, from scratch) over a
+learning-rate sweep as background processes, watch their loss curves live (figure 6.7), cancel
+or resume them, and compare each child model with its parent (table 6.2). `python -m core train`
+launches the same runs and `python -m core runs` lists them."""
+import streamlit as st
 
-planned("Fine-tuning GMIC on ILC",
-        "This page will launch and compare GMIC fine-tuning runs: feature extraction versus "
-        "full fine-tuning, learning-rate sweeps, a from-scratch baseline and preprocessing "
-        "variants, on CPU or GPU, with live loss curves and the resulting models' AUC on "
-        "test-ILC beside their parent's.")
+from core.reports import training
+from core.store import Store
+from ui import cached, read_only_notice, settings, table_download, test_set
+from ui.links import model_url
+from ui.training import REFRESH_S, launch, parse_lrs, run_panel
+
+MODES = {"feature-extraction": "Feature extraction", "full": "Full fine-tuning",
+         "scratch": "From scratch"}
+PREPROCESSING = {"none": "None", "histeq": "Histogram equalisation",
+                 "unsharp": "Unsharp masking", "sobel": "Sobel"}
+
+
+def _pick(names: list[str], word: str) -> int:
+    """The first name containing ``word`` (train, val), else the first."""
+    return next((i for i, n in enumerate(names) if word in n), 0)
+
+
+st.title("Fine-tuning GMIC")
+st.caption("The study fine-tuned GMIC, trained on every cancer type, on ILC and healthy images: "
+           "feature extraction against full fine-tuning, ten learning rates between 1e-6 and "
+           "1e-5, 40 epochs, the best epoch by validation loss kept, a from-scratch control. "
+           "Runs train in the background: they go on when this tab is closed.")
+read_only = settings().demo_mode
+known_sets = cached(Store.testset_names)
+models = cached(Store.models)
+
+with st.expander("Launch runs", expanded=cached(training.run_table).empty,
+                 icon=":material/rocket_launch:"):
+    if not read_only_notice("Launching fine-tuning runs"):
+        gmic = models.loc[models["kind"] == "gmic", "model"].tolist() or ["gmic-demo"]
+        left, right = st.columns(2)
+        parent = left.selectbox("Parent model", gmic, key="ft_parent", accept_new_options=True,
+                                help="A GMIC model of the store, or type a checkpoint path")
+        mode = right.segmented_control("Mode", list(MODES), format_func=MODES.get,
+                                       default="full", key="ft_mode") or "full"
+        train_set = left.selectbox("Training set", known_sets, key="ft_train_set",
+                                   index=_pick(known_sets, "train"))
+        val_set = right.selectbox("Validation set", known_sets, key="ft_val_set",
+                                  index=_pick(known_sets, "val"))
+        rates, count = st.columns([3, 1])
+        lr_text = rates.text_input("Learning rates", "1e-6:1e-5", key="ft_lrs",
+                                   help="A range low:high (log-spaced, as many as Runs) or a "
+                                        "list: 1e-6, 5e-6, 1e-5")
+        runs = count.number_input("Runs", 1, 50, 10, key="ft_runs",
+                                  help="Learning rates in a range (a list sets its own)")
+        lrs = parse_lrs(lr_text, int(runs) if ":" in lr_text else None)
+        if lrs:
+            st.caption("One run per rate: " + ", ".join(training.lr_label(r) for r in lrs))
+        epochs_col, batch_col, pre_col, device_col = st.columns(4)
+        epochs = epochs_col.number_input("Epochs", 1, 500, 40, key="ft_epochs")
+        batch = batch_col.number_input("Batch size", 1, 256, 8, key="ft_batch")
+        preprocess = pre_col.selectbox("Preprocessing", list(PREPROCESSING), key="ft_preprocess",
+                                       format_func=PREPROCESSING.get)
+        device = device_col.selectbox("Device", ["auto", "cpu", "cuda"], key="ft_device")
+        evaluate = st.multiselect("Evaluate the best checkpoint on", known_sets, key="ft_evaluate",
+                                  default=[t for t in ("test-ILC", "test-all") if t in known_sets])
+        if st.button(f"Launch {len(lrs or ())} runs", type="primary", key="ft_launch",
+                     icon=":material/rocket_launch:", disabled=not lrs):
+            if started := launch(model_init=parent, mode=mode, train_set=train_set,
+                                 val_set=val_set, lrs=tuple(lrs), epochs=int(epochs),
+                                 batch_size=int(batch), preprocess=preprocess, device=device,
+                                 evaluate=tuple(evaluate)):
+                st.session_state.ft_started = started
+                st.rerun()
+    if started := st.session_state.pop("ft_started", None):
+        st.success(f"Started {len(started)} runs in the background: {', '.join(started)}",
+                   icon=":material/rocket_launch:")
+
+st.subheader("Runs")
+polling = not cached(training.run_table, status="running").empty
+st.fragment(run_panel, run_every=REFRESH_S if polling else None)(polling=polling,
+                                                                 read_only=read_only)
+
+st.subheader("Finished runs against their parent")
+runs = cached(training.run_table, status="done")
+chosen = st.multiselect("Test sets", known_sets, key="ft_test_sets",
+                        default=training.evaluation_test_sets(runs, known_sets))
+if not runs["child"].notna().any():
+    st.caption("A run's model is compared with its parent here once the run has finished.")
+elif not chosen:
+    st.info("Pick at least one test set.", icon=":material/info:")
+else:
+    table = cached(training.finished_runs, test_sets=tuple(chosen))
+    wide = training.finished_wide(table).assign(
+        benchmark=lambda f: [model_url("benchmark", m, test_set=test_set()) for m in f["child"]],
+        saliency=lambda f: [model_url("saliency", m, test_set=test_set()) for m in f["child"]])
+    link = st.column_config.LinkColumn
+    st.dataframe(wide, hide_index=True, key="ft_finished", column_config={
+        "lr": st.column_config.NumberColumn(format="%.1e"),
+        "benchmark": link("Benchmark", display_text="open in Benchmark"),
+        "saliency": link("Saliency", display_text="open in Saliency")})
+    st.caption("AUC [95 % DeLong CI] of each run's model (its best checkpoint) and of its "
+               "parent on the same images; p: paired DeLong test, child against parent. The "
+               "links open the model beside its parent on the Benchmark and Saliency pages.")
+    with st.expander("All numbers (full precision)"):
+        st.dataframe(table, hide_index=True, key="ft_finished_numbers")
+    table_download(table, "finetune_finished_runs", key="ft_finished")

@@ -19,6 +19,7 @@ from ui import (cached, chart_downloads, data_token, download_popover, require_t
                 show_input_error, store, table_download)
 from ui.charts import saliency as charts
 from ui.exam_view import exam_view
+from ui.links import linked_model
 
 GALLERY_PAGE = 12
 
@@ -64,11 +65,15 @@ if not gmic:
             icon=":material/info:")
     st.stop()
 m_col, c_col, w_col, v_col = st.columns([2, 2, 1.6, 1.2])
-model = m_col.selectbox("Model", gmic, key="saliency_model")
+linked = linked_model(gmic)                    # ?model= from another page (Fine-tuning)
+model = m_col.selectbox("Model", gmic, key="saliency_model",
+                        index=gmic.index(linked) if linked else 0)
 others = [m for m in gmic if m != model]
-children = [m for m in models[models["parent"] == model]["model"] if m in others]
+parent = models.set_index("model")["parent"].get(model)
+kin = [m for m in models[models["parent"] == model]["model"] if m in others] + \
+    ([parent] if parent in others else [])    # a parent beside its child, a child beside it
 compare = c_col.selectbox("Compare with", [None, *others], key="saliency_compare",
-                          index=1 + others.index(children[0]) if children else 0,
+                          index=1 + others.index(kin[0]) if kin else 0,
                           format_func=lambda m: "—" if m is None else m)
 which = w_col.segmented_control("Map", ["malignant", "benign"], default="malignant",
                                 key="saliency_which") or "malignant"

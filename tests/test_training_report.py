@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from core.errors import InputError
 from core.reports import training
 from core.store import open_store, write_result
 from core.store.runs import get_run, write_run
+from tests.conftest import copy_store
 
 NOW = datetime(2026, 12, 5, 3, 0, 0)
 PARENT = "gmic-demo"
@@ -58,18 +58,14 @@ EPOCHS = {
 }
 
 
-@pytest.fixture(scope="module")
-def store_path(demo_store_path, tmp_path_factory) -> Path:
-    """The demo store plus four training runs of gmic-demo:
+def training_store(demo_store_path: Path, folder: Path) -> Path:
+    """A copy of the demo store plus four training runs of gmic-demo:
 
     * train-a: done, lr 1e-5, child gmic-ft-a scored on every image (parent + signal on cancers);
     * train-b: running, lr 3e-6, progress.json 3 / 10 after 30 s;
     * train-c: failed at 2 / 8; train-d: done, child gmic-ft-d never scored.
     """
-    path = tmp_path_factory.mktemp("training") / "ilcscope.duckdb"
-    shutil.copy(demo_store_path, path)
-    shutil.copytree(demo_store_path.with_name(demo_store_path.stem + "_files"),
-                    path.with_name(path.stem + "_files"))
+    path = copy_store(demo_store_path, folder)
     store = open_store(path)
     rng = np.random.default_rng(3)
     parent = store.select("predictions", model=PARENT, level="image")
@@ -98,6 +94,11 @@ def store_path(demo_store_path, tmp_path_factory) -> Path:
          started=NOW - timedelta(minutes=30), ended=NOW - timedelta(minutes=25), done=4, total=4)
     store.checkpoint()
     return path
+
+
+@pytest.fixture(scope="module")
+def store_path(demo_store_path, tmp_path_factory) -> Path:
+    return training_store(demo_store_path, tmp_path_factory.mktemp("training"))
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +152,7 @@ def test_loss_curves_are_the_epoch_rows(store):
 
 
 def test_loss_curves_tell_runs_with_one_rate_apart(store_path, tmp_path):
-    path = tmp_path / "s.duckdb"
-    shutil.copy(store_path, path)
-    s = open_store(path)
+    s = open_store(copy_store(store_path, tmp_path))
     _run(s, "train-e", "running", _params(1e-5), started=NOW)
     s.write_tables({"train_epochs": pd.DataFrame([{"run_id": "train-e", "epoch": 1,
                                                    "train_loss": 1.0, "val_loss": 1.0}])})
@@ -240,10 +239,7 @@ def test_cli_runs_list_and_show_equal_the_report(store_path, capsys):
 
 
 def test_cli_runs_cancel_marks_a_running_run_only(store_path, tmp_path, capsys):
-    path = tmp_path / "s.duckdb"
-    shutil.copy(store_path, path)
-    shutil.copytree(store_path.with_name(store_path.stem + "_files"),
-                    path.with_name(path.stem + "_files"))
+    path = copy_store(store_path, tmp_path)
     assert main(["runs", "cancel", "train-b", "--db", str(path), "--json"]) == 0
     assert _json(capsys) == {"run_id": "train-b", "cancel_requested": True}
     store = open_store(path)

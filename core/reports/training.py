@@ -32,8 +32,8 @@ from core.store import Store
 from core.store.runs import RUN_STATUSES, get_run, list_runs
 from core.validation import check_choice, check_level
 
-__all__ = ["FINISHED_COLUMNS", "RUN_COLUMNS", "TRAIN_KIND", "finished_runs", "finished_wide",
-           "loss_curves", "lr_label", "run_report", "run_table"]
+__all__ = ["FINISHED_COLUMNS", "RUN_COLUMNS", "TRAIN_KIND", "evaluation_test_sets",
+           "finished_runs", "finished_wide", "loss_curves", "lr_label", "run_report", "run_table"]
 
 TRAIN_KIND = "train"
 RUN_COLUMNS = ("run_id", "kind", "status", "mode", "lr", "parent", "child", "preprocess",
@@ -224,11 +224,8 @@ def finished_runs(store: Store, *, test_sets: Sequence[str] | None = None,
             raise InputError(f"run_ids {', '.join(unknown)} are not finished training runs with "
                              "a child model; see `python -m core runs list`")
         runs = runs[runs["run_id"].isin(list(run_ids))]
-    if test_sets is None:
-        evaluated = [t for chosen in runs["evaluate"] for t in chosen]
-        test_sets = [t for t in dict.fromkeys(evaluated) if t in known] or \
-            default_test_sets(None, known)
-    test_sets = list(dict.fromkeys(test_sets))
+    test_sets = list(dict.fromkeys(evaluation_test_sets(runs, known) if test_sets is None
+                                   else test_sets))
     if missing := [t for t in test_sets if t not in known]:
         raise InputError(f"test set {missing[0]!r} does not exist; "
                          f"known: {', '.join(known) or 'none yet'}")
@@ -244,6 +241,13 @@ def finished_runs(store: Store, *, test_sets: Sequence[str] | None = None,
         for test_set in test_sets:
             rows.append(_finished_row(run, test_set, scores, aucs, scored))
     return pd.DataFrame(rows, columns=list(FINISHED_COLUMNS))
+
+
+def evaluation_test_sets(runs: pd.DataFrame, known: Sequence[str]) -> list[str]:
+    """The test sets ``runs`` (a `run_table`) evaluated on, among ``known``; else test-ILC and
+    test-all where the store has them (the study's two)."""
+    evaluated = [t for chosen in runs["evaluate"] for t in chosen]
+    return [t for t in dict.fromkeys(evaluated) if t in known] or default_test_sets(None, known)
 
 
 def _finished_row(run, test_set: str, scores: pd.DataFrame | None, aucs: pd.DataFrame | None,

@@ -1,0 +1,117 @@
+"""The Fine-tuning page's actions and its live run panel.
+
+Runs start as background processes (`models.train.launch_runs(..., detach=True)`): they outlive
+a page reload and a closed tab, and the page finds them again in the store's ``runs`` table.
+`models.train` (and so torch) is imported only when a run is launched or resumed: showing runs
+needs neither.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import InputError
+from core.jobs.run_folder import request_cancel
+from core.reports import training
+from ui.charts.training import duration, loss_chart
+from ui.downloads import download_popover
+from ui.session import show_input_error, store
+
+REFRESH_S = 2.0          # how often the run panel re-reads the runs while one is running
+MAX_CURVES = 12          # runs drawn by default (the newest); pick others explicitly
+STOPPED = ("failed", "cancelled")
+
+__all__ = ["REFRESH_S", "launch", "parse_lrs", "run_panel"]
+
+
+def parse_lrs(text: str, runs: int | None) -> tuple[float, ...] | None:
+    """The learning rates ``text`` gives (`models.train.parse_lrs`), or None with the error
+    shown under the field."""
+    from models.train import parse_lrs as parse
+
+    try:
+        return parse(text, runs)
+    except InputError as exc:
+        show_input_error(exc)
+        return None
+
+
+def launch(**fields) -> list[str]:
+    """Check the request, then start one background process per learning rate; the new run
+    ids, or [] with the one-line error shown (nothing started)."""
+    from models.train import TrainRequest, launch_runs, validate_request
+
+    try:
+        request = TrainRequest(**fields)
+        validate_request(store(), request)
+        return launch_runs(store(), request, detach=True)
+    except InputError as exc:
+        show_input_error(exc)
+        return []
+
+
+def _resume(run_id: str) -> None:
+    from models.train import resume_run
+
+    try:
+        resume_run(store(), run_id, detach=True)
+        st.toast(f"Resumed {run_id} from its last epoch", icon=":material/play_arrow:")
+    except InputError as exc:
+        show_input_error(exc)
+
+
+def _cancel(run_id: str) -> None:
+    try:
+        request_cancel(store(), run_id)
+        st.toast(f"Cancel requested: {run_id} stops at its next batch", icon=":material/stop:")
+    except InputError as exc:
+        show_input_error(exc)
+
+
+def _label(row) -> str:
+    return f"{training.lr_label(row.lr)} · {row.mode} · {row.status} · {row.run_id[-4:]}"
+
+
+def run_panel(*, polling: bool, read_only: bool) -> None:
+    """Runs with progress and ETA, cancel and resume buttons, and the loss curves. Drawn in a
+    fragment that reruns every `REFRESH_S` while ``polling``; when the last running run ends it
+    reruns the whole page once (the finished-runs table) and polling stops."""
+    runs = training.run_table(store())
+    running = runs[runs["status"] == "running"]
+    if polling and running.empty:
+        st.rerun()
+    if runs.empty:
+        st.info("No training runs in this store yet.", icon=":material/info:")
+        return
+    for row in running.itertuples():
+        bar, button = st.columns([6, 1], vertical_alignment="bottom")
+        epochs = f"epoch {row.epochs_done} of {row.epochs}" if row.epochs else ""
+        eta = f"ETA {duration(row.eta_s)}" if duration(row.eta_s) else "starting"
+        bar.progress(row.progress, text=f"**{_label(row)}** · {epochs} · {eta} · {row.message}")
+        if button.button("Cancel", key=f"ft_cancel_{row.run_id}", icon=":material/stop:",
+                         disabled=read_only):
+            _cancel(row.run_id)
+    shown = runs.assign(eta=runs["eta_s"].map(duration), elapsed=runs["elapsed_s"].map(duration))
+    st.dataframe(shown, hide_index=True, key="ft_runs", column_order=[
+        "run_id", "status", "mode", "lr", "preprocess", "epochs_done", "epochs", "progress",
+        "eta", "elapsed", "best_epoch", "best_val_loss", "child", "parent", "message", "error"],
+        column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=1),
+                       "lr": st.column_config.NumberColumn(format="%.1e"),
+                       "best_val_loss": st.column_config.NumberColumn(format="%.4f")})
+    stopped = runs[runs["status"].isin(STOPPED)]
+    if len(stopped) and not read_only:
+        pick, button = st.columns([6, 1], vertical_alignment="bottom")
+        labels = {r.run_id: _label(r) for r in stopped.itertuples()}
+        run_id = pick.selectbox("Resume a stopped run from its last epoch", list(labels),
+                                format_func=labels.get, key="ft_resume_pick")
+        if button.button("Resume", key="ft_resume", icon=":material/play_arrow:"):
+            _resume(run_id)
+    labels = {r.run_id: _label(r) for r in runs.itertuples()}
+    picked = st.multiselect("Loss curves of", list(labels), format_func=labels.get,
+                            key="ft_curve_runs", placeholder=f"the {MAX_CURVES} newest runs")
+    curves = training.loss_curves(store(), run_ids=picked or runs["run_id"][:MAX_CURVES].tolist())
+    if curves.empty:
+        st.caption("Loss curves appear when the first epoch ends.")
+        return
+    chart = loss_chart(curves, title="Loss per epoch (◆ best validation loss: the kept checkpoint)")
+    st.altair_chart(chart)
+    download_popover("finetune_loss_curves", "ft_curves", chart=chart, frame=curves)
