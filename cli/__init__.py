@@ -26,7 +26,8 @@ from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionEr
 from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
-                   "report_saliency", "filters", "density", "predict", "annotate", "runs")
+                   "report_saliency", "filters", "density", "predict", "annotate", "train",
+                   "runs")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -43,6 +44,8 @@ FLAGS = {
     "reader_column": "--reader-column", "modality_column": "--modality-column",
     "case_column": "--case-column", "truth_column": "--truth-column",
     "rating_column": "--rating-column",
+    "model_init": "--model-init", "train_set": "--train-set", "val_set": "--val-set",
+    "batch_size": "--batch-size", "fractions": "--fractions", "prefix": "--prefix",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")

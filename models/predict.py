@@ -59,7 +59,7 @@ from core.store import Store
 from core.validation import check_positive_int
 from models.device import resolve_device
 from models.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
-from models.preprocess import Preprocessed, preprocess_image
+from models.preprocess import Preprocessed, check_preprocess, model_input
 
 __all__ = ["DEMO_CHECKPOINT", "GMIC_KIND", "PredictSummary", "SaliencyFile", "checkpoint_config",
            "load_members", "predict_test_set", "read_saliency", "resolve_model"]
@@ -226,6 +226,7 @@ def predict_test_set(
     workers: int = 2,
     progress: ProgressFn | None = None,
     resume: str | None = None,
+    preprocess: str | None = None,
 ) -> PredictSummary:
     """Score every image of ``test_set`` with GMIC (or an ensemble) and store the results.
 
@@ -248,6 +249,9 @@ def predict_test_set(
     progress : ``progress(done, total, message)`` after each batch.
     resume : the run_id of a failed or cancelled run with these model, test set, checkpoints,
         configs and overwrite: its ``runs`` row continues (scored images are skipped anyway).
+    preprocess : filter applied before GMIC's preprocessing (`models.preprocess.model_input`:
+        none, histeq, unsharp, sobel), recorded in the model's row; None: the stored model's
+        (a fine-tuned model's training preprocessing), else 'none'.
 
     Returns
     -------
@@ -257,6 +261,7 @@ def predict_test_set(
     _check_options(name, batch_size, chunk_size, workers)
     images = store.images(test_set=test_set)            # unknown test set -> InputError
     dev = resolve_device(device)
+    preprocess = _model_preprocess(store, name, preprocess)
     members = load_members(checkpoints, configs, device=dev)
     with_pixels = images[images["abs_path"].notna()]
     existing = set()
@@ -267,7 +272,7 @@ def predict_test_set(
     stored_checkpoints = [_stored_path(Path(p)) for p in checkpoints]
     model_row = pd.DataFrame([{
         "model": name, "kind": GMIC_KIND, "checkpoint": ",".join(stored_checkpoints),
-        "parent": parent, "synthetic": bool(synthetic),
+        "parent": parent, "synthetic": bool(synthetic), "preprocess": preprocess,
         "description": description or _default_description(members, stored_checkpoints)}])
     n_predicted, failures, n_failed = 0, [], 0
     rows: list[dict] = []
@@ -279,12 +284,14 @@ def predict_test_set(
     if store_model:
         run = RunFolder.open(store, "predict", {
             "model": name, "test_set": test_set, "checkpoints": stored_checkpoints,
-            "configs": [_config_name(m) for m in members], "overwrite": overwrite}, resume=resume)
+            "configs": [_config_name(m) for m in members], "overwrite": overwrite,
+            "preprocess": preprocess}, resume=resume)
         run.record(device=str(dev), batch_size=batch_size, bf16=bf16, chunk_size=chunk_size,
                    workers=workers)
         progress = run.tee(progress)
     with run or contextlib.nullcontext():
-        for batch in _prefetched(todo, members[0].config.input_shape, batch_size, workers):
+        for batch in _prefetched(todo, members[0].config.input_shape, batch_size, workers,
+                                 preprocess):
             ok = [(row, pre) for row, pre, _ in batch if pre is not None]
             for row, _, error in batch:
                 if error is not None:
@@ -332,26 +339,36 @@ def _default_description(members: list[GMIC], checkpoints: list[str]) -> str:
             "saliency over the members")
 
 
-def _load_one(row, input_shape) -> tuple[object, Preprocessed | None, str | None]:
+def _model_preprocess(store: Store, name: str, preprocess: str | None) -> str:
+    """The preprocessing asked for, else the stored model's, else 'none'."""
+    if preprocess is not None:
+        return check_preprocess(preprocess)
+    row = store.select("models", model=name)
+    stored = row["preprocess"].iat[0] if len(row) else None
+    return stored if isinstance(stored, str) else "none"
+
+
+def _load_one(row, input_shape, preprocess) -> tuple[object, Preprocessed | None, str | None]:
     try:
         pixels = read_pixels(row.abs_path)
-        return row, preprocess_image(pixels, input_shape, laterality=row.laterality), None
+        pre = model_input(pixels, input_shape, laterality=row.laterality, preprocess=preprocess)
+        return row, pre, None
     except InputError as exc:  # one unreadable file must not stop an archive-sized run
         return row, None, str(exc)
 
 
 def _prefetched(todo: pd.DataFrame, input_shape, batch_size: int,
-                workers: int) -> Iterator[list[tuple]]:
+                workers: int, preprocess: str) -> Iterator[list[tuple]]:
     """Batches of (row, Preprocessed | None, error | None), read ``workers`` batches ahead."""
     batches = _batches(todo, batch_size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = deque(pool.submit(_load_batch, b, input_shape)
+        pending = deque(pool.submit(_load_batch, b, input_shape, preprocess)
                         for b in itertools.islice(batches, workers + 1))
         while pending:
             result = pending.popleft().result()
             nxt = next(batches, None)
             if nxt is not None:
-                pending.append(pool.submit(_load_batch, nxt, input_shape))
+                pending.append(pool.submit(_load_batch, nxt, input_shape, preprocess))
             yield result
 
 
@@ -361,8 +378,8 @@ def _batches(frame: pd.DataFrame, size: int) -> Iterator[list]:
         yield batch
 
 
-def _load_batch(rows, input_shape) -> list[tuple]:
-    return [_load_one(row, input_shape) for row in rows]
+def _load_batch(rows, input_shape, preprocess) -> list[tuple]:
+    return [_load_one(row, input_shape, preprocess) for row in rows]
 
 
 def _predict_batch(store: Store, members: list[GMIC], batch: list[tuple], name: str,

@@ -25,7 +25,12 @@ from core.saliency import SaliencyGeometry
 from core.saliency import saliency_to_original as _saliency_to_original
 from core.validation import check_image
 
-__all__ = ["Preprocessed", "boxes_to_original", "preprocess_image", "saliency_to_original"]
+__all__ = ["PREPROCESS_FILTERS", "Preprocessed", "boxes_to_original", "check_preprocess",
+           "model_input", "preprocess_image", "saliency_to_original"]
+
+# Optional preprocessing before GMIC (the study's fine-tuning experiments): name -> filter code
+# of `core.image.filters` (M2 global histogram equalisation, M6 unsharp masking, M5 Sobel).
+PREPROCESS_FILTERS = {"none": None, "histeq": "M2", "unsharp": "M6", "sobel": "M5"}
 
 _SIDES = ("left", "right")
 
@@ -133,6 +138,32 @@ def preprocess_image(
         chest_wall=side,
         scale=(shape[0] / h, shape[1] / w),
     )
+
+
+def check_preprocess(name: str | None) -> str:
+    """'none' for None; an unknown name is an InputError."""
+    name = "none" if name is None else name
+    if name not in PREPROCESS_FILTERS:
+        raise InputError(f"preprocess is {name!r}; pass one of {', '.join(PREPROCESS_FILTERS)}")
+    return name
+
+
+def model_input(pixels: np.ndarray, input_shape: tuple[int, int], *, laterality: str | None,
+                preprocess: str | None = "none") -> Preprocessed:
+    """`preprocess_image` after the optional filter (`PREPROCESS_FILTERS`): the one path that
+    training and inference share, so a fine-tuned model sees the same inputs in both.
+
+    The breast box is found on the raw pixels (a Sobel image has no breast to segment), then the
+    filtered image is cropped, flipped, resized and standardised like any other.
+    """
+    code = PREPROCESS_FILTERS[check_preprocess(preprocess)]
+    if code is None:
+        return preprocess_image(pixels, input_shape, laterality=laterality)
+    from core.image.filters import apply_method
+
+    raw = check_image(pixels, min_side=16)
+    return preprocess_image(apply_method(code, raw), input_shape, laterality=laterality,
+                            mask=_breast_mask(raw))
 
 
 def saliency_to_original(saliency, pre: Preprocessed, *, mode: str = "bilinear") -> np.ndarray:

@@ -12,6 +12,7 @@ histology  the exam's histology: ILC if any breast is ILC, else IDC, else other,
 density    0..3, the exam's labelled density category (source ``label``)
 presentation  a lesion presentation present in any breast (``architectural distortion``
            is written ``architectural-distortion``)
+exam       exam ids, listed (a frozen selection: `core.splits` stores train / val / test so)
 ========== ==============================================================================
 
 Example: ``dataset=demo split=test histology=ILC,none`` (the study's test-ILC).
@@ -25,7 +26,7 @@ import duckdb
 from core.errors import InputError
 from core.store.schema import HISTOLOGIES, PRESENTATIONS
 
-RULE_FIELDS = ("dataset", "split", "cancer", "histology", "density", "presentation")
+RULE_FIELDS = ("dataset", "split", "cancer", "histology", "density", "presentation", "exam")
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def _rule_sql(clauses: tuple[Clause, ...]) -> tuple[str, list]:
     """A clause on ``cases`` rows ``c`` (exam level) for a parsed rule, values as parameters."""
     parts, params = ["TRUE"], []
     column = {"dataset": "c.dataset", "split": "c.split", "cancer": "CAST(c.label AS VARCHAR)",
-              "histology": "c.histology", "density": "CAST(c.density_label AS VARCHAR)"}
+              "histology": "c.histology", "density": "CAST(c.density_label AS VARCHAR)", "exam": "c.exam_id"}
     for clause in clauses:
         if clause.field == "presentation":
             parts.append("list_has_any(list_transform(string_split(coalesce(c.presentation, ''),"

@@ -1,0 +1,371 @@
+"""GMIC fine-tuning runs: launch, resume and summarise (the study's central experiment).
+
+One `TrainRequest` (a parent model, a mode, training and validation sets, learning rates) makes
+one run per learning rate, each a row of kind 'train' in the ``runs`` table with a run folder
+(`core.jobs.run_folder`). A run caches its input tensors (`models.train_data`), trains
+(`models.train_loop`: two checkpoints in its folder, one ``train_epochs`` row per epoch, written
+in a short transaction as the epoch ends: the store's write lock is never held while training),
+then registers the child model (kind gmic, checkpoint = the best epoch's, its parent and
+preprocessing) and scores each ``evaluate`` test set with it through `models.predict` (scores and
+saliency maps land through the store's safe ingest path).
+
+``launch_runs(..., detach=True)`` starts one background process (``python -m models.train``) that
+runs the requested runs one after another: it survives the page or terminal that started it.
+A run stops at a cancel request (`core.jobs.run_folder.request_cancel`) before its next batch
+with status 'cancelled'; `resume_run` continues a cancelled or crashed run from its last epoch.
+
+A run's ``params`` in ``runs``: the request's fields, ``lr`` (this run's), ``sweep`` (the run id
+of the sweep's first run: one line per learning rate in a figure), then, as training goes,
+``parent_model``, ``config``, ``best_epoch``, ``best_val_loss`` and ``child_model``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.errors import InputError
+from core.jobs.run_folder import RunCancelled, RunFolder
+from core.store import Store
+from core.store.runs import get_run, write_run
+from models.train_loss import DEFAULT_BETA
+
+__all__ = ["TrainRequest", "launch_runs", "parse_lrs", "resume_run", "run_summary",
+           "validate_request"]
+
+KIND = "train"
+LAUNCHERS = ("local", "torchrun", "slurm")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything a sweep of fine-tuning runs needs; one run per learning rate.
+
+    ``config`` None takes the parent's GMIC config ("cpu-small" for a paper-sized parent on a
+    CPU); ``workers`` are DataLoader processes (None: 4 on CUDA, 0 on a CPU, whose cores the
+    network needs); ``compile`` wraps the model in torch.compile.
+    """
+
+    model_init: str
+    mode: str
+    train_set: str
+    val_set: str
+    lrs: tuple[float, ...]
+    epochs: int = 40
+    batch_size: int = 8
+    preprocess: str = "none"
+    device: str = "auto"
+    launcher: str = "local"
+    evaluate: tuple[str, ...] = ()
+    seed: int = 0
+    config: str | None = None
+    beta: float = DEFAULT_BETA
+    mlflow_uri: str | None = None
+    workers: int | None = None
+    compile: bool = False
+
+
+_REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TrainRequest))
+
+
+def parse_lrs(text: str, runs: int | None = None) -> tuple[float, ...]:
+    """``"1e-6:1e-5"`` with ``runs`` = n: n log-spaced rates (ends included); ``"1e-5,3e-5"``:
+    the list; one number: itself."""
+    text = str(text).strip()
+    try:
+        if ":" in text:
+            low, high = (float(v) for v in text.split(":"))
+            if runs is None or runs < 1:
+                raise InputError(f"lr range {text!r} needs runs >= 1 (how many rates)")
+            values = [low] if runs == 1 else np.geomspace(low, high, int(runs)).tolist() \
+                if low > 0 and high > 0 else [low, high]
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise InputError(f"lr {text!r} is not a number, a list (1e-5,3e-5) or a range "
+                         "(1e-6:1e-5 with runs)") from exc
+    if not values or any(not (math.isfinite(v) and v > 0) for v in values):
+        raise InputError(f"lr {text!r} holds a rate <= 0 or none; learning rates must be > 0")
+    return tuple(float(f"{v:.6g}") for v in values)
+
+
+def validate_request(store: Store, request: TrainRequest) -> None:
+    """Every check that can fail, before any work: an `InputError` names the first problem."""
+    from models.device import resolve_device
+    from models.gmic import CONFIGS
+    from models.preprocess import check_preprocess
+    from models.train_loop import MODES
+
+    if store.read_only:
+        raise InputError(f"store {store.path} is open read-only (demo mode); training is disabled")
+    if request.mode not in MODES:
+        raise InputError(f"mode is {request.mode!r}; pass one of {', '.join(MODES)}")
+    if not request.lrs or any(not (math.isfinite(v) and v > 0) for v in request.lrs):
+        raise InputError(f"lr {list(request.lrs)} holds a rate <= 0 or none; pass rates > 0")
+    for name, low in (("epochs", 1), ("batch_size", 1 if request.mode == "feature-extraction"
+                                      else 2), ("workers", 0), ("seed", 0)):
+        value = getattr(request, name)
+        if name == "workers" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}; got {value!r}")
+    if not (math.isfinite(request.beta) and request.beta >= 0):
+        raise InputError(f"beta must be a number >= 0; got {request.beta!r}")
+    if request.launcher not in LAUNCHERS:
+        raise InputError(f"launcher is {request.launcher!r}; pass one of {', '.join(LAUNCHERS)}")
+    if request.config is not None and request.config not in CONFIGS:
+        raise InputError(f"config {request.config!r} is unknown; pass one of {sorted(CONFIGS)}")
+    check_preprocess(request.preprocess)
+    resolve_device(request.device)
+    _parent(store, request.model_init)
+    known = set(store.testset_names())
+    for name in (request.train_set, request.val_set, *request.evaluate):
+        if name not in known:
+            raise InputError(f"test set {name!r} is not in the store; create it (python -m core "
+                             "split ...) or pick one of " + ", ".join(sorted(known)[:8]))
+    from models.train_data import labelled_images
+
+    exams = {}
+    for role, name in (("train_set", request.train_set), ("val_set", request.val_set)):
+        images = labelled_images(store, name)
+        n_pos = images.n_positive
+        if len(images.frame) == 0:
+            raise InputError(f"{role} {name!r} has no images with pixels; pick a set with images")
+        if n_pos == 0 or n_pos == len(images.frame):
+            raise InputError(f"{role} {name!r} has one class only ({n_pos} malignant of "
+                             f"{len(images.frame)} images); training needs both")
+        exams[role] = set(images.frame["exam_id"])
+    shared = exams["train_set"] & exams["val_set"]
+    if shared:
+        raise InputError(f"train_set and val_set share {len(shared)} exam(s); split by exam "
+                         "(python -m core split) so that no exam is in both")
+
+
+def launch_runs(store: Store, request: TrainRequest, *, detach: bool) -> list[str]:
+    """Validate, then create one run per learning rate and train them (in this process, or in
+    one background process when ``detach``); returns the run ids, in the order of ``lrs``."""
+    validate_request(store, request)
+    if request.launcher != "local":
+        raise InputError(f"launcher {request.launcher!r} is not available in this build; use "
+                         "local")
+    base = _jsonable(dataclasses.asdict(request))
+    run_ids: list[str] = []
+    for lr in request.lrs:
+        params = base | {"lr": lr, "sweep": run_ids[0] if run_ids else None}
+        run = RunFolder.open(store, KIND, params)
+        if not run_ids:   # the sweep's id is its first run's
+            run.record(sweep=run.run_id)
+            write_run(store, run.row)
+        run_ids.append(run.run_id)
+    _start(store, run_ids, detach)
+    return run_ids
+
+
+def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
+    """Continue a cancelled, failed or interrupted training run from its last finished epoch."""
+    row = get_run(store, run_id)
+    if row is None or row["kind"] != KIND:
+        raise InputError(f"run_id {run_id!r} is no training run in this store; see `python -m "
+                         "core runs list`")
+    if row["status"] == "done":
+        raise InputError(f"run {run_id} is done; launch a new run instead")
+    _start(store, [run_id], detach)
+    return run_id
+
+
+def _start(store: Store, run_ids: list[str], detach: bool) -> None:
+    if not detach:
+        for run_id in run_ids:
+            execute_run(store, run_id)
+        return
+    first = get_run(store, run_ids[0])
+    log = open(store.files_dir / first["folder"] / "worker.log", "ab")
+    subprocess.Popen([sys.executable, "-m", "models.train", "--db", str(store.path), *run_ids],
+                     cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                     start_new_session=True)   # its own session: a closed tab or page survives
+    log.close()
+
+
+def execute_run(store: Store, run_id: str) -> dict:
+    """Train one created run to its end (or its cancel); returns its final ``runs`` row.
+
+    A cancel that arrived before the run began ends it at once (the resume below would clear
+    the cancel file). Failures end in the row (status 'failed'), never in the caller.
+    """
+    row = get_run(store, run_id)
+    base = {k: row["params"][k] for k in (*_REQUEST_FIELDS, "lr", "sweep") if k in row["params"]}
+    cancelled_early = (store.files_dir / row["folder"] / "cancel").exists()
+    run = RunFolder.open(store, KIND, base, resume=run_id)
+    try:
+        with run:   # records 'done', 'cancelled' or 'failed' with the error's message
+            if cancelled_early:
+                raise RunCancelled(f"run {run_id} was cancelled before it began")
+            _train(store, run)
+    except Exception:   # noqa: BLE001 - in the row; the next run of a sweep still runs
+        pass
+    return get_run(store, run_id)
+
+
+def _train(store: Store, run: RunFolder) -> None:
+    from models.device import resolve_device
+    from models.train_data import build_cache, labelled_images
+    from models.train_loop import LoopSettings, best_path, train_epochs
+
+    p = run.params
+    request = TrainRequest(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in p.items() if k in _REQUEST_FIELDS})
+    device = resolve_device(request.device)
+    parent, checkpoint = _parent(store, request.model_init)
+    model, config = _initial_model(request, checkpoint, device.type)
+    run.record(parent_model=parent, config=config)
+    shape = model.config.input_shape
+    data = {}
+    for role, name in (("train", request.train_set), ("val", request.val_set)):
+        data[role] = build_cache(store, labelled_images(store, name), input_shape=shape,
+                                 preprocess=request.preprocess, workers=2, progress=run.progress)
+    workers = request.workers if request.workers is not None else \
+        (4 if device.type == "cuda" else 0)
+    settings = LoopSettings(mode=request.mode, lr=p["lr"], epochs=request.epochs,
+                            batch_size=request.batch_size, seed=request.seed, beta=request.beta,
+                            device=device, workers=workers, compile=request.compile)
+    meta = {"config": config, "preprocess": request.preprocess, "parent": parent,
+            "mode": request.mode, "lr": p["lr"]}
+
+    def on_epoch(row: dict, state: dict) -> None:
+        epochs = pd.DataFrame([{**r, "run_id": run.run_id} for r in state["history"]])
+        store.write_tables({"train_epochs": epochs})   # a short write; idempotent on resume
+        run.record(best_epoch=state["best_epoch"], best_val_loss=state["best_val_loss"])
+        write_run(store, run.row)
+
+    state = train_epochs(model, data["train"], data["val"], settings=settings, folder=run.path,
+                         meta=meta, on_epoch=on_epoch, check_cancel=run.check_cancel,
+                         progress=run.progress)
+    on_epoch({}, state)   # a resumed run that had finished training writes its rows again
+    child = p.get("child_model") or _child_name(store, parent or Path(checkpoint).stem,
+                                                request.mode, p["lr"], run.run_id)
+    run.record(child_model=child)
+    _register_and_evaluate(store, run, request, child, parent, best_path(run.path))
+
+
+def _register_and_evaluate(store, run, request, child, parent, checkpoint) -> None:
+    from models.predict import GMIC_KIND, _stored_path, predict_test_set
+
+    description = (f"GMIC fine-tuned ({request.mode}, lr {run.params['lr']:g}, best epoch "
+                   f"{run.params['best_epoch']}) from {parent or request.model_init} on "
+                   f"{request.train_set}; run {run.run_id}")
+    run.ingest("model", {"models": pd.DataFrame([{
+        "model": child, "kind": GMIC_KIND, "checkpoint": _stored_path(checkpoint),
+        "parent": parent, "description": description, "synthetic": False,
+        "preprocess": request.preprocess}])})
+    device = request.device
+    for test_set in request.evaluate:
+        predict_test_set(store, checkpoints=[checkpoint], name=child, test_set=test_set,
+                         parent=parent, description=description, device=device,
+                         preprocess=request.preprocess, batch_size=request.batch_size)
+        if parent is not None:   # a stored or shipped parent, scored on the same cases
+            _, parent_checkpoints = _parent(store, parent)
+            predict_test_set(store, checkpoints=parent_checkpoints, name=parent,
+                             test_set=test_set, device=device)   # skips what it has scored
+        run.check_cancel()
+
+
+def _parent(store: Store, spec: str) -> tuple[str | None, Path]:
+    """(parent model name or None for a bare checkpoint file, its one checkpoint)."""
+    from models.predict import resolve_model
+
+    name, paths = resolve_model(store, spec)
+    if len(paths) != 1:
+        raise InputError(f"model_init {spec!r} is an ensemble of {len(paths)} checkpoints; "
+                         "fine-tune one checkpoint")
+    if not Path(paths[0]).is_file():
+        raise InputError(f"model_init {spec!r}: checkpoint {paths[0]} does not exist")
+    return (None if Path(spec).is_file() else name), Path(paths[0])
+
+
+def _initial_model(request: TrainRequest, checkpoint: Path, device_type: str):
+    """The starting network and its config name (scratch: the parent's architecture,
+    PyTorch's default initialisation)."""
+    from models.gmic import load_gmic_checkpoint
+    from models.predict import checkpoint_config
+    from models.train_loop import reset_to_default_init
+
+    config = request.config or checkpoint_config(checkpoint)
+    if request.config is None and device_type == "cpu" and config.startswith("paper"):
+        config = "cpu-small"   # the paper's input is ~4x too slow to train on a CPU
+    model = load_gmic_checkpoint(checkpoint, config)
+    if request.mode == "scratch":
+        import torch
+
+        torch.manual_seed(request.seed)
+        reset_to_default_init(model)
+    return model, config
+
+
+def _child_name(store: Store, parent: str, mode: str, lr: float, run_id: str) -> str:
+    name = f"{parent}-{mode}-lr{lr:.2g}-{run_id[-4:]}"
+    taken = set(store.model_names())
+    return name if name not in taken else f"{name}-{run_id[-15:-5]}"
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def run_summary(store: Store, run_id: str, *, level: str = "image") -> dict:
+    """One run for ``train --json``: run id, status, lr, best epoch and validation loss, child
+    model, and per evaluated test set the child's AUC [DeLong 95 % CI] beside the parent's
+    with the paired DeLong p-value (None where the parent has no scores there)."""
+    from core.reports.benchmark import auc_summary, load_scores, pairwise_tests
+
+    row = get_run(store, run_id)
+    if row is None:
+        raise InputError(f"run_id {run_id!r} is not in this store")
+    p = row["params"]
+    out = {"run_id": run_id, "status": row["status"], "error": row.get("error"), "lr": p["lr"],
+           "mode": p["mode"], "best_epoch": p.get("best_epoch"),
+           "best_val_loss": p.get("best_val_loss"), "child_model": p.get("child_model"),
+           "parent_model": p.get("parent_model"), "evaluations": []}
+    child, parent = p.get("child_model"), p.get("parent_model")
+    if row["status"] != "done" or child not in store.model_names():
+        return out
+    models = [child] + ([parent] if parent in store.model_names() else [])
+    for test_set in p.get("evaluate") or []:
+        scores = load_scores(store, models=models, test_sets=[test_set], level=level)
+        table = auc_summary(scores).set_index("model")
+        entry = {"test_set": test_set, "level": level}
+        for who, name in (("", child), ("parent_", parent)):
+            has = name in table.index and scores.loc[scores["model"] == name, "score"].notna().any()
+            for k in ("auc", "ci_low", "ci_high"):
+                entry[f"{who}{k}"] = float(table.at[name, k]) if has else None
+        pairs = pairwise_tests(scores)
+        entry["p_delong"] = float(pairs["p"].iat[0]) if len(pairs) else None
+        out["evaluations"].append(entry)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The background worker: ``python -m models.train --db STORE RUN_ID ...``."""
+    from core.store import open_store
+
+    parser = argparse.ArgumentParser(prog="python -m models.train", description=main.__doc__)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("run_ids", nargs="+")
+    args = parser.parse_args(argv)
+    store = open_store(args.db)
+    for run_id in args.run_ids:
+        row = execute_run(store, run_id)
+        print(f"{run_id}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""),
+              flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The epoch loop of one fine-tuning run: Adam on the study's loss, validation, checkpoints.
+
+Why its own module: `models.train` decides *what* runs (store, run folders, evaluation); this
+decides *how* one run trains, and knows nothing of the store. It writes two checkpoints into the
+run folder: ``final.pt`` after every epoch (weights, Adam state, history: the resume point, and
+after the last epoch the final model) and ``best.pt`` whenever the validation loss reaches a new
+low. A resumed run loads ``final.pt`` and continues with the next epoch: sampling and
+augmentation depend only on (seed, epoch, image), so it equals an uninterrupted run.
+
+Modes (the study's): ``feature-extraction`` trains the final fully connected parts only
+(attention, ``classifier_linear``, ``fusion_dnn``; every other tensor, BatchNorm statistics
+included, stays as loaded), ``full`` trains every weight from the loaded ones, ``scratch`` every
+weight from PyTorch's default initialisation (`reset_to_default_init`).
+
+On CUDA the forward runs under bf16 autocast with channels_last inputs (the loss is computed
+from logits in float32, `models.train_loss`), cuDNN autotuning on; ``compile`` wraps the model in
+``torch.compile``. Unmeasured here (no GPU): see ``bench/train.py``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.stats import roc_auc
+from models.gmic import GMIC
+from models.train_data import CachedImages, LabelledImages, epoch_sample, make_loader
+from models.train_loss import gmic_loss
+
+__all__ = ["MODES", "LoopSettings", "best_path", "final_path", "reset_to_default_init",
+           "set_mode", "train_epochs"]
+
+MODES = ("feature-extraction", "full", "scratch")
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What one run's loop needs (the rest of a `models.train.TrainRequest` is orchestration)."""
+
+    mode: str
+    lr: float
+    epochs: int
+    batch_size: int
+    seed: int
+    beta: float
+    device: torch.device
+    workers: int = 0
+    compile: bool = False
+
+
+def final_path(folder: Path) -> Path:
+    return Path(folder) / "final.pt"
+
+
+def best_path(folder: Path) -> Path:
+    return Path(folder) / "best.pt"
+
+
+def reset_to_default_init(model: nn.Module) -> nn.Module:
+    """Every layer back to PyTorch's own initialisation (``reset_parameters``): the study's
+    from-scratch control (GMIC's builder uses He init for its ResNets)."""
+    for module in model.modules():
+        if module is not model and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model
+
+
+def set_mode(model: GMIC, mode: str) -> GMIC:
+    """Training mode; in feature extraction the backbones frozen, their BatchNorms in eval."""
+    model.train()
+    model.freeze_backbones(mode == "feature-extraction")
+    return model
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+@torch.no_grad()
+def validate(model: GMIC, loader, settings: LoopSettings, labels: torch.Tensor) -> tuple[float, float]:
+    """(mean loss, image-level malignant AUC of y_fusion) on a validation loader, eval mode."""
+    model.eval()
+    total, scores = 0.0, []
+    for x, y in loader:
+        with _autocast(settings.device):
+            out = model(_to_device(x, settings.device), intermediates=True)
+        total += float(gmic_loss(out, y, percent_t=model.config.percent_t, beta=settings.beta,
+                                 reduction="sum"))
+        scores.append(out["y_fusion"][:, 1].float().cpu())
+    y = labels[:, 1].numpy().astype(bool)
+    s = torch.cat(scores).numpy() if scores else np.zeros(0)
+    auc = roc_auc(y, s) if 0 < y.sum() < y.size else float("nan")
+    return total / max(len(y), 1), auc
+
+
+def train_epochs(model: GMIC, train: LabelledImages, val: LabelledImages, *,
+                 settings: LoopSettings, folder: Path, meta: dict,
+                 on_epoch: Callable[[dict, dict], None] = lambda row, state: None,
+                 check_cancel: Callable[[], None] = lambda: None,
+                 progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Train ``model`` (on CPU, as loaded) for the epochs not yet in ``final.pt``.
+
+    ``meta`` (JSON-able: config name, preprocess, parent) is saved in both checkpoints.
+    ``on_epoch(row, state)`` follows each epoch's checkpoint (row: epoch, train_loss, val_loss,
+    val_auc, lr, images, elapsed_s; state: best_epoch, best_val_loss, history);
+    ``check_cancel()`` runs before every batch and may raise. Returns the final state.
+    """
+    device = settings.device
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device)
+    set_mode(model, settings.mode)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=settings.lr, fused=device.type == "cuda")
+    state = {"epoch": 0, "best_epoch": None, "best_val_loss": math.inf, "history": []}
+    if final_path(folder).is_file():   # a resume: weights, Adam and history of the last epoch
+        saved = torch.load(final_path(folder), map_location=device, weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        opt.load_state_dict(saved["optimizer"])
+        state = {k: saved[k] for k in state}
+    forward = torch.compile(model) if settings.compile else model
+    train_set = CachedImages(train, augment_seed=settings.seed)
+    val_loader = make_loader(CachedImages(val), None, batch_size=settings.batch_size,
+                             workers=settings.workers, pin_memory=device.type == "cuda")
+    malignant = train.labels[:, 1].numpy()
+    per_epoch = len(epoch_sample(malignant, epoch=1, seed=settings.seed))
+    batches = -(-per_epoch // settings.batch_size)
+    total = settings.epochs * batches
+    for epoch in range(state["epoch"] + 1, settings.epochs + 1):
+        start = time.perf_counter()
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, epoch_sample(malignant, epoch=epoch, seed=settings.seed),
+                             batch_size=settings.batch_size, workers=settings.workers,
+                             pin_memory=device.type == "cuda")
+        set_mode(model, settings.mode)
+        loss_sum, seen = 0.0, 0
+        for b, (x, y) in enumerate(loader):
+            check_cancel()
+            if len(y) < 2 and settings.mode != "feature-extraction":
+                continue   # BatchNorm in training mode needs two images
+            with _autocast(device):
+                out = forward(_to_device(x, device), intermediates=True)
+            loss = gmic_loss(out, y, percent_t=model.config.percent_t, beta=settings.beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum, seen = loss_sum + float(loss.detach()) * len(y), seen + len(y)
+            if progress is not None:
+                progress((epoch - 1) * batches + b + 1, total,
+                         f"epoch {epoch}/{settings.epochs}, loss {loss_sum / max(seen, 1):.4f}")
+        val_loss, val_auc = validate(model, val_loader, settings, val.labels)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": val_loss,
+               "val_auc": val_auc, "lr": opt.param_groups[0]["lr"], "images": seen,
+               "elapsed_s": time.perf_counter() - start}
+        state["history"] = [*state["history"], row]
+        state["epoch"] = epoch
+        weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        if val_loss < state["best_val_loss"]:
+            state |= {"best_epoch": epoch, "best_val_loss": val_loss}
+            _save(best_path(folder), {"state_dict": weights, **meta, "epoch": epoch})
+        _save(final_path(folder), {"state_dict": weights, "optimizer": opt.state_dict(), **meta,
+                                   **state})
+        on_epoch(row, state)
+    model.eval()
+    return state
+
+
+def _save(path: Path, payload: dict) -> None:
+    """Atomic ``torch.save``: a crash leaves the previous file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)

@@ -1,0 +1,255 @@
+"""GMIC fine-tuning (models.train, models.train_loop, models.train_data) and splits (core.splits).
+
+References: splits against hand-counted strata; modes tensor by tensor against the parent;
+checkpoints against the weights captured after each epoch; a resumed run against an
+uninterrupted one; summaries against scikit-learn's AUC on the stored predictions.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from core.errors import InputError
+from core.jobs.run_folder import RunCancelled, request_cancel
+from core.splits import create_splits, split_exams, split_rules
+from core.store import open_store
+from core.store.runs import get_run
+from models.gmic import load_gmic_checkpoint
+from models.predict import DEMO_CHECKPOINT
+from models.train import TrainRequest, launch_runs, parse_lrs, validate_request
+from models.train_data import LabelledImages, augment, build_cache, epoch_sample, labelled_images
+from models.train_loop import (LoopSettings, best_path, final_path, reset_to_default_init,
+                               train_epochs)
+from tests.conftest import copy_store
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- splits
+
+def _exams(n_per_stratum: dict) -> pd.DataFrame:
+    rows = []
+    for (label, histology), n in n_per_stratum.items():
+        rows += [{"exam_id": f"{histology}-{label}-{i:03d}", "label": label,
+                  "histology": histology} for i in range(n)]
+    return pd.DataFrame(rows)
+
+
+def test_split_by_exam_stratified_and_reproducible():
+    exams = _exams({(0, "none"): 10, (1, "ILC"): 3, (1, "IDC"): 5})
+    out = split_exams(exams, fractions=(0.6, 0.2, 0.2), seed=4)
+    assert sorted(out["exam_id"]) == sorted(exams["exam_id"])          # each exam once
+    counts = out.groupby(["histology", "split"]).size().unstack(fill_value=0)
+    # by hand: 10 -> 6/2/2; 3 -> 1.8/.6/.6 -> 1/0/0 + leftovers by remainder -> 2/1/0;
+    # 5 -> 3/1/1
+    assert counts.loc["none"].to_dict() == {"train": 6, "val": 2, "test": 2}
+    assert counts.loc["ILC"].to_dict() == {"train": 2, "val": 1, "test": 0}
+    assert counts.loc["IDC"].to_dict() == {"train": 3, "val": 1, "test": 1}
+    shuffled = split_exams(exams.sample(frac=1, random_state=1), fractions=(0.6, 0.2, 0.2),
+                           seed=4)
+    pd.testing.assert_frame_equal(out, shuffled)                        # input order irrelevant
+    other = split_exams(exams, fractions=(0.6, 0.2, 0.2), seed=5)
+    assert not out["split"].equals(other["split"])
+    rules = split_rules("x", out)
+    assert set(rules) == {"x-train", "x-val", "x-test"}
+    with pytest.raises(InputError, match="fractions"):
+        split_exams(exams, fractions=(0.5, 0.2, 0.2))
+
+
+def test_create_splits_stores_disjoint_test_sets(demo_store_path, tmp_path):
+    store = open_store(copy_store(demo_store_path, tmp_path))
+    table = create_splits(store, test_set="demo", prefix="sp", seed=0)
+    sets = {n: set(store.exams(test_set=n)["exam_id"]) for n in ("sp-train", "sp-val", "sp-test")}
+    assert not (sets["sp-train"] & sets["sp-val"]) and not (sets["sp-train"] & sets["sp-test"])
+    assert set.union(*sets.values()) == set(store.exams(test_set="demo")["exam_id"])
+    assert table.set_index("name")["exams"].to_dict() == {k: len(v) for k, v in sets.items()}
+
+
+# --------------------------------------------------------------------------- pieces
+
+def test_parse_lrs():
+    assert parse_lrs("1e-6:1e-5", 10) == tuple(float(f"{v:.6g}")
+                                               for v in np.geomspace(1e-6, 1e-5, 10))
+    assert parse_lrs("1e-5,3e-5") == (1e-5, 3e-5)
+    for bad in ("-1", "0", "x", "1e-6:1e-5"):
+        with pytest.raises(InputError):
+            parse_lrs(bad, None)
+
+
+def test_epoch_sample_balances_and_redraws():
+    malignant = np.array([1] * 5 + [0] * 40)
+    a, b = epoch_sample(malignant, epoch=1, seed=0), epoch_sample(malignant, epoch=2, seed=0)
+    for idx in (a, b):
+        assert len(idx) == 10 and len(set(idx)) == 10 and malignant[idx].sum() == 5
+    assert set(a) != set(b)                                     # negatives drawn afresh
+    assert np.array_equal(a, epoch_sample(malignant, epoch=1, seed=0))
+
+
+def test_augment_keeps_shape_and_is_seeded():
+    x = torch.randn(1, 64, 40)
+    y1 = augment(x, torch.Generator().manual_seed(3))
+    y2 = augment(x, torch.Generator().manual_seed(3))
+    assert y1.shape == x.shape and torch.equal(y1, y2) and not torch.equal(y1, x)
+
+
+# --------------------------------------------------------------------------- the loop
+
+@pytest.fixture(scope="module")
+def small(demo_store_path, tmp_path_factory):
+    """A copied demo store split by exam, and a few cached training/validation images."""
+    store = open_store(copy_store(demo_store_path, tmp_path_factory.mktemp("train")))
+    create_splits(store, test_set="demo", prefix="sp", seed=0)
+    shape = load_gmic_checkpoint(DEMO_CHECKPOINT, "demo").config.input_shape
+    out = {"store": store}
+    for role, name, n in (("train", "sp-train", 12), ("val", "sp-val", 8)):
+        images = labelled_images(store, name)
+        f = images.frame
+        keep = pd.concat([f[f["malignant"] == 1].head(n // 2), f[f["malignant"] == 0].head(n // 2)])
+        sub = LabelledImages(keep.reset_index(drop=True), images.labels[keep.index.to_numpy()])
+        out[role] = build_cache(store, sub, input_shape=shape, preprocess="none")
+    return out
+
+
+def _run(small, folder, mode, epochs=2, lr=1e-3, model=None, **kw):
+    model = model or load_gmic_checkpoint(DEMO_CHECKPOINT, "demo")
+    settings = LoopSettings(mode=mode, lr=lr, epochs=epochs, batch_size=4, seed=0, beta=1e-3,
+                            device=torch.device("cpu"))
+    state = train_epochs(model, small["train"], small["val"], settings=settings, folder=folder,
+                         meta={"config": "demo"}, **kw)
+    return model, state
+
+
+def test_feature_extraction_changes_only_the_heads(small, tmp_path):
+    parent = load_gmic_checkpoint(DEMO_CHECKPOINT, "demo").state_dict()
+    model, _ = _run(small, tmp_path, "feature-extraction", epochs=1)
+    heads = ("mil_attn_V.", "mil_attn_U.", "mil_attn_w.", "classifier_linear.", "fusion_dnn.")
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, parent[k])}
+    assert changed and all(k.startswith(heads) for k in changed)      # buffers included
+    assert any(k.startswith("fusion_dnn.") for k in changed)
+
+
+def test_full_changes_backbones_and_scratch_starts_from_default_init(small, tmp_path):
+    parent = load_gmic_checkpoint(DEMO_CHECKPOINT, "demo")
+    full, _ = _run(small, tmp_path / "full", "full", epochs=1)
+    assert any(not torch.equal(a, b) for a, b in zip(full.ds_net.parameters(),
+                                                     parent.ds_net.parameters(), strict=True))
+    fresh = reset_to_default_init(load_gmic_checkpoint(DEMO_CHECKPOINT, "demo"))
+    for name, module in fresh.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            fan_in = module.weight[0].numel()
+            # PyTorch's default: kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            assert module.weight.abs().max() <= 1 / math.sqrt(fan_in) + 1e-7, name
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert torch.equal(module.weight, torch.ones_like(module.weight))
+            assert torch.equal(module.running_var, torch.ones_like(module.running_var))
+
+
+def test_checkpoints_are_final_and_best_and_a_resume_equals_a_full_run(small, tmp_path):
+    seen = {}
+    model = load_gmic_checkpoint(DEMO_CHECKPOINT, "demo")
+
+    def keep(row, state):
+        seen[row["epoch"]] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    _, state = _run(small, tmp_path / "a", "full", epochs=3, model=model, on_epoch=keep)
+    assert len(state["history"]) == 3
+    losses = [r["val_loss"] for r in state["history"]]
+    assert state["best_epoch"] == int(np.argmin(losses)) + 1
+    best = torch.load(best_path(tmp_path / "a"), weights_only=True)["state_dict"]
+    final = torch.load(final_path(tmp_path / "a"), weights_only=True)["state_dict"]
+    for k, v in model.state_dict().items():
+        assert torch.equal(final[k], v)
+        assert torch.equal(best[k], seen[state["best_epoch"]][k])
+
+    calls = {"n": 0}
+
+    def cancel_in_epoch_2():
+        calls["n"] += 1
+        if calls["n"] > 2:          # 2 batches per epoch: the 3rd check is epoch 2's first
+            raise RunCancelled("stop")
+
+    with pytest.raises(RunCancelled):
+        _run(small, tmp_path / "b", "full", epochs=3, check_cancel=cancel_in_epoch_2)
+    assert torch.load(final_path(tmp_path / "b"), weights_only=True)["epoch"] == 1
+    resumed, state_b = _run(small, tmp_path / "b", "full", epochs=3)
+    assert [r["epoch"] for r in state_b["history"]] == [1, 2, 3]
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- requests
+
+def _request(**kw):
+    base = dict(model_init="gmic-demo", mode="full", train_set="sp-train", val_set="sp-val",
+                lrs=(1e-4,), epochs=1, batch_size=4)
+    return TrainRequest(**(base | kw))
+
+
+def test_bad_requests_fail_before_any_work(small):
+    store = small["store"]
+    before = len(store.select("runs"))
+    store.create_testset("healthy", "cancer=0")
+    bad = [(dict(model_init="nope"), "neither a checkpoint"),
+           (dict(train_set="missing"), "not in the store"),
+           (dict(train_set="healthy"), "one class only"),
+           (dict(lrs=(-1e-5,)), "rate <= 0"),
+           (dict(val_set="sp-train"), "share"),
+           (dict(mode="half"), "mode")]
+    if not torch.cuda.is_available():
+        bad.append((dict(device="cuda"), "no CUDA device"))
+    for change, message in bad:
+        with pytest.raises(InputError, match=message):
+            launch_runs(store, _request(**change), detach=False)
+    assert len(store.select("runs")) == before
+
+
+def test_cli_train_registers_child_and_reports_auc_beside_parent(small, tmp_path):
+    db = copy_store(small["store"].path, tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "train", "--db", str(db), "--model-init", "gmic-demo",
+         "--mode", "feature-extraction", "--train-set", "sp-train", "--val-set", "sp-val",
+         "--lr", "1e-4", "--epochs", "1", "--batch-size", "16", "--evaluate", "sp-test",
+         "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    run = json.loads(out.stdout)["runs"][0]
+    assert run["status"] == "done" and run["best_epoch"] == 1
+    store = open_store(db)
+    child = store.select("models", model=run["child_model"]).iloc[0]
+    assert child["parent"] == "gmic-demo" and child["preprocess"] == "none"
+    assert child["checkpoint"].endswith("best.pt")
+    epochs = store.select("train_epochs", run_id=run["run_id"])
+    assert len(epochs) == 1 and math.isclose(epochs["val_loss"].iat[0], run["best_val_loss"])
+    ev = run["evaluations"][0]
+    for name, key in ((run["child_model"], "auc"), ("gmic-demo", "parent_auc")):
+        s = store.scores(models=[name], level="image", test_set="sp-test")
+        assert math.isclose(ev[key], roc_auc_score(s["label"], s["score"]), abs_tol=1e-12)
+    assert 0 <= ev["p_delong"] <= 1 and ev["ci_low"] <= ev["auc"] <= ev["ci_high"]
+
+
+def test_cancel_stops_a_detached_run_and_leaves_a_consistent_store(small, tmp_path):
+    store = open_store(copy_store(small["store"].path, tmp_path))
+    (run_id,) = launch_runs(store, _request(epochs=50), detach=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+        time.sleep(0.5)
+    request_cancel(store, run_id)
+    while time.monotonic() < deadline and get_run(store, run_id)["status"] == "running":
+        time.sleep(0.5)
+    row = get_run(store, run_id)
+    assert row["status"] == "cancelled"
+    folder = store.files_dir / row["folder"]
+    saved = torch.load(final_path(folder), weights_only=True)["epoch"]
+    epochs = store.select("train_epochs", run_id=run_id)
+    assert sorted(epochs["epoch"]) == list(range(1, saved + 1)) and saved < 50
+    assert row["params"].get("child_model") is None
+    assert not any(m.startswith("gmic-demo-full") for m in store.model_names())
+    validate_request(store, _request())          # the store still takes work
