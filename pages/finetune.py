@@ -6,14 +6,15 @@ import streamlit as st
 
 from core.reports import training
 from core.store import Store
+from models.preprocess import PREPROCESS_FILTERS
+from models.train_loop import MODES
 from ui import cached, read_only_notice, settings, table_download, test_set
 from ui.links import model_url
 from ui.training import REFRESH_S, launch, parse_lrs, run_panel
 
-MODES = {"feature-extraction": "Feature extraction", "full": "Full fine-tuning",
-         "scratch": "From scratch"}
-PREPROCESSING = {"none": "None", "histeq": "Histogram equalisation",
-                 "unsharp": "Unsharp masking", "sobel": "Sobel"}
+LABELS = {"feature-extraction": "Feature extraction", "full": "Full fine-tuning",
+          "scratch": "From scratch", "none": "None", "histeq": "Histogram equalisation",
+          "unsharp": "Unsharp masking", "sobel": "Sobel"}
 
 
 def _pick(names: list[str], word: str) -> int:
@@ -37,7 +38,7 @@ with st.expander("Launch runs", expanded=cached(training.run_table).empty,
         left, right = st.columns(2)
         parent = left.selectbox("Parent model", gmic, key="ft_parent", accept_new_options=True,
                                 help="A GMIC model of the store, or type a checkpoint path")
-        mode = right.segmented_control("Mode", list(MODES), format_func=MODES.get,
+        mode = right.segmented_control("Mode", MODES, format_func=lambda m: LABELS.get(m, m),
                                        default="full", key="ft_mode") or "full"
         train_set = left.selectbox("Training set", known_sets, key="ft_train_set",
                                    index=_pick(known_sets, "train"))
@@ -55,8 +56,8 @@ with st.expander("Launch runs", expanded=cached(training.run_table).empty,
         epochs_col, batch_col, pre_col, device_col = st.columns(4)
         epochs = epochs_col.number_input("Epochs", 1, 500, 40, key="ft_epochs")
         batch = batch_col.number_input("Batch size", 1, 256, 8, key="ft_batch")
-        preprocess = pre_col.selectbox("Preprocessing", list(PREPROCESSING), key="ft_preprocess",
-                                       format_func=PREPROCESSING.get)
+        preprocess = pre_col.selectbox("Preprocessing", list(PREPROCESS_FILTERS),
+                                       key="ft_preprocess", format_func=lambda m: LABELS.get(m, m))
         device = device_col.selectbox("Device", ["auto", "cpu", "cuda"], key="ft_device")
         evaluate = st.multiselect("Evaluate the best checkpoint on", known_sets, key="ft_evaluate",
                                   default=[t for t in ("test-ILC", "test-all") if t in known_sets])

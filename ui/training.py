@@ -2,8 +2,6 @@
 
 Runs start as background processes (`models.train.launch_runs(..., detach=True)`): they outlive
 a page reload and a closed tab, and the page finds them again in the store's ``runs`` table.
-`models.train` (and so torch) is imported only when a run is launched or resumed: showing runs
-needs neither.
 """
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ import streamlit as st
 from core.errors import InputError
 from core.jobs.run_folder import request_cancel
 from core.reports import training
+from models import train
 from ui.charts.training import duration, loss_chart
 from ui.downloads import download_popover
 from ui.session import show_input_error, store
@@ -26,10 +25,8 @@ __all__ = ["REFRESH_S", "launch", "parse_lrs", "run_panel"]
 def parse_lrs(text: str, runs: int | None) -> tuple[float, ...] | None:
     """The learning rates ``text`` gives (`models.train.parse_lrs`), or None with the error
     shown under the field."""
-    from models.train import parse_lrs as parse
-
     try:
-        return parse(text, runs)
+        return train.parse_lrs(text, runs)
     except InputError as exc:
         show_input_error(exc)
         return None
@@ -38,22 +35,16 @@ def parse_lrs(text: str, runs: int | None) -> tuple[float, ...] | None:
 def launch(**fields) -> list[str]:
     """Check the request, then start one background process per learning rate; the new run
     ids, or [] with the one-line error shown (nothing started)."""
-    from models.train import TrainRequest, launch_runs, validate_request
-
     try:
-        request = TrainRequest(**fields)
-        validate_request(store(), request)
-        return launch_runs(store(), request, detach=True)
+        return train.launch_runs(store(), train.TrainRequest(**fields), detach=True)
     except InputError as exc:
         show_input_error(exc)
         return []
 
 
 def _resume(run_id: str) -> None:
-    from models.train import resume_run
-
     try:
-        resume_run(store(), run_id, detach=True)
+        train.resume_run(store(), run_id, detach=True)
         st.toast(f"Resumed {run_id} from its last epoch", icon=":material/play_arrow:")
     except InputError as exc:
         show_input_error(exc)

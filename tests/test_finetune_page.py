@@ -1,0 +1,137 @@
+"""The Fine-tuning page (AppTest): a tiny run launched from the page trains in the background and
+shows its loss curve and its AUC beside the parent's; a run is cancelled from the page; the
+hosted demo shows the runs but not the launcher; Benchmark and Saliency open on a linked model."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.reports import training
+from core.splits import create_splits
+from core.store import open_store
+from core.store.runs import get_run
+from tests.conftest import copy_store
+from tests.test_training_report import training_store
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = "pages/finetune.py"
+
+
+def _open(page: str = PAGE, **query) -> AppTest:
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.switch_page(page)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _charts(at) -> list[str]:
+    """Each Vega-Lite chart's spec and data as one JSON text."""
+    return [json.dumps({"spec": c.proto.spec, "data": [d.data.data.hex() for d in c.proto.datasets]})
+            for c in at.get("vega_lite_chart")]
+
+
+def _table(at, column: str):
+    """The first table on the page with ``column`` (AppTest does not expose dataframe keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _wait(store, run_id: str, done, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done(get_run(store, run_id)):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} did not get there in {timeout_s} s: {get_run(store, run_id)}")
+
+
+@pytest.fixture
+def split_env(demo_store_path, tmp_path, monkeypatch) -> Path:
+    path = copy_store(demo_store_path, tmp_path)
+    create_splits(open_store(path), test_set="demo", prefix="sp", seed=0)
+    monkeypatch.setenv("ILCSCOPE_DB", str(path))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+    return path
+
+
+def _fill(at, *, lrs: str, epochs: int, evaluate: list[str]) -> None:
+    at.selectbox(key="ft_train_set").select("sp-train")
+    at.selectbox(key="ft_val_set").select("sp-val")
+    at.text_input(key="ft_lrs").input(lrs)
+    at.number_input(key="ft_epochs").set_value(epochs)
+    at.number_input(key="ft_batch").set_value(4)
+    at.multiselect(key="ft_evaluate").set_value(evaluate)
+    at.run()
+
+
+def test_launch_a_tiny_run_see_its_curve_and_its_auc_beside_the_parent(split_env):
+    at = _open()
+    _fill(at, lrs="1e-4", epochs=2, evaluate=["sp-test"])
+    assert at.button(key="ft_launch").label == "Launch 1 runs"
+    at.button(key="ft_launch").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Started 1 runs in the background" in s.value for s in at.success)
+    store = open_store(split_env, read_only=True)
+    (run_id,) = training.run_table(store)["run_id"]
+    _wait(store, run_id, lambda r: r["status"] != "running")
+    assert get_run(store, run_id)["status"] == "done", get_run(store, run_id)["error"]
+    at.run()
+    assert not at.exception
+    curves = training.loss_curves(store, run_ids=[run_id])
+    assert len(curves) == 4                                  # 2 epochs x training, validation
+    assert any(run_id in c for c in _charts(at)), "no loss chart with the run"
+    finished = _table(at, "benchmark")
+    child = get_run(store, run_id)["params"]["child_model"]
+    assert finished["child"].tolist() == [child] and finished["parent"].tolist() == ["gmic-demo"]
+    report = training.finished_runs(store, test_sets=["sp-test"])
+    assert finished["sp-test p (DeLong)"].iat[0] == f"{report['p'].iat[0]:.3g}"
+    assert finished["benchmark"].iat[0] == f"benchmark?model={child}&test_set=test-all"
+    at = _open("pages/saliency.py", model=child, test_set="sp-test")   # where the link goes
+    assert at.selectbox(key="saliency_model").value == child
+    assert at.selectbox(key="saliency_compare").value == "gmic-demo"
+
+
+def test_cancel_a_run_from_the_page(split_env):
+    at = _open()
+    _fill(at, lrs="1e-4", epochs=50, evaluate=[])
+    at.button(key="ft_launch").click().run()
+    store = open_store(split_env, read_only=True)
+    (run_id,) = training.run_table(store)["run_id"]
+    at.run()                                                  # the fragment shows it running
+    assert any(p.proto.text.startswith("**1.0e-04 · full · running") for p in at.get("progress"))
+    at.button(key=f"ft_cancel_{run_id}").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    _wait(store, run_id, lambda r: r["status"] != "running")
+    row = get_run(store, run_id)
+    assert row["status"] == "cancelled" and row["params"].get("child_model") is None
+    at.run()
+    assert at.selectbox(key="ft_resume_pick").value == run_id   # offered for a resume
+
+
+def test_demo_mode_shows_runs_but_no_launcher(demo_store_path, tmp_path, monkeypatch):
+    path = training_store(demo_store_path, tmp_path)
+    monkeypatch.setenv("ILCSCOPE_DB", str(path))
+    monkeypatch.setenv("ILCSCOPE_MODE", "demo")
+    at = _open()
+    assert any("Launching fine-tuning runs is disabled in the hosted demo" in i.value
+               for i in at.info)
+    assert not [b for b in at.button if b.key == "ft_launch"]
+    runs = _table(at, "eta")
+    assert runs["run_id"].tolist() == ["train-b", "train-a", "train-c", "train-d"]
+    assert at.button(key="ft_cancel_train-b").disabled          # read-only: nothing to cancel
+    finished = _table(at, "benchmark")
+    assert finished["run_id"].tolist() == ["train-a", "train-d"]
+    assert finished["saliency"].iat[0] == "saliency?model=gmic-ft-a&test_set=test-all"
+
+
+def test_benchmark_opens_on_a_linked_model_and_its_parent(demo_store_path, tmp_path, monkeypatch):
+    path = training_store(demo_store_path, tmp_path)
+    monkeypatch.setenv("ILCSCOPE_DB", str(path))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+    at = _open("pages/benchmark.py", model="gmic-ft-a")
+    assert at.multiselect(key="bench_models").value == ["gmic-ft-a", "gmic-demo"]  # + parent
