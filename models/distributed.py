@@ -9,7 +9,9 @@ BatchNorm: GMIC fine-tunes with small per-GPU batches of huge images, so the def
 still trained). Each image is then computed independently of its batch, so N processes on shards of
 a global batch take exactly the step one process takes on the whole batch (tested with gloo).
 ``"sync"`` converts BatchNorm to SyncBatchNorm (batch statistics over the global batch, for
-``scratch`` training on GPUs); PyTorch supports SyncBatchNorm on GPUs only, so it is refused on CPU.
+``scratch`` training on GPUs; one process simply uses its batch statistics); PyTorch supports
+SyncBatchNorm on GPUs only, so several CPU processes refuse it. Pass the same ``batchnorm`` to
+:func:`wrap_model` and :func:`set_training`.
 In feature-extraction mode the backbones (the only BatchNorm layers) are frozen anyway.
 """
 from __future__ import annotations

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from core.errors import InputError
 
-__all__ = ["MLflowTracker", "NullTracker", "Tracker", "make_tracker"]
+__all__ = ["MLflowTracker", "NullTracker", "make_tracker"]
 
 #: our run statuses -> MLflow's
 _STATUS = {"done": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
@@ -71,8 +71,6 @@ class MLflowTracker(NullTracker):
             raise InputError(f"run status must be one of {sorted(_STATUS)}; got {status!r}")
         self._client.set_terminated(self.run_id, status=_STATUS[status])
 
-
-Tracker = NullTracker | MLflowTracker
 
 
 def make_tracker(uri: str | None = None, *, experiment: str = "ilcscope", run_name: str | None = None,
