@@ -281,8 +281,8 @@ def _register_and_evaluate(store, run, request, child, parent, checkpoint) -> No
                          parent=parent, description=description, device=device,
                          preprocess=request.preprocess, batch_size=request.batch_size)
         if parent is not None:   # a stored or shipped parent, scored on the same cases
-            _, parent_checkpoints = _parent(store, parent)
-            predict_test_set(store, checkpoints=parent_checkpoints, name=parent,
+            _, parent_checkpoint = _parent(store, parent)
+            predict_test_set(store, checkpoints=[parent_checkpoint], name=parent,
                              test_set=test_set, device=device)   # skips what it has scored
         run.check_cancel()
 
