@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,6 @@ __all__ = ["TrainRequest", "launch_runs", "parse_lrs", "resume_run", "run_summar
 
 KIND = "train"
 LAUNCHERS = ("local", "torchrun", "slurm")
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -154,8 +152,9 @@ def launch_runs(store: Store, request: TrainRequest, *, detach: bool) -> list[st
     one background process when ``detach``); returns the run ids, in the order of ``lrs``."""
     validate_request(store, request)
     if request.launcher != "local":
-        raise InputError(f"launcher {request.launcher!r} is not available in this build; use "
-                         "local")
+        raise InputError(f"launcher {request.launcher!r}: the training loop does not shard "
+                         "batches across processes yet (models.distributed is not wired in); "
+                         "use local")
     base = _jsonable(dataclasses.asdict(request))
     run_ids: list[str] = []
     for lr in request.lrs:
@@ -186,12 +185,11 @@ def _start(store: Store, run_ids: list[str], detach: bool) -> None:
         for run_id in run_ids:
             execute_run(store, run_id)
         return
-    first = get_run(store, run_ids[0])
-    log = open(store.files_dir / first["folder"] / "worker.log", "ab")
-    subprocess.Popen([sys.executable, "-m", "models.train", "--db", str(store.path), *run_ids],
-                     cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                     start_new_session=True)   # its own session: a closed tab or page survives
-    log.close()
+    from models.launchers import launch_local
+
+    first = get_run(store, run_ids[0])   # its own session: a closed tab or page survives
+    launch_local("models.train", ["--db", store.path, *run_ids],
+                 store.files_dir / first["folder"])
 
 
 def execute_run(store: Store, run_id: str) -> dict:
@@ -216,6 +214,7 @@ def execute_run(store: Store, run_id: str) -> dict:
 
 def _train(store: Store, run: RunFolder) -> None:
     from models.device import resolve_device
+    from models.tracking import make_tracker
     from models.train_data import build_cache, labelled_images
     from models.train_loop import LoopSettings, best_path, train_epochs
 
@@ -239,16 +238,27 @@ def _train(store: Store, run: RunFolder) -> None:
     meta = {"config": config, "preprocess": request.preprocess, "parent": parent,
             "mode": request.mode, "lr": p["lr"]}
 
+    tracker = make_tracker(request.mlflow_uri, run_name=run.run_id)
+    tracker.log_params(run.params)
+
     def on_epoch(row: dict, state: dict) -> None:
         epochs = pd.DataFrame([{**r, "run_id": run.run_id} for r in state["history"]])
         store.write_tables({"train_epochs": epochs})   # a short write; idempotent on resume
         run.record(best_epoch=state["best_epoch"], best_val_loss=state["best_val_loss"])
         write_run(store, run.row)
+        if row:
+            tracker.log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
 
-    state = train_epochs(model, data["train"], data["val"], settings=settings, folder=run.path,
-                         meta=meta, on_epoch=on_epoch, check_cancel=run.check_cancel,
-                         progress=run.progress)
+    try:
+        state = train_epochs(model, data["train"], data["val"], settings=settings,
+                             folder=run.path, meta=meta, on_epoch=on_epoch,
+                             check_cancel=run.check_cancel, progress=run.progress)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
     on_epoch({}, state)   # a resumed run that had finished training writes its rows again
+    tracker.log_checkpoint("best.pt", best_path(run.path))
+    tracker.finish("FINISHED")
     child = p.get("child_model") or _child_name(store, parent or Path(checkpoint).stem,
                                                 request.mode, p["lr"], run.run_id)
     run.record(child_model=child)
@@ -271,8 +281,8 @@ def _register_and_evaluate(store, run, request, child, parent, checkpoint) -> No
                          parent=parent, description=description, device=device,
                          preprocess=request.preprocess, batch_size=request.batch_size)
         if parent is not None:   # a stored or shipped parent, scored on the same cases
-            _, parent_checkpoints = _parent(store, parent)
-            predict_test_set(store, checkpoints=parent_checkpoints, name=parent,
+            _, parent_checkpoint = _parent(store, parent)
+            predict_test_set(store, checkpoints=[parent_checkpoint], name=parent,
                              test_set=test_set, device=device)   # skips what it has scored
         run.check_cancel()
 

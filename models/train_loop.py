@@ -117,6 +117,7 @@ def train_epochs(model: GMIC, train: LabelledImages, val: LabelledImages, *,
     ``check_cancel()`` runs before every batch and may raise. Returns the final state.
     """
     device = settings.device
+    Path(folder).mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(device)

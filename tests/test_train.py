@@ -114,7 +114,7 @@ def small(demo_store_path, tmp_path_factory):
         images = labelled_images(store, name)
         f = images.frame
         keep = pd.concat([f[f["malignant"] == 1].head(n // 2), f[f["malignant"] == 0].head(n // 2)])
-        sub = LabelledImages(keep.reset_index(drop=True), images.labels[keep.index.to_numpy()])
+        sub = LabelledImages(keep.reset_index(drop=True), images.labels[torch.as_tensor(keep.index.to_numpy().copy())])
         out[role] = build_cache(store, sub, input_shape=shape, preprocess="none")
     return out
 
@@ -171,10 +171,11 @@ def test_checkpoints_are_final_and_best_and_a_resume_equals_a_full_run(small, tm
         assert torch.equal(best[k], seen[state["best_epoch"]][k])
 
     calls = {"n": 0}
+    per_epoch = -(-len(epoch_sample(small["train"].labels[:, 1].numpy(), epoch=1, seed=0)) // 4)
 
     def cancel_in_epoch_2():
         calls["n"] += 1
-        if calls["n"] > 2:          # 2 batches per epoch: the 3rd check is epoch 2's first
+        if calls["n"] > per_epoch:   # the first check of epoch 2
             raise RunCancelled("stop")
 
     with pytest.raises(RunCancelled):

@@ -1,0 +1,96 @@
+"""Launchers: a real detached local worker (own session, log file, alive, stopped), the torchrun
+commands, and the Slurm job: its sbatch text and its task run for real by submitit's LocalExecutor."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from core.errors import InputError
+from models.launchers import (SlurmOptions, SlurmTask, is_alive, launch, slurm_script, stop,
+                              torchrun_command)
+
+
+def _wait_for(path, timeout_s=60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.is_file() and path.stat().st_size:
+            return json.loads(path.read_text())
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never appeared")
+
+
+def test_local_worker_is_detached_alive_and_stoppable(tmp_path):
+    probe = tmp_path / "probe.json"
+    started = launch("local", "tests._launch_probe", [probe, 60], tmp_path / "run")
+    seen = _wait_for(probe)
+    assert seen["pid"] == started.pid and seen["sid"] == started.pid != os.getsid(0)  # its own session
+    assert seen["argv"] == [str(probe), "60"]
+    assert started.log_path == tmp_path / "run" / "worker.log" and started.log_path.is_file()
+    assert is_alive(started.pid)
+    assert stop(started.pid, grace_s=5)
+    assert not is_alive(started.pid)
+    assert stop(started.pid)  # stopping a stopped worker is fine
+
+
+def test_local_worker_that_ends_is_not_alive(tmp_path):
+    probe = tmp_path / "probe.json"
+    started = launch("local", "tests._launch_probe", [probe, 0], tmp_path)
+    _wait_for(probe)
+    deadline = time.monotonic() + 30
+    while is_alive(started.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_alive(started.pid)
+
+
+def test_torchrun_commands():
+    one = torchrun_command("models.train", ["--epochs", 2], nproc_per_node=4, python="python")
+    assert one == ["python", "-m", "torch.distributed.run", "--nproc-per-node", "4", "--standalone",
+                   "-m", "models.train", "--epochs", "2"]
+    multi = torchrun_command("models.train", ["--epochs", "2"], nproc_per_node=8, nnodes=2, node_rank=1,
+                             rdzv_endpoint="node0:29500", python="python")
+    assert " ".join(multi) == ("python -m torch.distributed.run --nproc-per-node 8 --nnodes 2 --node-rank 1 "
+                               "--rdzv-backend c10d --rdzv-endpoint node0:29500 -m models.train --epochs 2")
+    with pytest.raises(InputError, match="rdzv_endpoint"):
+        torchrun_command("models.train", [], nproc_per_node=2, nnodes=2)
+    with pytest.raises(InputError, match="node_rank"):
+        torchrun_command("models.train", [], nproc_per_node=2, nnodes=2, node_rank=2, rdzv_endpoint="h:1")
+    with pytest.raises(InputError, match="module"):
+        launch("local", "os; rm -rf /", [], "/tmp/never")
+    with pytest.raises(InputError, match="launcher"):
+        launch("kubernetes", "models.train", [], "/tmp/never")
+
+
+def test_slurm_script_has_the_directives(tmp_path):
+    text = slurm_script(tmp_path, SlurmOptions(partition="gpu", time_min=90, nodes=2, gpus_per_node=4,
+                                               cpus_per_task=6, account="ilc"), python="python3")
+    lines = text.splitlines()
+    for directive in ("--partition=gpu", "--time=90", "--nodes=2", "--gpus-per-node=4",
+                      "--ntasks-per-node=4", "--cpus-per-task=6", "--account=ilc", "--job-name=ilcscope-train"):
+        assert f"#SBATCH {directive}" in lines, directive
+    assert lines[0] == "#!/bin/bash"
+    assert any(line.startswith("srun ") and line.endswith(f"python3 -u -m submitit.core._submit {tmp_path / 'slurm'}")
+               for line in lines)
+    with pytest.raises(InputError, match="slurm options"):
+        slurm_script(tmp_path, SlurmOptions(time_min=0))
+
+
+def test_slurm_task_runs_the_worker_with_rendezvous_variables(tmp_path):
+    submitit = pytest.importorskip("submitit")
+    probe = tmp_path / "probe.json"
+    executor = submitit.LocalExecutor(folder=tmp_path / "slurm")
+    executor.update_parameters(timeout_min=2, tasks_per_node=1, nodes=1)
+    job = executor.submit(SlurmTask([sys.executable, "-m", "tests._launch_probe", str(probe), "0"]))
+    assert job.result() == 0
+    seen = json.loads(probe.read_text())
+    assert seen["argv"] == [str(probe), "0"]
+    assert seen["env"]["RANK"] == "0" and seen["env"]["WORLD_SIZE"] == "1" and seen["env"]["LOCAL_RANK"] == "0"
+    assert seen["env"]["MASTER_ADDR"] and int(seen["env"]["MASTER_PORT"]) > 0
+
+
+def test_slurm_without_a_cluster_is_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match="Slurm cluster"):
+        launch("slurm", "tests._launch_probe", [], tmp_path, slurm=SlurmOptions())
