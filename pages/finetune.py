@@ -80,8 +80,9 @@ st.fragment(run_panel, run_every=REFRESH_S if polling else None)(polling=polling
 
 st.subheader("Finished runs against their parent")
 runs = cached(training.run_table, status="done")
-chosen = st.multiselect("Test sets", known_sets, key="ft_test_sets",
-                        default=training.evaluation_test_sets(runs, known_sets))
+evaluated = training.evaluation_test_sets(runs, known_sets)
+chosen = st.multiselect("Test sets", known_sets, default=evaluated,  # keyed: a new default shows
+                        key=f"ft_test_sets_{'_'.join(evaluated)}")
 if not runs["child"].notna().any():
     st.caption("A run's model is compared with its parent here once the run has finished.")
 elif not chosen:

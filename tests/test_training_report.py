@@ -246,3 +246,14 @@ def test_cli_runs_cancel_marks_a_running_run_only(store_path, tmp_path, capsys):
     assert (store.files_dir / get_run(store, "train-b")["folder"] / "cancel").exists()
     assert main(["runs", "cancel", "train-a", "--db", str(path)]) == 2
     assert "is done, not running" in capsys.readouterr().err
+
+
+def test_cli_runs_resume_refuses_done_and_other_kinds(store_path, capsys):
+    assert main(["runs", "resume", "train-a", "--db", str(store_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: run train-a is done; launch a new run instead")
+    predict = training.run_table(open_store(store_path, read_only=True), kind="predict")
+    run_id = predict["run_id"].iat[0]
+    assert main(["runs", "resume", run_id, "--db", str(store_path)]) == 2
+    assert f"run {run_id} is a predict run; only training runs resume here" in \
+        capsys.readouterr().err
