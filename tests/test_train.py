@@ -218,7 +218,7 @@ def test_cli_train_registers_child_and_reports_auc_beside_parent(small, tmp_path
     out = subprocess.run(
         [sys.executable, "-m", "core", "train", "--db", str(db), "--model-init", "gmic-demo",
          "--mode", "feature-extraction", "--train-set", "sp-train", "--val-set", "sp-val",
-         "--lr", "1e-4", "--epochs", "1", "--batch-size", "16", "--evaluate", "sp-test",
+         "--lr", "1e-4", "--epochs", "1", "--batch-size", "16", "--evaluate", "test-all",
          "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = json.loads(out.stdout)["runs"][0]
@@ -231,7 +231,7 @@ def test_cli_train_registers_child_and_reports_auc_beside_parent(small, tmp_path
     assert len(epochs) == 1 and math.isclose(epochs["val_loss"].iat[0], run["best_val_loss"])
     ev = run["evaluations"][0]
     for name, key in ((run["child_model"], "auc"), ("gmic-demo", "parent_auc")):
-        s = store.scores(models=[name], level="image", test_set="sp-test")
+        s = store.scores(models=[name], level="image", test_set="test-all")
         assert math.isclose(ev[key], roc_auc_score(s["label"], s["score"]), abs_tol=1e-12)
     assert 0 <= ev["p_delong"] <= 1 and ev["ci_low"] <= ev["auc"] <= ev["ci_high"]
 
