@@ -125,6 +125,46 @@ def test_dice_sweep_equals_a_per_threshold_loop(seed, dtype):
     assert metrics["best_threshold"] == DEFAULT_THRESHOLDS[np.argmax(expected)]
 
 
+def sorted_rank(values, mask):
+    """Relevance rank from one full sort, ties at the cut-off shared in proportion."""
+    ordered, in_mask = np.sort(values.ravel()), np.sort(values[mask])
+    k = in_mask.size
+    cut = ordered[-k]
+    above_all = np.sum(ordered > cut)
+    tied_all, tied_in = np.sum(ordered == cut), np.sum(in_mask == cut)
+    return (np.sum(in_mask > cut) + (k - above_all) * tied_in / tied_all) / k
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_block_counts_equal_the_loop_on_smooth_maps_at_block_scale(seed):
+    """Upsampled grids (whole 32 x 32 blocks above, below and across thresholds, ragged edge
+    strips), pixels exactly on a threshold and one float32 step either side of one."""
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(60, 200)), int(rng.integers(40, 160)))
+    grid = rng.random((int(rng.integers(3, 9)), int(rng.integers(3, 9)))).astype(np.float32)
+    geometry = SaliencyGeometry(shape, (0, 0, *shape), False, shape, (1.0, 1.0))
+    values = saliency_to_original(grid, geometry)
+    picks = rng.integers(0, values.size, 300)
+    t = DEFAULT_THRESHOLDS[rng.integers(0, 21, 300)].astype(np.float32)
+    step = rng.integers(-1, 2, 300)                 # below, on, above (as float32) a threshold
+    values.ravel()[picks] = np.where(step < 0, np.nextafter(t, np.float32(-1)),
+                                     np.where(step > 0, np.nextafter(t, np.float32(2)), t))
+    if seed % 2:
+        values = (np.round(values * 20) / 20).astype(np.float32)   # plateaus on thresholds
+    if seed == 2:
+        values -= 2                                  # every pixel below every threshold
+    mask = np.zeros(shape, bool)
+    r, c = rng.integers(0, shape[0] - 20), rng.integers(0, shape[1] - 20)
+    mask[r:r + int(rng.integers(1, 40)), c:c + int(rng.integers(1, 40))] = True
+    for thresholds in (DEFAULT_THRESHOLDS, np.linspace(-2.5, 1.1, 50)):
+        np.testing.assert_array_equal(dice_at_thresholds(values, mask, thresholds),
+                                      loop_dice(values, mask, thresholds))
+    m = saliency_metrics(values, mask, spacing_mm=None)
+    assert m["best_dice"] == loop_dice(values, mask, DEFAULT_THRESHOLDS).max()
+    assert m["relevance_rank"] == pytest.approx(sorted_rank(values, mask), abs=1e-12)
+    assert (m["argmax_row"], m["argmax_col"]) == np.unravel_index(np.argmax(values), shape)
+
+
 def test_brute_force_pointing_distance_mass_and_rank():
     """Untied maps: arg-max, EDT distance, mass and the top-|mask| share by plain means."""
     rng = np.random.default_rng(7)
