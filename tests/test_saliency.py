@@ -79,6 +79,35 @@ def test_preprocessed_geometry_maps_like_the_stored_file(demo_store_path):
     np.testing.assert_array_equal(saved.to_original(), pre.saliency_to_original(saved.malignant))
 
 
+def test_format_2_round_trips_and_format_1_still_reads(tmp_path):
+    """Hand-written files: format 2 carries boxes and weights; format 1 reads without them."""
+    common = dict(model=np.str_("m"), image_id=np.str_("i"), malignant=np.ones((2, 2), np.float16),
+                  benign=np.zeros((2, 2), np.float16), input_shape=np.array([4, 4]),
+                  original_shape=np.array([8, 8]), crop_box=np.array([0, 0, 8, 8]),
+                  flipped=np.bool_(False), scale=np.array([0.5, 0.5]))
+    np.savez_compressed(tmp_path / "one.npz", format=np.int64(1), **common)
+    old = read_saliency(tmp_path / "one.npz")
+    assert old.format == 1 and old.patch_boxes is None and old.patch_attention is None
+    boxes = np.array([[0, 0, 2, 2], [4, 4, 3, 3.5]])
+    np.savez_compressed(tmp_path / "two.npz", format=np.int64(2), patch_boxes=boxes,
+                        patch_attention=np.array([0.25, 0.75]), **common)
+    new = read_saliency(tmp_path / "two.npz")
+    assert new.format == 2 and new.patch_boxes.tolist() == boxes.tolist()
+    assert new.patch_attention.tolist() == [0.25, 0.75]
+    mask = np.zeros((8, 8), bool)
+    mask[5, 5] = True                      # inside box 2 only: attention 0.75 by hand
+    m = saliency_metrics(new.to_original(), mask, spacing_mm=None, patch_boxes=new.patch_boxes,
+                         attention=new.patch_attention)
+    assert m["n_patches_hit"] == 1 and m["patch_attention"] == 0.75
+    np.savez_compressed(tmp_path / "bad.npz", format=np.int64(2), patch_boxes=boxes,
+                        patch_attention=np.array([1.0]), **common)
+    with pytest.raises(InputError, match="1 attention weights for 2 patch boxes"):
+        read_saliency(tmp_path / "bad.npz")
+    np.savez_compressed(tmp_path / "three.npz", format=np.int64(3), **common)
+    with pytest.raises(InputError, match="reads formats 1, 2"):
+        read_saliency(tmp_path / "three.npz")
+
+
 def test_reading_a_saliency_file_does_not_import_torch(demo_store_path, tmp_path):
     import subprocess
     import sys
@@ -324,6 +353,14 @@ def test_report_numbers_equal_direct_metrics_and_known_answers(oracle_store):
         assert row["best_dice"] == pytest.approx(loop_dice(values, mask, DEFAULT_THRESHOLDS).max())
         flat_max = np.unravel_index(np.argmax(values), values.shape)
         assert row["hit"] == mask[flat_max]
+        # Format 2 (predict now): attention on the patches whose pixel span meets the mask.
+        saved = read_saliency(store.files_dir / preds.at[image_id, "saliency_path"])
+        touched = [mask[int(np.floor(r)):int(np.ceil(r + h)), int(np.floor(c)):int(np.ceil(c + w))]
+                   .any() and h > 0 and w > 0 for r, c, h, w in saved.patch_boxes]
+        assert row["patch_attention"] == pytest.approx(saved.patch_attention[touched].sum())
+    assert demo["patch_attention"].notna().all() and oracle["patch_attention"].isna().all()
+    assert rep.summary["gmic-demo"]["mean_patch_attention"] == pytest.approx(
+        demo["patch_attention"].mean())
     s = rep.summary["gmic-demo"]
     hits = int(demo["hit"].sum())
     assert s["n_images"] == len(demo) and s["n_hits"] == hits
