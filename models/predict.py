@@ -16,7 +16,7 @@ Saliency file format (``np.savez_compressed``, one per image, at
 ``store.files_dir / "saliency" / <model> / <image>.npz``; ``predictions.saliency_path`` holds the
 path relative to ``store.files_dir``):
 
-- ``format`` int: 1.
+- ``format`` int: 2 (format 1 files, without the patch keys, are still read).
 - ``model``, ``image_id`` str.
 - ``malignant``, ``benign`` float16 (h, w): the raw saliency grid (``cam_size``, 8 x 5 for
   "tiny"/"demo", 46 x 30 for "paper") over the *model input*: cropped to the breast, chest
@@ -26,6 +26,9 @@ path relative to ``store.files_dir``):
 - ``crop_box`` int64 (4,): (row0, col0, height, width) of the breast box, original pixels.
 - ``flipped`` bool: the box was mirrored left-right (chest wall on the image's right).
 - ``scale`` float64 (2,): input pixels per original pixel, (rows, cols).
+- ``patch_boxes`` float64 (P, 4): the patch boxes below (format 2).
+- ``patch_attention`` float64 (P,): each patch's attention weight, GMIC's ``patch_attns``,
+  divided by the number of ensemble members so the P weights sum to 1 (format 2).
 
 `read_saliency` loads one and ``SaliencyFile.to_original()`` maps a map back onto the image
 (both live in `core.saliency`, torch-free; the geometry keys are exactly `Preprocessed`'s).
@@ -392,14 +395,17 @@ def _predict_batch(store: Store, members: list[GMIC], batch: list[tuple], name: 
     y = torch.stack([o["y_fusion"].float() for o in outs]).mean(0).cpu().numpy()
     saliency = torch.stack([o["saliency_map"].float() for o in outs]).mean(0).cpu().numpy()
     locations = [o["patch_locations"].cpu().numpy() for o in outs]
+    attention = np.concatenate([o["patch_attns"].float().cpu().numpy() for o in outs],
+                               axis=1) / len(outs)
     folder = Path("saliency") / _safe(name)
     (store.files_dir / folder).mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (row, pre) in enumerate(batch):
         rel = folder / f"{_safe(row.image_id)}-{_digest(row.image_id)}.npz"
-        _save_saliency(store.files_dir / rel, name, row.image_id, saliency[i], pre)
         boxes = np.concatenate([_clip_boxes(pre.boxes_to_original(loc[i], m.config.crop_shape), pre)
                                 for loc, m in zip(locations, members)])
+        _save_saliency(store.files_dir / rel, name, row.image_id, saliency[i], pre, boxes,
+                       attention[i])
         rows.append({"model": name, "level": "image", "case_id": row.image_id,
                      "exam_id": row.exam_id, "laterality": row.laterality,
                      "image_id": row.image_id, "malignant": float(y[i, 1]),
@@ -419,7 +425,7 @@ def _clip_boxes(boxes: np.ndarray, pre: Preprocessed) -> np.ndarray:
 
 
 def _save_saliency(path: Path, model: str, image_id: str, maps: np.ndarray,
-                   pre: Preprocessed) -> None:
+                   pre: Preprocessed, boxes: np.ndarray, attention: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(
         tmp, format=np.int64(SALIENCY_FORMAT), model=np.str_(model), image_id=np.str_(image_id),
@@ -427,7 +433,8 @@ def _save_saliency(path: Path, model: str, image_id: str, maps: np.ndarray,
         input_shape=np.asarray(pre.input_shape, np.int64),
         original_shape=np.asarray(pre.original_shape, np.int64),
         crop_box=np.asarray(pre.crop_box, np.int64), flipped=np.bool_(pre.flipped),
-        scale=np.asarray(pre.scale, np.float64))
+        scale=np.asarray(pre.scale, np.float64),
+        patch_boxes=np.asarray(boxes, np.float64), patch_attention=np.asarray(attention, np.float64))
     tmp.replace(path)
 
 

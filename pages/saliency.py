@@ -27,26 +27,30 @@ GALLERY_PAGE = 12
 @st.cache_data(show_spinner="Reading the image, its map and its annotation…", max_entries=64)
 def _layers(db: str, token: tuple, model: str, image_id: str, which: str, version: int,
             step: int):
-    """Display-size grey image, map, mask and patch boxes (pixels / ``step``) of one image."""
+    """Display-size grey image, map, mask, patch boxes (pixels / ``step``) and their attention
+    weights (None in format 1 files) of one image."""
     s = store()
     image = s.image(image_id)
     prediction = s.select("predictions", model=model, level="image", image_id=image_id)
     entry = prediction.iloc[0]
-    saliency = read_saliency(s.files_dir / entry["saliency_path"]).to_original(which)
+    stored = read_saliency(s.files_dir / entry["saliency_path"])
+    saliency = stored.to_original(which)
     mask = load_annotation(s, image_id, version)
-    boxes = (np.asarray(json.loads(entry["patch_boxes"]), float).reshape(-1, 4) / step
-             if isinstance(entry["patch_boxes"], str) else None)
+    boxes = stored.patch_boxes
+    if boxes is None and isinstance(entry["patch_boxes"], str):
+        boxes = np.asarray(json.loads(entry["patch_boxes"]), float).reshape(-1, 4)
     shown = (slice(None, None, step), slice(None, None, step))
     return (to_display(read_pixels(image["abs_path"]))[shown], saliency[shown], mask[shown],
-            boxes)
+            None if boxes is None else boxes / step, stored.patch_attention)
 
 
 def _picture(row, *, which: str, opacity: float, threshold: float, max_side: int) -> np.ndarray:
     """One per-image row's picture (its model's map, its annotation version)."""
     step = charts.display_step(tuple(shapes.loc[row.image_id]), max_side)
-    grey, saliency, mask, boxes = _layers(str(store().path), data_token(), row.model,
-                                          row.image_id, which, int(row.annotation_version), step)
-    labels = None if boxes is None else [f"{i + 1}" for i in range(len(boxes))]
+    grey, saliency, mask, boxes, attention = _layers(
+        str(store().path), data_token(), row.model, row.image_id, which,
+        int(row.annotation_version), step)
+    labels = charts.patch_labels(boxes, attention)
     return charts.saliency_overlay(grey, saliency, opacity=opacity, threshold=threshold,
                                    mask=mask, boxes=boxes, box_labels=labels)
 
@@ -107,7 +111,9 @@ with one:
         column.image(picture, width="stretch", caption=(
             f"{row.model}: best Dice {row.best_dice:.3f} at {row.best_threshold:.2f}; "
             f"{'hit' if row.hit else 'miss'} ({row.distance_px:.0f} px away); relevance mass "
-            f"{row.relevance_mass:.2f}; patches on the tumour: {row.n_patches_hit}"))
+            f"{row.relevance_mass:.2f}; patches on the tumour: {row.n_patches_hit}"
+            + ("" if pd.isna(row.patch_attention) else
+               f", attention on them {row.patch_attention:.2f}")))
         column.download_button("PNG", charts.png_bytes(picture), f"{stem}_{row.model}.png",
                                "image/png", key=f"saliency_png_{row.model}", on_click="ignore",
                                icon=":material/image:")

@@ -105,6 +105,11 @@ def test_predictions_match_a_plain_forward_pass(checkpoint, store_path):
                   & (expected[:, 0] + expected[:, 2] <= r0 + h)
                   & (expected[:, 1] + expected[:, 3] <= c0 + w))
         np.testing.assert_allclose(boxes[inside], expected[inside], atol=0.01)
+        # Format 2: the same boxes in the file, each with the network's attention weight.
+        assert saved.format == 2
+        np.testing.assert_allclose(saved.patch_boxes, boxes, atol=0.005)
+        np.testing.assert_allclose(saved.patch_attention, out["patch_attns"][0].numpy(),
+                                   atol=1e-5)
     models = store.models().set_index("model")
     assert models.loc["g", "kind"] == "gmic" and models.loc["g", "checkpoint"].endswith("main.pt")
 
@@ -150,6 +155,11 @@ def test_ensemble_is_the_mean_of_its_members(checkpoint, store_path, other_check
         np.testing.assert_allclose(maps[2], (maps[0] + maps[1]) / 2, atol=2e-3)
         boxes = [json.loads(t.loc[image_id, "patch_boxes"]) for t in (a, b, ab)]
         assert boxes[2] == boxes[0] + boxes[1]
+        files = [read_saliency(store.files_dir / t.loc[image_id, "saliency_path"])
+                 for t in (a, b, ab)]             # each member's weights, halved: sum 1
+        np.testing.assert_allclose(files[2].patch_attention, np.concatenate(
+            [files[0].patch_attention, files[1].patch_attention]) / 2, atol=1e-12)
+        assert files[2].patch_attention.sum() == pytest.approx(1)
     assert store.models().set_index("model").loc["ab", "checkpoint"].count(",") == 1
 
 

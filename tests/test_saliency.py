@@ -79,6 +79,35 @@ def test_preprocessed_geometry_maps_like_the_stored_file(demo_store_path):
     np.testing.assert_array_equal(saved.to_original(), pre.saliency_to_original(saved.malignant))
 
 
+def test_format_2_round_trips_and_format_1_still_reads(tmp_path):
+    """Hand-written files: format 2 carries boxes and weights; format 1 reads without them."""
+    common = dict(model=np.str_("m"), image_id=np.str_("i"), malignant=np.ones((2, 2), np.float16),
+                  benign=np.zeros((2, 2), np.float16), input_shape=np.array([4, 4]),
+                  original_shape=np.array([8, 8]), crop_box=np.array([0, 0, 8, 8]),
+                  flipped=np.bool_(False), scale=np.array([0.5, 0.5]))
+    np.savez_compressed(tmp_path / "one.npz", format=np.int64(1), **common)
+    old = read_saliency(tmp_path / "one.npz")
+    assert old.format == 1 and old.patch_boxes is None and old.patch_attention is None
+    boxes = np.array([[0, 0, 2, 2], [4, 4, 3, 3.5]])
+    np.savez_compressed(tmp_path / "two.npz", format=np.int64(2), patch_boxes=boxes,
+                        patch_attention=np.array([0.25, 0.75]), **common)
+    new = read_saliency(tmp_path / "two.npz")
+    assert new.format == 2 and new.patch_boxes.tolist() == boxes.tolist()
+    assert new.patch_attention.tolist() == [0.25, 0.75]
+    mask = np.zeros((8, 8), bool)
+    mask[5, 5] = True                      # inside box 2 only: attention 0.75 by hand
+    m = saliency_metrics(new.to_original(), mask, spacing_mm=None, patch_boxes=new.patch_boxes,
+                         attention=new.patch_attention)
+    assert m["n_patches_hit"] == 1 and m["patch_attention"] == 0.75
+    np.savez_compressed(tmp_path / "bad.npz", format=np.int64(2), patch_boxes=boxes,
+                        patch_attention=np.array([1.0]), **common)
+    with pytest.raises(InputError, match="1 attention weights for 2 patch boxes"):
+        read_saliency(tmp_path / "bad.npz")
+    np.savez_compressed(tmp_path / "three.npz", format=np.int64(3), **common)
+    with pytest.raises(InputError, match="reads formats 1, 2"):
+        read_saliency(tmp_path / "three.npz")
+
+
 def test_reading_a_saliency_file_does_not_import_torch(demo_store_path, tmp_path):
     import subprocess
     import sys
@@ -123,6 +152,46 @@ def test_dice_sweep_equals_a_per_threshold_loop(seed, dtype):
     expected = loop_dice(values, mask, DEFAULT_THRESHOLDS)
     assert metrics["best_dice"] == expected.max()
     assert metrics["best_threshold"] == DEFAULT_THRESHOLDS[np.argmax(expected)]
+
+
+def sorted_rank(values, mask):
+    """Relevance rank from one full sort, ties at the cut-off shared in proportion."""
+    ordered, in_mask = np.sort(values.ravel()), np.sort(values[mask])
+    k = in_mask.size
+    cut = ordered[-k]
+    above_all = np.sum(ordered > cut)
+    tied_all, tied_in = np.sum(ordered == cut), np.sum(in_mask == cut)
+    return (np.sum(in_mask > cut) + (k - above_all) * tied_in / tied_all) / k
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_block_counts_equal_the_loop_on_smooth_maps_at_block_scale(seed):
+    """Upsampled grids (whole 32 x 32 blocks above, below and across thresholds, ragged edge
+    strips), pixels exactly on a threshold and one float32 step either side of one."""
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(60, 200)), int(rng.integers(40, 160)))
+    grid = rng.random((int(rng.integers(3, 9)), int(rng.integers(3, 9)))).astype(np.float32)
+    geometry = SaliencyGeometry(shape, (0, 0, *shape), False, shape, (1.0, 1.0))
+    values = saliency_to_original(grid, geometry)
+    picks = rng.integers(0, values.size, 300)
+    t = DEFAULT_THRESHOLDS[rng.integers(0, 21, 300)].astype(np.float32)
+    step = rng.integers(-1, 2, 300)                 # below, on, above (as float32) a threshold
+    values.ravel()[picks] = np.where(step < 0, np.nextafter(t, np.float32(-1)),
+                                     np.where(step > 0, np.nextafter(t, np.float32(2)), t))
+    if seed % 2:
+        values = (np.round(values * 20) / 20).astype(np.float32)   # plateaus on thresholds
+    if seed == 2:
+        values -= 2                                  # every pixel below every threshold
+    mask = np.zeros(shape, bool)
+    r, c = rng.integers(0, shape[0] - 20), rng.integers(0, shape[1] - 20)
+    mask[r:r + int(rng.integers(1, 40)), c:c + int(rng.integers(1, 40))] = True
+    for thresholds in (DEFAULT_THRESHOLDS, np.linspace(-2.5, 1.1, 50)):
+        np.testing.assert_array_equal(dice_at_thresholds(values, mask, thresholds),
+                                      loop_dice(values, mask, thresholds))
+    m = saliency_metrics(values, mask, spacing_mm=None)
+    assert m["best_dice"] == loop_dice(values, mask, DEFAULT_THRESHOLDS).max()
+    assert m["relevance_rank"] == pytest.approx(sorted_rank(values, mask), abs=1e-12)
+    assert (m["argmax_row"], m["argmax_col"]) == np.unravel_index(np.argmax(values), shape)
 
 
 def test_brute_force_pointing_distance_mass_and_rank():
@@ -284,6 +353,14 @@ def test_report_numbers_equal_direct_metrics_and_known_answers(oracle_store):
         assert row["best_dice"] == pytest.approx(loop_dice(values, mask, DEFAULT_THRESHOLDS).max())
         flat_max = np.unravel_index(np.argmax(values), values.shape)
         assert row["hit"] == mask[flat_max]
+        # Format 2 (predict now): attention on the patches whose pixel span meets the mask.
+        saved = read_saliency(store.files_dir / preds.at[image_id, "saliency_path"])
+        touched = [mask[int(np.floor(r)):int(np.ceil(r + h)), int(np.floor(c)):int(np.ceil(c + w))]
+                   .any() and h > 0 and w > 0 for r, c, h, w in saved.patch_boxes]
+        assert row["patch_attention"] == pytest.approx(saved.patch_attention[touched].sum())
+    assert demo["patch_attention"].notna().all() and oracle["patch_attention"].isna().all()
+    assert rep.summary["gmic-demo"]["mean_patch_attention"] == pytest.approx(
+        demo["patch_attention"].mean())
     s = rep.summary["gmic-demo"]
     hits = int(demo["hit"].sum())
     assert s["n_images"] == len(demo) and s["n_hits"] == hits

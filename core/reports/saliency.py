@@ -112,8 +112,13 @@ def saliency_report(store: Store, *, test_set: str, model: str, compare: str | N
                 raise InputError(f"annotation of {image_id} is {mask.shape[0]} x {mask.shape[1]} "
                                  f"but {m}'s saliency maps to {values.shape[0]} x "
                                  f"{values.shape[1]}; re-save the annotation on the full image")
+            # Format 2 files carry the boxes with their attention weights; older ones only
+            # the store's boxes (patch_attention NaN).
+            boxes, attention = saliency.patch_boxes, saliency.patch_attention
+            if boxes is None:
+                boxes = _boxes(entry["patch_boxes"])
             metrics = saliency_metrics(values, mask, spacing_mm=_spacing(spacing),
-                                       patch_boxes=_boxes(entry["patch_boxes"]),
+                                       patch_boxes=boxes, attention=attention,
                                        thresholds=thresholds)
             curves.append(metrics.pop("dice"))
             metrics.pop("thresholds")

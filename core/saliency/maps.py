@@ -21,7 +21,8 @@ from core.errors import InputError
 __all__ = ["SALIENCY_FORMAT", "SaliencyFile", "SaliencyGeometry", "read_saliency",
            "saliency_to_original"]
 
-SALIENCY_FORMAT = 1
+SALIENCY_FORMAT = 2           # 2 added the patch boxes and their attention weights
+READABLE_FORMATS = (1, 2)
 MAP_NAMES = ("malignant", "benign")
 
 
@@ -60,6 +61,11 @@ class SaliencyFile:
     malignant, benign : ndarray of shape (h, w), float32 (stored as float16): grids over the
         model input.
     geometry : SaliencyGeometry
+    patch_boxes : float64 (P, 4) or None: [row, col, height, width] in original pixels (edges),
+        every member's K patches for an ensemble; None in format 1 files.
+    patch_attention : float64 (P,) or None: each patch's attention weight (GMIC's
+        ``patch_attns``; divided by the number of members, so they sum to 1); None in format 1.
+    format : the file's format number.
     """
 
     model: str
@@ -67,6 +73,9 @@ class SaliencyFile:
     malignant: np.ndarray
     benign: np.ndarray
     geometry: SaliencyGeometry
+    patch_boxes: np.ndarray | None = None
+    patch_attention: np.ndarray | None = None
+    format: int = SALIENCY_FORMAT
 
     def to_original(self, which: str = "malignant", *, mode: str = "bilinear") -> np.ndarray:
         """The ``which`` map on the original pixel grid: float32 of shape original_shape."""
@@ -76,24 +85,33 @@ class SaliencyFile:
 
 
 def read_saliency(path: str | Path) -> SaliencyFile:
-    """Load a saliency ``.npz`` written by `models.predict` (no pickles are read)."""
+    """Load a saliency ``.npz`` written by `models.predict` (no pickles are read); formats 1
+    (maps and geometry) and 2 (plus the patch boxes and attention weights)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"saliency file {path} does not exist; run `python -m core predict` first")
     try:
         with np.load(path, allow_pickle=False) as z:
-            if int(z["format"]) != SALIENCY_FORMAT:
-                raise InputError(f"saliency file {path} has format {int(z['format'])}; this "
-                                 f"ILCscope reads format {SALIENCY_FORMAT}")
+            version = int(z["format"])
+            if version not in READABLE_FORMATS:
+                raise InputError(f"saliency file {path} has format {version}; this ILCscope "
+                                 f"reads formats {', '.join(map(str, READABLE_FORMATS))}")
             geometry = SaliencyGeometry(
                 original_shape=tuple(int(v) for v in z["original_shape"]),
                 crop_box=tuple(int(v) for v in z["crop_box"]),
                 flipped=bool(z["flipped"]),
                 input_shape=tuple(int(v) for v in z["input_shape"]),
                 scale=tuple(float(v) for v in z["scale"]))
+            boxes = attention = None
+            if version >= 2:
+                boxes = z["patch_boxes"].astype(np.float64).reshape(-1, 4)
+                attention = z["patch_attention"].astype(np.float64).ravel()
+                if attention.shape != (len(boxes),):
+                    raise ValueError(f"{attention.size} attention weights for {len(boxes)} "
+                                     "patch boxes")
             return SaliencyFile(str(z["model"]), str(z["image_id"]),
                                 z["malignant"].astype(np.float32), z["benign"].astype(np.float32),
-                                geometry)
+                                geometry, boxes, attention, version)
     except (KeyError, ValueError, OSError) as exc:
         if isinstance(exc, InputError):
             raise

@@ -7,9 +7,10 @@ game). Added here: the distance from the maximum to the mask, the share of the m
 the mask (relevance mass) and of its top-|mask| pixels (relevance rank), and whether GMIC's K
 patches touch the mask.
 
-Why sort once: a full-size map has ~8.5 million pixels; one sort of the map and one of its
-(few) mask pixels give the counts at every threshold by binary search, where a loop over
-thresholds makes 21 passes over the whole image (bench/saliency.py measures both).
+Why no loop and no sort: a full-size map has ~8.5 million pixels; a loop over thresholds makes
+21 passes over it, one sort costs about 10. The map's counts at every threshold come from its
+32 x 32 block minima and maxima (`core.saliency.counts`), the mask's from its (few) sorted
+pixels; bench/saliency.py measures both ways.
 Comparisons are exact in the map's float type: ``map >= t`` means the float64 value of each
 pixel is at least the float64 threshold, as the straightforward loop computes it.
 """
@@ -20,6 +21,7 @@ from numbers import Real
 import numpy as np
 
 from core.errors import InputError
+from core.saliency.counts import BlockSummary
 
 __all__ = ["DEFAULT_THRESHOLDS", "dice_at_thresholds", "saliency_metrics"]
 
@@ -62,22 +64,26 @@ def saliency_metrics(map_orig, mask, *, spacing_mm: float | None, patch_boxes=No
     values, mask = _check_pair(map_orig, mask)
     thresholds = _check_thresholds(thresholds)
     spacing = _check_spacing(spacing_mm)
-    flat, inside = values.ravel(), mask.ravel()
-    ordered = np.sort(flat)                       # the one pass over the full image
+    flat, inside = values.ravel(), np.flatnonzero(mask)
+    blocks = BlockSummary(values)
     in_mask = np.sort(flat[inside])
-    n, k = ordered.size, in_mask.size
-    dice = _dice(ordered, in_mask, thresholds)
+    k = in_mask.size
+    cuts = _as_dtype_cut(thresholds, values.dtype)
+    n_pred = blocks.count_at_least(cuts)
+    dice = _dice(n_pred, in_mask, cuts)
     best = int(np.argmax(dice))
-    top = ordered[-1]
-    argmax = int(np.argmax(flat == top))          # first maximum in row-major order
+    argmax = int(np.argmax(flat))                 # first maximum in row-major order
     row, col = divmod(argmax, values.shape[1])
-    hit = bool(inside[argmax])
-    distance = 0.0 if hit else _distance_to_mask(mask, row, col)
+    hit = bool(mask[row, col])
+    distance = 0.0 if hit else _distance_to_mask(inside, values.shape[1], row, col)
     total = float(flat.sum(dtype=np.float64))
-    cut = ordered[n - k]                          # the k-th largest value
-    above_all = n - np.searchsorted(ordered, cut, side="right")
+    # The k largest values lie at or above the highest threshold that k pixels reach.
+    reaching = np.flatnonzero(n_pred >= k)
+    top = blocks.at_least(cuts[reaching[-1]] if reaching.size else -np.inf)
+    cut = np.partition(top, top.size - k)[top.size - k]   # the k-th largest value
+    above_all = np.count_nonzero(top > cut)
+    tied_all = np.count_nonzero(top == cut)
     above_in = k - np.searchsorted(in_mask, cut, side="right")
-    tied_all = np.searchsorted(ordered, cut, side="right") - np.searchsorted(ordered, cut, "left")
     tied_in = np.searchsorted(in_mask, cut, side="right") - np.searchsorted(in_mask, cut, "left")
     rank = (above_in + (k - above_all) * tied_in / tied_all) / k
     result = {
@@ -95,15 +101,13 @@ def saliency_metrics(map_orig, mask, *, spacing_mm: float | None, patch_boxes=No
 def dice_at_thresholds(map_orig, mask, thresholds=DEFAULT_THRESHOLDS) -> np.ndarray:
     """Dice of ``map_orig >= thresholds[i]`` with ``mask``, for every i: shape (T,)."""
     values, mask = _check_pair(map_orig, mask)
-    flat = values.ravel()
-    return _dice(np.sort(flat), np.sort(flat[mask.ravel()]), _check_thresholds(thresholds))
+    cuts = _as_dtype_cut(_check_thresholds(thresholds), values.dtype)
+    return _dice(BlockSummary(values).count_at_least(cuts), np.sort(values[mask]), cuts)
 
 
-def _dice(ordered: np.ndarray, in_mask: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """2 |X & Y_t| / (|X| + |Y_t|) from sorted map values and sorted mask values."""
-    cut = _as_dtype_cut(thresholds, ordered.dtype)
-    n_pred = ordered.size - np.searchsorted(ordered, cut, side="left")
-    n_both = in_mask.size - np.searchsorted(in_mask, cut, side="left")
+def _dice(n_pred: np.ndarray, in_mask: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """2 |X & Y_t| / (|X| + |Y_t|) from the map's counts at the cuts and sorted mask values."""
+    n_both = in_mask.size - np.searchsorted(in_mask, cuts, side="left")
     return 2.0 * n_both / (in_mask.size + n_pred)
 
 
@@ -116,8 +120,9 @@ def _as_dtype_cut(thresholds: np.ndarray, dtype) -> np.ndarray:
     return cut
 
 
-def _distance_to_mask(mask: np.ndarray, row: int, col: int) -> float:
-    rows, cols = np.nonzero(mask)
+def _distance_to_mask(inside: np.ndarray, width: int, row: int, col: int) -> float:
+    """From (row, col) to the nearest of the mask's flat indices ``inside``, in pixels."""
+    rows, cols = np.divmod(inside, width)
     return float(np.sqrt(np.min((rows - row) ** 2 + (cols - col) ** 2)))
 
 
@@ -162,7 +167,7 @@ def _check_pair(map_orig, mask) -> tuple[np.ndarray, np.ndarray]:
         mask = mask != 0
     if not mask.any():
         raise InputError("mask is empty; the metrics need a segmentation with at least one pixel")
-    if np.isnan(values).any():
+    if np.isnan(values.min()):                   # min propagates NaN: one cheap pass
         raise InputError(f"map_orig holds {int(np.isnan(values).sum())} NaN values; pass a "
                          "finite saliency map")
     return values, mask

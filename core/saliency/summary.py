@@ -17,7 +17,7 @@ __all__ = ["SUMMARY_COLUMNS", "compare_saliency", "summarise_saliency"]
 SUMMARY_COLUMNS = ["n_images", "mean_best_dice", "median_best_dice", "q1_best_dice",
                    "q3_best_dice", "n_hits", "hit_rate", "hit_ci_low", "hit_ci_high",
                    "mean_relevance_mass", "mean_relevance_rank", "median_distance_mm",
-                   "patch_hit_rate"]
+                   "patch_hit_rate", "mean_patch_attention"]
 _NEEDED = ("image_id", "best_dice", "hit", "relevance_mass", "relevance_rank", "distance_mm",
            "patch_hit")
 
@@ -28,7 +28,7 @@ def summarise_saliency(per_image: pd.DataFrame, *, by: str | None = None,
 
     The hit rate's interval is Wilson's (`core.stats.wilson_ci`) at level 1 - ``alpha``; means
     skip NaN (a map that sums to 0 has no relevance mass); ``patch_hit_rate`` is over images
-    with patch boxes.
+    with patch boxes; ``mean_patch_attention`` over images whose file holds attention weights.
     """
     _require(per_image, _NEEDED if by is None else (*_NEEDED, by))
     if by is None:
@@ -70,6 +70,8 @@ def _row(frame: pd.DataFrame, alpha: float) -> dict:
         "mean_relevance_rank": _mean(frame["relevance_rank"]),
         "median_distance_mm": float(frame["distance_mm"].median()),
         "patch_hit_rate": float(patches.astype(bool).mean()) if len(patches) else float("nan"),
+        "mean_patch_attention": (_mean(frame["patch_attention"]) if "patch_attention" in frame
+                                 else float("nan")),
     }
 
 

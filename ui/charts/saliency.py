@@ -85,6 +85,16 @@ def saliency_overlay(grey: np.ndarray, saliency: np.ndarray | None, *, opacity: 
     return rgb
 
 
+def patch_labels(boxes, attention) -> list[str] | None:
+    """Each patch box's label: its number and attention weight ("2: 0.41"), or the number
+    alone when the file predates stored weights."""
+    if boxes is None:
+        return None
+    if attention is None:
+        return [f"{i + 1}" for i in range(len(boxes))]
+    return [f"{i + 1}: {w:.2f}" for i, w in enumerate(attention)]
+
+
 def annotation_preview(grey: np.ndarray, drawing: np.ndarray | None,
                        filled: np.ndarray | None, *, opacity: float = 0.35) -> np.ndarray:
     """The image with a filled segmentation tinted (and its contour) and the drawing in red:
