@@ -43,6 +43,9 @@ FLAGS = {
     "reader_column": "--reader-column", "modality_column": "--modality-column",
     "case_column": "--case-column", "truth_column": "--truth-column",
     "rating_column": "--rating-column",
+    "study_date": "--study-date", "password_env": "--password-env", "token_env": "--token-env",
+    "timeout_s": "--timeout", "retries": "--retries", "limit": "--limit",
+    "modality": "--modality",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")

@@ -72,9 +72,10 @@ class Server:
             raise InputError("give either a user and password or a token, not both")
         if bool(self.user) != bool(self.password):
             raise InputError("a user needs a password (password_env) and a password a user")
-        if not (self.timeout_s > 0) or not (0 <= self.retries <= 10):
-            raise InputError(f"timeout_s must be > 0 and retries 0-10 (got {self.timeout_s}, "
-                             f"{self.retries})")
+        if not (self.timeout_s > 0):
+            raise InputError(f"timeout_s must be more than 0 seconds (got {self.timeout_s})")
+        if not (0 <= self.retries <= 10):
+            raise InputError(f"retries must be 0-10 (got {self.retries})")
 
 
 def clean_url(url: str) -> str:
@@ -140,9 +141,9 @@ def connect(server: Server):
 
 @contextlib.contextmanager
 def quiet_client() -> Iterator[None]:
-    """The client logs request URLs (UIDs in them) and pydicom, parsing its answers, can warn
-    quoting header values: keep both loggers and warnings silent meanwhile."""
-    loggers = [logging.getLogger(name) for name in ("dicomweb_client", "pydicom")]
+    """The client and urllib3 log request URLs (UIDs and search values in them) and pydicom,
+    parsing the answers, can warn quoting header values: keep them all silent meanwhile."""
+    loggers = [logging.getLogger(name) for name in ("dicomweb_client", "urllib3", "pydicom")]
     saved = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL + 1)
