@@ -351,3 +351,43 @@ def test_password_env_must_be_set(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.strip() == (
         f"error: --password-env: environment variable {PW_ENV} is not set or empty; export it "
         f"first (read -s {PW_ENV}; export {PW_ENV})")
+
+
+def test_import_page_searches_and_pulls_chosen_studies(pacs, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_app import REPO
+
+    db = tmp_path / "fresh.duckdb"
+    open_store(db)  # an empty store: no first-run demo
+    monkeypatch.setenv("ILCSCOPE_DB", str(db))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/import_data.py")
+    at.run()
+    at.text_input(key="pacs_url").set_value(pacs["server"].dicomweb)
+    at.text_input(key="pacs_user").set_value(USER)
+    at.text_input(key="pacs_password").set_value("not-the-password").run()
+    at.button(key="pacs_search").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.error) == 1 and "HTTP 401" in at.error[0].value
+    at.text_input(key="pacs_password").set_value(PASSWORD)
+    at.button(key="pacs_search").click().run()
+    assert not at.exception and not at.error
+    store = open_store(db, read_only=True)
+    key_b = "S" + store.pseudonym("study:" + _uid("1", "B"))[1:]
+    results = at.dataframe[0].value.set_index("exam_key")
+    assert len(results) == 2 and results.loc[key_b, "instances"] == 2
+    assert results.loc[key_b, "patient"] == store.pseudonym(PHI["PatientID"] + "B")
+    at.multiselect(key="pacs_chosen").set_value([key_b]).run()
+    at.button(key="pacs_pull").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    outcomes = at.dataframe[1].value
+    assert list(outcomes["status"]) == ["imported", "imported"]
+    assert all(f.startswith(key_b + "/") for f in outcomes["file"])
+    images = open_store(db, read_only=True).images()
+    assert len(images) == 2 and set(images["exam_id"]) == {f"pacs/{key_b}"}
+    shown = "\n".join([str(e.value) for e in at.markdown] + [str(e.value) for e in at.caption]
+                      + [d.value.to_csv() for d in at.dataframe])
+    _clean(shown.encode(), pacs["needles"], "the page")
