@@ -302,7 +302,7 @@ def image_rows(store: Store, snapshot: Snapshot, image: DicomImage, *, dataset: 
     if all(t.is_file() for t in targets) and snapshot.unchanged(rows):
         return Skipped("unchanged (same file and header fields already stored)")
     new_files = [t for t in targets if not t.is_file()]
-    write_png(targets[0], image.display)
+    write_png(targets[0], image.display, compress_level=1)  # a cache for the screen
     if copy is not None:
         write_bytes(targets[1], copy)
     return FileRows(rows, new_files=new_files, note=image.note)
