@@ -46,6 +46,9 @@ FLAGS = {
     "rating_column": "--rating-column",
     "model_init": "--model-init", "train_set": "--train-set", "val_set": "--val-set",
     "batch_size": "--batch-size", "fractions": "--fractions", "prefix": "--prefix",
+    "study_date": "--study-date", "password_env": "--password-env", "token_env": "--token-env",
+    "timeout_s": "--timeout", "retries": "--retries", "limit": "--limit",
+    "modality": "--modality",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from cli import CommandFailed, comma_list, open_from_args, to_json, to_text
 from core.errors import InputError
-from core.importers import ImportReport
 from core.progress import tqdm_progress
 
 FORMATTER = argparse.RawDescriptionHelpFormatter
@@ -38,6 +37,39 @@ def register(commands, report, common) -> None:
     p.add_argument("folder", type=Path, help="folder searched recursively for DICOM files")
     p.add_argument("--dataset", help="dataset name (default: the folder's name)")
     p.set_defaults(func=_dicom)
+
+    p = _kind(kinds, common, "dicomweb", "mammograms pulled from a PACS over DICOMweb",
+              "Searches the PACS (QIDO-RS: studies, then series of --modality, BREAST where "
+              "the body part is given), retrieves each instance (WADO-RS) into a private "
+              "temporary folder and imports it as `import dicom` does (de-identified; one "
+              "instance at a time, all-or-nothing; a re-pull skips what is stored). A "
+              "de-identified pixel copy is kept in the store's files folder. Credentials come "
+              "from environment variables only; the URL must carry none. --dry-run lists "
+              "studies, series, instances and views under the store's pseudonyms.",
+              "PACS_PASSWORD=... python -m core import dicomweb "
+              "http://pacs:8042/dicom-web --user reader --password-env PACS_PASSWORD "
+              "--study-date 20230101-20231231 --dry-run --json")
+    p.add_argument("url", help="the DICOMweb root, e.g. http://pacs:8042/dicom-web")
+    p.add_argument("--user", help="user name for HTTP basic authentication")
+    p.add_argument("--password-env", metavar="VAR", help="environment variable holding the "
+                                                         "password (never the password itself)")
+    p.add_argument("--token-env", metavar="VAR", help="environment variable holding a bearer "
+                                                      "token")
+    p.add_argument("--patient", help="PatientID to match (never printed back)")
+    p.add_argument("--study-date", metavar="FROM-TO", help="YYYYMMDD or YYYYMMDD-YYYYMMDD")
+    p.add_argument("--accession", help="AccessionNumber to match")
+    p.add_argument("--study-uid", help="StudyInstanceUID to match")
+    p.add_argument("--modality", default="MG", help="series modality (default MG)")
+    p.add_argument("--limit", type=int, help="at most N studies")
+    p.add_argument("--dataset", default="pacs", help="dataset name (default: pacs)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list what would be pulled (pseudonyms only); retrieve no pixels")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait for the PACS per request (default 30)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="retries after a network failure or a busy PACS, with back-off "
+                        "(default 2)")
+    p.set_defaults(func=_dicomweb)
 
     p = _kind(kinds, common, "png", "16/8-bit PNG folder with a label manifest",
               "Images named <exam>_<L|R>_<CC|MLO>.png (or <exam>_<L|R>-<CC|MLO>.png) under "
@@ -156,6 +188,25 @@ def _dicom(args):
         store, args.folder, dataset=args.dataset, progress=progress))
 
 
+def _dicomweb(args):
+    from core.importers.dicomweb import Filters, import_dicomweb
+    from core.io.dicomweb import server_from_env
+
+    server = server_from_env(args.url, user=args.user, password_env=args.password_env,
+                             token_env=args.token_env, timeout_s=args.timeout,
+                             retries=args.retries)
+    filters = Filters(patient=args.patient, study_date=args.study_date,
+                      accession=args.accession, study_uid=args.study_uid,
+                      modality=args.modality, limit=args.limit)
+    if args.dry_run:
+        store = open_from_args(args)
+        with tqdm_progress("search PACS") as progress:
+            return import_dicomweb(store, server, filters, dataset=args.dataset, dry_run=True,
+                                   progress=progress)
+    return _run(args, "dicomweb", lambda store, progress: import_dicomweb(
+        store, server, filters, dataset=args.dataset, progress=progress))
+
+
 def _png(args):
     from core.importers.png import import_png
 
@@ -245,13 +296,13 @@ def _ints(text: str, flag: str) -> list[int]:
 def _run(args, desc: str, job) -> dict:
     store = open_from_args(args)
     with tqdm_progress(f"import {desc}") as progress:
-        report: ImportReport = job(store, progress)
-    result = report.as_dict()
-    if report.failed:
-        failed = [o for o in report.outcomes if o.status == "failed"]
+        report = job(store, progress)  # an ImportReport, or a dict holding its fields
+    result = report if isinstance(report, dict) else report.as_dict()
+    failed = [o for o in result["files"] if o["status"] == "failed"]
+    if failed:
         print(to_json(result) if args.json else to_text(result))
         for outcome in failed:
-            print(f"failed: {outcome.file}: {outcome.reason}", file=sys.stderr)
-        raise CommandFailed(f"{len(failed)} of {len(report.outcomes)} file(s) failed; nothing "
+            print(f"failed: {outcome['file']}: {outcome['reason']}", file=sys.stderr)
+        raise CommandFailed(f"{len(failed)} of {len(result['files'])} file(s) failed; nothing "
                             "was stored for them (reasons above)")
     return result

@@ -1,4 +1,4 @@
-"""Import: upload files or name a server folder; each file's outcome; test sets."""
+"""Import: upload files, name a server folder or pull from a PACS; each file's outcome; test sets."""
 import pandas as pd
 import streamlit as st
 
@@ -7,6 +7,7 @@ from core.importers import KINDS, run_import
 from core.importers.uploads import route_upload
 from core.store import Store
 from ui import ProgressBar, cached, read_only_notice, settings, show_input_error, store
+from ui.pacs import pacs_tab
 
 LABELS = {
     "dicom": "DICOM folder", "png": "PNG folder + label manifest", "mias": "mini-MIAS",
@@ -51,7 +52,8 @@ with st.expander("Options", expanded=kind in ("predictions", "readers", "png")):
         options[columns] = [c.strip() for c in names.split(",") if c.strip()] or None
         options = {k: v for k, v in options.items() if v not in (None, "auto")}
 
-source_upload, source_server = st.tabs(["Upload files", "Folder or file on the server"])
+source_upload, source_server, source_pacs = st.tabs(
+    ["Upload files", "Folder or file on the server", "From a PACS"])
 with source_upload:
     uploads = st.file_uploader("Files (a ZIP keeps a folder's structure)",
                                type=UPLOAD_TYPES[kind], accept_multiple_files=True,
@@ -62,6 +64,11 @@ with source_server:
                                 placeholder="/data/mias or /data/preds.csv")
     go_server = st.button("Import from the server path", type="primary",
                           disabled=not server_path)
+
+with source_pacs:
+    pulled = pacs_tab()
+    if pulled is not None:
+        st.session_state["import_last"] = pulled
 
 
 def run(path, options: dict) -> None:

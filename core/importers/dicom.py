@@ -42,6 +42,7 @@ metadata.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from core.errors import InputError
 from core.io.dicom import (PHI_KEYWORDS, display_pixels, denser_brighter, dicom_pixels,
                            grey_photometric, header_errors, manufacturer, read_dataset,
                            read_header, stored_pixels)
-from core.io.pixels import sha256_file, write_png
+from core.io.pixels import pgm_bytes, sha256_file, write_bytes, write_png
 from core.vocabulary import DICOM_SUFFIXES, MAX_AGE_YEARS
 from core.importers import ImportReport
 from core.importers.common import (
@@ -65,7 +66,9 @@ from core.progress import ProgressFn, report as report_progress
 from core.store import Store
 
 __all__ = ["dicom_pixels", "read_dicom", "read_header", "header_errors", "import_dicom",
-           "DicomImage", "PHI_KEYWORDS"]
+           "DicomImage", "PHI_KEYWORDS", "image_rows", "PIXEL_COPIES"]
+
+PIXEL_COPIES = "pixels"  # <files>/pixels/<dataset>/: de-identified copies of pulled pixels
 
 _CC_CODES = {"R-10242", "399162004"}
 _MLO_CODES = {"R-10226", "399368009"}
@@ -247,35 +250,59 @@ def _import_file(store: Store, snapshot: Snapshot, root: Path, path: Path, rel: 
     if head[128:132] != b"DICM" and path.suffix.lower() not in DICOM_SUFFIXES:
         return Skipped("not a DICOM file")
     image = read_dicom(path, name=rel)
+    return image_rows(store, snapshot, image, dataset=dataset, name=rel,
+                      source={"source": "dicom", "root": str(root)},
+                      pixel_file=(rel, sha256_file(path)))
+
+
+def image_rows(store: Store, snapshot: Snapshot, image: DicomImage, *, dataset: str, name: str,
+               source: dict, pixel_file: tuple[str, str] | None) -> FileRows | Skipped:
+    """The rows (and display copy) of one decoded image, or `Skipped` when all are stored.
+
+    source : the ``datasets`` row's ``source``, ``root`` and ``notes``.
+    pixel_file : (path relative to ``root``, its sha256) of the file the pixels stay in; None
+        when the source file does not stay (a PACS pull): a de-identified PGM (8/16-bit) of the
+        pixels (brighter = denser, no metadata) is kept under ``<files>/pixels/<dataset>/``
+        and ``root`` must be ``@files/pixels/<dataset>``.
+    """
     ids = image.identifiers
     if ids["study"] is None:
-        raise InputError(f"{rel}: no StudyInstanceUID, so the image cannot be grouped into an "
+        raise InputError(f"{name}: no StudyInstanceUID, so the image cannot be grouped into an "
                          "exam; fix the header")
     meta = dict(image.meta)
     exam_key = "S" + store.pseudonym("study:" + ids["study"])[1:]
-    sop_hash = store.pseudonym("sop:" + (ids["sop"] or rel))[1:9]
+    sop_hash = store.pseudonym("sop:" + (ids["sop"] or name))[1:9]
     exam_id = exam_id_for(dataset, exam_key)
-    image_id = f"{exam_id}/{meta['laterality']}-{meta['view']}-{sop_hash}"
+    image_key = f"{meta['laterality']}-{meta['view']}-{sop_hash}"
+    image_id = f"{exam_id}/{image_key}"
     previous = snapshot.get("images", image_id=image_id)
     if previous is not None and previous["laterality_source"] == "corrected":
         meta["laterality"], meta["laterality_source"] = previous["laterality"], "corrected"
-    display_rel = Path("display") / dataset / exam_key / f"{image_id.rsplit('/', 1)[1]}.png"
+    display_rel = Path("display") / dataset / exam_key / f"{image_key}.png"
+    copy = None
+    if pixel_file is None:  # the copy is stored brighter = denser, so MONOCHROME2
+        copy = pgm_bytes(image.pixels)
+        pixel_file = (f"{exam_key}/{image_key}.pgm", hashlib.sha256(copy).hexdigest())
+        meta["photometric"] = "MONOCHROME2"
     rows = {
-        "datasets": [{"dataset": dataset, "kind": "imported", "source": "dicom",
-                      "root": str(root)}],
+        "datasets": [dict(source, dataset=dataset, kind="imported")],
         "exams": [{"exam_id": exam_id, "dataset": dataset, "exam_key": exam_key,
                    "patient": store.pseudonym(ids["patient"]) if ids["patient"] else None,
                    "exam_date": meta.pop("exam_date"), "age": meta.pop("age")}],
         "images": [dict(meta, image_id=image_id, exam_id=exam_id, dataset=dataset,
-                        image_key=image_id.rsplit("/", 1)[1], path=rel,
-                        sha256=sha256_file(path), display_path=display_rel.as_posix())],
+                        image_key=image_key, path=pixel_file[0], sha256=pixel_file[1],
+                        display_path=display_rel.as_posix())],
     }
     breast = {"exam_id": exam_id, "laterality": meta["laterality"]}
     if snapshot.get("breasts", **breast) is None:  # never overwrite labels
         rows["breasts"] = [dict(breast, histology="unknown")]
-    target = store.files_dir / display_rel
-    if target.is_file() and snapshot.unchanged(rows):
+    targets = [store.files_dir / display_rel]
+    if copy is not None:
+        targets.append(store.files_dir / PIXEL_COPIES / dataset / pixel_file[0])
+    if all(t.is_file() for t in targets) and snapshot.unchanged(rows):
         return Skipped("unchanged (same file and header fields already stored)")
-    new_files = [] if target.is_file() else [target]
-    write_png(target, image.display)
+    new_files = [t for t in targets if not t.is_file()]
+    write_png(targets[0], image.display, compress_level=1)  # a cache for the screen
+    if copy is not None:
+        write_bytes(targets[1], copy)
     return FileRows(rows, new_files=new_files, note=image.note)

@@ -137,10 +137,39 @@ def to_display(pixels: np.ndarray, *, low_pct: float = 0.5, high_pct: float = 99
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
 
 
-def write_png(path: str | Path, pixels: np.ndarray) -> None:
-    """8- or 16-bit greyscale PNG, written to a temporary name first."""
+def write_png(path: str | Path, pixels: np.ndarray, *, compress_level: int = 6) -> None:
+    """8- or 16-bit greyscale PNG, written to a temporary name first.
+
+    ``compress_level`` 1 suits display copies: for an 8-bit 2,048 x 1,536 copy it halves the
+    encoding time (~0.19 s against ~0.34 s here) for ~12% more bytes.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.asarray(pixels)).save(tmp, format="PNG")
+    Image.fromarray(np.asarray(pixels)).save(tmp, format="PNG", compress_level=compress_level)
+    tmp.replace(path)
+
+
+def pgm_bytes(pixels: np.ndarray) -> bytes:
+    """A binary PGM (P5) of a uint8 or uint16 image: lossless, no metadata, no compression.
+
+    Why PGM for kept pixel copies: writing it costs a byte swap (~30 ms for 2,048 x 1,536
+    16-bit) where Pillow's 16-bit PNG encoder takes about a second even at level 0; every
+    reader here (`read_raster`) opens it.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"pgm_bytes needs a 2-D uint8 or uint16 array, got {pixels.dtype} "
+                         f"{pixels.shape}")
+    maxval = 255 if pixels.dtype == np.uint8 else 65535
+    header = b"P5\n%d %d\n%d\n" % (pixels.shape[1], pixels.shape[0], maxval)
+    return header + pixels.astype(">u2" if maxval > 255 else np.uint8).tobytes()
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary name, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
     tmp.replace(path)
