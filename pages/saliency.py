@@ -64,14 +64,14 @@ if not gmic:
             icon=":material/info:")
     st.stop()
 m_col, c_col, w_col, v_col = st.columns([2, 2, 1.6, 1.2])
-model = m_col.selectbox("Model", gmic, key="saliency_model")
+model = m_col.selectbox("Model", gmic, key="saliency_model", bind="query-params")
 others = [m for m in gmic if m != model]
 children = [m for m in models[models["parent"] == model]["model"] if m in others]
 compare = c_col.selectbox("Compare with", [None, *others], key="saliency_compare",
                           index=1 + others.index(children[0]) if children else 0,
                           format_func=lambda m: "—" if m is None else m)
 which = w_col.segmented_control("Map", ["malignant", "benign"], default="malignant",
-                                key="saliency_which") or "malignant"
+                                key="saliency_which", bind="query-params") or "malignant"
 version = v_col.number_input("Annotation version", min_value=1, value=None, step=1,
                              key="saliency_version", placeholder="newest",
                              help="Empty: each image's newest version")
