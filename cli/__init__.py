@@ -26,7 +26,7 @@ from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionEr
 from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
-                   "report_saliency", "filters", "density", "predict", "annotate")
+                   "report_saliency", "report_findings", "filters", "density", "predict", "annotate")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -42,7 +42,7 @@ FLAGS = {
     "power": "--power", "subgroup": "--subgroup",
     "reader_column": "--reader-column", "modality_column": "--modality-column",
     "case_column": "--case-column", "truth_column": "--truth-column",
-    "rating_column": "--rating-column",
+    "rating_column": "--rating-column", "out": "--out",
 }
 _UNDERSCORED = re.compile(
     r"(?<![\w'\"])(" + "|".join(n for n in FLAGS if "_" in n) + r")(?![\w'\"])")
