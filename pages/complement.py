@@ -113,6 +113,14 @@ for note in cases.notes:
 
 with st.container(border=True):
     st.markdown("\n".join(f"- {s}" for s in report.sentences))
+if res.reader_missed == 0:   # a degenerate view: offer the nearest one with missed cancers
+    nearest = cached(findings.nearest_missed_view, test_set=test_set, model=model,
+                     reader=reader, level=level)
+    if nearest:
+        st.info(f"{reader} missed no cancer here, so there is nothing for the model to catch. "
+                f"[Open {nearest['complement_reader']} at {nearest['complement_level']} "
+                f"level]({findings.link(findings.Finding('', '', 'complement', nearest))}), "
+                "the nearest view with missed cancers.", icon=":material/info:")
 
 neg, cb, rd, md = res.among_reader_negative, res.combined, res.reader, res.model
 row = st.columns(4)

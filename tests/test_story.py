@@ -56,8 +56,7 @@ def test_default_demo_gmic_scores_ilc_below_idc(story_store_path):
     store = open_store(story_store_path, read_only=True)
     aucs = {}
     for name in ("test-ILC", "test-IDC"):
-        s = store.scores(models=["gmic-demo"], level="image", test_set=name)
-        cases = store.cases(test_set=name, level="image").merge(s, on="case_id")
+        cases = store.scores(models=["gmic-demo"], level="image", test_set=name)
         aucs[name] = delong_auc(cases["label"].to_numpy(int),
                                 cases["score"].to_numpy(float)).auc
     assert aucs["test-ILC"] < aucs["test-IDC"]
@@ -81,8 +80,9 @@ def _open(finding) -> AppTest:
     return at
 
 
-def _frame(at: AppTest, key: str):
-    return next(d.value for d in at.dataframe if d.proto.id and key in d.proto.id)
+def _frame(at: AppTest, *columns: str):
+    """The first table the page shows that has all these columns."""
+    return next(d.value for d in at.dataframe if set(columns) <= set(d.value.columns))
 
 
 def test_every_question_is_answered(story_findings):
@@ -93,7 +93,7 @@ def test_every_question_is_answered(story_findings):
 def test_models_finding_equals_benchmark(story_env, story_findings):
     f = story_findings["models"]
     at = _open(f)
-    table = _frame(at, "bench_auc_numbers")
+    table = _frame(at, "test_set", "model", "auc", "ci_low")
     row = table[(table["test_set"] == "test-ILC") & (table["model"] == "gmic-demo")]
     assert row["auc"].iloc[0] == pytest.approx(f.value, abs=1e-12)
     assert f"AUC {f.value:.2f}" in f.sentence
@@ -132,7 +132,7 @@ def test_filters_finding_says_nothing_is_stored(story_env, story_findings):
     f = story_findings["filters"]
     assert f.value is None and "no filter run is stored" in f.sentence
     at = _open(f)
-    assert not [d for d in at.dataframe if d.proto.id and "filters_summary" in d.proto.id]
+    assert not [d for d in at.dataframe if "mean_auc" in d.value.columns]
 
 
 def test_finetuning_finding_says_nothing_is_stored(story_env, story_findings):
@@ -148,3 +148,17 @@ def test_saliency_finding_opens_its_model(story_env, story_findings):
     at = _open(f)
     assert at.selectbox(key="saliency_model").value == f.params["saliency_model"]
     assert np.isin(f.params["saliency_model"], ["gmic-demo"])
+
+
+def test_nearest_missed_view_has_missed_cancers(story_store_path):
+    from core.reports.complement import load_cases
+    from core.reports.findings import nearest_missed_view
+
+    store = open_store(story_store_path, read_only=True)
+    view = nearest_missed_view(store, test_set="test-ILC", model="gmic-demo",
+                               reader="consensus", level="exam")
+    assert view is not None and (view["complement_level"], view["complement_reader"]) != (
+        "exam", "consensus")
+    frame = load_cases(store, test_set="test-ILC", model="gmic-demo",
+                       reader=view["complement_reader"], level=view["complement_level"]).frame
+    assert ((frame["label"] == 1) & (frame["reader_recall"] == 0)).sum() >= 1

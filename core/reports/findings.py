@@ -23,7 +23,7 @@ from core.reports.filters import stored_results, summarize
 from core.stats import delong_auc, unpaired_auc_test
 from core.store import Store
 
-__all__ = ["Finding", "QUESTIONS", "best_model", "findings", "link"]
+__all__ = ["Finding", "QUESTIONS", "best_model", "findings", "link", "nearest_missed_view"]
 
 QUESTIONS = ("filters", "models", "fine-tuning", "density", "saliency", "radiologists")
 STUDY_LEVEL = {"models": "image", "density": "exam", "radiologists": "exam"}  # the pages' defaults
@@ -196,6 +196,30 @@ def _radiologists(store: Store, model: str | None) -> Finding:
         f"{res.reader_missed} cancers {reader} missed, at {res.extra_recalls_per_1000:.0f} extra "
         f"recalls per 1,000 healthy women ({ALL_SET}, {level} level; an enriched test set).",
         "complement", params, value=float(res.caught), table=report.reader_negatives)
+
+
+def nearest_missed_view(store: Store, *, test_set: str, model: str, reader: str,
+                        level: str) -> dict | None:
+    """The nearest complement view whose reader missed a cancer: another level for this
+    reader first, then another reader at this level, then both. Query parameters, or None.
+
+    Why: with no missed cancers the complement page has nothing to show; it offers this one.
+    """
+    levels = [level, *[lv for lv in ("exam", "breast", "image") if lv != level]]
+    for lv in levels:
+        known = list(cr.reader_options(store, level=lv, test_set=test_set)["reader"])
+        for r in sorted(known, key=lambda name: name != reader):   # this reader first
+            if (lv, r) == (level, reader):
+                continue
+            try:
+                res = cr.complement_report(store, test_set=test_set, model=model, reader=r,
+                                           level=lv).result
+            except InputError:
+                continue
+            if res.reader_missed:
+                return {"complement_level": lv, "complement_reader": r,
+                        "complement_model": model, "test_set": test_set}
+    return None
 
 
 def findings(store: Store) -> list[Finding]:
