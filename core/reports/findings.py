@@ -22,6 +22,7 @@ from core.reports import density as dn
 from core.reports.filters import stored_results, summarize
 from core.stats import delong_auc, unpaired_auc_test
 from core.store import Store
+from core.store.runs import latest_run
 
 __all__ = ["Finding", "QUESTIONS", "best_model", "findings", "link", "nearest_missed_view"]
 
@@ -129,9 +130,12 @@ def _finetuning(store: Store) -> Finding:
     children = models[models["parent"].notna() & models["model"].isin(scored)
                       & models["parent"].isin(scored)]
     if children.empty:
-        return Finding("fine-tuning", "Fine-tuning: no fine-tuned model with predictions is "
-                       "stored yet; fine-tune one on the Fine-tuning page (Models) and score "
-                       "the test sets.", "finetune")
+        run = latest_run(store, "train", status=None)
+        state = (f"the latest training run ({run['run_id']}) is {run['status']}, and no "
+                 "fine-tuned model has predictions yet; score it on the test sets"
+                 if run else "no fine-tuned model with predictions is stored yet; fine-tune "
+                 "one on the Fine-tuning page (Models) and score the test sets")
+        return Finding("fine-tuning", f"Fine-tuning: {state}.", "finetune")
     child, parent = children["model"].iloc[-1], children["parent"].iloc[-1]
     scores = bm.load_scores(store, models=[child, parent], test_sets=[ILC_SET], level="image")
     pairs = bm.pairwise_tests(scores)
