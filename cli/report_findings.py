@@ -29,7 +29,7 @@ def cmd_report_findings(args):
     from core.reports.findings_html import findings_html
 
     if args.out is not None and not args.out.parent.is_dir():
-        raise InputError(f"out={str(args.out)!r}: its folder does not exist; create it first")
+        raise InputError(f"out {str(args.out)!r}: its folder does not exist; create it first")
     store = open_from_args(args, read_only=True)
     items = findings(store)
     if args.out is not None:

@@ -162,3 +162,25 @@ def test_nearest_missed_view_has_missed_cancers(story_store_path):
     frame = load_cases(store, test_set="test-ILC", model="gmic-demo",
                        reader=view["complement_reader"], level=view["complement_level"]).frame
     assert ((frame["label"] == 1) & (frame["reader_recall"] == 0)).sum() >= 1
+
+
+def test_report_findings_cli_writes_one_offline_file(story_store_path, story_findings,
+                                                     tmp_path, capsys):
+    import html
+    import json
+
+    from cli import main
+
+    out = tmp_path / "report.html"
+    code = main(["report", "findings", "--db", str(story_store_path), "--out", str(out),
+                 "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["out"] == str(out)
+    assert [d["sentence"] for d in doc["findings"]] == [f.sentence for f in
+                                                        story_findings.values()]
+    text = out.read_text(encoding="utf-8")
+    assert all(html.escape(f.sentence) in text for f in story_findings.values())
+    assert "<script src" not in text and "<link" not in text      # nothing fetched
+    code = main(["report", "findings", "--db", str(story_store_path), "--out",
+                 str(tmp_path / "missing" / "r.html")])
+    assert code == 2 and "--out" in capsys.readouterr().err
