@@ -184,3 +184,13 @@ def test_report_findings_cli_writes_one_offline_file(story_store_path, story_fin
     code = main(["report", "findings", "--db", str(story_store_path), "--out",
                  str(tmp_path / "missing" / "r.html")])
     assert code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_overview_shows_every_finding_with_its_link(story_env, story_findings):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception
+    shown = " ".join(m.value for m in at.markdown)
+    for f in story_findings.values():
+        assert f"{f.sentence} [Open :material/open_in_new:]({link(f)})" in shown
+    assert at.get("download_button")
