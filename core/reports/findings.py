@@ -114,6 +114,8 @@ def _models(store: Store, model: str | None) -> Finding:
     table = bm.auc_summary(scores)
     res = {t: delong_auc(g["label"].to_numpy(int), g["score"].to_numpy(float))
            for t, g in scores[scores["score"].notna()].groupby("test_set")}
+    if set(res) != {ILC_SET, IDC_SET}:
+        raise InputError(f"{model} has no scores on {ILC_SET} or {IDC_SET}")
     test = unpaired_auc_test(res[ILC_SET], res[IDC_SET])
     ilc = res[ILC_SET]
     return Finding(
@@ -236,6 +238,17 @@ def findings(store: Store) -> list[Finding]:
         return [Finding(q, f"{q.capitalize()}: {note}", "overview") for q in QUESTIONS]
     image_best = best_model(store, test_set=ALL_SET, level="image")
     exam_best = best_model(store, test_set=ALL_SET, level="exam")
-    return [_filters(store, ALL_SET), _models(store, image_best), _finetuning(store),
-            _density(store, exam_best), _saliency(store, image_best),
-            _radiologists(store, exam_best)]
+    steps = [("filters", "filters", lambda: _filters(store, ALL_SET)),
+             ("models", "benchmark", lambda: _models(store, image_best)),
+             ("fine-tuning", "finetune", lambda: _finetuning(store)),
+             ("density", "density", lambda: _density(store, exam_best)),
+             ("saliency", "saliency", lambda: _saliency(store, image_best)),
+             ("radiologists", "complement", lambda: _radiologists(store, exam_best))]
+    out = []
+    for question, page, answer in steps:
+        try:
+            out.append(answer())
+        except InputError as exc:   # e.g. a test set with one class: say it, keep the others
+            out.append(Finding(question, f"{question.capitalize()}: not computable on these "
+                               f"test sets ({str(exc).split(';')[0]}).", page))
+    return out
