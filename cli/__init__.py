@@ -26,8 +26,8 @@ from core.errors import InputError, PseudonymKeyError, StoreBusy, StoreVersionEr
 from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
-                   "report_saliency", "filters", "density", "predict", "annotate", "train",
-                   "runs")
+                   "report_saliency", "report_findings", "filters", "density", "predict", "annotate",
+                   "train", "runs")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -43,7 +43,7 @@ FLAGS = {
     "power": "--power", "subgroup": "--subgroup",
     "reader_column": "--reader-column", "modality_column": "--modality-column",
     "case_column": "--case-column", "truth_column": "--truth-column",
-    "rating_column": "--rating-column",
+    "rating_column": "--rating-column", "out": "--out",
     "model_init": "--model-init", "train_set": "--train-set", "val_set": "--val-set",
     "batch_size": "--batch-size", "fractions": "--fractions", "prefix": "--prefix",
     "study_date": "--study-date", "password_env": "--password-env", "token_env": "--token-env",

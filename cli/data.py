@@ -17,8 +17,8 @@ def register(commands, report, common) -> None:
 
     p = commands.add_parser("demo", parents=[common], formatter_class=fmt,
                             help="build the synthetic demo cohort into the store",
-                            epilog="example: python -m core demo --n-exams 120 --seed 0 --json")
-    p.add_argument("--n-exams", type=int, default=120, help="number of screening exams (4 views)")
+                            epilog="example: python -m core demo --n-exams 100 --seed 0 --json")
+    p.add_argument("--n-exams", type=int, default=100, help="number of screening exams (4 views)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metadata-only", action="store_true",
                    help="tables without pixels (for 100k-exam benchmark stores)")

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core.reports import benchmark as benchmark
+from core.reports import findings
 from core.errors import InputError
 from core.vocabulary import LEVELS
 from core.store import Store
@@ -60,12 +61,14 @@ if levels.empty:
 
 left, mid, right, far = st.columns([4, 2.4, 1.6, 2.2])
 all_models = list(dict.fromkeys(levels["model"]))
-chosen = left.multiselect("Models", all_models, key="bench_models",  # ?model=: it and its parent
-                          default=linked_models(all_models) or all_models)
-level = mid.segmented_control("Level", LEVELS, default="image", key="bench_level") or "image"
-how = right.segmented_control("Aggregate", ["max", "mean"], default="max", key="bench_how",
+best = cached(findings.best_model, test_set=test_set, level="image")  # the best model first
+all_models.sort(key=lambda m: m != best)
+chosen = left.multiselect("Models", all_models, key="bench_models", bind="query-params",
+                          default=linked_models(all_models) or all_models)  # ?model=: it and its parent
+level = mid.segmented_control("Level", LEVELS, default="image", key="bench_level", bind="query-params") or "image"
+how = right.segmented_control("Aggregate", ["max", "mean"], default="max", key="bench_how", bind="query-params",
                               disabled=level == "image", help="Image scores to breast/exam") or "max"
-ci = far.segmented_control("95% CI", benchmark.CI_METHODS, default="delong", key="bench_ci",
+ci = far.segmented_control("95% CI", benchmark.CI_METHODS, default="delong", key="bench_ci", bind="query-params",
                            format_func={"delong": "DeLong", "bootstrap": "Bootstrap"}.get)
 ci = ci or "delong"
 usable = benchmark.usable_models(levels, level)

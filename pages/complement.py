@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.reports import complement as cr
+from core.reports import findings
 from core.errors import InputError
 from core.vocabulary import LEVELS
 from core.store import Store
@@ -56,22 +57,24 @@ st.caption("Which cancers did the radiologists miss that the model would flag, a
            "healthy women would it recall to find them?")
 test_set = require_test_set()
 top = st.columns([1.3, 1, 1, 1])
-level = top[0].radio("Level", LEVELS, index=2, horizontal=True, key="complement_level",
+level = top[0].radio("Level", LEVELS, index=2, horizontal=True, key="complement_level", bind="query-params",
                      help="Reads are stored per level; at image level each image may take "
                           "its breast's read.")
 models = cached(Store.model_names)
-model = top[1].selectbox("Model", models, key="complement_model")
+best = cached(findings.best_model, test_set=test_set, level=level)  # the best model first
+models = sorted(models, key=lambda m: m != best)
+model = top[1].selectbox("Model", models, key="complement_model", bind="query-params")
 readers = cached(cr.reader_options, level=level, test_set=test_set)
 if model is None or readers.empty:
     st.info(f"This test set needs a model's scores and a reader's reads at {level} level.")
     st.stop()
 kinds = dict(zip(readers["reader"], readers["kind"]))
-reader = top[2].selectbox("Reader", readers["reader"], key="complement_reader", format_func=lambda
+reader = top[2].selectbox("Reader", readers["reader"], key="complement_reader", bind="query-params", format_func=lambda
                           r: f"{r} (consensus)" if kinds[r] == "consensus" != r else r)
 reader_threshold = None
 if not readers.set_index("reader").loc[reader, "has_recall"]:
     reader_threshold = top[3].number_input(
-        "Reader threshold", value=50.0, key="complement_reader_threshold",
+        "Reader threshold", value=50.0, key="complement_reader_threshold", bind="query-params",
         help="This reader has scores only: recall iff the reader's score >= this.")
 state = st.session_state
 if state.get("complement_mode") == "manual" and state.get("complement_threshold") is None:
@@ -110,6 +113,14 @@ for note in cases.notes:
 
 with st.container(border=True):
     st.markdown("\n".join(f"- {s}" for s in report.sentences))
+if res.reader_missed == 0:   # a degenerate view: offer the nearest one with missed cancers
+    nearest = cached(findings.nearest_missed_view, test_set=test_set, model=model,
+                     reader=reader, level=level)
+    if nearest:
+        st.info(f"{reader} missed no cancer here, so there is nothing for the model to catch. "
+                f"[Open {nearest['complement_reader']} at {nearest['complement_level']} "
+                f"level]({findings.link(findings.Finding('', '', 'complement', nearest))}), "
+                "the nearest view with missed cancers.", icon=":material/info:")
 
 neg, cb, rd, md = res.among_reader_negative, res.combined, res.reader, res.model
 row = st.columns(4)

@@ -62,13 +62,13 @@ if not sources:
     st.stop()
 
 top = st.columns([1.2, 1.5, 1, 3])
-source = top[0].selectbox("Density source", sources, key="density_source",
+source = top[0].selectbox("Density source", sources, key="density_source", bind="query-params",
                           index=sources.index("label") if "label" in sources else 0)
-level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_level") or "exam"
-how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how",
+level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_level", bind="query-params") or "exam"
+how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how", bind="query-params",
                                disabled=level == "image", help="Image scores to breast/exam") or "max"
 models = usable_models(cached(Store.prediction_levels), level)
-chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models"))
+chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models", bind="query-params"))
 if run := last_run(store(), source):
     st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
                f"{run.get('describe', '')}")
@@ -124,7 +124,7 @@ with st.expander("AUC numbers and tests", icon=":material/table:"):
 left, right = st.columns([1, 1.25], gap="large")
 with left:
     st.subheader("Score against density", help="Figure 6.15")
-    model = st.selectbox("Model", chosen, key="density_model")
+    model = st.selectbox("Model", chosen, key="density_model", bind="query-params")
     scatter = cached(dr.density_scatter, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
     if scatter.empty:

@@ -58,13 +58,13 @@ st.caption("Does a filter make the tumour stand out? Per annotated cancer image 
 test_set = require_test_set()
 left, mid, right = st.columns([4, 2, 2.4])
 codes = [c for c in METHODS if c != "original"]
-chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods",
+chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods", bind="query-params",
                     selection_mode="multi",
                     help="\n".join(f"- {c}: {METHODS[c].name}" for c in codes))
 histology = mid.segmented_control("Histology", ["All", "ILC", "IDC"], default="All",
-                                  key="filters_histology") or "All"
+                                  key="filters_histology", bind="query-params") or "All"
 facet = right.segmented_control("Boxplots", ["colour", "facet"], default="colour",
-                                key="filters_layout", format_func={
+                                key="filters_layout", bind="query-params", format_func={
                                     "colour": "Colour by histology", "facet": "ILC | IDC"}.get)
 with st.expander("Parameters and healthy region"):
     ring_col, width_col, lesion_col = st.columns(3)

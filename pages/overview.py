@@ -1,15 +1,17 @@
 """Overview: what is in the store, at a glance."""
 import streamlit as st
 
+from core.reports import findings as fd
+from core.reports.findings_html import findings_html
 from core.store import Store
-from ui import cached, charts, test_set
+from ui import cached, charts, store, test_set
 
 st.title("ILCscope")
 st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms: filters, "
             "detection models, density and the radiologist's view, on your own data.")
 
 scope = st.segmented_control("Scope", ["Whole store", "Active test set"], default="Whole store",
-                             key="overview_scope")
+                             key="overview_scope", bind="query-params")
 within = test_set() if scope == "Active test set" else None
 counts = cached(Store.counts)
 summary = cached(Store.summary, test_set=within)
@@ -23,6 +25,16 @@ cols[2].metric("Cancers (breasts)", f"{int(cancers['breasts'].sum()):,}")
 cols[3].metric("ILC", f"{int(histology.loc[histology['histology'] == 'ILC', 'breasts'].sum()):,}")
 cols[4].metric("Readers", counts["readers"])
 cols[5].metric("Models", counts["models"])
+
+st.subheader("Findings")
+items = cached(fd.findings)   # stored results only, cached until the store changes
+for item in items:
+    st.markdown(f"{item.sentence} [Open :material/open_in_new:]({fd.link(item)})")
+st.download_button("Download findings", lambda: findings_html(store(), items=items),
+                   "ilcscope_findings.html", mime="text/html", key="overview_findings_html",
+                   icon=":material/download:", on_click="ignore",
+                   help="One HTML file: the six findings, their tables and charts; opens "
+                        "without the app or a network.")
 
 left, right = st.columns(2)
 with left:

@@ -39,7 +39,7 @@ if studies.empty:
     st.stop()
 
 top = st.columns([2, 3, 1.2])
-study = top[0].selectbox("Study", studies["study"], key="mrmc_study")
+study = top[0].selectbox("Study", studies["study"], key="mrmc_study", bind="query-params")
 info = studies.set_index("study").loc[study]
 known = mrmc.order_modalities(str(info["modalities"] or "").split(","))
 chosen = top[1].multiselect("Modalities (reference first)", known, default=known[:2],
@@ -49,15 +49,15 @@ level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}")
 if info["description"]:
     st.caption(f":material/info: {info['description']}")
 row = st.columns([2.2, 1.8, 2.6, 2])
-method = row[0].segmented_control("Method", MRMC_METHODS, default="or", key="mrmc_method",
+method = row[0].segmented_control("Method", MRMC_METHODS, default="or", key="mrmc_method", bind="query-params",
                                   format_func=METHODS.get) or "or"
 cov = row[1].segmented_control("Covariance", MRMC_COVARIANCES, default="jackknife",
                                key="mrmc_cov", disabled=method == "dbm",
                                help="DBM is built on jackknife pseudovalues") or "jackknife"
 analysis = row[2].segmented_control("Analysis", MRMC_ANALYSES, default="rrrc",
-                                    key="mrmc_analysis", format_func=ANALYSES.get) or "rrrc"
+                                    key="mrmc_analysis", bind="query-params", format_func=ANALYSES.get) or "rrrc"
 subgroup = row[3].selectbox("Cases", list(SUBGROUPS), format_func=SUBGROUPS.get,
-                            key="mrmc_subgroup", disabled=not info["store_cases"],
+                            key="mrmc_subgroup", bind="query-params", disabled=not info["store_cases"],
                             help="Subgroups need the store's histology and density")
 with st.expander("Sample size and model comparison settings"):
     plan = st.columns(4)

@@ -70,7 +70,7 @@ if not gmic:
     st.stop()
 m_col, c_col, w_col, v_col = st.columns([2, 2, 1.6, 1.2])
 linked = linked_model(gmic)                    # ?model= from another page (Fine-tuning)
-model = m_col.selectbox("Model", gmic, key="saliency_model",
+model = m_col.selectbox("Model", gmic, key="saliency_model", bind="query-params",
                         index=gmic.index(linked) if linked else 0)
 others = [m for m in gmic if m != model]
 parent = models.set_index("model")["parent"].get(model)
@@ -80,7 +80,7 @@ compare = c_col.selectbox("Compare with", [None, *others], key="saliency_compare
                           index=1 + others.index(kin[0]) if kin else 0,
                           format_func=lambda m: "—" if m is None else m)
 which = w_col.segmented_control("Map", ["malignant", "benign"], default="malignant",
-                                key="saliency_which") or "malignant"
+                                key="saliency_which", bind="query-params") or "malignant"
 version = v_col.number_input("Annotation version", min_value=1, value=None, step=1,
                              key="saliency_version", placeholder="newest",
                              help="Empty: each image's newest version")

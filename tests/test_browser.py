@@ -152,3 +152,31 @@ def test_annotate_draws_a_stroke_saves_it_and_lists_the_new_version(server, brow
     assert drawn["version"].iloc[0] >= 2   # the imported mask stays version 1
     assert page.get_by_text(f"Version {int(drawn['version'].iloc[0])} (green)").count() == 1
     page.close()
+
+
+def test_findings_report_draws_every_chart_offline(browser, story_store_path, tmp_path):
+    """The shared HTML report (issue 20) opens with no network and draws each of its charts."""
+    from core.reports.findings_html import findings_html
+    from core.store import open_store
+
+    html = findings_html(open_store(story_store_path, read_only=True))
+    path = tmp_path / "report.html"
+    path.write_text(html, encoding="utf-8")
+    n_charts = html.count("class='chart'")
+    assert n_charts >= 3                         # models, density, radiologists on the demo
+    context = browser.new_context(offline=True)
+    requests = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    page.wait_for_function(
+        f"document.querySelectorAll('.chart canvas, .chart svg').length >= {n_charts}",
+        timeout=60_000)
+    drawn = page.eval_on_selector_all(
+        ".chart", "els => els.map(e => e.querySelector('canvas, svg') !== null)")
+    assert drawn == [True] * n_charts and not errors
+    assert [u for u in requests if not u.startswith("file:")] == []
+    assert page.locator("p.finding").count() == 6
+    context.close()

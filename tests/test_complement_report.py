@@ -465,7 +465,12 @@ def test_page_numbers_equal_the_cli(demo_env, capsys):
     # The default view: the sidebar's test set, exam level, the consensus reader, matched.
     assert at.selectbox(key="complement_reader").value == "consensus"
     test_set = at.session_state["test_set"]      # the sidebar's picker (kept across pages)
-    code, doc, _ = run_cli(capsys, "--test-set", test_set, "--model", "classical-dog",
+    # The default model is the best one at the level (issue 20), no longer the first stored.
+    from core.reports.findings import best_model
+    model = at.selectbox(key="complement_model").value
+    assert model == best_model(open_store(demo_env, read_only=True), test_set=test_set,
+                               level="exam")
+    code, doc, _ = run_cli(capsys, "--test-set", test_set, "--model", model,
                            "--reader", "consensus", "--json", *_triage(at))
     assert code == 0
     _assert_page_equals_cli(at, doc)
@@ -476,7 +481,8 @@ def test_page_numbers_equal_the_cli(demo_env, capsys):
     at.selectbox(key="complement_reader").set_value("R1")
     at.run()
     assert not at.exception
-    base = ["--test-set", "demo", "--model", "classical-dog", "--reader", "R1", "--json"]
+    base = ["--test-set", "demo", "--model", at.selectbox(key="complement_model").value,
+            "--reader", "R1", "--json"]
     code, doc, _ = run_cli(capsys, *base, *_triage(at))
     assert code == 0 and doc["method"] == "match_reader"
     _assert_page_equals_cli(at, doc)

@@ -31,10 +31,11 @@ KEY = ["image_id", "method"]
 def base_path(tmp_path_factory) -> Path:
     """A 8-exam demo store (4 annotated cancer images) with one contralateral image removed."""
     from core.demo.build import build_demo
+    from tests.conftest import SMALL_MIX
 
     path = tmp_path_factory.mktemp("filters") / "ilc.duckdb"
     store = open_store(path)
-    build_demo(store, n_exams=8, seed=0)
+    build_demo(store, n_exams=8, seed=0, **SMALL_MIX)
     store.write_tables({}, delete=[{"table": "images", "match": {"image_id": "demo/E00005/L-MLO"}}])
     store.checkpoint()
     return path

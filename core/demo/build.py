@@ -30,6 +30,13 @@ DEMO_TESTSETS = {
     "test-IDC": "dataset=demo split=test histology=IDC,none",
     "train": "dataset=demo split=train",
 }
+# The story's cohort (issue 20): 100 exams = 400 images (~85 MB, the same as 120 exams before
+# at a fifth of the cancers), enriched to half cancers, two thirds of each stratum in test, so
+# the test split holds 32 cancers (16 ILC) and the consensus reader misses some. The renderer
+# and image size are those `models/train_demo.py` trained gmic-demo on.
+DEMO_N_EXAMS = 100
+DEMO_CANCER_FRACTION = 0.5
+DEMO_TEST_FRACTION = 0.65
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,9 @@ def demo_root(store: Store) -> Path:
     return store.files_dir / DEMO_IMAGES
 
 
-def build_demo(store: Store, *, n_exams: int = 120, seed: int = 0, metadata_only: bool = False,
+def build_demo(store: Store, *, n_exams: int = DEMO_N_EXAMS, seed: int = 0,
+               metadata_only: bool = False, cancer_fraction: float = DEMO_CANCER_FRACTION,
+               test_fraction: float = DEMO_TEST_FRACTION,
                progress: ProgressFn | None = None) -> DemoSummary:
     """Render the synthetic cohort and load it into ``store`` (replacing an older demo)."""
     from core.demo.cohort import generate_cohort
@@ -55,7 +64,8 @@ def build_demo(store: Store, *, n_exams: int = 120, seed: int = 0, metadata_only
     start = time.perf_counter()
     root = None if metadata_only else demo_root(store)
     cohort = generate_cohort(root, n_exams=n_exams, seed=seed, dataset=DEMO_DATASET,
-                             metadata_only=metadata_only, progress=progress)
+                             metadata_only=metadata_only, cancer_fraction=cancer_fraction,
+                             test_fraction=test_fraction, progress=progress)
     frames = dict(cohort.tables)
     frames["datasets"] = frames["datasets"].assign(
         root=f"{FILES_ROOT}/{DEMO_IMAGES}" if root else None)

@@ -94,7 +94,7 @@ class SyntheticCohort:
 def generate_cohort(root: Path | str | None, *, n_exams: int = 120, seed: int = 0,
                     dataset: str = "demo", image_shape: tuple[int, int] = (512, 320),
                     metadata_only: bool = False, cancer_fraction: float = 0.2,
-                    workers: int = 2, progress: ProgressFn | None = None) -> SyntheticCohort:
+                    test_fraction: float = TEST_FRACTION, workers: int = 2, progress: ProgressFn | None = None) -> SyntheticCohort:
     """Generate a synthetic screening cohort and, unless ``metadata_only``, its PNG files.
 
     Parameters
@@ -109,6 +109,7 @@ def generate_cohort(root: Path | str | None, *, n_exams: int = 120, seed: int = 
     metadata_only : tables only, no pixels (images.path and sha256 are None): 100k exams in a
         few seconds, for benchmarks. Lesion coordinates still refer to ``image_shape``.
     cancer_fraction : share of exams with a cancer (exact count, rounded), half ILC, half IDC.
+    test_fraction : share of each stratum (normal, benign, IDC, ILC) in the test split.
     workers : threads that render and write images; the output does not depend on it.
     progress : called as ``progress(done, total, message)`` per rendered image.
 
@@ -117,8 +118,12 @@ def generate_cohort(root: Path | str | None, *, n_exams: int = 120, seed: int = 
     SyntheticCohort  tables and masks; ``datasets.root`` is ``root`` made absolute.
     """
     _check(root, n_exams, seed, dataset, image_shape, metadata_only, cancer_fraction, workers)
+    if isinstance(test_fraction, bool) or not 0.0 <= float(test_fraction) <= 1.0:
+        raise InputError(f"test_fraction={test_fraction!r}: expected 0 .. 1 (the default is "
+                         f"{TEST_FRACTION:g})")
     shape = (int(image_shape[0]), int(image_shape[1]))
-    plan = _plan(int(n_exams), int(seed), dataset, shape, float(cancer_fraction))
+    plan = _plan(int(n_exams), int(seed), dataset, shape, float(cancer_fraction),
+                 float(test_fraction))
     tables = plan["tables"]
     tables["datasets"] = pd.DataFrame([{
         "dataset": dataset, "kind": "synthetic", "source": "synthetic",
@@ -229,7 +234,8 @@ def _reads(rng, status, density, exam_ids, cancer_fraction) -> tuple[pd.DataFram
 
 # --- the plan: every table, and what the renderer needs ----------------------------------------
 
-def _plan(n: int, seed: int, dataset: str, shape: tuple[int, int], cancer_fraction: float) -> dict:
+def _plan(n: int, seed: int, dataset: str, shape: tuple[int, int], cancer_fraction: float,
+          test_fraction: float = TEST_FRACTION) -> dict:
     rng = np.random.default_rng([seed, 0])
     width = max(5, len(str(n)))
     exam_keys = np.array([f"E{i + 1:0{width}d}" for i in range(n)], dtype=object)
@@ -256,7 +262,7 @@ def _plan(n: int, seed: int, dataset: str, shape: tuple[int, int], cancer_fracti
     test = np.zeros(n, bool)
     for s in (_NORMAL, _BENIGN, _IDC, _ILC):
         members = rng.permutation(np.flatnonzero(status == s))
-        test[members[:int(round(TEST_FRACTION * members.size))]] = True
+        test[members[:int(round(test_fraction * members.size))]] = True
     exams = pd.DataFrame({
         "exam_id": exam_ids, "dataset": dataset, "exam_key": exam_keys,
         "patient": [f"synthetic-P{i + 1:0{width}d}" for i in range(n)],
