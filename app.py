@@ -5,6 +5,7 @@ import streamlit as st
 import ui
 
 st.set_page_config(page_title="ILCscope", page_icon=":material/biotech:", layout="wide")
+ui.narrow_screens()
 
 ui.ensure_store()
 ui.sidebar()

@@ -63,8 +63,8 @@ left, mid, right = st.columns([4, 2, 2.4])
 codes = [c for c in METHODS if c != "original"]
 chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods",
                     selection_mode="multi",
-                    format_func=lambda c: f"{c} {METHODS[c].name}",
-                    help="\n".join(f"- {c}: {METHODS[c].summary}" for c in codes))
+                    format_func=charts.METHOD_LABELS.get,
+                    help="\n".join(f"- {c}: {METHODS[c].name}" for c in codes))
 histology = mid.segmented_control("Histology", ["All", "ILC", "IDC"], default="All",
                                   key="filters_histology") or "All"
 facet = right.segmented_control("Boxplots", ["colour", "facet"], default="colour",
@@ -127,14 +127,17 @@ else:
                    lesions="with-benign" if benign else "cancers")
     # split by histology as the chart is, not pooled
     summary = fr.summarize(shown, by=["histology"])
+    summary.insert(2, "label", summary["method"].map(charts.METHOD_LABELS))
     with chart_col:
         download_popover("filter_auc_boxplot", "filters_box", chart=box, frame=summary,
                          context=context)
     table_col.dataframe(summary, hide_index=True, key="filters_summary",
-                        column_order=["histology", "method", "name", "n_images", "mean_auc",
+                        column_order=["histology", "label", "n_images", "mean_auc",
                                       "median_auc"],
-                        column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                       for c in ("mean_auc", "median_auc")})
+                        column_config={"label": st.column_config.Column("method", help="Full "
+                                                                        "names in the CSV"),
+                                       **{c: st.column_config.NumberColumn(format="%.3f")
+                                          for c in ("mean_auc", "median_auc")}})
     kinds = shown.drop_duplicates("image_id")["healthy_region"].value_counts()
     table_col.caption(f"Healthy region: {kinds.get('mirrored', 0)} images mirrored from the "
                       f"contralateral image, {kinds.get('ring', 0)} ring. "

@@ -55,7 +55,7 @@ def csv_text(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\r\n")
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9.+-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 MAX_STEM = 120
 
 

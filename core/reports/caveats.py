@@ -26,11 +26,11 @@ IMAGE_LEVEL_DELONG = ("Image level: DeLong treats each view as an independent ca
 
 
 def few_positives(n_pos: float, what: str = "") -> str | None:
-    """A warning when ``n_pos`` positive cases are fewer than `FEW_POSITIVES`, else None."""
+    """A warning when there are some, but fewer than `FEW_POSITIVES`, positive cases."""
     if n_pos is None or (isinstance(n_pos, float) and math.isnan(n_pos)):
         return None
     n = int(n_pos)
-    if n >= FEW_POSITIVES:
+    if n >= FEW_POSITIVES or n == 0:   # none at all: the page says so in its own words
         return None
     where = f"{what}: " if what else ""
     return (f"{where}only {n} positive case{'s' if n != 1 else ''} (fewer than "

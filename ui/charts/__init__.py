@@ -53,11 +53,12 @@ def bar(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
 
 
 def density_bars(frame: pd.DataFrame, *, count: str = "exams", title: str = "") -> alt.Chart:
-    """Exams per density category (0-3) with the category names."""
+    """Exams per density category (0-3) with the category names (slanted: the full names
+    overlapped side by side in a half-width column)."""
     frame = frame.assign(category=frame["category"].map(DENSITY_NAMES))
     return alt.Chart(frame, title=title).mark_bar().encode(
         x=alt.X("category:N", title="density category", sort=list(DENSITY_NAMES.values()),
-                axis=alt.Axis(labelAngle=0, labelLimit=120, labelOverlap=False)),
+                axis=alt.Axis(labelAngle=-25, labelAlign="right", labelLimit=170)),
         y=alt.Y(f"{count}:Q"),
         color=alt.Color("category:N", scale=alt.Scale(scheme="purples"), legend=None),
         tooltip=list(frame.columns)).properties(height=260)

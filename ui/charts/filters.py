@@ -38,7 +38,8 @@ def auc_boxplot(results: pd.DataFrame, *, facet: bool = False, title: str = "") 
     results = results.assign(label=results["method"].map(lambda m: METHOD_LABELS.get(m, m)))
     order = [METHOD_LABELS.get(m, m) for m in METHOD_ORDER]
     x = alt.X("label:N", sort=order, title="method",
-              axis=alt.Axis(labelAngle=-35, labelLimit=140, labelAlign="right"))
+              axis=alt.Axis(labelAngle=-40, labelLimit=140, labelAlign="right",
+                            labelOverlap=False))
     y = alt.Y("auc:Q", title="per-image AUC, tumour vs healthy pixels",
               scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(titleLimit=400))
     offset = {} if facet else {"xOffset": alt.XOffset("histology:N")}
