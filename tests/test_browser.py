@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = re.findall(r'st\.Page\("pages/([a-z_]+)\.py"', (REPO / "app.py").read_text())
+PAGES = re.findall(r'(?:st\.Page|page)\("pages/([a-z_]+)\.py"', (REPO / "app.py").read_text())
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),

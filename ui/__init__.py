@@ -7,10 +7,10 @@ from ui.caveats import show_caveats
 from ui.downloads import download_popover
 from ui.layout import narrow_screens
 from ui.progress import ProgressBar
-from ui.session import (data_token, ensure_store, planned, read_only_notice, settings,
+from ui.session import (data_token, ensure_store, is_planned, planned, read_only_notice, settings,
                         show_input_error, store)
 from ui.sidebar import require_test_set, sidebar, test_set
 
-__all__ = ["ProgressBar", "cached", "data_token", "download_popover", "ensure_store", "narrow_screens",
+__all__ = ["ProgressBar", "cached", "data_token", "download_popover", "ensure_store", "is_planned", "narrow_screens",
            "planned", "qualified_name", "read_only_notice", "require_test_set", "settings", "show_caveats",
            "show_input_error", "sidebar", "store", "test_set"]
