@@ -79,7 +79,8 @@ context = dict(source=source, models=list(chosen), level=level,
 
 left, right = st.columns([1, 1.25], gap="large")
 with left:
-    st.subheader("Categories", help="Exams per density category (0 almost entirely fatty to 3 extremely dense)")
+    st.subheader("Categories", help="Exams per density category (0 almost entirely fatty to 3 "
+                 "extremely dense)")
     by = st.segmented_control("Per", ["dataset", "test_set"], default="dataset", key="density_by",
                               format_func={"dataset": "Dataset", "test_set": "Test set"}.get) or "dataset"
     # keyed by the sidebar's test set, so its default follows the sidebar (as Benchmark's)
@@ -98,8 +99,8 @@ with left:
         download_popover("density_categories", "density_dist", chart=dist, frame=counts,
                          context=dict(source=source, per=by, test_sets=groups))
 with right:
-    st.subheader("AUC by density", help="AUC per density stratum with its 95% CI; unpaired DeLong test of dense (2-3) vs "
-                 "non-dense (0-1)")
+    st.subheader("AUC by density", help="AUC per density stratum with its 95% CI; unpaired "
+                 "DeLong test of dense (2-3) vs non-dense (0-1)")
     test_sets = tuple(st.multiselect("Test sets", names, default=[test_set],
                                      key=f"density_auc_sets_{test_set}"))
     if not chosen or not test_sets:

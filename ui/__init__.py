@@ -11,6 +11,6 @@ from ui.session import (data_token, ensure_store, is_planned, planned, read_only
                         show_input_error, store)
 from ui.sidebar import require_test_set, sidebar, test_set
 
-__all__ = ["ProgressBar", "cached", "data_token", "download_popover", "ensure_store", "is_planned", "narrow_screens",
-           "planned", "qualified_name", "read_only_notice", "require_test_set", "settings", "show_caveats",
-           "show_input_error", "sidebar", "store", "test_set"]
+__all__ = ["ProgressBar", "cached", "data_token", "download_popover", "ensure_store", "is_planned",
+           "narrow_screens", "planned", "qualified_name", "read_only_notice", "require_test_set",
+           "settings", "show_caveats", "show_input_error", "sidebar", "store", "test_set"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from core.importers.csaw import EXAM_COLUMNS
-from core.importers.reshape import ID_ALIASES, LABEL_ALIASES, NAME_COLUMN, SCORE_ALIASES, SIDE_ALIASES
+from core.importers.reshape import (ID_ALIASES, LABEL_ALIASES, NAME_COLUMN, SCORE_ALIASES,
+                                    SIDE_ALIASES)
 
 __all__ = ["FOLDER_KINDS", "template"]
 
