@@ -12,8 +12,8 @@ from core.errors import InputError
 from core.io.images import read_pixels
 from core.saliency import dice_at_thresholds
 from core.store import Store
-from ui import (cached, read_only_notice, require_test_set, show_input_error, store,
-                table_download)
+from ui import (cached, download_popover, read_only_notice, require_test_set, show_input_error,
+                store)
 from ui.canvas import (DRAW_COLOUR, ERASER_COLOUR, background_picture, default_window,
                        drawing_mask, plan_view, windowed)
 from ui.charts.saliency import annotation_preview, display_step, png_bytes, versions_overlay
@@ -159,7 +159,8 @@ if versions.empty:
     st.info("No saved version of this image yet.", icon=":material/info:")
     st.stop()
 st.dataframe(versions.drop(columns=["mask_path"]), hide_index=True, key="annotate_versions")
-table_download(versions, f"annotations_{image_id.replace('/', '_')}", key="annotate_versions")
+download_popover("annotation_versions", "annotate_versions", frame=versions,
+                 context=dict(image=image_id))
 numbers = versions["version"].tolist()
 a_col, b_col = st.columns(2)
 a = a_col.selectbox("Version", numbers, index=len(numbers) - 1, key=f"annotate_a_{image_id}_{len(numbers)}")  # a new version: shown first
@@ -175,5 +176,5 @@ if mask_b is not None:
     dice = dice_at_thresholds(mask_a.astype(np.float32), mask_b, [0.5])[0]
     caption += f" against version {b} (magenta): Dice {dice:.3f}"
 st.image(picture, caption=caption, width=CANVAS_WIDTH)
-st.download_button("PNG", png_bytes(picture), f"annotation_{image_id.replace('/', '_')}_v{a}.png",
-                   "image/png", key="annotate_png", icon=":material/image:", on_click="ignore")
+download_popover("annotation", "annotate_png", picture=png_bytes(picture),
+                 context=dict(image=image_id, version=a, compare=b))

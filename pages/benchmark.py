@@ -6,11 +6,12 @@ import streamlit as st
 
 from core.reports import benchmark as benchmark
 from core.reports import findings
+from core.reports.caveats import IMAGE_LEVEL_DELONG, auc_caveats
 from core.errors import InputError
 from core.vocabulary import LEVELS
 from core.store import Store
-from ui import (cached, chart_downloads, data_token, qualified_name, require_test_set, settings,
-                show_input_error, store, table_download)
+from ui import (cached, data_token, download_popover, qualified_name, require_test_set,
+                settings, show_caveats, show_input_error, store)
 from ui.charts import benchmark as charts
 from ui.links import linked_models
 
@@ -44,11 +45,12 @@ def _chart(name: str, _builder, *frames, **options):
     return chart, chart.to_dict()
 
 
-def _show(builder, stem: str, *frames, width: str = "content", **options) -> None:
+def _show(builder, stem: str, *frames, width: str = "content", frame=None, context=None,
+          **options) -> None:
     chart, spec = _chart(qualified_name(builder), builder, *frames, **options)
     st.vega_lite_chart(spec, width=width)
-    with st.container(width=360):
-        chart_downloads(chart, stem, key=f"bench_{builder.__name__}")
+    download_popover(stem, f"bench_{builder.__name__}", chart=chart, frame=frame,
+                     context=context)
 
 
 st.title("Benchmark")
@@ -80,6 +82,9 @@ if not models:
     st.stop()
 key = (str(settings().db_path), data_token())
 scope = dict(models=models, level=level, how=how)
+# what every download of this view says about itself (file name and leading CSV columns)
+context = dict(models=list(models), level=level,
+               aggregation=how if level != "image" else None, ci_method=ci)
 
 st.subheader("AUC by test set")
 known = cached(Store.testsets)["name"].tolist()
@@ -100,10 +105,14 @@ else:
     st.dataframe(benchmark.auc_wide(table), hide_index=True)
     with st.expander("All numbers (full precision)"):
         st.dataframe(table, hide_index=True, key="bench_auc_numbers")
-    table_download(table, f"benchmark_auc_{level}", key="bench_auc")
+    download_popover("benchmark_auc", "bench_auc", frame=table,
+                     context=dict(test_sets=list(test_sets), **context))
     st.caption(f"{level.capitalize()} level; n+ / n- = positive / negative cases; unscored "
                "cases are excluded and counted (n_excluded). " + ("DeLong interval." if ci ==
                "delong" else "Stratified bootstrap, 2000 resamples, seed 0."))
+    show_caveats(auc_caveats(table, names=("model", "test_set")))
+if level == "image":
+    st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
 
 st.subheader(f"Within {test_set}", help="The sidebar's active test set")
 if note:
@@ -124,28 +133,30 @@ holm = holm_col.toggle("Holm adjustment", value=True, key="bench_holm", disabled
                        help="Holm's step-down correction of the paired p-values over all pairs")
 ops = (_piece(benchmark.sensitivity_at_specificity, *key, **one,
               options=(("specificities", specificities),)) if specificities else None)
-tag = f"{test_set}_{level}"
+here = dict(test_set=test_set, **context)
 
 roc_col, pair_col = st.columns([3, 2], gap="large")
 with roc_col:
     roc = _piece(benchmark.roc_points, *key, **one)
     if not roc.empty:
-        _show(charts.roc_chart, f"roc_{tag}", roc, ops, models=models, title="ROC curves",
-              width="stretch")
+        _show(charts.roc_chart, "roc", roc, ops, models=models, title="ROC curves",
+              width="stretch", frame=roc, context=here)
 with pair_col:
     pairs = _piece(benchmark.pairwise_tests, *key, **one)
     if len(models) < 2:
         st.info("Pick two or more models for paired DeLong tests.", icon=":material/info:")
     elif not pairs.empty:
-        _show(charts.pvalue_heatmap, f"delong_{tag}", pairs, column="p_holm" if holm else "p",
-              title="Paired DeLong test, p-values")
-        st.dataframe(pairs, hide_index=True, key="bench_pairs",
-                     column_order=["model_a", "model_b", "diff", "p", "p_holm"],
-                     column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                    for c in ("diff", "p", "p_holm")})
-        table_download(pairs, f"delong_{tag}", key="bench_pairs")
+        _show(charts.pvalue_heatmap, "delong", pairs, column="p_holm" if holm else "p",
+              title="Paired DeLong test, p-values", frame=pairs,
+              context=dict(here, p_values="holm" if holm else "unadjusted"))
         if n_out := pairs["n_excluded"].iloc[0]:
             st.caption(f"{n_out} cases lacking a score from some model are left out of the tests.")
+if len(models) >= 2 and not pairs.empty:
+    # full width: in the narrow column the last column (p_holm) was cut off
+    st.dataframe(pairs, hide_index=True, key="bench_pairs",
+                 column_order=["model_a", "model_b", "auc_a", "auc_b", "diff", "p", "p_holm"],
+                 column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                for c in ("auc_a", "auc_b", "diff", "p", "p_holm")})
 
 if ops is not None and not ops.empty:
     st.markdown("**Sensitivity at fixed specificity**")
@@ -154,7 +165,7 @@ if ops is not None and not ops.empty:
         "target_specificity": st.column_config.NumberColumn("target specificity", format="percent"),
         "sensitivity": st.column_config.NumberColumn(format="%.3f"),
         "specificity": st.column_config.NumberColumn(format="%.3f")})
-    table_download(ops, f"sensitivity_at_specificity_{tag}", key="bench_ops")
+    download_popover("sensitivity_at_specificity", "bench_ops", frame=ops, context=here)
 
 st.markdown("**Score distributions: healthy, ILC, IDC, other cancers**")
 scale = st.segmented_control("Height", ["share", "count"], default="share", key="bench_hist_y",
@@ -163,5 +174,5 @@ hist = _piece(benchmark.score_histograms, *key, **one)
 if hist.empty:
     st.info("No scored cases in this test set.", icon=":material/info:")
 else:
-    _show(charts.score_histograms, f"score_histograms_{tag}", hist, y=scale or "share")
-    table_download(hist, f"score_histograms_{tag}", key="bench_hist")
+    _show(charts.score_histograms, "score_histograms", hist, y=scale or "share", frame=hist,
+          context=here)

@@ -7,10 +7,11 @@ import streamlit as st
 
 from core.reports import complement as cr
 from core.reports import findings
+from core.reports.caveats import few_positives, prevalence
 from core.errors import InputError
 from core.vocabulary import LEVELS
 from core.store import Store
-from ui import cached, chart_downloads, require_test_set, show_input_error, table_download
+from ui import cached, download_popover, require_test_set, show_caveats, show_input_error
 from ui.charts import complement as cc
 from ui.exam_view import EXAM_PAGE, exam_url
 
@@ -33,7 +34,7 @@ def rate_table(frame: pd.DataFrame, columns: list[str], stem: str, **labels: str
     """Show ``columns`` of ``frame`` (rates as percentages) and offer all of it as CSV."""
     config = {c: _column(c, labels.get(c, c.replace("_", " "))) for c in columns}
     st.dataframe(frame, hide_index=True, column_order=columns, column_config=config)
-    table_download(frame, stem, key=stem)
+    download_popover(stem, stem, frame=frame, context=context)
 
 
 def _choose(mode, cases, reader_threshold, high) -> None:
@@ -93,6 +94,9 @@ except InputError as exc:
     show_input_error(exc)
     st.stop()
 res, unit = report.result, cr.UNITS[level]
+# what every download of this view says about itself (file name and leading CSV columns)
+context = dict(test_set=test_set, models=model, reader=reader, level=level,
+               threshold=f"{res.threshold:.4g}", reader_threshold=reader_threshold)
 state.complement_threshold = manual if mode == "manual" else min(res.threshold, high)
 
 st.slider("Model threshold: a case is flagged iff its score ≥ threshold", low, high, step=step,
@@ -113,6 +117,7 @@ for note in cases.notes:
 
 with st.container(border=True):
     st.markdown("\n".join(f"- {s}" for s in report.sentences))
+    st.caption(f":material/info: {prevalence(res.cancers, res.n_cases, f'{level}s')}")
 if res.reader_missed == 0:   # a degenerate view: offer the nearest one with missed cancers
     nearest = cached(findings.nearest_missed_view, test_set=test_set, model=model,
                      reader=reader, level=level)
@@ -121,6 +126,8 @@ if res.reader_missed == 0:   # a degenerate view: offer the nearest one with mis
                 f"[Open {nearest['complement_reader']} at {nearest['complement_level']} "
                 f"level]({findings.link(findings.Finding('', '', 'complement', nearest))}), "
                 "the nearest view with missed cancers.", icon=":material/info:")
+show_caveats([few_positives(res.cancers, f"{test_set} at {level} level"),
+              few_positives(res.among_reader_negative.cancers, "cancers the radiologists missed")])
 
 neg, cb, rd, md = res.among_reader_negative, res.combined, res.reader, res.model
 row = st.columns(4)
@@ -144,11 +151,13 @@ with left:
     chart = cc.tradeoff_chart(report.tradeoff, report.reader_negatives, missed=res.reader_missed,
                               unit=unit)
     st.altair_chart(chart, width="stretch", height=460)
-    chart_downloads(chart, "complement_tradeoff", key="complement_tradeoff")
+    download_popover("complement_tradeoff", "complement_tradeoff", chart=chart,
+                     frame=report.tradeoff, context=context)
 with right:
     chart = cc.score_groups_chart(report.groups, report.group_means, threshold=res.threshold)
     st.altair_chart(chart, width="stretch", height=460)
-    chart_downloads(chart, "complement_scores", key="complement_scores")
+    download_popover("complement_scores", "complement_scores", chart=chart,
+                     frame=report.groups, context=context)
     rate_table(report.group_means, ["group", "meaning", "cases", "mean_score", "flagged"],
                "complement_score_groups", flagged="flagged by the model")
 
@@ -162,7 +171,8 @@ st.dataframe(cancers, hide_index=True,
              column_order=["link", "histology", "reader", "score", "model", "outcome"],
              column_config={"link": st.column_config.LinkColumn("case", display_text=r"exam=([^&]*)"),
                             "score": st.column_config.NumberColumn("model score", format="%.4f")})
-table_download(cancers.drop(columns="link"), "complement_cancers", key="complement_cancers")
+download_popover("complement_cancers", "complement_cancers", frame=cancers.drop(columns="link"),
+                 context=context)
 if len(cancers):
     with st.container(horizontal=True, vertical_alignment="bottom"):
         case = st.selectbox("Open a case", cancers["case_id"], key="complement_case")
@@ -177,7 +187,8 @@ for col, name in zip([*st.columns(3), *st.columns(3)[:2]], report.confusion["mat
     col.dataframe(report.confusion[report.confusion["matrix"] == name], hide_index=True,
                   column_order=["truth", "recall", "no_recall", "total"],
                   column_config={"no_recall": "no recall"}, key=f"complement_matrix_{name}")
-table_download(report.confusion, "complement_confusion", key="complement_confusion")
+download_popover("complement_confusion", "complement_confusion", frame=report.confusion,
+                 context=context)
 
 st.subheader("The model at fixed specificity")
 rate_table(report.operating_points, [
@@ -194,6 +205,7 @@ rate_table(report.reader_negatives, [
     healthy=f"healthy {unit}", extra_recalls_per_1000="extra recalls per 1,000")
 
 st.subheader("Screening workflows")
+st.caption(f":material/info: {prevalence(res.cancers, res.n_cases, f'{level}s')}")
 st.number_input("Triage threshold: cases scoring below it are not read", step=step,
                 format="%.4f", key="complement_triage", width=360)
 rate_table(report.workflows, [

@@ -9,11 +9,12 @@ import streamlit as st
 from core.jobs.density import estimate_classical, last_run
 from core.reports import density as dr
 from core.reports.benchmark import usable_models
+from core.reports.caveats import IMAGE_LEVEL_DELONG, auc_caveats
 from core.errors import InputError
 from core.vocabulary import LEVELS
 from core.store import Store
 from ui import (ProgressBar, cached, download_popover, read_only_notice, require_test_set,
-                show_input_error, store)
+                show_caveats, show_input_error, store)
 from ui.charts import density as charts
 
 ESTIMATED = ("classical", "nyu-histogram")
@@ -73,25 +74,35 @@ if run := last_run(store(), source):
     st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
                f"{run.get('describe', '')}")
 names = cached(Store.testset_names)
+context = dict(source=source, models=list(chosen), level=level,
+               aggregation=how if level != "image" else None)
 
 left, right = st.columns([1, 1.25], gap="large")
 with left:
-    st.subheader("Categories", help="Figure 6.14: exams per density category")
+    st.subheader("Categories", help="Exams per density category (0 almost entirely fatty to 3 "
+                 "extremely dense)")
     by = st.segmented_control("Per", ["dataset", "test_set"], default="dataset", key="density_by",
                               format_func={"dataset": "Dataset", "test_set": "Test set"}.get) or "dataset"
-    groups = st.multiselect("Test sets", names, default=[test_set], key="density_dist_sets") \
-        if by == "test_set" else None
+    # keyed by the sidebar's test set, so its default follows the sidebar (as Benchmark's)
+    groups = st.multiselect("Test sets", names, default=[test_set],
+                            key=f"density_dist_sets_{test_set}") if by == "test_set" else None
     counts = cached(dr.category_counts, source=source, by=by, test_sets=groups)
     if counts["exams"].sum() == 0:
         st.info(f"Source '{source}' has no categories here (percentages only?).", icon=":material/info:")
     else:
         dist = charts.distribution_chart(counts, title=f"Exams per category ({source})")
         st.altair_chart(dist, width="stretch")
-        download_popover(f"density_categories_{source}_{by}", "density_dist", chart=dist,
-                         frame=counts)
+        totals = counts.groupby("group", sort=False)["exams"].sum()
+        st.caption("Bars: % of each group's exams with a category; the label on a bar is its "
+                   "share, the count shows on hover. n = " + ", ".join(
+                       f"{g}: {int(n):,} exams" for g, n in totals.items()))
+        download_popover("density_categories", "density_dist", chart=dist, frame=counts,
+                         context=dict(source=source, per=by, test_sets=groups))
 with right:
-    st.subheader("AUC by density", help="Table 6.3; unpaired DeLong test of dense (2-3) vs non-dense (0-1)")
-    test_sets = tuple(st.multiselect("Test sets", names, default=[test_set], key="density_auc_sets"))
+    st.subheader("AUC by density", help="AUC per density stratum with its 95% CI; unpaired "
+                 "DeLong test of dense (2-3) vs non-dense (0-1)")
+    test_sets = tuple(st.multiselect("Test sets", names, default=[test_set],
+                                     key=f"density_auc_sets_{test_set}"))
     if not chosen or not test_sets:
         st.info("Pick at least one model and one test set.", icon=":material/info:")
         st.stop()
@@ -102,7 +113,13 @@ with right:
         show_input_error(exc)
         st.stop()
     table, tests = dr.stratified_auc(scores), dr.dense_vs_nondense(scores)
-    head = tests.iloc[0]
+    # the headline: the sidebar's test set where it is picked, for the model named above it
+    mine = tests[tests["test_set"] == test_set]
+    head_model = st.selectbox("Headline model", list(dict.fromkeys(tests["model"])),
+                              key="density_head_model")
+    rows = (mine if not mine.empty else tests)
+    head = rows[rows["model"] == head_model].iloc[0]
+    st.markdown(f"**{head['model']}** on `{head['test_set']}`, {level} level: AUC")
     m = st.columns(3)
     m[0].metric("Non-dense (0-1)", _fmt(head["auc_nondense"]),
                 help=f"AUC of {head['model']} on {head['test_set']}")
@@ -110,10 +127,17 @@ with right:
     m[1].metric("Dense (2-3)", _fmt(head["auc_dense"]), delta=None if diff == "n/a" else diff,
                 help="Delta: dense minus non-dense")
     m[2].metric("p, dense vs non-dense", _fmt(head["p"]), help=head["note"] or "unpaired DeLong z test")
+    show_caveats(auc_caveats(table, names=("model", "test_set", "stratum")))
+    if level == "image":
+        st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
     forest = charts.auc_forest(table, title=f"AUC (95% CI), {level} level")
     st.altair_chart(forest)
-    download_popover(f"auc_by_density_{level}", "density_auc", chart=forest,
-                     frame=table.merge(tests, on=["test_set", "model"], how="left"))
+    # both tables have a note: name them, not note_x / note_y
+    download_popover("auc_by_density", "density_auc", chart=forest,
+                     frame=table.rename(columns={"note": "auc_note"}).merge(
+                         tests.rename(columns={"note": "test_note"}),
+                         on=["test_set", "model"], how="left"),
+                     context=dict(context, test_sets=list(test_sets)))
 with st.expander("AUC numbers and tests", icon=":material/table:"):
     num = st.column_config.NumberColumn(format="%.3f")
     st.dataframe(table, hide_index=True, key="density_auc_table",
@@ -123,7 +147,8 @@ with st.expander("AUC numbers and tests", icon=":material/table:"):
 
 left, right = st.columns([1, 1.25], gap="large")
 with left:
-    st.subheader("Score against density", help="Figure 6.15")
+    st.subheader("Score against density", help="Does the model score dense breasts higher, "
+                 "healthy or not? One dot per case")
     model = st.selectbox("Model", chosen, key="density_model", bind="query-params")
     scatter = cached(dr.density_scatter, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
@@ -135,8 +160,8 @@ with left:
         fig = charts.score_vs_density(scatter, density_title=f"{source}: {unit}",
                                       title=f"{model}, {test_set}")
         st.altair_chart(fig, width="stretch")
-        download_popover(f"score_vs_density_{model}_{level}", "density_scatter", chart=fig,
-                         frame=scatter)
+        download_popover("score_vs_density", "density_scatter", chart=fig, frame=scatter,
+                         context=dict(context, test_set=test_set, models=model))
 with right:
     st.subheader("Radiologists by density", help="Wilson 95% CIs; the model at the threshold matching "
                  "each reader's overall specificity")
@@ -151,7 +176,9 @@ with right:
     else:
         rc = charts.reader_chart(shown, title=f"{model} at each reader's specificity")
         st.altair_chart(rc)
-        download_popover(f"readers_by_density_{level}", "density_reader", chart=rc, frame=shown)
+        download_popover("readers_by_density", "density_reader", chart=rc, frame=shown,
+                         context=dict(context, test_set=test_set, models=model,
+                                      readers=readers))
         with st.expander("Numbers", icon=":material/table:"):
             st.dataframe(shown.assign(density=shown["density"].map(charts.SHORT_NAMES)), hide_index=True,
                          key="density_reader_table",

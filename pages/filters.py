@@ -10,8 +10,8 @@ from core.jobs.filters import PARAM_CHOICES, plan_filter_run, run_filters
 from core.reports import filters as fr
 from core.errors import InputError
 from core.image.filters import METHODS, resolve_params, wavelet_subbands
-from ui import (ProgressBar, chart_downloads, data_token, read_only_notice, require_test_set,
-                settings, show_input_error, store, table_download)
+from ui import (ProgressBar, data_token, download_popover, read_only_notice, require_test_set,
+                settings, show_input_error, store)
 from ui.charts import filters as charts
 
 
@@ -54,12 +54,16 @@ def _grid(panels, n: int = 4) -> None:
 st.title("Filters")
 st.caption("Does a filter make the tumour stand out? Per annotated cancer image and method: AUC "
            "of tumour vs healthy pixel values (0.5 = no separation). Healthy tissue: the mirror "
-           "image on the other breast's same view, else a ring around the tumour.")
+           "image on the other breast's same view, else a ring around the tumour. An AUC below "
+           "0.5 means the tumour's pixels came out *darker* than the healthy tissue's: the "
+           "method reversed the contrast (a separation in the other direction, not a better "
+           "one).")
 test_set = require_test_set()
 left, mid, right = st.columns([4, 2, 2.4])
 codes = [c for c in METHODS if c != "original"]
 chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods", bind="query-params",
                     selection_mode="multi",
+                    format_func=charts.METHOD_LABELS.get,
                     help="\n".join(f"- {c}: {METHODS[c].name}" for c in codes))
 histology = mid.segmented_control("Histology", ["All", "ILC", "IDC"], default="All",
                                   key="filters_histology", bind="query-params") or "All"
@@ -119,22 +123,30 @@ else:
     box = charts.auc_boxplot(shown, facet=facet == "facet",
                              title="Per-image AUC per method (◆ mean, dashed line 0.5)")
     chart_col.altair_chart(box, width="content" if facet == "facet" else "stretch")
+    context = dict(test_set=test_set, histology=histology,
+                   lesions="with-benign" if benign else "cancers")
+    # split by histology as the chart is, not pooled
+    summary = fr.summarize(shown, by=["histology"])
+    summary.insert(2, "label", summary["method"].map(charts.METHOD_LABELS))
     with chart_col:
-        chart_downloads(box, f"filter_auc_boxplot_{test_set}", key="filters_box")
-    summary = fr.summarize(shown)
+        download_popover("filter_auc_boxplot", "filters_box", chart=box, frame=summary,
+                         context=context)
     table_col.dataframe(summary, hide_index=True, key="filters_summary",
-                        column_order=["method", "n_images", "mean_auc", "median_auc"],
-                        column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                       for c in ("mean_auc", "median_auc")})
+                        column_order=["histology", "label", "n_images", "mean_auc",
+                                      "median_auc"],
+                        column_config={"label": st.column_config.Column("method", help="Full "
+                                                                        "names in the CSV"),
+                                       **{c: st.column_config.NumberColumn(format="%.3f")
+                                          for c in ("mean_auc", "median_auc")}})
     kinds = shown.drop_duplicates("image_id")["healthy_region"].value_counts()
     table_col.caption(f"Healthy region: {kinds.get('mirrored', 0)} images mirrored from the "
                       f"contralateral image, {kinds.get('ring', 0)} ring. "
                       + ("Benign findings included." if benign else "Cancer images only."))
     with table_col:
-        table_download(summary, f"filter_auc_summary_{test_set}", key="filters_summary")
         with st.expander("Per-image AUCs"):
             st.dataframe(shown, hide_index=True, key="filters_per_image")
-            table_download(shown, f"filter_auc_per_image_{test_set}", key="filters_images")
+            download_popover("filter_auc_per_image", "filters_images", frame=shown,
+                             context=context)
 
 st.subheader("One image")
 if images.empty:
@@ -154,7 +166,7 @@ except InputError as exc:
 auc = roc.drop_duplicates("method").set_index("method")["auc"].to_dict()
 box = charts.zoom_box(detail.tumour) if zoom else charts.FULL
 
-st.markdown("**Original and every processed version** (figure 6.1)")
+st.markdown("**Original and every processed version**, cropped to the tumour when zoomed")
 _grid(charts.processed_panels(detail, methods, auc, box))
 if "M7" in methods:
     m7 = resolve_params("M7", params["M7"])
@@ -165,16 +177,17 @@ if "M7" in methods:
     _grid(charts.subband_panels(bands, m7["level"], scale, box))
 regions_col, roc_col = st.columns(2, gap="large")
 with regions_col:
-    st.markdown(f"**Regions** (figure 6.2): tumour red; healthy cyan, *{detail.healthy_label}*")
+    st.markdown(f"**Regions compared**: tumour red; healthy cyan, *{detail.healthy_label}*")
     _grid(charts.region_panels(detail, zoom=zoom), n=2)
 with roc_col:
-    roc_chart = charts.pixel_roc(roc, title="Tumour vs healthy pixels (figure 6.4)")
+    roc_chart = charts.pixel_roc(roc, title="Tumour vs healthy pixels, ROC per method")
     st.altair_chart(roc_chart, width="stretch")
-    chart_downloads(roc_chart, f"filter_roc_{stem}", key="filters_roc")
+    download_popover("filter_roc", "filters_roc", chart=roc_chart, frame=roc,
+                     context=dict(image=stem))
     st.caption("Curves from up to 4,000 pixels per region; AUCs from all pixels.")
-st.markdown("**Pixel values after processing, tumour vs healthy** (figure 6.3)")
+st.markdown("**Pixel values after processing, tumour vs healthy**: the less the two "
+            "histograms overlap, the better the method separates them")
 hist_chart = charts.region_histograms(hist)
 st.altair_chart(hist_chart)
-with st.container(width=360):
-    chart_downloads(hist_chart, f"filter_histograms_{stem}", key="filters_hist")
-    table_download(hist, f"filter_histograms_{stem}", key="filters_hist")
+download_popover("filter_histograms", "filters_hist", chart=hist_chart, frame=hist,
+                 context=dict(image=stem))

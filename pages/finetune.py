@@ -8,7 +8,7 @@ from core.reports import training
 from core.store import Store
 from models.preprocess import PREPROCESS_FILTERS
 from models.train_loop import MODES
-from ui import cached, read_only_notice, settings, table_download, test_set
+from ui import cached, download_popover, read_only_notice, settings, test_set
 from ui.links import model_url
 from ui.training import REFRESH_S, launch, parse_lrs, run_panel
 
@@ -102,4 +102,4 @@ else:
                "links open the model beside its parent on the Benchmark and Saliency pages.")
     with st.expander("All numbers (full precision)"):
         st.dataframe(table, hide_index=True, key="ft_finished_numbers")
-    table_download(table, "finetune_finished_runs", key="ft_finished")
+    download_popover("finetune_finished_runs", "ft_finished", frame=table)

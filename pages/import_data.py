@@ -4,9 +4,11 @@ import streamlit as st
 
 from core.errors import InputError, PseudonymKeyError
 from core.importers import KINDS, run_import
+from core.importers.templates import FOLDER_KINDS, template
 from core.importers.uploads import route_upload
 from core.store import Store
-from ui import ProgressBar, cached, read_only_notice, settings, show_input_error, store
+from ui import (ProgressBar, cached, download_popover, read_only_notice, settings,
+                show_input_error, store)
 from ui.pacs import pacs_tab
 
 LABELS = {
@@ -20,12 +22,31 @@ UPLOAD_TYPES = {
     "readers": ["csv", "parquet"],
 }
 
+# core's errors name parameters; here they name the form's fields (the CLI names flags)
+FIELDS = {"dataset": "Dataset name (blank: from the folder or file name)",
+          "manifest": "Manifest CSV", "images": "Images folder (optional)",
+          "laterality_rule": "Laterality", "format": "Format", "level": "Level",
+          "id_column": "Id column", "side_column": "Side column",
+          "label_column": "Label column (creates cases)",
+          "model_columns": "Score columns (comma-separated)",
+          "reader_columns": "Score columns (comma-separated)",
+          "score_column": "Score columns (comma-separated)"}
+
 st.title("Import data")
 if read_only_notice("Importing"):
     st.stop()
 
 kind = st.selectbox("What are you importing?", list(KINDS), format_func=LABELS.get,
                     key="import_kind")
+example = template(kind)
+if example is None:
+    st.caption(f":material/folder: Expects {FOLDER_KINDS[kind]}; no table to fill in.")
+else:
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"Expected columns: {', '.join(f'`{c}`' for c in example.columns)} "
+                   "(other names the importer recognises work too).")
+        download_popover(f"template_{kind}", "import_template", frame=example,
+                         label="Template CSV")
 with st.expander("Options", expanded=kind in ("predictions", "readers", "png")):
     options = {"dataset": st.text_input("Dataset name (blank: from the folder or file name)",
                                         key="import_dataset").strip() or None}
@@ -43,8 +64,14 @@ with st.expander("Options", expanded=kind in ("predictions", "readers", "png")):
         options["format"] = c1.selectbox("Format", ["auto", "long", "wide"], key="import_fmt")
         options["level"] = c2.selectbox("Level", ["auto", "image", "breast", "exam"],
                                         key="import_level")
-        options["id_column"] = c3.text_input("Id column", key="import_id") or None
-        options["side_column"] = c1.text_input("Side column", key="import_side") or None
+        options["id_column"] = c3.text_input(
+            "Id column", key="import_id",
+            help="The column naming each row's case: an exam, image or breast id as stored "
+                 "(blank: found by name, e.g. id, case_id, exam_id, image_id)") or None
+        options["side_column"] = c1.text_input(
+            "Side column", key="import_side",
+            help="For breast-level rows: the column saying which breast, L or R (also "
+                 "left/right). Blank: a column named side or laterality, else exam level") or None
         options["label_column"] = c2.text_input("Label column (creates cases)",
                                                 key="import_label") or None
         columns = "model_columns" if kind == "predictions" else "reader_columns"
@@ -77,7 +104,7 @@ def run(path, options: dict) -> None:
         report = run_import(store(), kind, path, progress=progress, **options)
     except (InputError, PseudonymKeyError) as exc:   # a wrong key stops the import in one line
         progress.empty()
-        show_input_error(exc)
+        show_input_error(exc, FIELDS)
         return
     progress.finish()
     st.session_state["import_last"] = report.as_dict()
@@ -91,7 +118,7 @@ try:
     elif go_server:
         run(server_path, options)
 except InputError as exc:
-    show_input_error(exc)
+    show_input_error(exc, FIELDS)
 
 last = st.session_state.get("import_last")
 if last:

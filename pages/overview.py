@@ -5,10 +5,19 @@ from core.reports import findings as fd
 from core.reports.findings_html import findings_html
 from core.store import Store
 from ui import cached, charts, store, test_set
+from ui.sidebar import synthetic_datasets
 
 st.title("ILCscope")
 st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms: filters, "
             "detection models, density and the radiologist's view, on your own data.")
+if synthetic := synthetic_datasets():
+    everything = len(synthetic) == len(cached(Store.datasets))
+    st.info(("All data in this store is **synthetic**" if everything else
+             f"Dataset{'s' if len(synthetic) > 1 else ''} {', '.join(synthetic)} "
+             f"{'are' if len(synthetic) > 1 else 'is'} **synthetic**")
+            + ": rendered mammograms and simulated readers from `python -m core demo`. The "
+            "numbers show what ILCscope computes, not findings about real patients.",
+            icon=":material/science:")
 
 scope = st.segmented_control("Scope", ["Whole store", "Active test set"], default="Whole store",
                              key="overview_scope", bind="query-params")
@@ -18,8 +27,9 @@ summary = cached(Store.summary, test_set=within)
 histology = summary["histology"]
 cancers = histology[histology["histology"].isin(["ILC", "IDC", "other", "unknown"])]
 
+n_exams = cached(Store.exams, test_set=within).shape[0]
 cols = st.columns(6)
-cols[0].metric("Exams", f"{(cached(Store.exams, test_set=within).shape[0]):,}")
+cols[0].metric("Exams", f"{n_exams:,}")
 cols[1].metric("Images", f"{int(summary['views']['images'].sum()):,}")
 cols[2].metric("Cancers (breasts)", f"{int(cancers['breasts'].sum()):,}")
 cols[3].metric("ILC", f"{int(histology.loc[histology['histology'] == 'ILC', 'breasts'].sum()):,}")
@@ -44,7 +54,8 @@ with left:
         st.altair_chart(charts.bar(summary["presentation"], "presentation", "breasts",
                                    color="histology", horizontal=True,
                                    color_scale=charts.HISTOLOGY_COLOURS,
-                                   title="Cancers by lesion presentation and histology"))
+                                   title="Cancers by lesion presentation and histology"),
+                        width="stretch")
 with right:
     density = summary["density"]
     if density.empty:
@@ -52,17 +63,21 @@ with right:
     else:
         source = st.selectbox("Density source", sorted(density["source"].unique()),
                               key="overview_density_source")
-        st.altair_chart(charts.density_bars(density[density["source"] == source],
-                                            title="Exams per density category"))
+        shown = density[density["source"] == source]
+        st.altair_chart(charts.density_bars(shown, title="Exams per density category"),
+                        width="stretch")
+        if (covered := int(shown["exams"].sum())) < n_exams:
+            st.caption(f":material/info: Density '{source}' is recorded for {covered:,} of the "
+                       f"{n_exams:,} exams in this scope (e.g. estimated on one test set).")
 
 left, right = st.columns(2)
 with left:
     st.altair_chart(charts.bar(summary["splits"], "split", "exams", color="dataset",
-                               title="Exams per split"))
+                               title="Exams per split"), width="stretch")
 with right:
     if not summary["views"].empty:
         st.altair_chart(charts.bar(summary["views"], "view", "images", color="laterality",
-                                   title="Images per view and side"))
+                                   title="Images per view and side"), width="stretch")
 
 st.subheader("Datasets")
 st.dataframe(cached(Store.datasets), hide_index=True)

@@ -7,7 +7,7 @@ from core.errors import InputError
 from core.reports import mrmc
 from core.stats.mrmc import MRMC_ANALYSES, MRMC_COVARIANCES, MRMC_METHODS
 from core.store import Store
-from ui import cached, chart_downloads, show_input_error, table_download
+from ui import cached, download_popover, show_input_error
 from ui.charts import mrmc as charts
 
 METHODS = {"or": "Obuchowski-Rockette", "dbm": "Dorfman-Berbaum-Metz"}
@@ -19,13 +19,13 @@ _NUMBERS = st.column_config.NumberColumn(format="%.4f")
 
 def _table(frame, stem: str, **config) -> None:
     st.dataframe(frame, hide_index=True, key=f"mrmc_{stem}", column_config=config or None)
-    table_download(frame, f"reader_study_{stem}", key=f"mrmc_{stem}")
+    download_popover(f"reader_study_{stem}", f"mrmc_{stem}", frame=frame, context=context)
 
 
-def _chart(chart, stem: str, **options) -> None:
+def _chart(chart, stem: str, frame=None, **options) -> None:
     st.altair_chart(chart, **options)
-    with st.container(width=360):
-        chart_downloads(chart, f"reader_study_{stem}", key=f"mrmc_{stem}")
+    download_popover(f"reader_study_{stem}", f"mrmc_{stem}_chart", chart=chart, frame=frame,
+                     context=context)
 
 
 st.title("Reader study")
@@ -79,6 +79,10 @@ except InputError as exc:
     show_input_error(exc)
     st.stop()
 data, res = report.data, report.result
+# what every download of this view says about itself (file name and leading CSV columns)
+context = dict(study=study, modalities=list(chosen), level=level, method=method,
+               covariance="jackknife" if method == "dbm" else cov, analysis=analysis,
+               cases=subgroup or "all")
 
 with st.container(border=True):
     st.markdown(f"**{report.sentence}**")
@@ -109,8 +113,8 @@ _table(report.tables["components"], "components", estimate=st.column_config.Numb
     format="%.3e"))
 
 st.subheader("ROC curves per reader and modality")
-_chart(charts.roc_chart(report.roc, readers=data.readers, modalities=data.modalities), "roc")
-table_download(report.roc, "reader_study_roc_points", key="mrmc_roc_points")
+_chart(charts.roc_chart(report.roc, readers=data.readers, modalities=data.modalities), "roc",
+       frame=report.roc)
 
 st.subheader("Sample size", help="Hillis-Obuchowski power from this study's variance "
              "components as a pilot, for a two-modality study with the same case mix")

@@ -15,8 +15,8 @@ from core.io.pixels import to_display
 from core.reports.saliency import saliency_report
 from core.saliency import read_saliency
 from core.store import Store
-from ui import (cached, chart_downloads, data_token, download_popover, require_test_set,
-                show_input_error, store, table_download)
+from ui import (cached, data_token, download_popover, require_test_set, show_input_error,
+                store)
 from ui.charts import saliency as charts
 from ui.exam_view import exam_view
 from ui.links import linked_model
@@ -94,7 +94,10 @@ except InputError as exc:
 shown_models = [model] if compare is None else [model, compare]
 shapes = cached(Store.images, test_set=test_set).set_index("image_id")[["height", "width"]]
 per_image = report.per_image
-stem = f"saliency_{test_set}_{model}" + (f"_vs_{compare}" if compare else "")
+stem = "saliency"
+# what every download of this view says about itself (file name and leading CSV columns)
+context = dict(test_set=test_set, models=shown_models, map=which,
+               annotation_version=None if version is None else int(version))
 
 one, gallery, aggregate = st.tabs(["One image", "Gallery", "Test set"])
 with one:
@@ -114,9 +117,10 @@ with one:
             f"{row.relevance_mass:.2f}; patches on the tumour: {row.n_patches_hit}"
             + ("" if pd.isna(row.patch_attention) else
                f", attention on them {row.patch_attention:.2f}")))
-        column.download_button("PNG", charts.png_bytes(picture), f"{stem}_{row.model}.png",
-                               "image/png", key=f"saliency_png_{row.model}", on_click="ignore",
-                               icon=":material/image:")
+        with column:
+            download_popover(f"{stem}_map", f"saliency_png_{row.model}",
+                             picture=charts.png_bytes(picture),
+                             context=dict(context, models=row.model, image=image_id))
     curves = pd.concat([pd.DataFrame({"model": r.model, "threshold": report.thresholds,
                                       "dice": report.dice_curves[i]})
                         for i, r in zip(np.flatnonzero(per_image["image_id"] == image_id),
@@ -124,8 +128,10 @@ with one:
     curve = charts.dice_curve(curves, threshold=threshold,
                               title=f"Dice against threshold, {image_id}")
     st.altair_chart(curve, width="stretch")
-    download_popover(f"{stem}_dice_curve", "saliency_curve", chart=curve, frame=curves)
-    table_download(rows, f"{stem}_{image_id.replace('/', '_')}", key="saliency_row")
+    download_popover(f"{stem}_dice_curve", "saliency_curve", chart=curve, frame=curves,
+                     context=dict(context, image=image_id))
+    download_popover(f"{stem}_image_metrics", "saliency_row", frame=rows,
+                     context=dict(context, image=image_id), label="Download metrics")
     with st.expander(f"Exam {rows['exam_id'].iloc[0]}: all four views"):
         exam_view(rows["exam_id"].iloc[0], models=shown_models, key="saliency_exam")
 
@@ -143,12 +149,13 @@ with gallery:
             column.image(_picture(row, which=which, opacity=0.5, threshold=0.0, max_side=240),
                          caption=f"{row.image_id} · Dice {row.best_dice:.2f} · "
                                  f"{'hit' if row.hit else 'miss'}", width="stretch")
-    table_download(ordered, f"{stem}_gallery", key="saliency_gallery")
+    download_popover(f"{stem}_gallery", "saliency_gallery", frame=ordered,
+                     context=dict(context, models=model, order=order))
 
 with aggregate:
     summary = pd.DataFrame([{"model": m, **report.summary[m]} for m in shown_models])
     st.dataframe(summary, hide_index=True, key="saliency_summary")
-    table_download(summary, f"{stem}_summary", key="saliency_summary")
+    download_popover(f"{stem}_summary", "saliency_summary", frame=summary, context=context)
     d_col, h_col = st.columns(2)
     for column, chart, name in (
             (d_col, charts.best_dice_distribution(per_image, title="Best Dice per image"),
@@ -157,13 +164,14 @@ with aggregate:
              "hit_rate")):
         column.altair_chart(chart, width="stretch")
         with column:
-            chart_downloads(chart, f"{stem}_{name}", key=f"saliency_{name}")
+            download_popover(f"{stem}_{name}", f"saliency_{name}", chart=chart,
+                             context=context)
     st.markdown("**By histology**")
     by_histology = report.by_histology
     chart = charts.hit_rate_chart(by_histology, by="histology", title="Hit rate by histology")
     st.altair_chart(chart, width="stretch")
     download_popover(f"{stem}_by_histology", "saliency_histology", chart=chart,
-                     frame=by_histology)
+                     frame=by_histology, context=context)
     st.dataframe(by_histology, hide_index=True, key="saliency_by_histology")
     if report.paired is not None:
         st.markdown(f"**{model} against {compare}** on the {report.paired['n_images']} images "
@@ -171,10 +179,11 @@ with aggregate:
         paired = pd.DataFrame([{"test": k, **v} for k, v in report.paired.items()
                                if isinstance(v, dict)])
         st.dataframe(paired, hide_index=True, key="saliency_paired")
-        table_download(paired, f"{stem}_paired", key="saliency_paired")
+        download_popover(f"{stem}_paired", "saliency_paired", frame=paired, context=context)
     if report.skipped:
         st.caption("Left out: " + "; ".join(f"{len(ids)} {reason}"
                                              for reason, ids in report.skipped.items()))
     with st.expander("Per-image metrics"):
         st.dataframe(per_image, hide_index=True, key="saliency_per_image")
-        table_download(per_image, f"{stem}_per_image", key="saliency_per_image")
+        download_popover(f"{stem}_per_image", "saliency_per_image", frame=per_image,
+                         context=context)

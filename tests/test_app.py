@@ -12,7 +12,7 @@ from core.errors import InputError
 from core.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = sorted(re.findall(r'st\.Page\("(pages/[a-z_]+\.py)"', (REPO / "app.py").read_text()))
+PAGES = sorted(re.findall(r'(?:st\.Page|page)\("(pages/[a-z_]+\.py)"', (REPO / "app.py").read_text()))
 
 
 def test_every_page_file_is_in_the_navigation():

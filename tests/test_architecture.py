@@ -108,7 +108,8 @@ def test_pages_holds_pages_only_and_app_routes_each():
     pages = sorted(p.name for p in (REPO / "pages").glob("*.py") if p.name != "__init__.py")
     assert pages and not [p for p in pages if p.startswith("_")], "helpers belong in ui/"
     routed = {node.args[0].value for node in ast.walk(ast.parse((REPO / "app.py").read_text()))
-              if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page"
+              if isinstance(node, ast.Call) and (getattr(node.func, "attr", "") == "Page"
+                                                 or getattr(node.func, "id", "") == "page")
               and node.args and isinstance(node.args[0], ast.Constant)}
     assert routed == {f"pages/{p}" for p in pages}
 

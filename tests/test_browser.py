@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-PAGES = re.findall(r'st\.Page\("pages/([a-z_]+)\.py"', (REPO / "app.py").read_text())
+PAGES = re.findall(r'(?:st\.Page|page)\("pages/([a-z_]+)\.py"', (REPO / "app.py").read_text())
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(),
@@ -180,3 +180,33 @@ def test_findings_report_draws_every_chart_offline(browser, story_store_path, tm
     assert [u for u in requests if not u.startswith("file:")] == []
     assert page.locator("p.finding").count() == 6
     context.close()
+
+
+# every element that draws a metric's label, its value and its delta
+_CUT_METRICS = """() => [...document.querySelectorAll(
+    '[data-testid="stMetricLabel"] *, [data-testid="stMetricValue"] *, [data-testid="stMetricValue"]')]
+    .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.textContent)"""
+
+
+@pytest.mark.parametrize("name", ["complement", "overview", "benchmark"])
+def test_at_800_px_the_sidebar_collapses_and_no_metric_label_is_cut(server, browser, name):
+    url, _ = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 800, "height": 3000})
+    page.goto(f"{url}/{'' if name == 'overview' else name}", timeout=600_000)
+    # on a fresh store: after the demo build (the module's first test may be this one)
+    page.wait_for_selector("[data-testid='stMetricLabel']" if name != "benchmark" else "h1",
+                           timeout=600_000)
+    settle(page)
+    page.wait_for_selector("[data-testid='stSidebar'][data-collapsed='true']", state="attached",
+                           timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / f"{name}_800px.png"), full_page=True)
+    labels = page.locator("[data-testid='stMetricLabel']")
+    if name != "benchmark":
+        assert labels.count() >= 4
+    assert page.evaluate(_CUT_METRICS) == []
+    # nothing wider than the window: no column, chart or button runs off the right edge
+    assert page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollWidth"
+                         " <= window.innerWidth")
+    page.close()

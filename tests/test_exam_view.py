@@ -272,7 +272,7 @@ def test_complement_page_links_each_cancer_to_its_exam(demo_env):
         assert parse_qs(urlparse(link).query)["exam"] == [case]
         assert urlparse(link).path == "exam"                    # the Exam page's URL path
     assert "exam" in [Path(p).stem for p in
-                      __import__("re").findall(r'st\.Page\("(pages/[a-z_]+\.py)"',
+                      __import__("re").findall(r'(?:st\.Page|page)\("(pages/[a-z_]+\.py)"',
                                                (REPO / "app.py").read_text())]
     link = at.get("page_link")[0].proto
     assert link.page == "exam" and parse_qs(link.query_string)["exam"] == [table["case_id"][0]]

@@ -1,13 +1,19 @@
 """Download buttons for the pages: a chart as PNG/SVG (rendered only when clicked, by
-vl-convert), a table as CSV, or both in one popover.
+vl-convert), a table as CSV, both in one "Download" popover (the one style every page uses).
+
+A download carries its context: `download_popover`'s ``context`` (test set, models, reader,
+level, aggregation, CI method ...) goes into the file name and, as leading columns, into the
+CSV, so two downloads of different views never overwrite each other and a CSV says what it is.
 
 Every CSV goes through `csv_text`, which defuses cells a spreadsheet would run as a formula:
 model, reader and dataset names come from users' files, and ``=cmd|' /C calc'!A0`` is a name.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+from collections.abc import Mapping
 
 import altair as alt
 import pandas as pd
@@ -49,6 +55,35 @@ def csv_text(frame: pd.DataFrame) -> str:
     return frame.to_csv(index=False, lineterminator="\r\n")
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+MAX_STEM = 120
+
+
+def _text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def context_stem(stem: str, context: Mapping | None = None) -> str:
+    """A file name stem: ``stem`` then each context value (None skipped), safe for every file
+    system; a long one is cut and ends with a hash of the whole, so it stays distinct."""
+    parts = [stem, *(_text(v) for v in (context or {}).values() if v not in (None, "", ()))]
+    name = "_".join(_UNSAFE.sub("-", p).strip("-") for p in parts)
+    if len(name) > MAX_STEM:
+        name = name[:MAX_STEM - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def with_context(frame: pd.DataFrame, context: Mapping | None = None) -> pd.DataFrame:
+    """``frame`` with each context entry as a leading column (unless it has that column)."""
+    extra = {k: _text(v) for k, v in (context or {}).items()
+             if v not in (None, "", ()) and k not in frame.columns}
+    if not extra:
+        return frame
+    return pd.concat([pd.DataFrame(extra, index=frame.index), frame], axis=1)
+
+
 def _render(chart: alt.Chart, fmt: str) -> bytes:
     buffer = io.BytesIO() if fmt == "png" else io.StringIO()
     chart.save(buffer, format=fmt, **({"scale_factor": 2} if fmt == "png" else {}))
@@ -72,10 +107,17 @@ def table_download(frame: pd.DataFrame, stem: str, *, key: str) -> None:
 
 
 def download_popover(stem: str, key: str, *, chart: alt.Chart | None = None,
-                     frame: pd.DataFrame | None = None) -> None:
-    """One "Download" popover with PNG / SVG of ``chart`` and CSV of ``frame``."""
-    with st.popover("Download", icon=":material/download:"):
+                     frame: pd.DataFrame | None = None, picture: bytes | None = None,
+                     context: Mapping | None = None, label: str = "Download") -> None:
+    """One "Download" popover with PNG / SVG of ``chart``, CSV of ``frame`` and a ``picture``
+    (PNG bytes), named and labelled with ``context`` (see the module docstring)."""
+    stem = context_stem(stem, context)
+    with st.popover(label, icon=":material/download:"):
+        st.caption(f"`{stem}`")
+        if picture is not None:
+            st.download_button("PNG", picture, f"{stem}.png", "image/png", key=f"{key}_picture",
+                               icon=":material/image:", on_click="ignore")
         if chart is not None:
             chart_downloads(chart, stem, key=key)
         if frame is not None:
-            table_download(frame, stem, key=key)
+            table_download(with_context(frame, context), stem, key=key)

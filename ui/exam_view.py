@@ -26,7 +26,7 @@ from core.reports.exam import (
     exam_report,
 )
 from ui.caching import cached
-from ui.downloads import table_download
+from ui.downloads import download_popover
 from ui.images import empty_tile, outline_box
 from ui.model_input import gmic_models, model_input
 from ui.session import show_input_error
@@ -71,11 +71,13 @@ def exam_view(exam_id: str, *, models: Sequence[str] | None = None,
     with st.expander("Reads and scores as tables"):
         stem = report.exam_id.replace("/", "_")
         st.dataframe(report.reads, hide_index=True)
-        table_download(report.reads, f"{stem}_reads", key=f"{key}_reads_csv")
+        download_popover("exam_reads", f"{key}_reads_csv", frame=report.reads,
+                         context=dict(exam=stem))
         st.dataframe(report.scores, hide_index=True,
                      column_config={"score": st.column_config.NumberColumn(format="%.4f"),
                                     "benign": st.column_config.NumberColumn(format="%.4f")})
-        table_download(report.scores, f"{stem}_scores", key=f"{key}_scores_csv")
+        download_popover("exam_scores", f"{key}_scores_csv", frame=report.scores,
+                         context=dict(exam=stem))
     if show_model_input:
         _model_input_section(report, tiles, key)
 

@@ -30,10 +30,18 @@ def sidebar() -> None:
             st.selectbox("Test set", names, key="test_set", bind="query-params",
                          index=_default_index(names, chosen),
                          help="Named, reproducible case lists (see Import › Test sets)")
-        if chosen != ALL and datasets.set_index("dataset").loc[chosen, "kind"] == "synthetic":
-            st.caption(":material/science: **Synthetic** demo data: rendered images, "
-                       "simulated readers.")
+        synthetic = synthetic_datasets(datasets)
+        if synthetic and (chosen == ALL or chosen in synthetic):
+            st.caption(":material/science: **Synthetic** demo data"
+                       + ("" if chosen != ALL else f" ({', '.join(synthetic)})")
+                       + ": rendered images, simulated readers.")
         st.caption(f"Store: `{s.path}`")
+
+
+def synthetic_datasets(datasets=None) -> list[str]:
+    """The store's synthetic (demo) datasets: said beside every number, whatever is picked."""
+    datasets = cached(Store.datasets) if datasets is None else datasets
+    return datasets.loc[datasets["kind"] == "synthetic", "dataset"].tolist()
 
 
 def _default_index(names: list[str], dataset: str) -> int:

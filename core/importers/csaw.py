@@ -71,7 +71,7 @@ __all__ = ["import_csaw", "HISTOLOGY_BY_TYPE", "POSITIVE_TIMING"]
 HISTOLOGY_BY_TYPE = {1: "other", 2: "unknown", 3: "unknown"}
 POSITIVE_TIMING = (1, 2)
 _SIDES = {"left": "L", "right": "R", "l": "L", "r": "R"}
-_EXAM_COLUMNS = ("x_case", "x_cancer_laterality", "x_type", "rad_timing", "rad_r1", "rad_r2",
+EXAM_COLUMNS = ("x_case", "x_cancer_laterality", "x_type", "rad_timing", "rad_r1", "rad_r2",
                  "rad_recall", "rad_recall_type_left", "rad_recall_type_right")
 
 
@@ -158,7 +158,7 @@ def _validated(table: pd.DataFrame, file: str) -> pd.DataFrame:
         if dup.any():
             raise InputError(f"{file}: anon_filename {out['file'].dropna()[dup].iloc[0]!r} "
                              "appears twice; one row per image")
-    exam_cols = [c for c in _EXAM_COLUMNS if out[c].notna().any()]
+    exam_cols = [c for c in EXAM_COLUMNS if out[c].notna().any()]
     per_exam = out.groupby(["patient", "year"])[exam_cols].nunique(dropna=True)
     conflict = per_exam[(per_exam > 1).any(axis=1)]
     if not conflict.empty:
@@ -195,7 +195,7 @@ def _rows(store: Store, snapshot: Snapshot, table: pd.DataFrame, options: _Optio
                                  ("consensus", "consensus"))],
     }
     grouped = table.groupby(["patient", "year"], sort=True)
-    exams = grouped[list(_EXAM_COLUMNS)].first()  # first non-null value per exam
+    exams = grouped[list(EXAM_COLUMNS)].first()  # first non-null value per exam
     exams["density"] = grouped["libra_percentdensity"].mean()
     patients = {p: store.pseudonym(f"csaw:{p}") for p in table["patient"].unique()}
     for (patient, year), first in exams.iterrows():

@@ -9,18 +9,13 @@ import numpy as np
 import pandas as pd
 
 from core.reports.benchmark import GROUPS
-from ui.charts import HISTOLOGY_COLOURS
+from ui.charts import HISTOLOGY_COLOURS, model_colours
 
 _HIST = dict(zip(HISTOLOGY_COLOURS.domain, HISTOLOGY_COLOURS.range))
 GROUP_COLOURS = alt.Scale(domain=list(GROUPS),
                           range=["#8a8a8a", _HIST["ILC"], _HIST["IDC"], _HIST["other"]])
 P_BANDS = ("p < 0.001", "p < 0.01", "p < 0.05", "p ≥ 0.05")
 P_COLOURS = alt.Scale(domain=list(P_BANDS), range=["#3f007d", "#6a51a3", "#b4afd6", "#dedede"])
-
-
-def model_colours(models: Sequence[str]) -> alt.Scale:
-    """One colour per model, the same in every chart that gets the same ``models``."""
-    return alt.Scale(domain=list(models), scheme="tableau10")
 
 
 def _finite(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -57,9 +52,15 @@ def roc_chart(roc: pd.DataFrame, points: pd.DataFrame | None, *, models: Sequenc
     if points is not None and not points.empty:
         points = points.assign(fpr=1 - points["specificity"], tpr=points["sensitivity"],
                                target=(100 * points["target_specificity"]).round(1))
-        rules = alt.Chart(points.drop_duplicates("target")).mark_rule(
-            color="#999999", strokeDash=[2, 3]).encode(
-            x=alt.X("rule_x:Q"), tooltip=[alt.Tooltip("target:Q", title="target specificity %")]
+        targets = points.drop_duplicates("target").sort_values("target", ascending=False)
+        targets = targets.assign(rule=[f"{t:g} % specificity ({100 - t:g} % FPR)"
+                                       for t in targets["target"]])
+        rules = alt.Chart(targets).mark_rule(color="#999999").encode(
+            x=alt.X("rule_x:Q"), tooltip=[alt.Tooltip("target:Q", title="target specificity %")],
+            strokeDash=alt.StrokeDash("rule:N", sort=list(targets["rule"]), scale=alt.Scale(
+                domain=list(targets["rule"]), range=[[2, 3]] * len(targets)),
+                legend=alt.Legend(title="dotted: target ◆ model's point", orient="bottom",
+                                  labelLimit=260, symbolStrokeColor="#999999"))
         ).transform_calculate(rule_x="1 - datum.target / 100")
         marks = alt.Chart(points).mark_point(shape="diamond", size=140, filled=True,
                                              stroke="white", strokeWidth=1).encode(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.reports.density import STRATA
-from ui.charts import DENSITY_NAMES
+from ui.charts import DENSITY_NAMES, model_colours
 
 TRUTH_COLOURS = alt.Scale(domain=["healthy", "cancer"], range=["#b0b0b0", "#7b2d8e"])
 ROLE_COLOURS = alt.Scale(domain=["reader", "model"], range=["#e07b39", "#5b8db8"])
@@ -21,7 +21,8 @@ _TINY = {"all": "all", "0": "0", "1": "1", "2": "2", "3": "3"}   # axis labels i
 
 def distribution_chart(counts: pd.DataFrame, *, title: str = "") -> alt.Chart:
     """Share of exams per density category, one bar per group (dataset or test set) side by side;
-    the count sits on each bar. ``counts``: `core.reports.density.category_counts`."""
+    the share sits on each bar, as the axis reads (the count is in the tooltip).
+    ``counts``: `core.reports.density.category_counts`."""
     frame = counts.assign(category=counts["category"].astype(str).map(SHORT_NAMES),
                           percent=100 * counts["share"].fillna(0))
     order = list(SHORT_NAMES.values())[1:]
@@ -36,7 +37,8 @@ def distribution_chart(counts: pd.DataFrame, *, title: str = "") -> alt.Chart:
         tooltip=[alt.Tooltip("group:N"), alt.Tooltip("category:N"), alt.Tooltip("exams:Q"),
                  alt.Tooltip("percent:Q", format=".1f", title="% of exams")])
     bars = base.mark_bar(cornerRadiusTopLeft=2, cornerRadiusTopRight=2).encode(color=colour)
-    labels = base.mark_text(dy=-6, fontSize=11, color="#444").encode(text="exams:Q")
+    labels = base.mark_text(dy=-6, fontSize=11, color="#444").encode(
+        text=alt.Text("percent:Q", format=".0f"))
     return (bars + labels).properties(height=280)
 
 
@@ -51,7 +53,7 @@ def auc_forest(table: pd.DataFrame, *, title: str = "") -> alt.Chart:
         order=lambda f: f["stratum"].map(order))
     y = alt.Y("label:N", sort=alt.EncodingSortField("order"), title=None, axis=alt.Axis(labelLimit=260))
     x = alt.X("auc:Q", title="AUC (95% CI)", scale=alt.Scale(domain=[0, 1]))
-    colour = alt.Color("model:N", scale=alt.Scale(scheme="tableau10"),
+    colour = alt.Color("model:N", scale=model_colours(list(dict.fromkeys(frame["model"]))),
                        legend=alt.Legend(orient="top") if frame["model"].nunique() > 1 else None)
     tips = [alt.Tooltip("model:N"), alt.Tooltip("stratum:N"), alt.Tooltip("auc:Q", format=".3f"),
             alt.Tooltip("ci_low:Q", format=".3f"), alt.Tooltip("ci_high:Q", format=".3f"),

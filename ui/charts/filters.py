@@ -16,6 +16,10 @@ from core.io.pixels import to_display
 from ui.charts import HISTOLOGY_COLOURS
 
 METHOD_ORDER = list(METHODS)
+# what the axis says: the code and a short name (the full name and summary are on the page)
+METHOD_LABELS = {"original": "original", "M1": "M1 CLAHE", "M2": "M2 hist. equal.",
+                 "M3": "M3 global thresh.", "M4": "M4 local thresh.", "M5": "M5 Sobel",
+                 "M6": "M6 unsharp mask", "M7": "M7 wavelet"}
 REGION_COLOURS = {"tumour": "#d62728", "healthy": "#17becf"}   # outlines and histograms alike
 FULL = (slice(None), slice(None))
 _REGIONS = alt.Scale(domain=list(REGION_COLOURS), range=list(REGION_COLOURS.values()))
@@ -31,9 +35,13 @@ def auc_boxplot(results: pd.DataFrame, *, facet: bool = False, title: str = "") 
     colours = dict(zip(HISTOLOGY_COLOURS.domain, HISTOLOGY_COLOURS.range))
     colour = alt.Color("histology:N", title="histology", scale=alt.Scale(
         domain=present, range=[colours[h] for h in present]))
-    x = alt.X("method:N", sort=METHOD_ORDER, title=None, axis=alt.Axis(labelAngle=0))
+    results = results.assign(label=results["method"].map(lambda m: METHOD_LABELS.get(m, m)))
+    order = [METHOD_LABELS.get(m, m) for m in METHOD_ORDER]
+    x = alt.X("label:N", sort=order, title="method",
+              axis=alt.Axis(labelAngle=-40, labelLimit=140, labelAlign="right",
+                            labelOverlap=False))
     y = alt.Y("auc:Q", title="per-image AUC, tumour vs healthy pixels",
-              scale=alt.Scale(domain=[0, 1]))
+              scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(titleLimit=400))
     offset = {} if facet else {"xOffset": alt.XOffset("histology:N")}
     base = alt.Chart(results)
     boxes = base.mark_boxplot(extent=1.5, size=22 if facet else 14, opacity=0.85,
@@ -42,15 +50,18 @@ def auc_boxplot(results: pd.DataFrame, *, facet: bool = False, title: str = "") 
     means = base.mark_point(shape="diamond", filled=True, size=70, color="black",
                             stroke="white", strokeWidth=1).encode(
         x=x, y=alt.Y("mean(auc):Q"), detail="histology:N", **offset,
-        tooltip=[alt.Tooltip("method:N"), alt.Tooltip("histology:N"),
+        tooltip=[alt.Tooltip("label:N", title="method"), alt.Tooltip("histology:N"),
                  alt.Tooltip("mean(auc):Q", title="mean AUC", format=".3f"),
                  alt.Tooltip("median(auc):Q", title="median AUC", format=".3f"),
                  alt.Tooltip("count(auc):Q", title="images")])
     chance = base.mark_rule(color="#777777", strokeDash=[5, 4]).encode(y=alt.datum(0.5))
     layered = alt.layer(chance, boxes, means)
     if facet:
+        # every panel keeps its own axes: a reader of the IDC panel needs the labels too
         return layered.properties(width=alt.Step(44), height=340).facet(
-            column=alt.Column("histology:N", title=None, sort=present), title=title)
+            column=alt.Column("histology:N", title=None, sort=present,
+                              header=alt.Header(labelFontSize=13, labelFontWeight="bold")),
+            title=title).resolve_axis(x="independent", y="independent")
     return layered.properties(height=380, title=title)
 
 

@@ -8,13 +8,15 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
+from ui.charts import model_colours
+
 MEAN = "readers' mean"
 MEAN_COLOUR = "#222222"
 
 
 def reader_colours(readers: Sequence[str]) -> alt.Scale:
-    """One colour per reader, the same in every chart given the same ``readers``."""
-    return alt.Scale(domain=list(readers), scheme="tableau10")
+    """One colour per reader, the same on every page (`ui.charts.model_colours`)."""
+    return model_colours(readers)
 
 
 def slope_chart(reader_auc: pd.DataFrame, *, modalities: Sequence[str],

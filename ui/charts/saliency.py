@@ -18,6 +18,8 @@ import pandas as pd
 from PIL import Image, ImageDraw
 from skimage.segmentation import find_boundaries
 
+from ui.charts import HISTOLOGY_COLOURS, model_colours
+
 __all__ = ["CONTOUR_COLOUR", "annotation_preview", "best_dice_distribution", "dice_curve",
            "display_step", "gallery_order", "heat_colours", "hit_rate_chart", "png_bytes",
            "saliency_overlay", "versions_overlay"]
@@ -139,7 +141,8 @@ def dice_curve(curves: pd.DataFrame, *, threshold: float | None = None,
 
     ``curves``: columns model, threshold, dice (one row per model and threshold).
     """
-    colour = alt.Color("model:N", title=None, legend=alt.Legend(orient="top"))
+    colour = alt.Color("model:N", title=None, legend=alt.Legend(orient="top"),
+                       scale=model_colours(list(dict.fromkeys(curves["model"]))))
     x = alt.X("threshold:Q", title="threshold on the map", scale=alt.Scale(domain=[0, 1]))
     y = alt.Y("dice:Q", title="Dice with the segmentation", scale=alt.Scale(domain=[0, 1]))
     tips = ["model:N", alt.Tooltip("threshold:Q", format=".2f"),
@@ -167,7 +170,8 @@ def best_dice_distribution(per_image: pd.DataFrame, *, by: str = "model",
         x=alt.X("best_dice:Q", bin=alt.Bin(extent=[0, 1], step=0.05),
                 title="best Dice over thresholds"),
         y=alt.Y("count():Q", title="images", stack=None),
-        color=alt.Color(f"{by}:N", title=by, legend=alt.Legend(orient="top")),
+        color=alt.Color(f"{by}:N", title=by, legend=alt.Legend(orient="top"),
+                        scale=_colours(per_image, by)),
         tooltip=[f"{by}:N", alt.Tooltip("count():Q", title="images")],
     ).properties(height=260)
 
@@ -180,8 +184,9 @@ def hit_rate_chart(summary: pd.DataFrame, *, by: str = "model", title: str = "")
     (`core.saliency.summarise_saliency`); an optional ``model`` column splits the bars.
     """
     offset = {"xOffset": alt.XOffset("model:N")} if by != "model" and "model" in summary else {}
-    colour = alt.Color("model:N" if "model" in summary else f"{by}:N", title=None,
-                       legend=alt.Legend(orient="top"))
+    field = "model" if "model" in summary else by
+    colour = alt.Color(f"{field}:N", title=None, legend=alt.Legend(orient="top"),
+                       scale=_colours(summary, field))
     x = alt.X(f"{by}:N", title=None, axis=alt.Axis(labelAngle=0))
     base = alt.Chart(summary)
     bars = base.mark_bar(opacity=0.8).encode(
@@ -195,6 +200,13 @@ def hit_rate_chart(summary: pd.DataFrame, *, by: str = "model", title: str = "")
     errors = base.mark_errorbar(ticks=True, color="black").encode(
         x=x, y=alt.Y("hit_ci_low:Q", title=""), y2="hit_ci_high:Q", **offset)
     return alt.layer(bars, errors, title=title).properties(height=260)
+
+
+def _colours(frame: pd.DataFrame, field: str):
+    """Models in their own colours (`model_colours`); histologies in theirs."""
+    if field == "model":
+        return model_colours(list(dict.fromkeys(frame["model"])))
+    return HISTOLOGY_COLOURS if field == "histology" else alt.Undefined
 
 
 def gallery_order(per_image: pd.DataFrame, by: str) -> pd.DataFrame:

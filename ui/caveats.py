@@ -1,0 +1,14 @@
+"""Caveats beside a headline number, shown the same way on every page (the rules themselves
+live in `core.reports.caveats`)."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import streamlit as st
+
+
+def show_caveats(notes: Iterable[str | None]) -> None:
+    """One warning box listing ``notes`` (None entries skipped); nothing when there are none."""
+    notes = [n for n in notes if n]
+    if notes:
+        st.warning("\n".join(f"- {n}" for n in notes), icon=":material/warning:")
