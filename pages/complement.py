@@ -49,6 +49,29 @@ def _manual() -> None:
     st.session_state.complement_mode = "manual"
 
 
+def _mode_from_url(state) -> None:
+    """``?complement_at=match|0.89|t0.4321``: the operating point a shared link was made at."""
+    at = st.query_params.get("complement_at", "")
+    if at == "match":
+        state.complement_mode = "match"
+    elif at.startswith("t") and _is_number(at[1:]):
+        state.complement_mode, state.complement_threshold = "manual", float(at[1:])
+    elif _is_number(at) and float(at) in cr.PRESET_SPECIFICITIES:
+        state.complement_mode = float(at)
+
+
+def _mode_to_url(mode, threshold: float) -> None:
+    st.query_params["complement_at"] = ("match" if mode == "match" else
+                                        f"t{threshold:.6g}" if mode == "manual" else f"{mode:g}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _fmt(x: float, spec: str = ".1%") -> str:
     return "n/a" if math.isnan(x) else format(x, spec)
 
@@ -78,6 +101,8 @@ if not readers.set_index("reader").loc[reader, "has_recall"]:
         "Reader threshold", value=50.0, key="complement_reader_threshold", bind="query-params",
         help="This reader has scores only: recall iff the reader's score >= this.")
 state = st.session_state
+if "complement_mode" not in state:
+    _mode_from_url(state)
 if state.get("complement_mode") == "manual" and state.get("complement_threshold") is None:
     state.complement_mode = "match"        # the slider was not drawn last run (page switch)
 mode = state.setdefault("complement_mode", "match")
@@ -98,6 +123,7 @@ res, unit = report.result, cr.UNITS[level]
 context = dict(test_set=test_set, models=model, reader=reader, level=level,
                threshold=f"{res.threshold:.4g}", reader_threshold=reader_threshold)
 state.complement_threshold = manual if mode == "manual" else min(res.threshold, high)
+_mode_to_url(mode, state.complement_threshold)
 
 st.slider("Model threshold: a case is flagged iff its score ≥ threshold", low, high, step=step,
           format="%.4f", key="complement_threshold", on_change=_manual)

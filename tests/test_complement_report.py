@@ -131,8 +131,8 @@ def test_hand_example_tables(tiny):
     assert rep.tradeoff["caught"].tolist() == [0, 1, 1, 1, 2, 2]
     assert rep.tradeoff["extra_recalls"].tolist() == [1, 1, 2, 3, 3, 4]
     pts = rep.operating_points.set_index("operating_point")
-    assert pts["threshold"].tolist() == [0.9, 0.9]               # 98 % and 90 %
-    assert pts["detected"].tolist() == [1, 1]
+    assert pts["threshold"].tolist() == [0.9, 0.9, 0.9]          # 98 %, 90 % and 89 %
+    assert pts["detected"].tolist() == [1, 1, 1]
     neg = rep.reader_negatives.set_index("operating_point")
     assert neg.loc["this threshold", ["caught", "flagged"]].tolist() == [1, 2]
     assert neg.loc["98% specificity", ["caught", "flagged"]].tolist() == [0, 0]
@@ -503,6 +503,42 @@ def test_page_numbers_equal_the_cli(demo_env, capsys):
                            repr(at.slider(key="complement_threshold").value), *_triage(at))
     assert code == 0 and doc["method"] == "threshold" and doc["threshold"] == 0.95
     _assert_page_equals_cli(at, doc)
+
+
+def test_page_operating_point_travels_in_the_url(tiny, monkeypatch):
+    """A preset or a dragged threshold is written to ?complement_at=, and a link opens at it."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("ILCSCOPE_DB", str(tiny.path))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+
+    def opened(at_value=None):
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        if at_value:
+            at.query_params["complement_at"] = at_value
+        at.run()
+        at.switch_page("pages/complement.py")
+        at.session_state["test_set"] = "all"
+        at.run()
+        at.selectbox(key="complement_model").set_value("mx")
+        at.selectbox(key="complement_reader").set_value("R")
+        at.run()
+        assert not at.exception
+        return at
+
+    at = opened()
+    assert at.query_params["complement_at"] in ("match", ["match"])
+    at.button(key="complement_preset_0.89").click()
+    at.run()
+    assert at.query_params["complement_at"] in ("0.89", ["0.89"])
+    assert at.slider(key="complement_threshold").value == 0.9        # as in the report test
+    linked = opened("0.89")
+    assert linked.button(key="complement_preset_0.89").proto.type == "primary"
+    dragged = opened("t0.45")
+    assert dragged.slider(key="complement_threshold").value == pytest.approx(0.45)
+    assert all(b.proto.type == "secondary" for b in dragged.button
+               if b.key and b.key.startswith("complement_preset_"))
+    assert opened("nonsense").query_params["complement_at"] in ("match", ["match"])
 
 
 def test_page_scores_only_reader_gets_a_threshold_input(tiny, monkeypatch, capsys):
