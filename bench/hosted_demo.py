@@ -36,7 +36,7 @@ def main() -> None:
     from core.reports.findings import findings
     from core.store import open_store
 
-    pages = re.findall(r'st\.Page\("(pages/[a-z_]+\.py)"', (REPO / "app.py").read_text())
+    pages = re.findall(r'(?:st\.Page|page)\("(pages/[a-z_]+\.py)"', (REPO / "app.py").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.update(ILCSCOPE_MODE="demo", ILCSCOPE_DB=str(Path(tmp) / "ilcscope.duckdb"))
         t0, c0 = time.perf_counter(), time.process_time()

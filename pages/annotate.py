@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core.annotations import annotation_versions, fill_drawing, load_annotation, save_annotation
+from core.annotations import (STUDY_SIZES_PX, annotation_versions, fill_drawing, load_annotation,
+                              save_annotation)
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.saliency import dice_at_thresholds
@@ -32,6 +33,11 @@ def _pixels(path: str) -> np.ndarray:   # never mutated
 def _filled(drawing: np.ndarray, spacing_mm, sizes: tuple, in_mm: bool):
     return fill_drawing(drawing, spacing_mm=spacing_mm,
                         **({"sizes_mm": sizes} if in_mm else {"sizes_px": sizes}))
+
+
+def _default_sizes(in_mm: bool, spacing_mm: float | None) -> tuple[float, ...]:
+    """The study's 50, 75, 100 pixels; in millimetres, those pixels at this image's spacing."""
+    return tuple(float(round(p * spacing_mm, 2)) if in_mm else float(p) for p in STUDY_SIZES_PX)
 
 
 st.title("Annotate tumours")
@@ -107,16 +113,19 @@ try:
 except InputError as exc:
     show_input_error(exc)
     st.stop()
-if (result.json_data or {}).get("objects"):
+objects = (result.json_data or {}).get("objects")
+if objects:
     state["pending"] = {"image_id": image_id, "view": view, "json": result.json_data,
                         "fit": result.background_fit, "shape": pixels.shape}
+elif objects is not None and pending and (pending["image_id"], pending["view"]) == (image_id, view):
+    state["pending"] = None     # all undone or reset on the canvas: nothing left to fold in
 
 with st.expander("Algorithm 3 element sizes"):
     in_mm = st.toggle("In millimetres", key="annotate_in_mm", disabled=spacing is None,
                       help="Sizes in mm carry from one scanner to another (via pixel spacing)")
     sizes = tuple(float(c.number_input(f"Step {i + 1}", min_value=1.0, value=v, format="%g",
                                        key=f"annotate_size_{i}_{in_mm}"))
-                  for i, (c, v) in enumerate(zip(st.columns(3), (50.0, 75.0, 100.0))))
+                  for i, (c, v) in enumerate(zip(st.columns(3), _default_sizes(in_mm, spacing))))
 r0, c0, h, w = view.crop
 step = display_step((h, w))
 shown = (slice(r0, r0 + h, step), slice(c0, c0 + w, step))

@@ -99,6 +99,10 @@ stem = "saliency"
 context = dict(test_set=test_set, models=shown_models, map=which,
                annotation_version=None if version is None else int(version))
 
+if not (per_image["model"] == model).any():   # only the compared model has maps here
+    st.info(f"{model} has no saliency map on an annotated image of `{test_set}`: pick the model "
+            "that has, or run `python -m core predict` for this one.", icon=":material/info:")
+    st.stop()
 one, gallery, aggregate = st.tabs(["One image", "Gallery", "Test set"])
 with one:
     first = per_image[per_image["model"] == model].sort_values("best_dice", ascending=False)

@@ -119,6 +119,13 @@ def store(demo_store_path, tmp_path):
 IMAGE = "demo/E00001/L-CC"
 
 
+def test_ids_that_read_alike_never_share_a_mask_file():
+    from core.store import annotation_mask_path
+
+    a, b = annotation_mask_path("a/b_c/L-CC", 1), annotation_mask_path("a_b/c/L-CC", 1)
+    assert a != b and a.parent.name.startswith("a_b_c_L-CC-") and a.name == "v1.png"
+
+
 def test_a_new_version_never_changes_an_old_one(store):
     first = np.zeros((512, 320), bool)
     first[100:150, 100:140] = True

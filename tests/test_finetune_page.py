@@ -52,7 +52,9 @@ def _wait(store, run_id: str, done, timeout_s: float = 300) -> None:
 @pytest.fixture
 def split_env(demo_store_path, tmp_path, monkeypatch) -> Path:
     path = copy_store(demo_store_path, tmp_path)
-    create_splits(open_store(path), test_set="demo", prefix="sp", seed=0)
+    # a quarter in test: the small demo's 6 cancers leave sp-test with 2 (a fifth leaves none)
+    create_splits(open_store(path), test_set="demo", prefix="sp", seed=0,
+                  fractions=(0.5, 0.25, 0.25))
     monkeypatch.setenv("ILCSCOPE_DB", str(path))
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
     return path

@@ -73,4 +73,9 @@ def stage_masks(con: duckdb.DuckDBPyConnection, files_dir: Path, masks: dict[str
 
 
 def _safe_name(identifier: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in identifier)
+    """A readable folder name that no other image id shares: ``a/b_c`` and ``a_b/c`` read
+    alike once ``/`` becomes ``_``, so a short digest of the id itself follows."""
+    import hashlib
+
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in identifier)
+    return f"{readable}-{hashlib.sha256(identifier.encode()).hexdigest()[:10]}"
