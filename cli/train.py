@@ -53,6 +53,8 @@ def register(commands, report, common) -> None:
                    help="saliency L1 weight of the loss (default: models.train_loss's)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep every BatchNorm's running statistics as loaded (small batches)")
     p.add_argument("--mlflow-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else none)")
     p.add_argument("--detach", action="store_true",
@@ -84,7 +86,7 @@ def cmd_train(args):
         launcher=args.launcher, evaluate=tuple(args.evaluate), seed=args.seed,
         config=args.config, **({} if args.beta is None else {"beta": args.beta}),
         mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
-        workers=args.workers, compile=args.compile)
+        workers=args.workers, compile=args.compile, freeze_bn=args.freeze_bn)
     store = open_from_args(args)
     run_ids = launch_runs(store, request, detach=args.detach)
     if args.detach:

@@ -52,6 +52,7 @@ class LoopSettings:
     device: torch.device
     workers: int = 0
     compile: bool = False
+    freeze_bn: bool = False
 
 
 def final_path(folder: Path) -> Path:
@@ -71,10 +72,14 @@ def reset_to_default_init(model: nn.Module) -> nn.Module:
     return model
 
 
-def set_mode(model: GMIC, mode: str) -> GMIC:
+def set_mode(model: GMIC, mode: str, freeze_bn: bool = False) -> GMIC:
     """Training mode; in feature extraction the backbones frozen, their BatchNorms in eval."""
     model.train()
     model.freeze_backbones(mode == "feature-extraction")
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     return model
 
 
@@ -121,7 +126,7 @@ def train_epochs(model: GMIC, train: LabelledImages, val: LabelledImages, *,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(device)
-    set_mode(model, settings.mode)
+    set_mode(model, settings.mode, settings.freeze_bn)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=settings.lr, fused=device.type == "cuda")
     state = {"epoch": 0, "best_epoch": None, "best_val_loss": math.inf, "history": []}
@@ -144,7 +149,7 @@ def train_epochs(model: GMIC, train: LabelledImages, val: LabelledImages, *,
         loader = make_loader(train_set, epoch_sample(malignant, epoch=epoch, seed=settings.seed),
                              batch_size=settings.batch_size, workers=settings.workers,
                              pin_memory=device.type == "cuda")
-        set_mode(model, settings.mode)
+        set_mode(model, settings.mode, settings.freeze_bn)
         loss_sum, seen = 0.0, 0
         for b, (x, y) in enumerate(loader):
             check_cancel()
