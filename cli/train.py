@@ -15,7 +15,7 @@ the runs with `python -m core runs list`.
 examples:
   python -m core testsets create train-ILC --rule 'dataset=demo split=train histology=ILC,none'
   python -m core split --test-set train-ILC --prefix ilc --fractions 0.67,0.33,0 --seed 0
-  python -m core train --model-init gmic-demo --mode full --freeze-bn --train-set ilc-train \\
+  python -m core train --model-init gmic-demo --mode full --train-set ilc-train \\
       --val-set ilc-val --lr 1e-6:1e-5 --runs 10 --epochs 40 --evaluate test-ILC --json
 
 Split only exams you will not evaluate on (here the demo's train split, so test-ILC is held out)."""

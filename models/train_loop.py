@@ -41,7 +41,10 @@ MODES = ("feature-extraction", "full", "scratch")
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What one run's loop needs (the rest of a `models.train.TrainRequest` is orchestration)."""
+    """What one run's loop needs (the rest of a `models.train.TrainRequest` is orchestration).
+
+    ``freeze_bn`` keeps every BatchNorm in eval mode (running statistics as loaded; affine
+    weights still train in full and scratch modes)."""
 
     mode: str
     lr: float
