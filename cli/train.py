@@ -13,9 +13,12 @@ and scores the --evaluate test sets with it and with its parent. --detach return
 the runs with `python -m core runs list`.
 
 examples:
-  python -m core split --test-set demo --prefix ilc --fractions 0.6,0.2,0.2 --seed 0
+  python -m core testsets create train-ILC --rule 'dataset=demo split=train histology=ILC,none'
+  python -m core split --test-set train-ILC --prefix ilc --fractions 0.67,0.33,0 --seed 0
   python -m core train --model-init gmic-demo --mode full --train-set ilc-train \\
-      --val-set ilc-val --lr 1e-6:1e-5 --runs 10 --epochs 40 --evaluate test-ILC --json"""
+      --val-set ilc-val --lr 1e-6:1e-5 --runs 10 --epochs 40 --evaluate test-ILC --json
+
+Split only exams you will not evaluate on (here the demo's train split, so test-ILC is held out)."""
 
 
 def _fractions(text: str) -> list[float]:
@@ -53,6 +56,8 @@ def register(commands, report, common) -> None:
                    help="saliency L1 weight of the loss (default: models.train_loss's)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep every BatchNorm's running statistics as loaded (small batches)")
     p.add_argument("--mlflow-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else none)")
     p.add_argument("--detach", action="store_true",
@@ -84,7 +89,7 @@ def cmd_train(args):
         launcher=args.launcher, evaluate=tuple(args.evaluate), seed=args.seed,
         config=args.config, **({} if args.beta is None else {"beta": args.beta}),
         mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
-        workers=args.workers, compile=args.compile)
+        workers=args.workers, compile=args.compile, freeze_bn=args.freeze_bn)
     store = open_from_args(args)
     run_ids = launch_runs(store, request, detach=args.detach)
     if args.detach:

@@ -69,6 +69,7 @@ class TrainRequest:
     mlflow_uri: str | None = None
     workers: int | None = None
     compile: bool = False
+    freeze_bn: bool = False
 
 
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TrainRequest))
@@ -234,7 +235,8 @@ def _train(store: Store, run: RunFolder) -> None:
         (4 if device.type == "cuda" else 0)
     settings = LoopSettings(mode=request.mode, lr=p["lr"], epochs=request.epochs,
                             batch_size=request.batch_size, seed=request.seed, beta=request.beta,
-                            device=device, workers=workers, compile=request.compile)
+                            device=device, workers=workers, compile=request.compile,
+                            freeze_bn=request.freeze_bn)
     meta = {"config": config, "preprocess": request.preprocess, "parent": parent,
             "mode": request.mode, "lr": p["lr"]}
 

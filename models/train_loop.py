@@ -41,7 +41,10 @@ MODES = ("feature-extraction", "full", "scratch")
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What one run's loop needs (the rest of a `models.train.TrainRequest` is orchestration)."""
+    """What one run's loop needs (the rest of a `models.train.TrainRequest` is orchestration).
+
+    ``freeze_bn`` keeps every BatchNorm in eval mode (running statistics as loaded; affine
+    weights still train in full and scratch modes)."""
 
     mode: str
     lr: float
@@ -52,6 +55,7 @@ class LoopSettings:
     device: torch.device
     workers: int = 0
     compile: bool = False
+    freeze_bn: bool = False
 
 
 def final_path(folder: Path) -> Path:
@@ -71,10 +75,14 @@ def reset_to_default_init(model: nn.Module) -> nn.Module:
     return model
 
 
-def set_mode(model: GMIC, mode: str) -> GMIC:
+def set_mode(model: GMIC, mode: str, freeze_bn: bool = False) -> GMIC:
     """Training mode; in feature extraction the backbones frozen, their BatchNorms in eval."""
     model.train()
     model.freeze_backbones(mode == "feature-extraction")
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     return model
 
 
@@ -121,7 +129,7 @@ def train_epochs(model: GMIC, train: LabelledImages, val: LabelledImages, *,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(device)
-    set_mode(model, settings.mode)
+    set_mode(model, settings.mode, settings.freeze_bn)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=settings.lr, fused=device.type == "cuda")
     state = {"epoch": 0, "best_epoch": None, "best_val_loss": math.inf, "history": []}
@@ -144,7 +152,7 @@ def train_epochs(model: GMIC, train: LabelledImages, val: LabelledImages, *,
         loader = make_loader(train_set, epoch_sample(malignant, epoch=epoch, seed=settings.seed),
                              batch_size=settings.batch_size, workers=settings.workers,
                              pin_memory=device.type == "cuda")
-        set_mode(model, settings.mode)
+        set_mode(model, settings.mode, settings.freeze_bn)
         loss_sum, seen = 0.0, 0
         for b, (x, y) in enumerate(loader):
             check_cancel()

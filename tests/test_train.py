@@ -119,10 +119,10 @@ def small(demo_store_path, tmp_path_factory):
     return out
 
 
-def _run(small, folder, mode, epochs=2, lr=1e-3, model=None, **kw):
+def _run(small, folder, mode, epochs=2, lr=1e-3, model=None, freeze_bn=False, **kw):
     model = model or load_gmic_checkpoint(DEMO_CHECKPOINT, "demo")
     settings = LoopSettings(mode=mode, lr=lr, epochs=epochs, batch_size=4, seed=0, beta=1e-3,
-                            device=torch.device("cpu"))
+                            device=torch.device("cpu"), freeze_bn=freeze_bn)
     state = train_epochs(model, small["train"], small["val"], settings=settings, folder=folder,
                          meta={"config": "demo"}, **kw)
     return model, state
@@ -151,6 +151,21 @@ def test_full_changes_backbones_and_scratch_starts_from_default_init(small, tmp_
         if isinstance(module, torch.nn.BatchNorm2d):
             assert torch.equal(module.weight, torch.ones_like(module.weight))
             assert torch.equal(module.running_var, torch.ones_like(module.running_var))
+
+
+def test_freeze_bn_keeps_running_statistics_and_trains_every_weight(small, tmp_path):
+    """Full mode with freeze_bn: every BatchNorm buffer equals the parent's, tensor by tensor,
+    while weights (BatchNorm's affine ones included) move; without it the statistics move."""
+    parent = load_gmic_checkpoint(DEMO_CHECKPOINT, "demo").state_dict()
+    stats = ("running_mean", "running_var", "num_batches_tracked")
+    frozen, _ = _run(small, tmp_path / "frozen", "full", epochs=1, freeze_bn=True)
+    moved = {k for k, v in frozen.state_dict().items() if not torch.equal(v, parent[k])}
+    assert not {k for k in moved if k.endswith(stats)}
+    assert any(k.startswith("ds_net.") and k.endswith(".weight") for k in moved)
+    assert any(k.endswith("bn1.bias") for k in moved)
+    free, _ = _run(small, tmp_path / "free", "full", epochs=1)
+    assert any(not torch.equal(v, parent[k]) for k, v in free.state_dict().items()
+               if k.endswith("running_mean"))
 
 
 def test_checkpoints_are_final_and_best_and_a_resume_equals_a_full_run(small, tmp_path):
