@@ -92,7 +92,9 @@ def test_launch_a_tiny_run_see_its_curve_and_its_auc_beside_the_parent(split_env
     report = training.finished_runs(store, test_sets=["sp-test"])
     assert finished["sp-test p (DeLong)"].iat[0] == f"{report['p'].iat[0]:.3g}"
     assert finished["benchmark"].iat[0] == f"benchmark?model={child}&test_set=test-all"
-    at = _open("pages/saliency.py", model=child, test_set="sp-test")   # where the link goes
+    at = _open("pages/saliency.py", model=child)                      # where the link goes
+    at.session_state["test_set"] = "sp-test"                          # the set it was scored on
+    at.run()
     assert at.selectbox(key="saliency_model").value == child
     assert at.selectbox(key="saliency_compare").value == "gmic-demo"
 
@@ -127,7 +129,9 @@ def test_demo_mode_shows_runs_but_no_launcher(demo_store_path, tmp_path, monkeyp
     assert at.button(key="ft_cancel_train-b").disabled          # read-only: nothing to cancel
     finished = _table(at, "benchmark")
     assert finished["run_id"].tolist() == ["train-a", "train-d"]
-    assert finished["saliency"].iat[0] == "saliency?model=gmic-ft-a&test_set=test-all"
+    link = finished["saliency"].iat[0]           # the sidebar's test set rides along when set
+    active = at.session_state["test_set"] if "test_set" in at.session_state else None
+    assert link == "saliency?model=gmic-ft-a" + (f"&test_set={active}" if active else "")
 
 
 def test_benchmark_opens_on_a_linked_model_and_its_parent(demo_store_path, tmp_path, monkeypatch):
@@ -135,4 +139,6 @@ def test_benchmark_opens_on_a_linked_model_and_its_parent(demo_store_path, tmp_p
     monkeypatch.setenv("ILCSCOPE_DB", str(path))
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
     at = _open("pages/benchmark.py", model="gmic-ft-a")
+    at.session_state["test_set"] = "test-all"
+    at.run()
     assert at.multiselect(key="bench_models").value == ["gmic-ft-a", "gmic-demo"]  # + parent
