@@ -91,7 +91,9 @@ def test_launch_a_tiny_run_see_its_curve_and_its_auc_beside_the_parent(split_env
     assert finished["child"].tolist() == [child] and finished["parent"].tolist() == ["gmic-demo"]
     report = training.finished_runs(store, test_sets=["sp-test"])
     assert finished["sp-test p (DeLong)"].iat[0] == f"{report['p'].iat[0]:.3g}"
-    assert finished["benchmark"].iat[0] == f"benchmark?model={child}&test_set=test-all"
+    active = at.session_state["test_set"] if "test_set" in at.session_state else None
+    assert finished["benchmark"].iat[0] == (f"benchmark?model={child}"     # the sidebar's set
+                                            + (f"&test_set={active}" if active else ""))
     at = _open("pages/saliency.py", model=child)                      # where the link goes
     at.session_state["test_set"] = "sp-test"                          # the set it was scored on
     at.run()
