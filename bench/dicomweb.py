@@ -12,7 +12,6 @@ Prints instances per second of each and their ratio. Target (issue 22): the pull
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from core.importers.dicomweb import pull, search  # noqa: E402
 from core.io.dicomweb import Server, call, connect  # noqa: E402
 from core.store import open_store  # noqa: E402
 from tests.orthanc import PASSWORD, USER, Orthanc  # noqa: E402
+from tests.test_import_dicom import make_dicom  # noqa: E402
 
 
 def mammogram(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
@@ -39,29 +39,16 @@ def mammogram(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
     return np.clip(pixels, 0, 4095).astype(np.uint16)
 
 
-def dicom_bytes(pixels: np.ndarray, n: int, study: str) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, study + ".1"
-    ds.PatientID, ds.PatientName, ds.StudyDate = f"BENCH{n // 4}", "Bench^Patient", "20240101"
-    ds.Modality, ds.ImageLaterality = "MG", "LR"[n % 2]
-    ds.ViewPosition = ("CC", "MLO")[(n // 2) % 2]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = 2000, 3000
-    ds.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+def dicom_bytes(pixels: np.ndarray, n: int, study: str, scratch: Path) -> bytes:
+    """Instance ``n`` of a four-view exam, written by the DICOM importer tests' `make_dicom`."""
+    path = scratch / f"{n:05d}.dcm"
+    make_dicom(path, pixels=pixels, laterality="LR"[n % 2], view=("CC", "MLO")[(n // 2) % 2],
+               study=study, window=(2000, 3000),
+               extra={"SeriesInstanceUID": study + ".1", "PatientID": f"BENCH{n // 4}",
+                      "PatientName": "Bench^Patient", "StudyDate": "20240101"})
+    data = path.read_bytes()
+    path.unlink()
+    return data
 
 
 def main() -> None:
@@ -76,7 +63,8 @@ def main() -> None:
         bases = [mammogram(rng, args.rows, args.cols) for _ in range(4)]
         for n in range(args.n):  # four views per exam; pixels differ per instance
             pixels = np.roll(bases[n % 4], n, axis=0)
-            pacs.upload(dicom_bytes(pixels, n, f"1.2.826.0.1.3680043.8.498.99.{n // 4 + 1}"))
+            pacs.upload(dicom_bytes(pixels, n, f"1.2.826.0.1.3680043.8.498.99.{n // 4 + 1}",
+                                    Path(tmp)))
         print(f"uploaded {args.n} instances of {args.rows} x {args.cols} 16-bit "
               f"in {time.perf_counter() - t0:.0f} s")
         server = Server(pacs.dicomweb, user=USER, password=PASSWORD)
