@@ -57,51 +57,49 @@ def copy_store(src: Path, dst_dir: Path) -> Path:
     return dst
 
 
+def _demo_store(folder: Path, **build) -> Path:
+    """A demo store with its models at ``folder``, built by `build_demo(**build)`."""
+    from core.demo.build import build_demo
+    from core.store import open_store
+    from models.demo_models import add_demo_models
+
+    path = folder / "ilcscope.duckdb"
+    store = open_store(path)
+    build_demo(store, **build)
+    add_demo_models(store)
+    store.checkpoint()
+    return path
+
+
+def _env(monkeypatch, path: Path) -> Path:
+    monkeypatch.setenv("ILCSCOPE_DB", str(path))
+    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_store_path(tmp_path_factory) -> Path:
     """A small demo store (32 exams, images, reads, masks, demo models), built once per run.
 
     Tests must not write to it; copy it (`copy_store`) for tests that do.
     """
-    from core.demo.build import build_demo
-    from core.store import open_store
-    from models.demo_models import add_demo_models
-
-    path = tmp_path_factory.mktemp("demo") / "ilcscope.duckdb"
-    store = open_store(path)
-    build_demo(store, n_exams=32, seed=1, **SMALL_MIX)
-    add_demo_models(store)
-    store.checkpoint()
-    return path
+    return _demo_store(tmp_path_factory.mktemp("demo"), n_exams=32, seed=1, **SMALL_MIX)
 
 
 @pytest.fixture
 def demo_env(demo_store_path, monkeypatch) -> Path:
     """ILCSCOPE_DB pointing at the shared demo store (for AppTest and CLI tests)."""
-    monkeypatch.setenv("ILCSCOPE_DB", str(demo_store_path))
-    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
-    return demo_store_path
+    return _env(monkeypatch, demo_store_path)
 
 
 @pytest.fixture(scope="session")
 def story_store_path(tmp_path_factory) -> Path:
     """The default demo (`core.demo.build` defaults, seed 0) with its models, built once per
     run (~1 min on two cores): the store the first visit sees. Tests must not write to it."""
-    from core.demo.build import build_demo
-    from core.store import open_store
-    from models.demo_models import add_demo_models
-
-    path = tmp_path_factory.mktemp("story") / "ilcscope.duckdb"
-    store = open_store(path)
-    build_demo(store)
-    add_demo_models(store)
-    store.checkpoint()
-    return path
+    return _demo_store(tmp_path_factory.mktemp("story"))
 
 
 @pytest.fixture
 def story_env(story_store_path, monkeypatch) -> Path:
     """ILCSCOPE_DB pointing at the default demo store."""
-    monkeypatch.setenv("ILCSCOPE_DB", str(story_store_path))
-    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
-    return story_store_path
+    return _env(monkeypatch, story_store_path)

@@ -505,26 +505,30 @@ def test_page_numbers_equal_the_cli(demo_env, capsys):
     _assert_page_equals_cli(at, doc)
 
 
-def test_page_operating_point_travels_in_the_url(tiny, monkeypatch):
-    """A preset or a dragged threshold is written to ?complement_at=, and a link opens at it."""
+def _tiny_page(reader: str, **query):
+    """The complement page on the tiny store's test set ``all``, model mx and ``reader``."""
     from streamlit.testing.v1 import AppTest
 
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    at.query_params.update(query)
+    at.run()
+    at.switch_page("pages/complement.py")
+    at.session_state["test_set"] = "all"
+    at.run()
+    at.selectbox(key="complement_model").set_value("mx")
+    at.selectbox(key="complement_reader").set_value(reader)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def test_page_operating_point_travels_in_the_url(tiny, monkeypatch):
+    """A preset or a dragged threshold is written to ?complement_at=, and a link opens at it."""
     monkeypatch.setenv("ILCSCOPE_DB", str(tiny.path))
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
 
     def opened(at_value=None):
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-        if at_value:
-            at.query_params["complement_at"] = at_value
-        at.run()
-        at.switch_page("pages/complement.py")
-        at.session_state["test_set"] = "all"
-        at.run()
-        at.selectbox(key="complement_model").set_value("mx")
-        at.selectbox(key="complement_reader").set_value("R")
-        at.run()
-        assert not at.exception
-        return at
+        return _tiny_page("R", **({"complement_at": at_value} if at_value else {}))
 
     at = opened()
     assert at.query_params["complement_at"] in ("match", ["match"])
@@ -542,19 +546,9 @@ def test_page_operating_point_travels_in_the_url(tiny, monkeypatch):
 
 
 def test_page_scores_only_reader_gets_a_threshold_input(tiny, monkeypatch, capsys):
-    from streamlit.testing.v1 import AppTest
-
     monkeypatch.setenv("ILCSCOPE_DB", str(tiny.path))
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("pages/complement.py")
-    at.session_state["test_set"] = "all"
-    at.run()
-    at.selectbox(key="complement_model").set_value("mx")
-    at.selectbox(key="complement_reader").set_value("S")
-    at.run()
-    assert not at.exception
+    at = _tiny_page("S")
     at.number_input(key="complement_reader_threshold").set_value(50.0)
     at.run()
     assert not at.exception
