@@ -58,15 +58,21 @@ def test_demo_mode_opens_read_only_and_refuses_writes(demo_env, monkeypatch):
         store.write_tables({"datasets": pd.DataFrame([{"dataset": "x", "kind": "imported"}])})
 
 
-def test_import_page_imports_a_server_folder(mias_dir, tmp_path, monkeypatch):
+def import_page_on_an_empty_store(tmp_path, monkeypatch, *, timeout: int = 120):
+    """The Import page (AppTest) over a new, empty store (so no first-run demo); (app, path)."""
     db = tmp_path / "fresh.duckdb"
-    open_store(db)  # an empty store: no first-run demo
+    open_store(db)
     monkeypatch.setenv("ILCSCOPE_DB", str(db))
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=timeout)
     at.run()
     at.switch_page("pages/import_data.py")
     at.run()
+    return at, db
+
+
+def test_import_page_imports_a_server_folder(mias_dir, tmp_path, monkeypatch):
+    at, db = import_page_on_an_empty_store(tmp_path, monkeypatch, timeout=300)
     at.selectbox(key="import_kind").set_value("mias").run()
     at.text_input(key="import_path").set_value(str(mias_dir)).run()
     next(b for b in at.button if b.label == "Import from the server path").click().run()
@@ -87,13 +93,7 @@ def test_import_page_imports_a_server_folder(mias_dir, tmp_path, monkeypatch):
 
 
 def test_import_page_reports_a_bad_path_in_one_line(tmp_path, monkeypatch):
-    db = tmp_path / "fresh.duckdb"
-    open_store(db)
-    monkeypatch.setenv("ILCSCOPE_DB", str(db))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("pages/import_data.py")
-    at.run()
+    at, db = import_page_on_an_empty_store(tmp_path, monkeypatch)
     at.selectbox(key="import_kind").set_value("mias").run()
     at.text_input(key="import_path").set_value(str(tmp_path / "missing")).run()
     next(b for b in at.button if b.label == "Import from the server path").click().run()

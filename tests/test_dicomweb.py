@@ -354,18 +354,9 @@ def test_password_env_must_be_set(tmp_path, capsys, monkeypatch):
 
 
 def test_import_page_searches_and_pulls_chosen_studies(pacs, tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+    from tests.test_app import import_page_on_an_empty_store
 
-    from tests.test_app import REPO
-
-    db = tmp_path / "fresh.duckdb"
-    open_store(db)  # an empty store: no first-run demo
-    monkeypatch.setenv("ILCSCOPE_DB", str(db))
-    monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("pages/import_data.py")
-    at.run()
+    at, db = import_page_on_an_empty_store(tmp_path, monkeypatch)
     at.text_input(key="pacs_url").set_value(pacs["server"].dicomweb)
     at.text_input(key="pacs_user").set_value(USER)
     at.text_input(key="pacs_password").set_value("not-the-password").run()
