@@ -124,7 +124,7 @@ def _decode(ds, path: Path, name: str) -> DicomImage:
         "spacing_mm": _spacing(ds),
         "photometric": grey_photometric(ds, name),
         "manufacturer": manufacturer(ds),
-        "exam_date": _date(ds.get("StudyDate")),
+        "exam_date": dicom_date(ds.get("StudyDate")),
         "age": _age(ds),
     }
     note = ""
@@ -192,7 +192,18 @@ def _spacing(ds) -> float | None:
     return None
 
 
-def _date(value) -> date | None:
+def study_key(store: Store, study_uid: str) -> str:
+    """The exam key a study is stored under: a pseudonym of its Study Instance UID."""
+    return "S" + store.pseudonym("study:" + study_uid)[1:]
+
+
+def instance_key(store: Store, sop_uid: str) -> str:
+    """The short pseudonym of a SOP Instance UID that ends an image's key."""
+    return store.pseudonym("sop:" + sop_uid)[1:9]
+
+
+def dicom_date(value) -> date | None:
+    """A DICOM DA value (YYYYMMDD) as a date; None when absent or not a real date."""
     text = _text(value)
     if text is None or not re.fullmatch(r"\d{8}", text):
         return None
@@ -209,7 +220,7 @@ def _age(ds) -> float | None:
         n, unit = int(match[1]), match[2].upper()
         days = {"D": 1, "W": 7, "M": 365.25 / 12, "Y": 365.25}[unit] * n
         return float(n) if unit == "Y" else float(math.floor(days / 365.25))
-    birth, study = _date(ds.get("PatientBirthDate")), _date(ds.get("StudyDate"))
+    birth, study = dicom_date(ds.get("PatientBirthDate")), dicom_date(ds.get("StudyDate"))
     if birth is None or study is None or study < birth:
         return None
     years = study.year - birth.year - ((study.month, study.day) < (birth.month, birth.day))
@@ -270,8 +281,8 @@ def image_rows(store: Store, snapshot: Snapshot, image: DicomImage, *, dataset: 
         raise InputError(f"{name}: no StudyInstanceUID, so the image cannot be grouped into an "
                          "exam; fix the header")
     meta = dict(image.meta)
-    exam_key = "S" + store.pseudonym("study:" + ids["study"])[1:]
-    sop_hash = store.pseudonym("sop:" + (ids["sop"] or name))[1:9]
+    exam_key = study_key(store, ids["study"])
+    sop_hash = instance_key(store, ids["sop"] or name)
     exam_id = exam_id_for(dataset, exam_key)
     image_key = f"{meta['laterality']}-{meta['view']}-{sop_hash}"
     image_id = f"{exam_id}/{image_key}"

@@ -37,7 +37,8 @@ import pandas as pd
 from core.errors import InputError
 from core.importers import ImportReport
 from core.importers.common import Batch, FileRows, Skipped, Snapshot, check_dataset, finish
-from core.importers.dicom import PIXEL_COPIES, image_rows, read_dicom
+from core.importers.dicom import (PIXEL_COPIES, dicom_date, image_rows, instance_key,
+                                  read_dicom, study_key)
 from core.io.dicom import header_errors
 from core.io.dicomweb import PacsUnreachable, Server, call, connect
 from core.progress import ProgressFn, report as report_progress
@@ -153,7 +154,7 @@ def search(store: Store, server: Server, filters: Filters = Filters(), *,
         uid = _value(item, "StudyInstanceUID")
         if uid is None:
             continue
-        exam_key = "S" + store.pseudonym("study:" + uid)[1:]
+        exam_key = study_key(store, uid)
         what = f"search study {exam_key}"
         series = call(server, what, lambda uid=uid: client.search_for_series(
             uid, search_filters={"Modality": filters.modality}, fields=["BodyPartExamined"]))
@@ -173,15 +174,14 @@ def search(store: Store, server: Server, filters: Filters = Filters(), *,
                     continue
                 side = _value(i, "ImageLaterality") or _value(i, "Laterality") or "?"
                 view = _value(i, "ViewPosition") or "?"
-                instances.append(_Instance(series_uid, sop, store.pseudonym("sop:" + sop)[1:9],
+                instances.append(_Instance(series_uid, sop, instance_key(store, sop),
                                            f"{side}-{view}"[:12]))
         if instances:
             patient = _value(item, "PatientID")
-            date = _value(item, "StudyDate")
+            date = dicom_date(_value(item, "StudyDate"))
             studies.append(_Study(
                 uid, exam_key, store.pseudonym(patient) if patient else None,
-                f"{date[:4]}-{date[4:6]}-{date[6:8]}" if date and date.isdigit()
-                and len(date) == 8 else None, len(series), tuple(instances)))
+                date.isoformat() if date else None, len(series), tuple(instances)))
         report_progress(progress, done + 1, len(found), f"searched {exam_key}")
     return Plan(server.url, tuple(studies))
 
