@@ -2,7 +2,6 @@
 heatmap, the segmentation's contour and the patch boxes, beside a second model (figure 6.12);
 the test set as a gallery; Dice distributions and hit rates (figure 6.13).
 `python -m core report saliency` prints the same numbers."""
-import json
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ from core.annotations import load_annotation
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.io.pixels import to_display
-from core.reports.saliency import saliency_report
+from core.reports.saliency import patch_boxes, saliency_report
 from core.saliency import read_saliency
 from core.store import Store
 from ui import (cached, data_token, download_popover, require_test_set, show_input_error,
@@ -36,9 +35,7 @@ def _layers(db: str, token: tuple, model: str, image_id: str, which: str, versio
     stored = read_saliency(s.files_dir / entry["saliency_path"])
     saliency = stored.to_original(which)
     mask = load_annotation(s, image_id, version)
-    boxes = stored.patch_boxes
-    if boxes is None and isinstance(entry["patch_boxes"], str):
-        boxes = np.asarray(json.loads(entry["patch_boxes"]), float).reshape(-1, 4)
+    boxes = patch_boxes(stored, entry["patch_boxes"])
     shown = (slice(None, None, step), slice(None, None, step))
     return (to_display(read_pixels(image["abs_path"]))[shown], saliency[shown], mask[shown],
             None if boxes is None else boxes / step, stored.patch_attention)

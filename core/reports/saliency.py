@@ -23,7 +23,7 @@ from core.saliency.maps import MAP_NAMES
 from core.store import Store
 from core.validation import check_choice
 
-__all__ = ["PER_IMAGE_COLUMNS", "SaliencyReport", "saliency_report"]
+__all__ = ["PER_IMAGE_COLUMNS", "SaliencyReport", "patch_boxes", "saliency_report"]
 
 PER_IMAGE_COLUMNS = [
     "model", "image_id", "exam_id", "label", "histology", "annotation_version", "best_dice",
@@ -112,13 +112,9 @@ def saliency_report(store: Store, *, test_set: str, model: str, compare: str | N
                 raise InputError(f"annotation of {image_id} is {mask.shape[0]} x {mask.shape[1]} "
                                  f"but {m}'s saliency maps to {values.shape[0]} x "
                                  f"{values.shape[1]}; re-save the annotation on the full image")
-            # Format 2 files carry the boxes with their attention weights; older ones only
-            # the store's boxes (patch_attention NaN).
-            boxes, attention = saliency.patch_boxes, saliency.patch_attention
-            if boxes is None:
-                boxes = _boxes(entry["patch_boxes"])
+            boxes = patch_boxes(saliency, entry["patch_boxes"])
             metrics = saliency_metrics(values, mask, spacing_mm=_spacing(spacing),
-                                       patch_boxes=boxes, attention=attention,
+                                       patch_boxes=boxes, attention=saliency.patch_attention,
                                        thresholds=thresholds)
             curves.append(metrics.pop("dice"))
             metrics.pop("thresholds")
@@ -171,10 +167,14 @@ def _saliency_files(store: Store, model: str, image_ids) -> pd.DataFrame:
     return rows.set_index("image_id")[["saliency_path", "patch_boxes"]]
 
 
-def _boxes(text) -> np.ndarray | None:
-    if not isinstance(text, str):
+def patch_boxes(saliency, stored_json) -> np.ndarray | None:
+    """An image's patch boxes (K x 4, image pixels): format 2 files carry them beside their
+    attention weights; older files only the prediction row's JSON (attention then NaN)."""
+    if saliency.patch_boxes is not None:
+        return saliency.patch_boxes
+    if not isinstance(stored_json, str):
         return None
-    return np.asarray(json.loads(text), dtype=np.float64).reshape(-1, 4)
+    return np.asarray(json.loads(stored_json), dtype=np.float64).reshape(-1, 4)
 
 
 def _spacing(value) -> float | None:
