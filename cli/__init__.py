@@ -45,6 +45,8 @@ FLAGS = {
     "case_column": "--case-column", "truth_column": "--truth-column",
     "rating_column": "--rating-column", "out": "--out",
     "model_init": "--model-init", "train_set": "--train-set", "val_set": "--val-set",
+    "nproc_per_node": "--nproc-per-node", "rdzv_endpoint": "--rdzv-endpoint",
+    "time_min": "--time-min", "freeze_bn": "--freeze-bn",
     "batch_size": "--batch-size", "fractions": "--fractions", "prefix": "--prefix",
     "study_date": "--study-date", "password_env": "--password-env", "token_env": "--token-env",
     "timeout_s": "--timeout", "retries": "--retries", "limit": "--limit",

@@ -47,7 +47,16 @@ def register(commands, report, common) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--preprocess", default="none", help="none | histeq | unsharp | sobel")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--launcher", default="local", help="local | torchrun | slurm")
+    p.add_argument("--launcher", default="local",
+                   help="local (one process) | torchrun (one process per GPU here, DDP) | slurm")
+    p.add_argument("--nproc-per-node", type=int, default=1,
+                   help="torchrun/slurm: processes (GPUs) per node; --batch-size is the global batch")
+    p.add_argument("--nodes", type=int, default=1, help="torchrun/slurm: machines")
+    p.add_argument("--rdzv-endpoint", default=None,
+                   help="torchrun on several nodes: HOST:PORT of this machine (the others join it)")
+    p.add_argument("--partition", default=None, help="slurm: partition")
+    p.add_argument("--time-min", type=int, default=240, help="slurm: wall-clock limit, minutes")
+    p.add_argument("--account", default=None, help="slurm: account")
     p.add_argument("--evaluate", type=comma_list, default=[],
                    help="test sets to score the best checkpoint on (comma-separated)")
     p.add_argument("--seed", type=int, default=0)
@@ -81,6 +90,7 @@ def cmd_train(args):
     import os
 
     from models.train import TrainRequest, launch_runs, parse_lrs, run_summary
+    from models.train_launch import launch_record
 
     request = TrainRequest(
         model_init=args.model_init, mode=args.mode, train_set=args.train_set,
@@ -89,11 +99,13 @@ def cmd_train(args):
         launcher=args.launcher, evaluate=tuple(args.evaluate), seed=args.seed,
         config=args.config, **({} if args.beta is None else {"beta": args.beta}),
         mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None,
-        workers=args.workers, compile=args.compile, freeze_bn=args.freeze_bn)
+        workers=args.workers, compile=args.compile, freeze_bn=args.freeze_bn,
+        nproc_per_node=args.nproc_per_node, nodes=args.nodes, rdzv_endpoint=args.rdzv_endpoint,
+        partition=args.partition, time_min=args.time_min, account=args.account)
     store = open_from_args(args)
     run_ids = launch_runs(store, request, detach=args.detach)
-    if args.detach:
-        return {"runs": run_ids, "detached": True}
+    if args.detach or request.launcher == "slurm" or request.nodes > 1:
+        return {"runs": run_ids, "detached": True, "launch": launch_record(store, run_ids[0])}
     runs = [run_summary(store, run_id) for run_id in run_ids]
     failed = [r for r in runs if r["status"] == "failed"]
     if failed and len(failed) == len(runs):

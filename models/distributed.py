@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -28,10 +29,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from core.errors import InputError
 from models.device import resolve_device
 
-__all__ = ["BATCHNORM_MODES", "DistContext", "all_reduce_sum", "gather_array", "init_distributed",
-           "rank_batches", "rank_slice", "set_training", "teardown", "unwrap", "wrap_model"]
+__all__ = ["BATCHNORM_MODES", "ONE_PROCESS", "Announcer", "DistContext", "all_reduce_sum", "broadcast_object",
+           "gather_array", "init_distributed", "rank_batches", "rank_slice", "set_training", "teardown", "unwrap", "wrap_model"]
 
 BATCHNORM_MODES = ("frozen", "sync")
+# Rank 0 alone caches a run's inputs and scores its test sets while the other ranks wait in a
+# collective: allow hours (torch's default is 30 minutes), not a hang's forever.
+COLLECTIVE_TIMEOUT = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class DistContext:
         return self.world_size > 1
 
 
+ONE_PROCESS = DistContext()   # the context of a run that torchrun did not start
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join torchrun's process group (or stay single-process when torchrun did not start us)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -68,7 +75,7 @@ def init_distributed(device: str = "auto") -> DistContext:
         torch.cuda.set_device(base)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if base.type == "cuda" else "gloo", init_method="env://",
-                                rank=rank, world_size=world_size)
+                                rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=base)
 
 
@@ -147,6 +154,30 @@ def rank_slice(n: int, ctx: DistContext) -> slice:
     """Contiguous share of ``n`` items for evaluation; gathered in rank order they are 0..n-1."""
     bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n), ctx.world_size)])
     return slice(int(bounds[ctx.rank]), int(bounds[ctx.rank + 1]))
+
+
+def broadcast_object(obj, ctx: DistContext):
+    """Rank 0's ``obj`` on every rank (pickled by torch between our own processes only; the
+    other ranks pass None)."""
+    if not ctx.distributed:
+        return obj
+    box = [obj if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
+    return box[0]
+
+
+class Announcer:
+    """Rank 0's side of a one-message-per-job protocol: `send` broadcasts the job's work (or
+    None: nothing to do) once; the other ranks receive it with ``broadcast_object(None, ctx)``.
+    ``training`` says whether the ranks are inside the job's collectives. A no-op in one process."""
+
+    def __init__(self, ctx: DistContext) -> None:
+        self.ctx, self.sent, self.training = ctx, False, False
+
+    def send(self, work: dict | None) -> None:
+        if self.ctx.distributed and not self.sent:
+            broadcast_object(work, self.ctx)
+        self.sent = True
 
 
 def all_reduce_sum(values, ctx: DistContext) -> np.ndarray:

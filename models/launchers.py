@@ -14,6 +14,7 @@ No shell is involved: commands are argument lists, so nothing in a path or argum
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,8 +23,8 @@ from pathlib import Path
 
 from core.errors import InputError
 
-__all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "is_alive", "launch", "launch_local",
-           "launch_slurm", "launch_torchrun", "slurm_script", "stop", "torchrun_command"]
+__all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "check_slurm", "is_alive", "launch", "launch_local",
+           "launch_slurm", "launch_torchrun", "slurm_job", "slurm_script", "stop", "torchrun_command"]
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 LOG_NAME = "worker.log"
@@ -42,7 +43,8 @@ class Launched:
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """sbatch settings; ``time_min`` is the wall-clock limit in minutes."""
+    """sbatch settings; ``time_min`` is the wall-clock limit in minutes; ``tasks_per_node``
+    None starts one task per GPU (one task without GPUs)."""
 
     partition: str | None = None
     time_min: int = 60
@@ -50,6 +52,7 @@ class SlurmOptions:
     gpus_per_node: int = 1
     cpus_per_task: int = 8
     account: str | None = None
+    tasks_per_node: int | None = None
 
 
 def _worker(module: str, args) -> list[str]:
@@ -117,10 +120,12 @@ class SlurmTask:
 
 
 def _slurm_parameters(options: SlurmOptions) -> dict:
-    if options.time_min < 1 or options.nodes < 1 or options.gpus_per_node < 0 or options.cpus_per_task < 1:
-        raise InputError(f"slurm options must be positive (time, nodes, cpus; gpus >= 0); got {options}")
+    tasks = options.tasks_per_node or max(options.gpus_per_node, 1)
+    if options.time_min < 1 or options.nodes < 1 or options.gpus_per_node < 0 or options.cpus_per_task < 1 \
+            or tasks < 1:
+        raise InputError(f"slurm options must be positive (time, nodes, cpus, tasks; gpus >= 0); got {options}")
     params = {"time": options.time_min, "nodes": options.nodes, "cpus_per_task": options.cpus_per_task,
-              "ntasks_per_node": max(options.gpus_per_node, 1), "job_name": "ilcscope-train"}
+              "ntasks_per_node": tasks, "job_name": "ilcscope-train"}
     if options.gpus_per_node:
         params["gpus_per_node"] = options.gpus_per_node
     if options.partition:
@@ -139,19 +144,33 @@ def slurm_script(run_dir: str | Path, options: SlurmOptions, *, python: str | No
     return slurm._make_sbatch_string(command=command, folder=folder, **_slurm_parameters(options))
 
 
+def check_slurm() -> None:
+    """A clear error before any work where this machine cannot submit to Slurm."""
+    if shutil.which("sbatch") is None:
+        raise InputError("launcher 'slurm' needs a Slurm cluster here: no sbatch on PATH "
+                         "(run from a cluster's login node, or use local or torchrun)")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise InputError("launcher 'slurm' needs submitit: pip install submitit") from None
+
+
 def launch_slurm(module: str, args, run_dir: str | Path, options: SlurmOptions) -> Launched:
     """Submit the worker through submitit: one task per GPU on each of ``options.nodes`` nodes."""
+    check_slurm()
     import submitit
 
-    command = [sys.executable, "-m", *_worker(module, args)]
+    task, parameters = slurm_job(module, args, options)
     folder = Path(run_dir) / "slurm"
-    try:
-        executor = submitit.SlurmExecutor(folder=folder)
-    except RuntimeError as exc:  # no sbatch/srun on this machine
-        raise InputError(f"launcher 'slurm' needs a Slurm cluster here: {exc}") from None
-    executor.update_parameters(**_slurm_parameters(options))
-    job = executor.submit(SlurmTask(command))
-    return Launched("slurm", command, folder / f"{job.job_id}_0_log.out", job_id=str(job.job_id))
+    executor = submitit.SlurmExecutor(folder=folder)
+    executor.update_parameters(**parameters)
+    job = executor.submit(task)
+    return Launched("slurm", task.command, folder / f"{job.job_id}_0_log.out", job_id=str(job.job_id))
+
+
+def slurm_job(module: str, args, options: SlurmOptions) -> tuple[SlurmTask, dict]:
+    """What `launch_slurm` submits: the task every Slurm task runs, and the sbatch parameters."""
+    return SlurmTask([sys.executable, "-m", *_worker(module, args)]), _slurm_parameters(options)
 
 
 def launch(launcher: str, module: str, args, run_dir: str | Path, *, nproc_per_node: int = 1,

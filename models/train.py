@@ -9,8 +9,9 @@ then registers the child model (kind gmic, checkpoint = the best epoch's, its pa
 preprocessing) and scores each ``evaluate`` test set with it through `models.predict` (scores and
 saliency maps land through the store's safe ingest path).
 
-``launch_runs(..., detach=True)`` starts one background process (``python -m models.train``) that
-runs the requested runs one after another: it survives the page or terminal that started it.
+``launch_runs(..., detach=True)`` starts the worker (`models.train_worker`) through the request's
+launcher (local process, torchrun, Slurm), which runs the requested runs one after another: it
+survives the page or terminal that started it.
 A run stops at a cancel request (`core.jobs.run_folder.request_cancel`) before its next batch
 with status 'cancelled'; `resume_run` continues a cancelled or crashed run from its last epoch.
 
@@ -20,10 +21,8 @@ of the sweep's first run: one line per learning rate in a figure), then, as trai
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +33,13 @@ from core.errors import InputError
 from core.jobs.run_folder import RunCancelled, RunFolder
 from core.store import Store
 from core.store.runs import get_run, write_run
+from models.launchers import LAUNCHERS
 from models.train_loss import DEFAULT_BETA
 
-__all__ = ["TrainRequest", "launch_runs", "parse_lrs", "resume_run", "run_summary",
-           "validate_request"]
+__all__ = ["TrainRequest", "create_runs", "execute_run", "launch_runs", "parse_lrs", "request_of", "resume_run",
+           "run_summary", "validate_request"]
 
 KIND = "train"
-LAUNCHERS = ("local", "torchrun", "slurm")
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,11 @@ class TrainRequest:
     ``config`` None takes the parent's GMIC config ("cpu-small" for a paper-sized parent on a
     CPU); ``workers`` are DataLoader processes (None: 4 on CUDA, 0 on a CPU, whose cores the
     network needs); ``compile`` wraps the model in torch.compile.
+
+    Several processes (``launcher`` torchrun or slurm): ``nproc_per_node`` processes (one per
+    GPU) on each of ``nodes`` machines, ``batch_size`` the global batch; torchrun on several
+    nodes meets at ``rdzv_endpoint`` (HOST:PORT of this machine); a Slurm job takes
+    ``partition``, ``time_min`` (its wall-clock limit) and ``account``.
     """
 
     model_init: str
@@ -70,6 +74,12 @@ class TrainRequest:
     workers: int | None = None
     compile: bool = False
     freeze_bn: bool = False
+    nproc_per_node: int = 1
+    nodes: int = 1
+    rdzv_endpoint: str | None = None
+    partition: str | None = None
+    time_min: int = 240
+    account: str | None = None
 
 
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TrainRequest))
@@ -110,7 +120,8 @@ def validate_request(store: Store, request: TrainRequest) -> None:
     if not request.lrs or any(not (math.isfinite(v) and v > 0) for v in request.lrs):
         raise InputError(f"lr {list(request.lrs)} holds a rate <= 0 or none; pass rates > 0")
     for name, low in (("epochs", 1), ("batch_size", 1 if request.mode == "feature-extraction"
-                                      else 2), ("workers", 0), ("seed", 0)):
+                                      else 2), ("workers", 0), ("seed", 0),
+                      ("nproc_per_node", 1), ("nodes", 1), ("time_min", 1)):
         value = getattr(request, name)
         if name == "workers" and value is None:
             continue
@@ -118,8 +129,7 @@ def validate_request(store: Store, request: TrainRequest) -> None:
             raise InputError(f"{name} must be an integer >= {low}; got {value!r}")
     if not (math.isfinite(request.beta) and request.beta >= 0):
         raise InputError(f"beta must be a number >= 0; got {request.beta!r}")
-    if request.launcher not in LAUNCHERS:
-        raise InputError(f"launcher is {request.launcher!r}; pass one of {', '.join(LAUNCHERS)}")
+    _check_launch(request)
     if request.config is not None and request.config not in CONFIGS:
         raise InputError(f"config {request.config!r} is unknown; pass one of {sorted(CONFIGS)}")
     check_preprocess(request.preprocess)
@@ -148,14 +158,49 @@ def validate_request(store: Store, request: TrainRequest) -> None:
                          "(python -m core split) so that no exam is in both")
 
 
+def _check_launch(request: TrainRequest) -> None:
+    """How many processes, where, and whether BatchNorm can follow them."""
+    from models.device import resolve_device
+    from models.launchers import check_slurm
+
+    if request.launcher not in LAUNCHERS:
+        raise InputError(f"launcher is {request.launcher!r}; pass one of {', '.join(LAUNCHERS)}")
+    world = request.nproc_per_node * request.nodes
+    if request.launcher == "local" and world > 1:
+        raise InputError(f"launcher local runs one process, not {world}; pass launcher torchrun "
+                         "(this machine's GPUs) or slurm")
+    if request.launcher == "torchrun" and request.nodes > 1 and not request.rdzv_endpoint:
+        raise InputError("torchrun on several nodes needs rdzv_endpoint HOST:PORT (this machine)")
+    if request.launcher == "slurm":
+        check_slurm()
+    if world > 1 and request.batch_size < world:
+        raise InputError(f"batch_size {request.batch_size} is smaller than the {world} processes; "
+                         "it is the global batch, split across them")
+    cpu = request.device == "cpu" if request.launcher == "slurm" \
+        else resolve_device(request.device).type == "cpu"
+    if world > 1 and cpu and not (request.freeze_bn or request.mode == "feature-extraction"):
+        raise InputError(f"{world} CPU processes need freeze_bn (--freeze-bn) in {request.mode} "
+                         "mode: each sees a share of the batch, and synchronised BatchNorm needs GPUs")
+    if request.launcher == "torchrun" and not cpu:
+        import torch
+
+        if request.nproc_per_node > torch.cuda.device_count():
+            raise InputError(f"nproc_per_node {request.nproc_per_node} but this machine has "
+                             f"{torch.cuda.device_count()} GPU(s); start one process per GPU")
+
+
 def launch_runs(store: Store, request: TrainRequest, *, detach: bool) -> list[str]:
-    """Validate, then create one run per learning rate and train them (in this process, or in
-    one background process when ``detach``); returns the run ids, in the order of ``lrs``."""
+    """Validate, then create one run per learning rate and train them (in this process, or
+    through the request's launcher when ``detach``); returns the run ids, in the order of
+    ``lrs``."""
     validate_request(store, request)
-    if request.launcher != "local":
-        raise InputError(f"launcher {request.launcher!r}: the training loop does not shard "
-                         "batches across processes yet (models.distributed is not wired in); "
-                         "use local")
+    run_ids = create_runs(store, request)
+    _start(store, run_ids, detach)
+    return run_ids
+
+
+def create_runs(store: Store, request: TrainRequest) -> list[str]:
+    """One ``runs`` row and folder per learning rate, not started (`launch_runs` starts them)."""
     base = _jsonable(dataclasses.asdict(request))
     run_ids: list[str] = []
     for lr in request.lrs:
@@ -165,7 +210,6 @@ def launch_runs(store: Store, request: TrainRequest, *, detach: bool) -> list[st
             run.record(sweep=run.run_id)
             write_run(store, run.row)
         run_ids.append(run.run_id)
-    _start(store, run_ids, detach)
     return run_ids
 
 
@@ -182,23 +226,34 @@ def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
 
 
 def _start(store: Store, run_ids: list[str], detach: bool) -> None:
-    if not detach:
+    """Train in this process (local, not ``detach``), else through the launcher's worker."""
+    request = request_of(get_run(store, run_ids[0])["params"])
+    if request.launcher == "local" and not detach:
         for run_id in run_ids:
             execute_run(store, run_id)
         return
-    from models.launchers import launch_local
+    from models.train_launch import start_worker
 
-    first = get_run(store, run_ids[0])   # its own session: a closed tab or page survives
-    launch_local("models.train", ["--db", store.path, *run_ids],
-                 store.files_dir / first["folder"])
+    start_worker(store, run_ids, request, detach=detach)
 
 
-def execute_run(store: Store, run_id: str) -> dict:
+def request_of(params: dict) -> TrainRequest:
+    """The `TrainRequest` a run was started with (its stored ``params``)."""
+    return TrainRequest(**{k: tuple(v) if isinstance(v, list) else v
+                           for k, v in params.items() if k in _REQUEST_FIELDS})
+
+
+def execute_run(store: Store, run_id: str, *, ctx=None, announcer=None) -> dict:
     """Train one created run to its end (or its cancel); returns its final ``runs`` row.
 
     A cancel that arrived before the run began ends it at once (the resume below would clear
     the cancel file). Failures end in the row (status 'failed'), never in the caller.
+    ``ctx`` and ``announcer``: rank 0 of a torchrun job (`models.train_worker`).
     """
+    from models.distributed import ONE_PROCESS, Announcer
+
+    ctx = ctx or ONE_PROCESS
+    announcer = announcer or Announcer(ctx)
     row = get_run(store, run_id)
     base = {k: row["params"][k] for k in (*_REQUEST_FIELDS, "lr", "sweep") if k in row["params"]}
     cancelled_early = (store.files_dir / row["folder"] / "cancel").exists()
@@ -207,22 +262,23 @@ def execute_run(store: Store, run_id: str) -> dict:
         with run:   # records 'done', 'cancelled' or 'failed' with the error's message
             if cancelled_early:
                 raise RunCancelled(f"run {run_id} was cancelled before it began")
-            _train(store, run)
+            _train(store, run, ctx, announcer)
     except Exception:   # noqa: BLE001 - in the row; the next run of a sweep still runs
         pass
+    finally:
+        announcer.send(None)   # the other ranks learn that this run ended before training
     return get_run(store, run_id)
 
 
-def _train(store: Store, run: RunFolder) -> None:
+def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
     from models.device import resolve_device
     from models.tracking import make_tracker
     from models.train_data import build_cache, labelled_images
     from models.train_loop import LoopSettings, best_path, train_epochs
 
     p = run.params
-    request = TrainRequest(**{k: tuple(v) if isinstance(v, list) else v
-                              for k, v in p.items() if k in _REQUEST_FIELDS})
-    device = resolve_device(request.device)
+    request = request_of(p)
+    device = ctx.device if ctx.distributed else resolve_device(request.device)
     parent, checkpoint = _parent(store, request.model_init)
     model, config = _initial_model(request, checkpoint, device.type)
     run.record(parent_model=parent, config=config)
@@ -251,13 +307,17 @@ def _train(store: Store, run: RunFolder) -> None:
         if row:
             tracker.log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
 
+    announcer.send({"train": data["train"], "val": data["val"], "settings": settings,
+                    "meta": meta, "config": config, "folder": str(run.path)})
+    announcer.training = True
     try:
         state = train_epochs(model, data["train"], data["val"], settings=settings,
                              folder=run.path, meta=meta, on_epoch=on_epoch,
-                             check_cancel=run.check_cancel, progress=run.progress)
+                             check_cancel=run.check_cancel, progress=run.progress, ctx=ctx)
     except BaseException:
         tracker.finish("FAILED")
         raise
+    announcer.training = False
     on_epoch({}, state)   # a resumed run that had finished training writes its rows again
     tracker.log_checkpoint("best.pt", best_path(run.path))
     tracker.finish("FINISHED")
@@ -361,23 +421,3 @@ def run_summary(store: Store, run_id: str, *, level: str = "image") -> dict:
         entry["p_delong"] = float(pairs["p"].iat[0]) if len(pairs) else None
         out["evaluations"].append(entry)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The background worker: ``python -m models.train --db STORE RUN_ID ...``."""
-    from core.store import open_store
-
-    parser = argparse.ArgumentParser(prog="python -m models.train", description=main.__doc__)
-    parser.add_argument("--db", required=True)
-    parser.add_argument("run_ids", nargs="+")
-    args = parser.parse_args(argv)
-    store = open_store(args.db)
-    for run_id in args.run_ids:
-        row = execute_run(store, run_id)
-        print(f"{run_id}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""),
-              flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -177,8 +177,13 @@ class CachedImages(Dataset):
 
 
 def make_loader(dataset: CachedImages, indices: Sequence[int] | None, *, batch_size: int,
-                workers: int, pin_memory: bool) -> DataLoader:
-    """Batches in the order of ``indices`` (None: all, in order), read by ``workers`` processes."""
+                workers: int, pin_memory: bool,
+                batches: Sequence[Sequence[int]] | None = None) -> DataLoader:
+    """Batches in the order of ``indices`` (None: all, in order), read by ``workers`` processes;
+    or, with ``batches``, exactly those batches (a rank's shares of the global batches)."""
+    if batches is not None:
+        return DataLoader(dataset, batch_sampler=[[int(i) for i in b] for b in batches],
+                          num_workers=workers, pin_memory=pin_memory)
     order = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
     return DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
                       pin_memory=pin_memory, drop_last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -80,3 +81,132 @@ def test_single_process_and_bad_settings(monkeypatch):
         wrap_model(model, ctx, batchnorm="local")
     with pytest.raises(InputError, match="GPU-only"):
         wrap_model(model, DistContext(rank=0, world_size=2), batchnorm="sync")
+
+
+# --------------------------------------------------------------------------- a whole run
+
+def _tiny_sets(store) -> dict[str, str]:
+    """Two small training and validation sets of whole exams (cancer and healthy), disjoint."""
+    exams = store.cases(level="exam")[["exam_id", "label"]].drop_duplicates("exam_id")
+    exams = exams.sort_values("exam_id")
+    pos = exams.loc[exams["label"] == 1, "exam_id"].tolist()
+    neg = exams.loc[exams["label"] == 0, "exam_id"].tolist()
+    rules = {"tiny-train": pos[:2] + neg[:2], "tiny-val": pos[2:4] + neg[2:4]}
+    return {name: "exam=" + ",".join(str(e) for e in ids) for name, ids in rules.items()}
+
+
+def test_a_torchrun_run_equals_the_same_run_in_one_process(demo_store_path, tmp_path, monkeypatch):
+    """`train --launcher torchrun` with two gloo processes on CPU: the same epochs (losses,
+    validation AUC, images seen) and, within Adam's rounding, the same weights as one process;
+    only rank 0 writes (one set of checkpoints, one child model)."""
+    from core.store import open_store
+    from core.store.runs import get_run
+    from models.gmic import load_gmic_checkpoint
+    from models.predict import DEMO_CHECKPOINT
+    from models.train import TrainRequest, launch_runs
+    from models.train_loop import best_path, final_path
+    from models.train_launch import launch_record
+    from tests.conftest import copy_store
+
+    store = open_store(copy_store(demo_store_path, tmp_path))
+    store.create_testsets(_tiny_sets(store))
+    base = dict(model_init="gmic-demo", mode="full", train_set="tiny-train", val_set="tiny-val",
+                lrs=(1e-5,), epochs=2, batch_size=4, device="cpu", freeze_bn=True, seed=3)
+    (single,) = launch_runs(store, TrainRequest(**base), detach=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")   # two processes on two cores
+    (ddp,) = launch_runs(store, TrainRequest(**base, launcher="torchrun", nproc_per_node=2),
+                         detach=False)
+    rows = {k: get_run(store, r) for k, r in (("single", single), ("ddp", ddp))}
+    folder = {k: store.files_dir / row["folder"] for k, row in rows.items()}
+    log = (folder["ddp"] / "worker.log").read_text()
+    assert rows["ddp"]["status"] == "done", (rows["ddp"].get("error"), log[-3000:])
+    assert launch_record(store, ddp)["command"][2:4] == ["torch.distributed.run", "--nproc-per-node"]
+
+    epochs = {k: store.select("train_epochs", run_id=r).sort_values("epoch")
+              for k, r in (("single", single), ("ddp", ddp))}
+    assert epochs["ddp"]["images"].tolist() == epochs["single"]["images"].tolist()
+    assert epochs["single"]["images"].iat[0] > 4   # several steps per epoch
+    for column in ("train_loss", "val_loss", "val_auc"):
+        np.testing.assert_allclose(epochs["ddp"][column], epochs["single"][column], rtol=1e-4,
+                                   err_msg=column)
+    weights = {k: torch.load(final_path(f), weights_only=True)["state_dict"] for k, f in folder.items()}
+    assert weights["ddp"].keys() == weights["single"].keys() == build_gmic("demo").state_dict().keys()
+    assert "worker rank 1 of 2 on cpu" in log and "worker rank 0 of 2 on cpu" in log
+    # a few Adam steps of ~lr (1e-5) each moved the weights; one rank's step more or less would
+    # show as 1e-5, float32 sums in another order as ~1e-7
+    parent = load_gmic_checkpoint(DEMO_CHECKPOINT, "demo").state_dict()
+    moved = [n for n, w in weights["single"].items() if (w - parent[n]).abs().max() > 2e-5]
+    assert len(moved) > 50, len(moved)
+    for name, w in weights["single"].items():
+        torch.testing.assert_close(weights["ddp"][name], w, rtol=0, atol=2e-6, msg=lambda m, n=name: f"{n}: {m}")
+    assert best_path(folder["ddp"]).is_file()
+    assert sorted(p.name for p in folder["ddp"].glob("*.pt")) == ["best.pt", "final.pt"]
+    children = [rows[k]["params"]["child_model"] for k in rows]
+    assert all(c in store.model_names() for c in children) and children[0] != children[1]
+
+
+def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store(demo_store_path, tmp_path,
+                                                                                 monkeypatch):
+    from core.jobs.run_folder import request_cancel
+    from core.store import open_store
+    from core.store.runs import get_run
+    from models.launchers import is_alive
+    from models.train import TrainRequest, launch_runs
+    from models.train_loop import final_path
+    from models.train_launch import launch_record
+    from tests.conftest import copy_store
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    store = open_store(copy_store(demo_store_path, tmp_path))
+    store.create_testsets(_tiny_sets(store))
+    request = TrainRequest(model_init="gmic-demo", mode="feature-extraction", train_set="tiny-train",
+                           val_set="tiny-val", lrs=(1e-5,), epochs=200, batch_size=4, device="cpu",
+                           launcher="torchrun", nproc_per_node=2)
+    (run_id,) = launch_runs(store, request, detach=True)
+    pid = launch_record(store, run_id)["pid"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+        time.sleep(0.5)
+    request_cancel(store, run_id)
+    while time.monotonic() < deadline and is_alive(pid):
+        time.sleep(0.5)
+    assert not is_alive(pid), "torchrun (and its ranks) still running after the cancel"
+    row = get_run(store, run_id)
+    log = (store.files_dir / row["folder"] / "worker.log").read_text()
+    assert row["status"] == "cancelled", (row.get("error"), log[-3000:])
+    saved = torch.load(final_path(store.files_dir / row["folder"]), weights_only=True)["epoch"]
+    assert sorted(store.select("train_epochs", run_id=run_id)["epoch"]) == list(range(1, saved + 1))
+    assert saved < 200 and row["params"].get("child_model") is None
+    assert "Traceback" not in log   # every rank stopped at the same batch, none in a collective
+
+
+def test_the_slurm_job_trains_a_run_with_two_tasks(demo_store_path, tmp_path, monkeypatch):
+    """The job `--launcher slurm` submits (its task and its parameters, `slurm_job`), run by
+    submitit's LocalExecutor with two tasks as srun would: both join one gloo group and train."""
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    from core.store import open_store
+    from core.store.runs import get_run
+    from models.launchers import slurm_job
+    from models.train import TrainRequest, create_runs
+    from models.train_launch import WORKER, slurm_options, worker_args
+    from tests.conftest import copy_store
+
+    store = open_store(copy_store(demo_store_path, tmp_path))
+    store.create_testsets(_tiny_sets(store))
+    request = TrainRequest(model_init="gmic-demo", mode="feature-extraction", train_set="tiny-train",
+                           val_set="tiny-val", lrs=(1e-4,), epochs=1, batch_size=4, device="cpu",
+                           launcher="slurm", nproc_per_node=2, partition="gpu", time_min=30)
+    (run_id,) = create_runs(store, request)
+    task, params = slurm_job(WORKER, worker_args(store, [run_id], "cpu"), slurm_options(request))
+    assert params | {"ntasks_per_node": 2, "nodes": 1, "time": 30, "partition": "gpu"} == params
+    assert "gpus_per_node" not in params   # a CPU job asks for no GPUs
+    executor = submitit.LocalExecutor(folder=tmp_path / "slurm")
+    executor.update_parameters(timeout_min=5, tasks_per_node=params["ntasks_per_node"], nodes=1)
+    job = executor.submit(task)
+    assert job.results() == [0, 0]
+    row = get_run(store, run_id)
+    assert row["status"] == "done", row.get("error")
+    out = "".join(job.stdout() or "")
+    assert "worker rank 0 of 2 on cpu" in out and "worker rank 1 of 2 on cpu" in out, out[-2000:]
+    assert row["params"]["child_model"] in store.model_names()

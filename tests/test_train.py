@@ -219,7 +219,13 @@ def test_bad_requests_fail_before_any_work(small):
            (dict(train_set="healthy"), "one class only"),
            (dict(lrs=(-1e-5,)), "rate <= 0"),
            (dict(val_set="sp-train"), "share"),
-           (dict(mode="half"), "mode")]
+           (dict(mode="half"), "mode"),
+           (dict(launcher="local", nproc_per_node=2), "one process"),
+           (dict(launcher="torchrun", nproc_per_node=2, device="cpu"), "need freeze_bn"),
+           (dict(launcher="torchrun", nproc_per_node=8, device="cpu", freeze_bn=True), "smaller than the 8"),
+           (dict(launcher="torchrun", nodes=2, device="cpu", freeze_bn=True), "rdzv_endpoint"),
+           (dict(launcher="slurm"), "Slurm cluster"),
+           (dict(nproc_per_node=0), "nproc_per_node")]
     if not torch.cuda.is_available():
         bad.append((dict(device="cuda"), "no CUDA device"))
     for change, message in bad:

@@ -1,0 +1,83 @@
+"""The training worker: the process (or every rank of the torchrun/Slurm job) that trains a
+sweep's runs, ``python -m models.train_worker --db STORE --device D RUN_ID ...``, one run after
+another; started by `models.train_launch`.
+
+Under several processes only rank 0 touches the store: it opens each run, caches its inputs,
+then sends the other ranks what they need (`models.distributed.broadcast_object`: the cached
+sets, the loop settings, the run folder), exactly one message per run, None for a run that
+ended before training; every rank then trains its shares (`models.train_loop.train_epochs`)
+and rank 0 alone registers and scores the child. A run that fails *during* training leaves the
+other ranks inside a collective, so rank 0 then ends the job (torchrun stops the others); a
+SIGTERM (torchrun stopping a job whose other rank failed, or a hard cancel) is recorded as the
+run's failure before the process ends.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import signal
+import sys
+from pathlib import Path
+
+from core.jobs.run_folder import RunCancelled
+from models.distributed import Announcer, DistContext, broadcast_object
+
+__all__ = ["follow_run", "main"]
+
+
+def follow_run(ctx: DistContext) -> None:
+    """A rank other than 0: wait for rank 0's message, train its shares of that run."""
+    from models.gmic import build_gmic
+    from models.train_loop import train_epochs
+
+    work = broadcast_object(None, ctx)
+    if work is None:   # the run ended before training (a cancel, a failure): nothing to do
+        return
+    settings = dataclasses.replace(work["settings"], device=ctx.device)
+    try:   # DDP copies rank 0's starting weights into this model
+        train_epochs(build_gmic(work["config"]), work["train"], work["val"], settings=settings,
+                     folder=Path(work["folder"]), meta=work["meta"], ctx=ctx)
+    except RunCancelled:
+        pass
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(f"stopped by signal {signum} (torchrun ends every rank when one fails, "
+                     "and a hard cancel sends it; see worker.log)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m models.train_worker --db STORE [--device D] RUN_ID ...``; every rank of a
+    torchrun or Slurm job runs the same command."""
+    from core.store import open_store
+    from models.distributed import init_distributed, teardown
+    from models.train import execute_run
+
+    parser = argparse.ArgumentParser(prog="python -m models.train_worker", description=main.__doc__)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("run_ids", nargs="+")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    ctx = init_distributed(args.device)   # one process unless torchrun (or Slurm) started us
+    print(f"worker rank {ctx.rank} of {ctx.world_size} on {ctx.device}", flush=True)
+    try:
+        if not ctx.is_main:
+            for _ in args.run_ids:
+                follow_run(ctx)
+            return 0
+        store = open_store(args.db)
+        for run_id in args.run_ids:
+            announcer = Announcer(ctx)
+            row = execute_run(store, run_id, ctx=ctx, announcer=announcer)
+            print(f"{run_id}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""),
+                  flush=True)
+            if announcer.training and row["status"] == "failed":
+                return 1   # the other ranks wait in a collective: end the job
+        return 0
+    finally:
+        teardown(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
