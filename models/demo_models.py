@@ -1,4 +1,5 @@
-"""The demo store's models: the classical baseline and, when its checkpoint ships, a small GMIC.
+"""The demo store's models: the classical baseline and, when its checkpoint ships, a small GMIC
+and its ILC-tuned child (`models.finetune_demo`).
 
 Both score every demo image and land through the store's ingest path like any other job. The
 GMIC is ``models/checkpoints/gmic-demo.pt``, made by ``python -m models.train_demo`` (see
@@ -59,9 +60,14 @@ def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
 
 
 def add_demo_models(store: Store, *, progress: ProgressFn | None = None) -> dict[str, int]:
-    """Predictions of every demo model on the demo dataset, then the demo reader study aided
-    by the GMIC; returns rows per model and the study's reads."""
+    """Predictions of every demo model on the demo dataset (the GMIC's fine-tuned child with
+    its training run, `models.finetune_demo`), then the demo reader study aided by the GMIC;
+    returns rows per model and the study's reads."""
+    from models.finetune_demo import DEMO_CHILD, add_demo_child
+
     out = {BASELINE_MODEL: add_baseline_predictions(store, test_set="demo", progress=progress)}
     out[DEMO_GMIC] = add_gmic_demo_predictions(store, test_set="demo", progress=progress)
+    if out[DEMO_GMIC]:
+        out[DEMO_CHILD] = add_demo_child(store, parent=DEMO_GMIC, progress=progress)
     out[DEMO_STUDY] = add_demo_reader_study(store, model=DEMO_GMIC)  # reads, aided by the GMIC
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import signal
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from core.jobs.run_folder import RunCancelled
 from models.distributed import Announcer, DistContext, broadcast_object
 
-__all__ = ["follow_run", "main"]
+__all__ = ["follow_run", "leave_together", "main"]
 
 
 def follow_run(ctx: DistContext) -> None:
@@ -39,6 +40,14 @@ def follow_run(ctx: DistContext) -> None:
                      folder=Path(work["folder"]), meta=work["meta"], ctx=ctx)
     except RunCancelled:
         pass
+
+
+def leave_together(ctx: DistContext) -> None:
+    """Wait until every rank is done before any leaves the group: rank 0 hosts the rendezvous
+    store, and a rank still talking to it after it is gone would abort."""
+    if ctx.distributed:
+        import torch.distributed as dist
+        dist.barrier()
 
 
 def _stop_on_sigterm(signum, frame) -> None:
@@ -59,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_ids", nargs="+")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    faulthandler.enable()   # a native crash (gloo, NCCL, CUDA) still leaves its Python stack in the log
     ctx = init_distributed(args.device)   # one process unless torchrun (or Slurm) started us
     print(f"worker rank {ctx.rank} of {ctx.world_size} on {ctx.device}", flush=True)
     try:
         if not ctx.is_main:
             for _ in args.run_ids:
                 follow_run(ctx)
+            leave_together(ctx)
             return 0
         store = open_store(args.db)
         for run_id in args.run_ids:
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             if announcer.training and row["status"] == "failed":
                 return 1   # the other ranks wait in a collective: end the job
+        leave_together(ctx)
         return 0
     finally:
         teardown(ctx)

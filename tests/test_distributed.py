@@ -202,9 +202,16 @@ def test_the_slurm_job_trains_a_run_with_two_tasks(demo_store_path, tmp_path, mo
     assert params | {"ntasks_per_node": 2, "nodes": 1, "time": 30, "partition": "gpu"} == params
     assert "gpus_per_node" not in params   # a CPU job asks for no GPUs
     executor = submitit.LocalExecutor(folder=tmp_path / "slurm")
-    executor.update_parameters(timeout_min=5, tasks_per_node=params["ntasks_per_node"], nodes=1)
+    executor.update_parameters(timeout_min=30, tasks_per_node=params["ntasks_per_node"], nodes=1)
     job = executor.submit(task)
-    assert job.results() == [0, 0]
+    try:
+        results = job.results()
+    except submitit.core.utils.FailedJobError as exc:   # show both tasks' logs (a native abort)
+        logs = "\n".join(f"--- task {k} {kind}:\n{(path.read_text() if path.is_file() else '')[-3000:]}"
+                         for k, sub in enumerate(job._sub_jobs) for kind, path in
+                         (("stdout", sub.paths.stdout), ("stderr", sub.paths.stderr)))
+        pytest.fail(f"{exc}\n{logs}")
+    assert results == [0, 0]
     row = get_run(store, run_id)
     assert row["status"] == "done", row.get("error")
     out = "".join(job.stdout() or "")
