@@ -60,8 +60,8 @@ def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
 
 
 def add_demo_models(store: Store, *, progress: ProgressFn | None = None) -> dict[str, int]:
-    """Predictions of every demo model on the demo dataset (the GMIC's fine-tuned child with
-    its training run, `models.finetune_demo`), then the demo reader study aided by the GMIC;
+    """Predictions of every demo model on the demo dataset (the GMIC's fine-tuned child, with
+    its training run, on the test split: `models.finetune_demo`), then the demo reader study aided by the GMIC;
     returns rows per model and the study's reads."""
     from models.finetune_demo import DEMO_CHILD, add_demo_child
 
