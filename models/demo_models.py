@@ -61,13 +61,13 @@ def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
 
 def add_demo_models(store: Store, *, progress: ProgressFn | None = None) -> dict[str, int]:
     """Predictions of every demo model on the demo dataset (the GMIC's fine-tuned child, with
-    its training run, on the test split: `models.finetune_demo`), then the demo reader study aided by the GMIC;
-    returns rows per model and the study's reads."""
+    its training run, on the test split only: `models.finetune_demo`), then the demo reader
+    study aided by the GMIC; returns rows per model and the study's reads."""
     from models.finetune_demo import DEMO_CHILD, add_demo_child
 
     out = {BASELINE_MODEL: add_baseline_predictions(store, test_set="demo", progress=progress)}
     out[DEMO_GMIC] = add_gmic_demo_predictions(store, test_set="demo", progress=progress)
-    if out[DEMO_GMIC]:
+    if DEMO_GMIC in set(store.models()["model"]):   # scored now or by an interrupted build
         out[DEMO_CHILD] = add_demo_child(store, parent=DEMO_GMIC, progress=progress)
     out[DEMO_STUDY] = add_demo_reader_study(store, model=DEMO_GMIC)  # reads, aided by the GMIC
     return out

@@ -103,10 +103,12 @@ def brute_auc(y, s):
 
 def test_usable_models_and_defaults(bstore):
     levels = bstore.prediction_levels()
-    assert benchmark.usable_models(levels, "image") == ["classical-dog", "gmic-demo", "sim-strong"]
+    assert benchmark.usable_models(levels, "image") == [
+        "classical-dog", "gmic-demo", "gmic-demo-ilc", "sim-strong"]
     assert benchmark.usable_models(levels, "breast") == [
-        "classical-dog", "ext-breast", "gmic-demo", "sim-breast", "sim-strong"]
-    assert benchmark.usable_models(levels, "exam") == ["classical-dog", "gmic-demo", "sim-strong"]
+        "classical-dog", "ext-breast", "gmic-demo", "gmic-demo-ilc", "sim-breast", "sim-strong"]
+    assert benchmark.usable_models(levels, "exam") == [
+        "classical-dog", "gmic-demo", "gmic-demo-ilc", "sim-strong"]
     known = ["demo", "test-IDC", "test-ILC", "test-all", "train"]
     assert benchmark.default_test_sets("test-IDC", known) == ["test-IDC", "test-ILC", "test-all"]
     assert benchmark.default_test_sets("test-all", known) == ["test-all", "test-ILC"]
@@ -447,10 +449,11 @@ def _frames(at) -> dict[str, pd.DataFrame]:
 def test_page_runs_on_the_demo_store(demo_env):
     at = _page()
     frames = _frames(at)
-    # the demo store's two models (the classical baseline and the shipped demo GMIC), each scored
-    assert set(frames["auc"]["model"]) == {"classical-dog", "gmic-demo"}
+    # the demo store's three models (the classical baseline, the shipped demo GMIC and its ILC
+    # child), each scored
+    assert set(frames["auc"]["model"]) == {"classical-dog", "gmic-demo", "gmic-demo-ilc"}
     assert frames["auc"]["auc"].notna().all()
-    assert len(frames["pairs"]) == 1  # one pair of models: one paired DeLong test
+    assert len(frames["pairs"]) == 3  # three pairs of models: three paired DeLong tests
 
 
 def test_page_numbers_equal_the_cli(bench_env, capsys):
@@ -474,8 +477,8 @@ def test_page_numbers_equal_the_cli(bench_env, capsys):
         assert wide.loc[r.model, f"{r.test_set} AUC [95% CI]"] == f"{r.auc:.3f} [{ci}]"
         assert wide.loc[r.model, f"{r.test_set} n+ / n-"] == f"{r.n_pos} / {r.n_neg}"
     cli_pairs = pd.DataFrame(doc["pairwise"])
-    # 5 models at breast level, ext-breast not run on test-all: 4 scored models, 6 pairs
-    assert len(cli_pairs) == 6
+    # 6 models at breast level, ext-breast not run on test-all: 5 scored models, 10 pairs
+    assert len(cli_pairs) == 10
     for col in ("model_a", "model_b", "z", "p", "p_holm"):
         np.testing.assert_array_equal(frames["pairs"][col], cli_pairs[col], col)
     cli_ops = pd.DataFrame(doc["sensitivity_at_specificity"])

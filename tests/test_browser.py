@@ -106,14 +106,16 @@ def test_first_run_builds_demo_then_every_page_renders(server, browser):
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.get_by_text("Exam demo/E00001").count() >= 1
     assert page.locator("[data-testid='stImage']").count() >= 4
-    # the Fine-tuning page: the launcher (open while the store has no runs) and its sections
+    # the Fine-tuning page: the launcher, and the demo's own run (its loss curves, its child)
     page.goto(f"{url}/finetune", timeout=120_000)
     settle(page)
     page.wait_for_selector("text=Learning rates", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "finetune_launcher.png"), full_page=True)
     assert page.locator("[data-testid='stException']").count() == 0
     assert page.get_by_text("One run per rate: 1.0e-06").count() == 1
-    assert page.get_by_text("No training runs in this store yet.").count() == 1
+    assert page.get_by_text("No training runs in this store yet.").count() == 0
+    assert page.get_by_text("Loss curves of").count() == 1
+    assert page.locator("[data-testid='stVegaLiteChart']").count() >= 1
     page.close()
 
 

@@ -135,7 +135,7 @@ def test_sixteen_bit_file_and_its_display_copy(tmp_path):
 
 def test_scores_equal_the_store_and_the_benchmark(demo):
     report = exam_report(demo, EXAM)
-    models = ["classical-dog", "gmic-demo"]
+    models = ["classical-dog", "gmic-demo", "gmic-demo-ilc"]   # the child scores the test split
     assert sorted(report.scores["model"].unique()) == models
     for level in ("image", "breast", "exam"):
         ref = model_scores(demo, models=models, level=level, test_set="test-all")

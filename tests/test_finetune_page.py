@@ -14,7 +14,7 @@ from core.splits import create_splits
 from core.store import open_store
 from core.store.runs import get_run
 from tests.conftest import copy_store
-from tests.test_training_report import training_store
+from tests.test_training_report import DEMO_RUN, training_store
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = "pages/finetune.py"
@@ -60,6 +60,12 @@ def split_env(demo_store_path, tmp_path, monkeypatch) -> Path:
     return path
 
 
+def _launched(store) -> str:
+    """The one run the page launched (the demo store ships its own finished run)."""
+    (run_id,) = [r for r in training.run_table(store)["run_id"] if r != DEMO_RUN]
+    return run_id
+
+
 def _fill(at, *, lrs: str, epochs: int, evaluate: list[str]) -> None:
     at.selectbox(key="ft_train_set").select("sp-train")
     at.selectbox(key="ft_val_set").select("sp-val")
@@ -78,7 +84,7 @@ def test_launch_a_tiny_run_see_its_curve_and_its_auc_beside_the_parent(split_env
     assert not at.exception, [e.value for e in at.exception]
     assert any("Started 1 runs in the background" in s.value for s in at.success)
     store = open_store(split_env, read_only=True)
-    (run_id,) = training.run_table(store)["run_id"]
+    run_id = _launched(store)
     _wait(store, run_id, lambda r: r["status"] != "running")
     assert get_run(store, run_id)["status"] == "done", get_run(store, run_id)["error"]
     at.run()
@@ -88,8 +94,9 @@ def test_launch_a_tiny_run_see_its_curve_and_its_auc_beside_the_parent(split_env
     assert _charts_with(at, run_id) == 1, "no loss chart with the run"
     finished = _table(at, "benchmark")
     child = get_run(store, run_id)["params"]["child_model"]
-    assert finished["child"].tolist() == [child] and finished["parent"].tolist() == ["gmic-demo"]
-    report = training.finished_runs(store, test_sets=["sp-test"])
+    assert finished["run_id"].tolist() == [run_id, DEMO_RUN]               # newest first
+    assert finished["child"].iat[0] == child and finished["parent"].iat[0] == "gmic-demo"
+    report = training.finished_runs(store, test_sets=["sp-test"], run_ids=[run_id])
     assert finished["sp-test p (DeLong)"].iat[0] == f"{report['p'].iat[0]:.3g}"
     active = at.session_state["test_set"] if "test_set" in at.session_state else None
     assert finished["benchmark"].iat[0] == (f"benchmark?model={child}"     # the sidebar's set
@@ -106,7 +113,7 @@ def test_cancel_a_run_from_the_page(split_env):
     _fill(at, lrs="1e-4", epochs=50, evaluate=[])
     at.button(key="ft_launch").click().run()
     store = open_store(split_env, read_only=True)
-    (run_id,) = training.run_table(store)["run_id"]
+    run_id = _launched(store)
     at.run()                                                  # the fragment shows it running
     assert any(p.proto.text.startswith("**1.0e-04 · full · running") for p in at.get("progress"))
     at.button(key=f"ft_cancel_{run_id}").click().run()

@@ -207,6 +207,11 @@ def test_mias_real_kill_after_write_leaves_after(mias_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------- demo
+def _childs_set(name: str) -> bool:
+    from models.finetune_demo import SPLIT_PREFIX, TRAIN_SETS
+    return name in TRAIN_SETS or name.startswith(f"{SPLIT_PREFIX}-")
+
+
 def test_demo_killed_at_each_stage_is_completed_by_a_rerun(tmp_path):
     """`demo` = the cohort (rows and test sets: one transaction), then one per model."""
     from cli import main
@@ -220,13 +225,16 @@ def test_demo_killed_at_each_stage_is_completed_by_a_rerun(tmp_path):
     reference = copy_store(base.path, tmp_path / "reference")
     assert demo(reference) == 0
     after = store_tables(open_store(reference))
-    assert after["predictions"].shape[0] > 0 and after["testsets"].shape[0] == 5
+    # demo, train, test-all, test-ILC, test-IDC, and the child's ilc-train and ilc-val
+    assert after["predictions"].shape[0] > 0 and after["testsets"].shape[0] == 7
+    assert "gmic-demo-ilc" in set(after["models"]["model"])      # the shipped child too
     stages = {
         "rendering": lambda mp: kill_on_call(mp, "core.demo.cohort._render_all"),
         "in-transaction": lambda mp: kill_on_call(mp, "core.store.testsets.write_testsets"),
         "before-models": lambda mp: kill_on_call(mp, "models.demo_models.add_demo_models"),
         "between-models": lambda mp: kill_on_call(
             mp, "models.demo_models.add_gmic_demo_predictions"),
+        "before-child": lambda mp: kill_on_call(mp, "models.finetune_demo.add_demo_child"),
     }
     for stage, kill in stages.items():
         path = copy_store(base.path, tmp_path / stage)
@@ -236,9 +244,13 @@ def test_demo_killed_at_each_stage_is_completed_by_a_rerun(tmp_path):
         killed = store_tables(open_store(path))
         if stage in ("rendering", "in-transaction"):
             assert same(killed, empty), stage
-        else:  # the cohort whole, with its test sets; models missing until the re-run
-            for table in ("exams", "images", "annotations", "testsets", "testset_exams"):
+        else:  # the cohort whole, with its test sets; models (and the sets the child's run
+            #    trained on: `models.finetune_demo`) missing until the re-run
+            for table in ("exams", "images", "annotations"):
                 assert killed[table].equals(after[table]), (stage, table)
+            for table in ("testsets", "testset_exams"):
+                mine = after[table][~after[table]["name"].map(_childs_set)]
+                assert killed[table].equals(mine.reset_index(drop=True)), (stage, table)
         assert demo(path) == 0
         assert same(store_tables(open_store(path)), after), stage
 

@@ -215,8 +215,9 @@ def test_model_against_readers(store):
     assert (other.model_auc, other.diff, other.p) == pytest.approx(
         (ref.model_auc, ref.diff, ref.p), abs=1e-12)
     # fixed readers first, then the model that aided, then the rest
-    assert mrmc.model_options(store, PILOT) == ["gmic-demo", "classical-dog"]
-    assert mrmc.model_options(store, "demo-reader-study") == ["gmic-demo", "classical-dog"]
+    assert mrmc.model_options(store, PILOT) == ["gmic-demo", "classical-dog", "gmic-demo-ilc"]
+    assert mrmc.model_options(store, "demo-reader-study") == [
+        "gmic-demo", "classical-dog", "gmic-demo-ilc"]
     assert store.prediction_levels()["model"].tolist()[0] == "classical-dog"   # not by name
     assert mrmc.model_options(store, OWN) == []
 

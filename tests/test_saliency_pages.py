@@ -344,9 +344,11 @@ def test_annotate_page_is_read_only_in_the_hosted_demo(demo_env, monkeypatch):
 def test_saliency_page_shows_the_reports_numbers(demo_env):
     at = open_page("pages/saliency.py")
     model = at.selectbox(key="saliency_model").value
+    compare = at.selectbox(key="saliency_compare").value
+    assert (model, compare) == ("gmic-demo", "gmic-demo-ilc")   # the parent beside its child
     test_set = at.session_state["test_set"]
     report = saliency_report(open_store(demo_env, read_only=True), test_set=test_set,
-                             model=model)
+                             model=model, compare=compare)
     frames = [d.value for d in at.dataframe]
     shown = next(f for f in frames if "hit_ci_low" in f and "histology" not in f)
     shown = shown.set_index("model")

@@ -7,16 +7,17 @@ AppTest and read the number the page itself shows.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
+import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.demo.build import DEMO_CANCER_FRACTION, DEMO_N_EXAMS, DEMO_TEST_FRACTION
 from core.demo.cohort import generate_cohort
-from core.reports.findings import QUESTIONS, findings, link
+from core.reports.findings import QUESTIONS, best_model, findings, link
 from core.stats import delong_auc
 from core.store import open_store
 
@@ -93,11 +94,13 @@ def test_every_question_is_answered(story_findings):
 def test_models_finding_equals_benchmark(story_env, story_findings):
     f = story_findings["models"]
     at = _open(f)
+    model = best_model(open_store(story_env, read_only=True), test_set="test-all")
+    assert f.params["bench_models"] == [model] and model in f.sentence
     table = _frame(at, "test_set", "model", "auc", "ci_low")
-    row = table[(table["test_set"] == "test-ILC") & (table["model"] == "gmic-demo")]
+    row = table[(table["test_set"] == "test-ILC") & (table["model"] == model)]
     assert row["auc"].iloc[0] == pytest.approx(f.value, abs=1e-12)
     assert f"AUC {f.value:.2f}" in f.sentence
-    assert [m.value for m in at.multiselect if m.key == "bench_models"][0] == ["gmic-demo"]
+    assert [m.value for m in at.multiselect if m.key == "bench_models"][0] == [model]
 
 
 def test_density_finding_equals_density_page(story_env, story_findings):
@@ -135,19 +138,40 @@ def test_filters_finding_says_nothing_is_stored(story_env, story_findings):
     assert not [d for d in at.dataframe if "mean_auc" in d.value.columns]
 
 
-def test_finetuning_finding_says_nothing_is_stored(story_env, story_findings):
+def test_finetuning_finding_equals_benchmark(story_env, story_findings):
+    """The demo ships a fine-tuned child (gmic-demo-ilc): its AUC and its parent's on test-ILC
+    are the Benchmark page's, and the p-value is the page's paired DeLong test."""
     f = story_findings["fine-tuning"]
-    models = open_store(story_env, read_only=True).models()
-    assert models["parent"].isna().all()
-    assert f.value is None and "no fine-tuned model" in f.sentence
-    _open(f)
+    models = open_store(story_env, read_only=True).models().set_index("model")
+    assert models.at["gmic-demo-ilc", "parent"] == "gmic-demo"
+    assert f.params["bench_models"] == ["gmic-demo-ilc", "gmic-demo"]
+    at = _open(f)
+    table = _frame(at, "test_set", "model", "auc", "ci_low")
+    auc = table[table["test_set"] == "test-ILC"].set_index("model")["auc"]
+    assert auc["gmic-demo-ilc"] == pytest.approx(f.value, abs=1e-12)
+    assert (f"gmic-demo-ilc reaches AUC {f.value:.2f} on test-ILC against "
+            f"{auc['gmic-demo']:.2f} for its parent gmic-demo") in f.sentence
+    pair = _frame(at, "model_a", "model_b", "p").iloc[0]
+    assert f"p = {pair['p']:.3f}" in f.sentence
+
+
+def test_finetuning_finding_says_when_no_child_is_scored(story_store_path, tmp_path):
+    """Without the child's predictions the finding says what to do (the latest run named)."""
+    path = tmp_path / "store.duckdb"
+    shutil.copy(story_store_path, path)
+    with duckdb.connect(str(path)) as con:
+        con.execute("DELETE FROM predictions WHERE model = 'gmic-demo-ilc'")
+    f = {g.question: g for g in findings(open_store(path, read_only=True))}["fine-tuning"]
+    assert f.value is None and "no fine-tuned model has predictions yet" in f.sentence
+    assert "train-demo-gmic-demo-ilc" in f.sentence
 
 
 def test_saliency_finding_opens_its_model(story_env, story_findings):
     f = story_findings["saliency"]
     at = _open(f)
     assert at.selectbox(key="saliency_model").value == f.params["saliency_model"]
-    assert np.isin(f.params["saliency_model"], ["gmic-demo"])
+    assert f.params["saliency_model"] == best_model(open_store(story_env, read_only=True),
+                                                    test_set="test-all")
 
 
 def test_nearest_missed_view_has_missed_cancers(story_store_path):

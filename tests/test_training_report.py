@@ -9,6 +9,7 @@ import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,6 +26,7 @@ from tests.conftest import copy_store
 NOW = datetime(2026, 12, 5, 3, 0, 0)
 PARENT = "gmic-demo"
 TEST_SETS = ["test-ILC", "test-all"]
+DEMO_RUN = "train-demo-gmic-demo-ilc"   # the run that made the demo's shipped child
 
 
 def _ingest(store, frames: dict[str, pd.DataFrame]) -> None:
@@ -66,6 +68,9 @@ def training_store(demo_store_path: Path, folder: Path) -> Path:
     * train-c: failed at 2 / 8; train-d: done, child gmic-ft-d never scored.
     """
     path = copy_store(demo_store_path, folder)
+    with duckdb.connect(str(path)) as con:   # these runs are built by hand: the demo's own
+        for table in ("runs", "train_epochs"):   # fine-tuning run is tested on its own below
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [DEMO_RUN])
     store = open_store(path)
     rng = np.random.default_rng(3)
     parent = store.select("predictions", model=PARENT, level="image")
@@ -124,9 +129,10 @@ def test_run_table_progress_and_eta_by_hand(store):
     assert c["progress"] == 0.25 and math.isnan(c["eta_s"]) and c["error"] == "RuntimeError: boom"
     assert c["mode"] == "feature-extraction" and c["epochs_done"] == 1
     assert list(training.run_table(store, status="running", now=NOW)["run_id"]) == ["train-b"]
-    other = training.run_table(store, kind="predict", now=NOW)      # the demo's own predict run
-    assert set(other["kind"]) == {"predict"} and other["mode"].isna().all()
-    assert other["progress"].eq(1.0).all() and len(training.run_table(store, kind=None)) == 5
+    other = training.run_table(store, kind="predict", now=NOW)     # the demo's own predict runs
+    assert set(other["kind"]) == {"predict"} and other["mode"].isna().all() and len(other) >= 1
+    assert other["progress"].eq(1.0).all()
+    assert len(training.run_table(store, kind=None)) == 4 + len(other)
 
 
 def test_run_table_refuses_an_unknown_status(store):
@@ -192,6 +198,21 @@ def test_finished_runs_match_sklearn_and_the_paired_delong_test(store):
     assert (d["note"] == "child not evaluated").all() and d["auc"].isna().all()
     assert d["parent_auc"].notna().all() and d["p"].isna().all()
     assert set(table["run_id"]) == {"train-a", "train-d"}    # done with a child only
+
+
+def test_the_demos_own_run_is_a_finished_run_against_its_parent(story_store_path):
+    """The demo ships its fine-tuning run and child: table 6.2 shows them, sklearn's AUCs."""
+    demo = open_store(story_store_path, read_only=True)   # the default demo: the story's
+    table = training.finished_runs(demo).set_index("test_set")
+    assert set(table["run_id"]) == {DEMO_RUN} and set(table["child"]) == {"gmic-demo-ilc"}
+    for test_set, row in table.iterrows():
+        y, child = _arrays(demo, "gmic-demo-ilc", test_set)
+        _, parent = _arrays(demo, PARENT, test_set)
+        assert row["auc"] == pytest.approx(roc_auc_score(y, child), abs=1e-12)
+        assert row["parent_auc"] == pytest.approx(roc_auc_score(y, parent), abs=1e-12)
+    assert table.at["test-ILC", "auc"] > table.at["test-ILC", "parent_auc"]
+    curves = training.loss_curves(demo)
+    assert set(curves["run_id"]) == {DEMO_RUN} and curves["best"].sum() == 2
 
 
 def test_finished_runs_chosen_test_sets_and_errors(store):

@@ -1,5 +1,6 @@
 """Narrow screens: below about 1,000 px the sidebar starts collapsed and columns stack, so no
-metric label, chart or button is cut (a laptop split-screen, a tablet). Injected once by app.py.
+metric label, chart or button is cut (a laptop split-screen, a tablet); a chart wider than
+the window scrolls inside its own frame. Injected once by app.py.
 
 Why CSS and a few lines of JavaScript: Streamlit collapses the sidebar only below its own
 768 px breakpoint and never stacks ``st.columns`` above 640 px; at 800 px its sidebar took 300
@@ -20,6 +21,8 @@ _CSS = f"""
     flex: 1 1 100% !important; min-width: 100% !important; width: 100% !important; }}
   [data-testid="stHorizontalBlock"] > [data-testid="stColumn"]:has([data-testid="stMetric"]) {{
     flex: 1 1 calc(50% - 1rem) !important; min-width: calc(50% - 1rem) !important; }}
+  /* a chart wider than the window (a facet per model) scrolls inside itself, not the page */
+  [data-testid="stVegaLiteChart"] {{ max-width: 100% !important; overflow-x: auto !important; }}
   /* metric labels wrap instead of ending in "..." */
   [data-testid="stMetricLabel"], [data-testid="stMetricLabel"] * {{
     white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }}
