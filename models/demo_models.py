@@ -1,7 +1,8 @@
 """The demo store's models: the classical baseline and, when its checkpoint ships, a small GMIC
 and its ILC-tuned child (`models.finetune_demo`).
 
-Both score every demo image and land through the store's ingest path like any other job. The
+The baseline and the GMIC score every demo image, the child the test split only; all land
+through the store's ingest path like any other job. The
 GMIC is ``models/checkpoints/gmic-demo.pt``, made by ``python -m models.train_demo`` (see
 there for the recipe) and run by `models.predict.predict_test_set`, saliency files included.
 """

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from core.errors import InputError
 from core.progress import ProgressFn
 from core.store import Store, write_result
 from core.store.runs import run_frame
@@ -71,7 +72,8 @@ def train_child(store: Store, recipe: ChildRecipe = ChildRecipe(), *,
     run id (its child model registered, ``evaluate`` scored)."""
     from models.train import TrainRequest, launch_runs
 
-    split_demo_ilc(store, recipe)
+    if not split_demo_ilc(store, recipe):
+        raise InputError("this demo store has no ILC or healthy training exams to fine-tune on")
     request = TrainRequest(model_init=str(parent), mode=recipe.mode,
                            train_set=f"{SPLIT_PREFIX}-train", val_set=f"{SPLIT_PREFIX}-val",
                            lrs=(recipe.lr,), epochs=recipe.epochs, batch_size=recipe.batch_size,
@@ -123,7 +125,8 @@ def add_demo_child(store: Store, *, parent: str, test_set: str = "test-all",
     saved = torch.load(CHILD_CHECKPOINT, map_location="cpu", weights_only=True)
     recipe = ChildRecipe(**{k: tuple(v) if isinstance(v, list) else v
                             for k, v in saved["recipe"].items()})
-    split_demo_ilc(store, recipe)
+    if not split_demo_ilc(store, recipe):   # a demo too small to have trained the child on
+        return 0
     description = (f"{parent} fine-tuned ({recipe.mode}, lr {recipe.lr:g}, {recipe.epochs} "
                    f"epochs, best epoch {saved['best_epoch']}) on the demo's ILC and healthy "
                    "training exams (models/finetune_demo.py); never trained on test-ILC")

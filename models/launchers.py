@@ -120,7 +120,8 @@ class SlurmTask:
 
 
 def _slurm_parameters(options: SlurmOptions) -> dict:
-    tasks = options.tasks_per_node or max(options.gpus_per_node, 1)
+    tasks = max(options.gpus_per_node, 1) if options.tasks_per_node is None \
+        else options.tasks_per_node
     if options.time_min < 1 or options.nodes < 1 or options.gpus_per_node < 0 or options.cpus_per_task < 1 \
             or tasks < 1:
         raise InputError(f"slurm options must be positive (time, nodes, cpus, tasks; gpus >= 0); got {options}")

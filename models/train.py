@@ -190,9 +190,9 @@ def _check_launch(request: TrainRequest) -> None:
 
 
 def launch_runs(store: Store, request: TrainRequest, *, detach: bool) -> list[str]:
-    """Validate, then create one run per learning rate and train them (in this process, or
-    through the request's launcher when ``detach``); returns the run ids, in the order of
-    ``lrs``."""
+    """Validate, then create one run per learning rate and train them (a local request in this
+    process unless ``detach``; torchrun and slurm through their launcher); returns the run ids,
+    in the order of ``lrs``."""
     validate_request(store, request)
     run_ids = create_runs(store, request)
     _start(store, run_ids, detach)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
+from pathlib import Path
 
 from core.store import Store
-from core.store.runs import get_run
+from core.store.runs import get_run, write_run
 from models.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
-                              torchrun_command)
+                              stop, torchrun_command)
 
 __all__ = ["LAUNCH_FILE", "WORKER", "launch_record", "slurm_options", "start_worker", "worker_args"]
 
@@ -23,8 +25,8 @@ LAUNCH_FILE = "launch.json"
 
 def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> dict:
     """Start the worker of ``run_ids`` (a sweep made from ``request``, a `TrainRequest`) through
-    the request's launcher; waits for a local or torchrun worker unless ``detach`` (a Slurm job
-    is queued either way). Returns what was launched, also written to ``launch.json``."""
+    the request's launcher; unless ``detach``, waits for a one-node torchrun (runs it left
+    'running' are then failed); a Slurm job, or a multi-node torchrun, is left to run. Returns what was launched, also written to ``launch.json``."""
     folder = store.files_dir / get_run(store, run_ids[0])["folder"]
     args = worker_args(store, run_ids, request.device)
     other_nodes = []
@@ -43,6 +45,7 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     (folder / LAUNCH_FILE).write_text(json.dumps(record, indent=1))
     if not detach and launched.pid is not None and not other_nodes:
         _wait(launched.pid)
+        _fail_unfinished(store, run_ids, launched.log_path)
     return record
 
 
@@ -66,5 +69,20 @@ def slurm_options(request):
 
 
 def _wait(pid: int) -> None:
-    while is_alive(pid):
-        time.sleep(0.5)
+    """Until the worker exits; Ctrl-C stops it (its whole session: torchrun and its ranks)."""
+    try:
+        while is_alive(pid):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stop(pid)
+        raise
+
+
+def _fail_unfinished(store: Store, run_ids: list[str], log: Path) -> None:
+    """A run still 'running' after its worker exited died with it (a crashed rank, a failed
+    rendezvous, a kill): record it as failed, pointing at the log, so the CLI exits 1."""
+    for run_id in run_ids:
+        row = get_run(store, run_id)
+        if row["status"] == "running":
+            write_run(store, row | {"status": "failed", "ended_at": datetime.now(),
+                                    "error": f"the worker exited before the run ended; see {log}"})

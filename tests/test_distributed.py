@@ -150,7 +150,7 @@ def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store
     from core.jobs.run_folder import request_cancel
     from core.store import open_store
     from core.store.runs import get_run
-    from models.launchers import is_alive
+    from models.launchers import is_alive, stop
     from models.train import TrainRequest, launch_runs
     from models.train_loop import final_path
     from models.train_launch import launch_record
@@ -164,13 +164,17 @@ def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store
                            launcher="torchrun", nproc_per_node=2)
     (run_id,) = launch_runs(store, request, detach=True)
     pid = launch_record(store, run_id)["pid"]
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
-        time.sleep(0.5)
-    request_cancel(store, run_id)
-    while time.monotonic() < deadline and is_alive(pid):
-        time.sleep(0.5)
-    assert not is_alive(pid), "torchrun (and its ranks) still running after the cancel"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+            time.sleep(0.5)
+        request_cancel(store, run_id)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and is_alive(pid):
+            time.sleep(0.5)
+        assert not is_alive(pid), "torchrun (and its ranks) still running after the cancel"
+    finally:
+        stop(pid)   # never leave a 200-epoch job on the CI's cores
     row = get_run(store, run_id)
     log = (store.files_dir / row["folder"] / "worker.log").read_text()
     assert row["status"] == "cancelled", (row.get("error"), log[-3000:])
@@ -178,6 +182,34 @@ def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store
     assert sorted(store.select("train_epochs", run_id=run_id)["epoch"]) == list(range(1, saved + 1))
     assert saved < 200 and row["params"].get("child_model") is None
     assert "Traceback" not in log   # every rank stopped at the same batch, none in a collective
+
+
+def test_a_torchrun_worker_that_dies_before_its_run_leaves_it_failed(demo_store_path, tmp_path,
+                                                                      monkeypatch):
+    """A worker that exits before ending its runs (here: a device torch does not know, refused
+    in every rank before training) must not leave them 'running': the waiting CLI fails them
+    and `train` exits 1."""
+    import models.train_launch as train_launch
+    from cli import main
+    from core.store import open_store
+    from core.store.runs import list_runs
+    from tests.conftest import copy_store
+
+    path = copy_store(demo_store_path, tmp_path)
+    store = open_store(path)
+    store.create_testsets(_tiny_sets(store))
+    real = train_launch.worker_args
+    monkeypatch.setattr(train_launch, "worker_args", lambda store, run_ids, device: [
+        *real(store, run_ids, device)[:2], "--device", "no-such-device", *run_ids])
+    code = main(["train", "--db", str(path), "--model-init", "gmic-demo", "--mode",
+                 "feature-extraction", "--train-set", "tiny-train", "--val-set", "tiny-val",
+                 "--lr", "1e-5,2e-5", "--epochs", "1", "--device", "cpu", "--launcher",
+                 "torchrun", "--nproc-per-node", "1"])
+    assert code == 1
+    runs = [r for r in list_runs(open_store(path, read_only=True), kind="train")
+            if r["run_id"] != "train-demo-gmic-demo-ilc"]      # the demo's own, done
+    assert [r["status"] for r in runs] == ["failed", "failed"]
+    assert all("the worker exited before the run ended" in r["error"] for r in runs)
 
 
 def test_the_slurm_job_trains_a_run_with_two_tasks(demo_store_path, tmp_path, monkeypatch):

@@ -76,6 +76,8 @@ def test_slurm_script_has_the_directives(tmp_path):
                for line in lines)
     with pytest.raises(InputError, match="slurm options"):
         slurm_script(tmp_path, SlurmOptions(time_min=0))
+    with pytest.raises(InputError, match="slurm options"):   # no tasks is no job
+        slurm_script(tmp_path, SlurmOptions(tasks_per_node=0))
 
 
 def test_slurm_task_runs_the_worker_with_rendezvous_variables(tmp_path):

@@ -59,4 +59,5 @@ def test_the_recipe_reproduces_the_shipped_child(story_store_path, tmp_path):
     assert row["status"] == "done", row["error"]
     saved = torch.load(CHILD_CHECKPOINT, weights_only=True)
     assert row["params"]["best_epoch"] == saved["best_epoch"]
-    assert _auc(store, row["params"]["child_model"]) == pytest.approx(_auc(store, DEMO_CHILD), abs=0.01)
+    assert _auc(store, row["params"]["child_model"]) == pytest.approx(_auc(store, DEMO_CHILD),
+                                                                      abs=0.01)
