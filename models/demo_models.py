@@ -2,9 +2,9 @@
 and its ILC-tuned child (`models.finetune_demo`).
 
 The baseline and the GMIC score every demo image, the child the test split only; all land
-through the store's ingest path like any other job. The
-GMIC is ``models/checkpoints/gmic-demo.pt``, made by ``python -m models.train_demo`` (see
-there for the recipe) and run by `models.predict.predict_test_set`, saliency files included.
+through the store's ingest path like any other job. The GMIC is
+``models/checkpoints/gmic-demo.pt``, made by ``python -m models.train_demo`` (see there for the
+recipe) and run by `models.predict.predict_test_set`, saliency files included.
 """
 from __future__ import annotations
 

@@ -32,11 +32,12 @@ from core.progress import ProgressFn
 from core.store import Store, write_result
 from core.store.runs import run_frame
 
-__all__ = ["CHILD_CHECKPOINT", "ChildRecipe", "DEMO_CHILD", "TRAIN_SETS", "add_demo_child",
-           "make_child", "split_demo_ilc", "train_child"]
+__all__ = ["CHILD_CHECKPOINT", "ChildRecipe", "DEMO_CHILD", "DEMO_RUN", "TRAIN_SETS",
+           "add_demo_child", "make_child", "split_demo_ilc", "train_child"]
 
 CHILD_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gmic-demo-ilc.pt"
 DEMO_CHILD = "gmic-demo-ilc"
+DEMO_RUN = f"train-demo-{DEMO_CHILD}"   # the finished run the demo store records for it
 TRAIN_SETS = {"train-ILC": "dataset=demo split=train histology=ILC,none"}
 SPLIT_PREFIX = "ilc"   # ilc-train, ilc-val
 
@@ -140,7 +141,7 @@ def add_demo_child(store: Store, *, parent: str, test_set: str = "test-all",
 
 def _record_run(store: Store, saved: dict, recipe: ChildRecipe, parent: str) -> None:
     """The child's training run as the Fine-tuning page reads runs (done, with its epochs)."""
-    run_id = f"train-demo-{DEMO_CHILD}"
+    run_id = DEMO_RUN
     history = pd.DataFrame(saved["history"]).assign(run_id=run_id)
     params = {"model_init": parent, "mode": recipe.mode, "train_set": f"{SPLIT_PREFIX}-train",
               "val_set": f"{SPLIT_PREFIX}-val", "lrs": [recipe.lr], "lr": recipe.lr,

@@ -26,7 +26,8 @@ LAUNCH_FILE = "launch.json"
 def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> dict:
     """Start the worker of ``run_ids`` (a sweep made from ``request``, a `TrainRequest`) through
     the request's launcher; unless ``detach``, waits for a one-node torchrun (runs it left
-    'running' are then failed); a Slurm job, or a multi-node torchrun, is left to run. Returns what was launched, also written to ``launch.json``."""
+    'running' are then failed); a Slurm job, or a multi-node torchrun, is left to run.
+    Returns what was launched, also written to ``launch.json``."""
     folder = store.files_dir / get_run(store, run_ids[0])["folder"]
     args = worker_args(store, run_ids, request.device)
     other_nodes = []

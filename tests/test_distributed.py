@@ -193,6 +193,7 @@ def test_a_torchrun_worker_that_dies_before_its_run_leaves_it_failed(demo_store_
     from cli import main
     from core.store import open_store
     from core.store.runs import list_runs
+    from models.finetune_demo import DEMO_RUN
     from tests.conftest import copy_store
 
     path = copy_store(demo_store_path, tmp_path)
@@ -207,7 +208,7 @@ def test_a_torchrun_worker_that_dies_before_its_run_leaves_it_failed(demo_store_
                  "torchrun", "--nproc-per-node", "1"])
     assert code == 1
     runs = [r for r in list_runs(open_store(path, read_only=True), kind="train")
-            if r["run_id"] != "train-demo-gmic-demo-ilc"]      # the demo's own, done
+            if r["run_id"] != DEMO_RUN]      # the demo's own, done
     assert [r["status"] for r in runs] == ["failed", "failed"]
     assert all("the worker exited before the run ended" in r["error"] for r in runs)
 

@@ -14,7 +14,8 @@ from core.splits import create_splits
 from core.store import open_store
 from core.store.runs import get_run
 from tests.conftest import copy_store
-from tests.test_training_report import DEMO_RUN, training_store
+from models.finetune_demo import DEMO_RUN
+from tests.test_training_report import training_store
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = "pages/finetune.py"

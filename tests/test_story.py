@@ -20,6 +20,7 @@ from core.demo.cohort import generate_cohort
 from core.reports.findings import QUESTIONS, best_model, findings, link
 from core.stats import delong_auc
 from core.store import open_store
+from models.finetune_demo import DEMO_RUN
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE_FILES = {"filters": "pages/filters.py", "benchmark": "pages/benchmark.py",
@@ -163,7 +164,7 @@ def test_finetuning_finding_says_when_no_child_is_scored(story_store_path, tmp_p
         con.execute("DELETE FROM predictions WHERE model = 'gmic-demo-ilc'")
     f = {g.question: g for g in findings(open_store(path, read_only=True))}["fine-tuning"]
     assert f.value is None and "no fine-tuned model has predictions yet" in f.sentence
-    assert "train-demo-gmic-demo-ilc" in f.sentence
+    assert DEMO_RUN in f.sentence
 
 
 def test_saliency_finding_opens_its_model(story_env, story_findings):

@@ -13,12 +13,11 @@ from sklearn.metrics import roc_auc_score
 
 from core.store import open_store
 from core.store.runs import get_run
-from models.finetune_demo import CHILD_CHECKPOINT, DEMO_CHILD, ChildRecipe, train_child
+from models.finetune_demo import CHILD_CHECKPOINT, DEMO_CHILD, DEMO_RUN, ChildRecipe, train_child
 from models.train import run_summary
 from tests.conftest import copy_store
 
 MARGIN = 0.015   # measured: child 0.787 vs parent 0.754 (README, "Does fine-tuning help?")
-RUN_ID = f"train-demo-{DEMO_CHILD}"
 
 
 def _auc(store, model, test_set="test-ILC"):
@@ -38,7 +37,7 @@ def test_the_shipped_child_beats_its_parent_on_held_out_test_ilc(story_store_pat
     held_out = set(store.images(test_set="test-ILC")["exam_id"])
     assert trained and held_out and not trained & held_out
 
-    summary = run_summary(store, RUN_ID)   # what the Fine-tuning page and `runs show` report
+    summary = run_summary(store, DEMO_RUN)   # what the Fine-tuning page and `runs show` report
     assert summary["status"] == "done" and summary["child_model"] == DEMO_CHILD
     entry = next(e for e in summary["evaluations"] if e["test_set"] == "test-ILC")
     assert entry["auc"] >= entry["parent_auc"] + MARGIN, entry
@@ -46,7 +45,7 @@ def test_the_shipped_child_beats_its_parent_on_held_out_test_ilc(story_store_pat
     assert entry["parent_auc"] == pytest.approx(_auc(store, "gmic-demo"))
     assert 0.0 < entry["p_delong"] <= 1.0
     saved = torch.load(CHILD_CHECKPOINT, weights_only=True)
-    epochs = store.select("train_epochs", run_id=RUN_ID).sort_values("epoch")
+    epochs = store.select("train_epochs", run_id=DEMO_RUN).sort_values("epoch")
     assert epochs["epoch"].tolist() == [r["epoch"] for r in saved["history"]]
     assert epochs["val_loss"].min() == pytest.approx(saved["best_val_loss"])
 
