@@ -50,18 +50,32 @@ def register(commands, report, common) -> None:
     p.set_defaults(func=cmd_resume)
 
 
+def _settled(args):
+    """The store (read-only), after recording as failed the training runs whose worker is gone
+    (`models.train_launch.fail_orphaned_runs`): 'running' must mean running."""
+    from core.reports.training import TRAIN_KIND
+
+    store = open_from_args(args, read_only=True)
+    running = store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]
+    if len(running):   # torch loads only here
+        from models.train_launch import fail_orphaned_runs, worker_alive
+
+        if any(worker_alive(store, run_id) is False for run_id in running):
+            fail_orphaned_runs(open_from_args(args))
+    return store
+
+
 def cmd_list(args):
     from core.reports.training import run_table
 
-    store = open_from_args(args, read_only=True)
-    return run_table(store, kind=None if args.kind == "all" else args.kind, status=args.status)
+    return run_table(_settled(args), kind=None if args.kind == "all" else args.kind,
+                     status=args.status)
 
 
 def cmd_show(args):
     from core.reports.training import run_report
 
-    return run_report(open_from_args(args, read_only=True), args.run_id,
-                      test_sets=args.test_sets)
+    return run_report(_settled(args), args.run_id, test_sets=args.test_sets)
 
 
 def cmd_cancel(args):

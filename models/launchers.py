@@ -24,7 +24,8 @@ from pathlib import Path
 from core.errors import InputError
 
 __all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "check_slurm", "is_alive", "launch", "launch_local",
-           "launch_slurm", "launch_torchrun", "slurm_job", "slurm_script", "stop", "torchrun_command"]
+           "launch_slurm", "launch_torchrun", "process_identity", "slurm_job", "slurm_script", "stop",
+           "torchrun_command"]
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 LOG_NAME = "worker.log"
@@ -204,6 +205,17 @@ def is_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def process_identity(pid: int) -> str | None:
+    """The machine's boot id and the start time of process ``pid`` (Linux), which a later process
+    given the same pid does not share; None where the process or ``/proc`` is missing."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return f"{boot}:{stat.rsplit(')', 1)[1].split()[19]}"   # field 22, starttime
 
 
 def stop(pid: int, *, grace_s: float = 10.0) -> bool:

@@ -221,19 +221,25 @@ def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
                          "core runs list`")
     if row["status"] == "done":
         raise InputError(f"run {run_id} is done; launch a new run instead")
+    from models.train_launch import worker_alive
+
+    if row["status"] == "running" and worker_alive(store, run_id):
+        raise InputError(f"run {run_id} is still training; cancel it first (`python -m core runs "
+                         f"cancel {run_id}`) or let it finish")
     _start(store, [run_id], detach)
     return run_id
 
 
 def _start(store: Store, run_ids: list[str], detach: bool) -> None:
     """Train in this process (local, not ``detach``), else through the launcher's worker."""
+    from models.train_launch import record_in_process, start_worker
+
     request = request_of(get_run(store, run_ids[0])["params"])
     if request.launcher == "local" and not detach:
+        record_in_process(store, run_ids)
         for run_id in run_ids:
             execute_run(store, run_id)
         return
-    from models.train_launch import start_worker
-
     start_worker(store, run_ids, request, detach=detach)
 
 

@@ -2,22 +2,29 @@
 
 ``local`` one detached process, ``torchrun`` one process per GPU (``nodes`` > 1: this node's
 share, with the command for each other node in ``launch.json``), ``slurm`` one task per GPU
-through submitit (`models.launchers`). ``launch.json`` in the sweep's first run folder records
-how the worker was started (command, pid or Slurm job id, log), for the CLI and for a person.
+through submitit (`models.launchers`). ``launch.json`` in each run's folder records how the
+worker that trains it was started (command, pid or Slurm job id, log, host), for the CLI, for a
+person, and for `fail_orphaned_runs`: a run left 'running' by a worker that was killed whole, or
+by a machine that restarted, is recorded as failed, so that the page and the CLI offer to resume it.
 """
 from __future__ import annotations
 
 import json
+import os
+import socket
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+from core.reports.training import TRAIN_KIND
 from core.store import Store
 from core.store.runs import get_run, write_run
 from models.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
-                              stop, torchrun_command)
+                              process_identity, stop, torchrun_command)
 
-__all__ = ["LAUNCH_FILE", "WORKER", "launch_record", "slurm_options", "start_worker", "worker_args"]
+__all__ = ["LAUNCH_FILE", "WORKER", "fail_orphaned_runs", "launch_record", "record_in_process",
+           "slurm_options", "start_worker", "worker_alive", "worker_args"]
 
 WORKER = "models.train_worker"
 LAUNCH_FILE = "launch.json"
@@ -30,6 +37,8 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     Returns what was launched, also written to ``launch.json``."""
     folder = store.files_dir / get_run(store, run_ids[0])["folder"]
     args = worker_args(store, run_ids, request.device)
+    for run_id in run_ids:   # a resumed run's old record names a dead worker until the new one lands
+        _record_path(store, run_id).unlink(missing_ok=True)
     other_nodes = []
     if request.launcher == "local":
         launched = launch_local(WORKER, args, folder)
@@ -42,12 +51,45 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     else:
         launched = launch_slurm(WORKER, args, folder, slurm_options(request))
     record = {"launcher": launched.launcher, "command": launched.command, "pid": launched.pid,
-              "job_id": launched.job_id, "log": str(launched.log_path), "other_nodes": other_nodes}
-    (folder / LAUNCH_FILE).write_text(json.dumps(record, indent=1))
+              "job_id": launched.job_id, "log": str(launched.log_path), "other_nodes": other_nodes,
+              **_process_record(launched.pid)}
+    _write_records(store, run_ids, record)
     if not detach and launched.pid is not None and not other_nodes:
         _wait(launched.pid)
         _fail_unfinished(store, run_ids, launched.log_path)
     return record
+
+
+def record_in_process(store: Store, run_ids: list[str]) -> None:
+    """Record this process as the worker of ``run_ids`` (a local run the CLI trains itself)."""
+    _write_records(store, run_ids, {"launcher": "local", "command": sys.argv, "pid": os.getpid(),
+                                    "job_id": None, "log": None, "other_nodes": [],
+                                    **_process_record(os.getpid())})
+
+
+def worker_alive(store: Store, run_id: str) -> bool | None:
+    """Whether the process training ``run_id`` still runs; None where this machine cannot tell
+    (a Slurm job, a multi-node torchrun, another host, no record). A pid now used by another
+    process counts as gone (`process_identity`)."""
+    record = launch_record(store, run_id)
+    if (not record or record.get("pid") is None or record.get("other_nodes")
+            or record.get("host") != socket.gethostname()):
+        return None
+    pid = record["pid"]
+    return is_alive(pid) and record.get("identity") in (None, process_identity(pid))
+
+
+def fail_orphaned_runs(store: Store) -> list[str]:
+    """Record as failed every 'running' training run whose worker is gone (killed whole, or the
+    machine restarted), so that it can be resumed; returns their ids."""
+    orphans = []
+    for run_id in store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]:
+        if worker_alive(store, run_id) is False:
+            pid = launch_record(store, run_id)["pid"]
+            if _fail(store, run_id, f"its worker (pid {pid}) is gone: killed, or the machine "
+                                    "restarted; resume the run from its last epoch"):
+                orphans.append(run_id)
+    return orphans
 
 
 def worker_args(store: Store, run_ids: list[str], device: str) -> list[str]:
@@ -56,8 +98,8 @@ def worker_args(store: Store, run_ids: list[str], device: str) -> list[str]:
 
 
 def launch_record(store: Store, run_id: str) -> dict | None:
-    """How the worker of the sweep that ``run_id`` opens was started (None: in the caller)."""
-    path = store.files_dir / get_run(store, run_id)["folder"] / LAUNCH_FILE
+    """How the worker that trains ``run_id`` was started (None: no record)."""
+    path = _record_path(store, run_id)
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -83,7 +125,26 @@ def _fail_unfinished(store: Store, run_ids: list[str], log: Path) -> None:
     """A run still 'running' after its worker exited died with it (a crashed rank, a failed
     rendezvous, a kill): record it as failed, pointing at the log, so the CLI exits 1."""
     for run_id in run_ids:
-        row = get_run(store, run_id)
-        if row["status"] == "running":
-            write_run(store, row | {"status": "failed", "ended_at": datetime.now(),
-                                    "error": f"the worker exited before the run ended; see {log}"})
+        _fail(store, run_id, f"the worker exited before the run ended; see {log}")
+
+
+def _fail(store: Store, run_id: str, error: str) -> bool:
+    """Record a run whose worker has exited as failed, unless that worker ended it first."""
+    row = get_run(store, run_id)
+    if row["status"] != "running":
+        return False
+    write_run(store, row | {"status": "failed", "ended_at": datetime.now(), "error": error})
+    return True
+
+
+def _process_record(pid: int | None) -> dict:
+    return {"host": socket.gethostname(), "identity": None if pid is None else process_identity(pid)}
+
+
+def _record_path(store: Store, run_id: str) -> Path:
+    return store.files_dir / get_run(store, run_id)["folder"] / LAUNCH_FILE
+
+
+def _write_records(store: Store, run_ids: list[str], record: dict) -> None:
+    for run_id in run_ids:
+        _record_path(store, run_id).write_text(json.dumps(record, indent=1))

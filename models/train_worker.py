@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 
 from core.jobs.run_folder import RunCancelled
-from models.distributed import Announcer, DistContext, broadcast_object
+from models.distributed import Announcer, DistContext, broadcast_object, leave_together
 
-__all__ = ["follow_run", "leave_together", "main"]
+__all__ = ["follow_run", "main"]
 
 
 def follow_run(ctx: DistContext) -> None:
@@ -42,14 +42,6 @@ def follow_run(ctx: DistContext) -> None:
         pass
 
 
-def leave_together(ctx: DistContext) -> None:
-    """Wait until every rank is done before any leaves the group: rank 0 hosts the rendezvous
-    store, and a rank still talking to it after it is gone would abort."""
-    if ctx.distributed:
-        import torch.distributed as dist
-        dist.barrier()
-
-
 def _stop_on_sigterm(signum, frame) -> None:
     raise SystemExit(f"stopped by signal {signum} (torchrun ends every rank when one fails, "
                      "and a hard cancel sends it; see worker.log)")
@@ -58,9 +50,7 @@ def _stop_on_sigterm(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m models.train_worker --db STORE [--device D] RUN_ID ...``; every rank of a
     torchrun or Slurm job runs the same command."""
-    from core.store import open_store
-    from models.distributed import init_distributed, teardown
-    from models.train import execute_run
+    from models.distributed import init_distributed, leave_process, teardown
 
     parser = argparse.ArgumentParser(prog="python -m models.train_worker", description=main.__doc__)
     parser.add_argument("--db", required=True)
@@ -72,23 +62,32 @@ def main(argv: list[str] | None = None) -> int:
     ctx = init_distributed(args.device)   # one process unless torchrun (or Slurm) started us
     print(f"worker rank {ctx.rank} of {ctx.world_size} on {ctx.device}", flush=True)
     try:
-        if not ctx.is_main:
-            for _ in args.run_ids:
-                follow_run(ctx)
-            leave_together(ctx)
-            return 0
-        store = open_store(args.db)
-        for run_id in args.run_ids:
-            announcer = Announcer(ctx)
-            row = execute_run(store, run_id, ctx=ctx, announcer=announcer)
-            print(f"{run_id}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""),
-                  flush=True)
-            if announcer.training and row["status"] == "failed":
-                return 1   # the other ranks wait in a collective: end the job
-        leave_together(ctx)
-        return 0
+        code = _serve(ctx, args.db, args.run_ids)
     finally:
         teardown(ctx)
+    return leave_process(ctx, code)
+
+
+def _serve(ctx: DistContext, db: str, run_ids: list[str]) -> int:
+    """Rank 0 trains ``run_ids`` one after the other; the other ranks follow each."""
+    from core.store import open_store
+    from models.train import execute_run
+
+    if not ctx.is_main:
+        for _ in run_ids:
+            follow_run(ctx)
+        leave_together(ctx)
+        return 0
+    store = open_store(db)
+    for run_id in run_ids:
+        announcer = Announcer(ctx)
+        row = execute_run(store, run_id, ctx=ctx, announcer=announcer)
+        print(f"{run_id}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""),
+              flush=True)
+        if announcer.training and row["status"] == "failed":
+            return 1   # the other ranks wait in a collective: end the job
+    leave_together(ctx)
+    return 0
 
 
 if __name__ == "__main__":

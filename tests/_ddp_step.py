@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import torch
 
-from models.distributed import (DistContext, all_reduce_sum, gather_array, init_distributed, rank_batches,
-                                rank_slice, set_training, teardown, unwrap, wrap_model)
+from models.distributed import (DistContext, all_reduce_sum, gather_array, init_distributed, leave_process,
+                                leave_together, rank_batches, rank_slice, set_training, teardown, unwrap,
+                                wrap_model)
 from models.gmic import build_gmic
 from models.train_loss import gmic_labels, gmic_loss
 
@@ -46,4 +47,6 @@ if __name__ == "__main__":
     result = {mode: one_step(ctx, feature_extraction=mode == "fx") for mode in ("full", "fx")}
     if ctx.is_main:
         torch.save({**result, "world_size": ctx.world_size}, sys.argv[1])
+    leave_together(ctx)
     teardown(ctx)
+    leave_process(ctx, 0)

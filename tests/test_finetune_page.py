@@ -126,6 +126,36 @@ def test_cancel_a_run_from_the_page(split_env):
     assert at.selectbox(key="ft_resume_pick").value == run_id   # offered for a resume
 
 
+def test_a_run_whose_worker_is_gone_is_failed_and_offered_for_a_resume(split_env):
+    """A 'running' run whose recorded worker process has exited (killed whole, or a restart)."""
+    import json
+    import socket
+    import subprocess
+
+    from models.launchers import process_identity
+    from models.train import TrainRequest, create_runs
+    from models.train_launch import LAUNCH_FILE
+
+    store = open_store(split_env)
+    (run_id,) = create_runs(store, TrainRequest(model_init="gmic-demo", mode="full",
+                                                train_set="sp-train", val_set="sp-val",
+                                                lrs=(1e-4,), epochs=2, batch_size=4))
+    worker = subprocess.Popen(["sleep", "60"])
+    record = {"launcher": "local", "pid": worker.pid, "host": socket.gethostname(),
+              "identity": process_identity(worker.pid), "other_nodes": []}
+    worker.kill()
+    worker.wait()
+    (store.files_dir / get_run(store, run_id)["folder"] / LAUNCH_FILE).write_text(json.dumps(record))
+    assert get_run(store, run_id)["status"] == "running"
+    at = _open()
+    assert [t.value for t in at.toast] == ["1 run lost its worker (killed, or the machine "
+                                           "restarted), now failed: resume below"]
+    row = get_run(store, run_id)
+    assert row["status"] == "failed" and f"pid {worker.pid}) is gone" in row["error"]
+    assert at.selectbox(key="ft_resume_pick").value == run_id
+    assert not at.get("progress")                             # nothing shown as running
+
+
 def test_demo_mode_shows_runs_but_no_launcher(demo_store_path, tmp_path, monkeypatch):
     path = training_store(demo_store_path, tmp_path)
     monkeypatch.setenv("ILCSCOPE_DB", str(path))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -210,8 +212,9 @@ def _request(**kw):
     return TrainRequest(**(base | kw))
 
 
-def test_bad_requests_fail_before_any_work(small):
+def test_bad_requests_fail_before_any_work(small, tmp_path, monkeypatch):
     store = small["store"]
+    monkeypatch.setenv("PATH", str(tmp_path))   # no sbatch, even on a machine that has one
     before = len(store.select("runs"))
     store.create_testset("healthy", "cancer=0")
     bad = [(dict(model_init="nope"), "neither a checkpoint"),
@@ -275,3 +278,65 @@ def test_cancel_stops_a_detached_run_and_leaves_a_consistent_store(small, tmp_pa
     assert row["params"].get("child_model") is None
     assert not any(m.startswith("gmic-demo-full") for m in store.model_names())
     validate_request(store, _request())          # the store still takes work
+
+
+def test_a_run_whose_worker_was_killed_is_failed_by_runs_list_and_resumes(small, tmp_path):
+    """A detached worker killed whole (SIGKILL: no handler runs) leaves its run 'running';
+    `runs list` records it as failed (its pid is gone), and a resume finishes it."""
+    from cli import main
+    from models.launchers import is_alive
+    from models.train import resume_run
+    from models.train_launch import fail_orphaned_runs, launch_record, worker_alive
+
+    store = open_store(copy_store(small["store"].path, tmp_path))
+    (run_id,) = launch_runs(store, _request(epochs=30), detach=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+        time.sleep(0.2)
+    assert worker_alive(store, run_id) is True and fail_orphaned_runs(store) == []
+    with pytest.raises(InputError, match="still training"):
+        resume_run(store, run_id, detach=True)
+    pid = launch_record(store, run_id)["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    while time.monotonic() < deadline and is_alive(pid):
+        time.sleep(0.1)
+    assert get_run(store, run_id)["status"] == "running"      # the kill left it so
+    assert worker_alive(store, run_id) is False
+    assert main(["runs", "list", "--db", str(store.path), "--json"]) == 0
+    row = get_run(store, run_id)
+    assert row["status"] == "failed" and f"pid {pid}) is gone" in row["error"]
+    assert fail_orphaned_runs(store) == []                    # once
+    kept = int(store.select("train_epochs", run_id=run_id)["epoch"].max())
+    resume_run(store, run_id, detach=True)                   # goes on from epoch kept + 1
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and \
+            store.select("train_epochs", run_id=run_id)["epoch"].max() <= kept:
+        time.sleep(0.2)
+    request_cancel(store, run_id)
+    while time.monotonic() < deadline and get_run(store, run_id)["status"] != "cancelled":
+        time.sleep(0.2)
+    epochs = sorted(store.select("train_epochs", run_id=run_id)["epoch"])
+    assert get_run(store, run_id)["status"] == "cancelled"
+    assert epochs == list(range(1, len(epochs) + 1)) and kept < len(epochs) < 30
+
+
+def test_worker_alive_knows_its_process_and_no_other(small, tmp_path):
+    """The record of an in-process run names this process: alive; the same pid with another
+    start time (a reused pid) is gone; another host, or no record, cannot be told."""
+    import socket
+
+    from models.train import create_runs
+    from models.train_launch import LAUNCH_FILE, record_in_process, worker_alive
+
+    store = open_store(copy_store(small["store"].path, tmp_path))
+    (run_id,) = create_runs(store, _request())
+    assert worker_alive(store, run_id) is None
+    record_in_process(store, [run_id])
+    assert worker_alive(store, run_id) is True
+    path = store.files_dir / get_run(store, run_id)["folder"] / LAUNCH_FILE
+    record = json.loads(path.read_text())
+    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+    path.write_text(json.dumps(record | {"identity": record["identity"] + "0"}))
+    assert worker_alive(store, run_id) is False
+    path.write_text(json.dumps(record | {"host": record["host"] + "-elsewhere"}))
+    assert worker_alive(store, run_id) is None

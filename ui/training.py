@@ -11,6 +11,7 @@ from core.errors import InputError
 from core.jobs.run_folder import request_cancel
 from core.reports import training
 from models import train
+from models.train_launch import fail_orphaned_runs
 from ui.charts.training import duration, loss_chart
 from ui.downloads import download_popover
 from ui.session import show_input_error, store
@@ -65,7 +66,12 @@ def _label(row) -> str:
 def run_panel(*, polling: bool, read_only: bool) -> None:
     """Runs with progress and ETA, cancel and resume buttons, and the loss curves. Drawn in a
     fragment that reruns every `REFRESH_S` while ``polling``; when the last running run ends it
-    reruns the whole page once (the finished-runs table) and polling stops."""
+    reruns the whole page once (the finished-runs table) and polling stops. A run whose worker
+    is gone (killed, a restart) is recorded as failed first, so that it can be resumed."""
+    if not read_only and (orphans := fail_orphaned_runs(store())):
+        what = "1 run" if len(orphans) == 1 else f"{len(orphans)} runs"
+        st.toast(f"{what} lost {'its' if len(orphans) == 1 else 'their'} worker (killed, or the "
+                 "machine restarted), now failed: resume below", icon=":material/warning:")
     runs = training.run_table(store())
     running = runs[runs["status"] == "running"]
     if polling and running.empty:
