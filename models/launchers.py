@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.errors import InputError
 
-__all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "check_slurm", "is_alive", "launch", "launch_local",
+__all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "check_slurm", "is_alive", "launch_local",
            "launch_slurm", "launch_torchrun", "process_identity", "slurm_job", "slurm_script", "stop",
            "torchrun_command"]
 
@@ -173,18 +173,6 @@ def launch_slurm(module: str, args, run_dir: str | Path, options: SlurmOptions) 
 def slurm_job(module: str, args, options: SlurmOptions) -> tuple[SlurmTask, dict]:
     """What `launch_slurm` submits: the task every Slurm task runs, and the sbatch parameters."""
     return SlurmTask([sys.executable, "-m", *_worker(module, args)]), _slurm_parameters(options)
-
-
-def launch(launcher: str, module: str, args, run_dir: str | Path, *, nproc_per_node: int = 1,
-           slurm: SlurmOptions | None = None, env: dict | None = None) -> Launched:
-    """The ``--launcher local|torchrun|slurm`` switch."""
-    if launcher == "local":
-        return launch_local(module, args, run_dir, env=env)
-    if launcher == "torchrun":
-        return launch_torchrun(module, args, run_dir, nproc_per_node=nproc_per_node, env=env)
-    if launcher == "slurm":
-        return launch_slurm(module, args, run_dir, slurm or SlurmOptions())
-    raise InputError(f"launcher must be one of {LAUNCHERS}; got {launcher!r}")
 
 
 def is_alive(pid: int) -> bool:

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from core.errors import InputError
-from models.launchers import (SlurmOptions, SlurmTask, is_alive, launch, slurm_script, stop,
-                              torchrun_command)
+from models.launchers import (SlurmOptions, SlurmTask, is_alive, launch_local, launch_slurm,
+                              slurm_script, stop, torchrun_command)
 
 
 def _wait_for(path, timeout_s=60.0):
@@ -25,7 +25,7 @@ def _wait_for(path, timeout_s=60.0):
 
 def test_local_worker_is_detached_alive_and_stoppable(tmp_path):
     probe = tmp_path / "probe.json"
-    started = launch("local", "tests._launch_probe", [probe, 60], tmp_path / "run")
+    started = launch_local("tests._launch_probe", [probe, 60], tmp_path / "run")
     seen = _wait_for(probe)
     assert seen["pid"] == started.pid and seen["sid"] == started.pid != os.getsid(0)  # its own session
     assert seen["argv"] == [str(probe), "60"]
@@ -38,7 +38,7 @@ def test_local_worker_is_detached_alive_and_stoppable(tmp_path):
 
 def test_local_worker_that_ends_is_not_alive(tmp_path):
     probe = tmp_path / "probe.json"
-    started = launch("local", "tests._launch_probe", [probe, 0], tmp_path)
+    started = launch_local("tests._launch_probe", [probe, 0], tmp_path)
     _wait_for(probe)
     deadline = time.monotonic() + 30
     while is_alive(started.pid) and time.monotonic() < deadline:
@@ -59,9 +59,7 @@ def test_torchrun_commands():
     with pytest.raises(InputError, match="node_rank"):
         torchrun_command("models.train", [], nproc_per_node=2, nnodes=2, node_rank=2, rdzv_endpoint="h:1")
     with pytest.raises(InputError, match="module"):
-        launch("local", "os; rm -rf /", [], "/tmp/never")
-    with pytest.raises(InputError, match="launcher"):
-        launch("kubernetes", "models.train", [], "/tmp/never")
+        launch_local("os; rm -rf /", [], "/tmp/never")
 
 
 def test_slurm_script_has_the_directives(tmp_path):
@@ -93,6 +91,7 @@ def test_slurm_task_runs_the_worker_with_rendezvous_variables(tmp_path):
     assert seen["env"]["MASTER_ADDR"] and int(seen["env"]["MASTER_PORT"]) > 0
 
 
-def test_slurm_without_a_cluster_is_one_clear_error(tmp_path):
+def test_slurm_without_a_cluster_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))   # no sbatch, even on a machine that has one
     with pytest.raises(InputError, match="Slurm cluster"):
-        launch("slurm", "tests._launch_probe", [], tmp_path, slurm=SlurmOptions())
+        launch_slurm("tests._launch_probe", [], tmp_path, SlurmOptions())

@@ -228,6 +228,7 @@ def test_bad_requests_fail_before_any_work(small, tmp_path, monkeypatch):
            (dict(launcher="torchrun", nproc_per_node=8, device="cpu", freeze_bn=True), "smaller than the 8"),
            (dict(launcher="torchrun", nodes=2, device="cpu", freeze_bn=True), "rdzv_endpoint"),
            (dict(launcher="slurm"), "Slurm cluster"),
+           (dict(launcher="kubernetes"), "pass one of local, torchrun, slurm"),
            (dict(nproc_per_node=0), "nproc_per_node")]
     if not torch.cuda.is_available():
         bad.append((dict(device="cuda"), "no CUDA device"))
