@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cli import comma_list, open_from_args
-from core.errors import InputError
+from core.errors import InputError, StoreBusy
 from core.store.runs import RUN_STATUSES
 
 EXAMPLE = """A training run (`python -m core train`) is one learning rate; its progress and ETA come
@@ -52,16 +52,16 @@ def register(commands, report, common) -> None:
 
 def _settled(args):
     """The store (read-only), after recording as failed the training runs whose worker is gone
-    (`models.train_launch.fail_orphaned_runs`): 'running' must mean running."""
-    from core.reports.training import TRAIN_KIND
+    (`models.train_launch.fail_orphaned_runs`), where the store may be written: 'running' must
+    mean running. A store that cannot be written now (demo mode, busy) is listed as it is."""
+    from models.train_launch import fail_orphaned_runs, orphaned_runs
 
     store = open_from_args(args, read_only=True)
-    running = store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]
-    if len(running):   # torch loads only here
-        from models.train_launch import fail_orphaned_runs, worker_alive
-
-        if any(worker_alive(store, run_id) is False for run_id in running):
+    if orphaned_runs(store):
+        try:
             fail_orphaned_runs(open_from_args(args))
+        except (InputError, StoreBusy):
+            pass
     return store
 
 

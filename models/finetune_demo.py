@@ -96,14 +96,15 @@ def make_child(out: Path, recipe: ChildRecipe = ChildRecipe(), *, parent: Path |
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(Path(tmp) / "demo.duckdb")
         build_demo(store, progress=progress)
-        row = get_run(store, train_child(store, recipe, parent=Path(parent or DEMO_CHECKPOINT)))
+        parent = Path(parent or DEMO_CHECKPOINT)
+        row = get_run(store, train_child(store, recipe, parent=parent))
         if row["status"] != "done":
             raise RuntimeError(f"the child's run {row['status']}: {row.get('error')}")
         folder = store.files_dir / row["folder"]
         best = torch.load(best_path(folder), weights_only=True)
         final = torch.load(final_path(folder), weights_only=True)
         payload = {"state_dict": best["state_dict"], "config": best["config"],
-                   "recipe": dataclasses.asdict(recipe), "parent": "gmic-demo",
+                   "recipe": dataclasses.asdict(recipe), "parent": parent.stem,
                    "best_epoch": final["best_epoch"], "best_val_loss": final["best_val_loss"],
                    "history": final["history"]}
         out = Path(out)

@@ -302,8 +302,12 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
     meta = {"config": config, "preprocess": request.preprocess, "parent": parent,
             "mode": request.mode, "lr": p["lr"]}
 
-    tracker = make_tracker(request.mlflow_uri, run_name=run.run_id)
-    tracker.log_params(run.params)
+    # a resumed run continues its MLflow run (the same epochs, steps and checkpoints)
+    tracker = make_tracker(request.mlflow_uri, run_name=run.run_id,
+                           resume_run_id=p.get("mlflow_run_id"))
+    if tracker.run_id and not p.get("mlflow_run_id"):
+        tracker.log_params(run.params)
+        run.record(mlflow_run_id=tracker.run_id)
 
     def on_epoch(row: dict, state: dict) -> None:
         epochs = pd.DataFrame([{**r, "run_id": run.run_id} for r in state["history"]])
@@ -320,13 +324,16 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
         state = train_epochs(model, data["train"], data["val"], settings=settings,
                              folder=run.path, meta=meta, on_epoch=on_epoch,
                              check_cancel=run.check_cancel, progress=run.progress, ctx=ctx)
+    except RunCancelled:
+        tracker.finish("cancelled")
+        raise
     except BaseException:
-        tracker.finish("FAILED")
+        tracker.finish("failed")
         raise
     announcer.training = False
     on_epoch({}, state)   # a resumed run that had finished training writes its rows again
     tracker.log_checkpoint("best.pt", best_path(run.path))
-    tracker.finish("FINISHED")
+    tracker.finish("done")
     child = p.get("child_model") or _child_name(store, parent or Path(checkpoint).stem,
                                                 request.mode, p["lr"], run.run_id)
     run.record(child_model=child)

@@ -20,11 +20,12 @@ from pathlib import Path
 from core.reports.training import TRAIN_KIND
 from core.store import Store
 from core.store.runs import get_run, write_run
-from models.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
-                              process_identity, stop, torchrun_command)
+from models.launchers import (SlurmOptions, group_alive, is_alive, launch_local, launch_slurm,
+                              launch_torchrun, process_identity, stop, torchrun_command)
 
-__all__ = ["LAUNCH_FILE", "WORKER", "fail_orphaned_runs", "launch_record", "record_in_process",
-           "slurm_options", "start_worker", "worker_alive", "worker_args"]
+__all__ = ["LAUNCH_FILE", "WORKER", "fail_orphaned_runs", "fail_run", "launch_record",
+           "orphaned_runs", "record_in_process", "slurm_options", "start_worker", "worker_alive",
+           "worker_args"]
 
 WORKER = "models.train_worker"
 LAUNCH_FILE = "launch.json"
@@ -40,19 +41,24 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     for run_id in run_ids:   # a resumed run's old record names a dead worker until the new one lands
         _record_path(store, run_id).unlink(missing_ok=True)
     other_nodes = []
-    if request.launcher == "local":
-        launched = launch_local(WORKER, args, folder)
-    elif request.launcher == "torchrun":
-        shape = dict(nproc_per_node=request.nproc_per_node, nnodes=request.nodes,
-                     rdzv_endpoint=request.rdzv_endpoint)
-        launched = launch_torchrun(WORKER, args, folder, node_rank=0, **shape)
-        other_nodes = [" ".join(torchrun_command(WORKER, args, node_rank=rank, **shape))
-                       for rank in range(1, request.nodes)]
-    else:
-        launched = launch_slurm(WORKER, args, folder, slurm_options(request))
+    try:
+        if request.launcher == "local":
+            launched = launch_local(WORKER, args, folder)
+        elif request.launcher == "torchrun":
+            shape = dict(nproc_per_node=request.nproc_per_node, nnodes=request.nodes,
+                         rdzv_endpoint=request.rdzv_endpoint)
+            launched = launch_torchrun(WORKER, args, folder, node_rank=0, **shape)
+            other_nodes = [" ".join(torchrun_command(WORKER, args, node_rank=rank, **shape))
+                           for rank in range(1, request.nodes)]
+        else:
+            launched = launch_slurm(WORKER, args, folder, slurm_options(request))
+    except Exception as exc:   # sbatch refused the job, no process could start: say so per run
+        for run_id in run_ids:
+            fail_run(store, run_id, f"its worker did not start: {exc}")
+        raise
     record = {"launcher": launched.launcher, "command": launched.command, "pid": launched.pid,
               "job_id": launched.job_id, "log": str(launched.log_path), "other_nodes": other_nodes,
-              **_process_record(launched.pid)}
+              "session": launched.pid is not None, **_process_record(launched.pid)}
     _write_records(store, run_ids, record)
     if not detach and launched.pid is not None and not other_nodes:
         _wait(launched.pid)
@@ -64,32 +70,42 @@ def record_in_process(store: Store, run_ids: list[str]) -> None:
     """Record this process as the worker of ``run_ids`` (a local run the CLI trains itself)."""
     _write_records(store, run_ids, {"launcher": "local", "command": sys.argv, "pid": os.getpid(),
                                     "job_id": None, "log": None, "other_nodes": [],
-                                    **_process_record(os.getpid())})
+                                    "session": False, **_process_record(os.getpid())})
 
 
 def worker_alive(store: Store, run_id: str) -> bool | None:
     """Whether the process training ``run_id`` still runs; None where this machine cannot tell
-    (a Slurm job, a multi-node torchrun, another host, no record). A pid now used by another
-    process counts as gone (`process_identity`)."""
-    record = launch_record(store, run_id)
-    if (not record or record.get("pid") is None or record.get("other_nodes")
-            or record.get("host") != socket.gethostname()):
-        return None
-    pid = record["pid"]
-    return is_alive(pid) and record.get("identity") in (None, process_identity(pid))
+    (a Slurm job, a multi-node torchrun, another host, no record)."""
+    return _alive(launch_record(store, run_id))
+
+
+def orphaned_runs(store: Store) -> dict[str, dict]:
+    """The 'running' training runs whose worker is gone, with the launch record that says so."""
+    running = store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]
+    records = {run_id: launch_record(store, run_id) for run_id in running}
+    return {run_id: record for run_id, record in records.items() if _alive(record) is False}
 
 
 def fail_orphaned_runs(store: Store) -> list[str]:
     """Record as failed every 'running' training run whose worker is gone (killed whole, or the
-    machine restarted), so that it can be resumed; returns their ids."""
-    orphans = []
-    for run_id in store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]:
-        if worker_alive(store, run_id) is False:
-            pid = launch_record(store, run_id)["pid"]
-            if _fail(store, run_id, f"its worker (pid {pid}) is gone: killed, or the machine "
-                                    "restarted; resume the run from its last epoch"):
-                orphans.append(run_id)
-    return orphans
+    machine restarted), so that it can be resumed; returns their ids. A run resumed meanwhile
+    (its record replaced) is left alone."""
+    failed = []
+    for run_id, record in orphaned_runs(store).items():
+        if launch_record(store, run_id) == record and fail_run(
+                store, run_id, f"its worker (pid {record['pid']}) is gone: killed, or the machine "
+                               "restarted; resume the run from its last epoch"):
+            failed.append(run_id)
+    return failed
+
+
+def fail_run(store: Store, run_id: str, error: str) -> bool:
+    """Record a run whose worker has ended (or never began) as failed, unless it ended first."""
+    row = get_run(store, run_id)
+    if row["status"] != "running":
+        return False
+    write_run(store, row | {"status": "failed", "ended_at": datetime.now(), "error": error})
+    return True
 
 
 def worker_args(store: Store, run_ids: list[str], device: str) -> list[str]:
@@ -125,16 +141,21 @@ def _fail_unfinished(store: Store, run_ids: list[str], log: Path) -> None:
     """A run still 'running' after its worker exited died with it (a crashed rank, a failed
     rendezvous, a kill): record it as failed, pointing at the log, so the CLI exits 1."""
     for run_id in run_ids:
-        _fail(store, run_id, f"the worker exited before the run ended; see {log}")
+        fail_run(store, run_id, f"the worker exited before the run ended; see {log}")
 
 
-def _fail(store: Store, run_id: str, error: str) -> bool:
-    """Record a run whose worker has exited as failed, unless that worker ended it first."""
-    row = get_run(store, run_id)
-    if row["status"] != "running":
+def _alive(record: dict | None) -> bool | None:
+    """`worker_alive` of a launch record. A detached worker leads its own session (torchrun with
+    its ranks): it runs while any process of that group does. A pid now used by another process
+    counts as gone (`process_identity`)."""
+    if (not record or record.get("pid") is None or record.get("other_nodes")
+            or record.get("host") != socket.gethostname()):
+        return None
+    pid, identity = record["pid"], record.get("identity")
+    now = process_identity(pid)
+    if now is not None and identity is not None and now != identity:
         return False
-    write_run(store, row | {"status": "failed", "ended_at": datetime.now(), "error": error})
-    return True
+    return is_alive(pid) or (bool(record.get("session")) and group_alive(pid))
 
 
 def _process_record(pid: int | None) -> dict:

@@ -72,6 +72,7 @@ def _serve(ctx: DistContext, db: str, run_ids: list[str]) -> int:
     """Rank 0 trains ``run_ids`` one after the other; the other ranks follow each."""
     from core.store import open_store
     from models.train import execute_run
+    from models.train_launch import fail_run
 
     if not ctx.is_main:
         for _ in run_ids:
@@ -79,15 +80,20 @@ def _serve(ctx: DistContext, db: str, run_ids: list[str]) -> int:
         leave_together(ctx)
         return 0
     store = open_store(db)
-    for run_id in run_ids:
+    failed = False
+    for i, run_id in enumerate(run_ids):
         announcer = Announcer(ctx)
         row = execute_run(store, run_id, ctx=ctx, announcer=announcer)
         print(f"{run_id}: {row['status']}" + (f" ({row['error']})" if row.get("error") else ""),
               flush=True)
-        if announcer.training and row["status"] == "failed":
-            return 1   # the other ranks wait in a collective: end the job
+        failed |= row["status"] == "failed"
+        if ctx.distributed and announcer.training and row["status"] == "failed":
+            for rest in run_ids[i + 1:]:   # the other ranks wait in a collective: end the job
+                fail_run(store, rest, f"not started: run {run_id} failed while training and "
+                                      "ended its job; resume this run")
+            return 1
     leave_together(ctx)
-    return 0
+    return int(failed)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from core.errors import InputError
-from models.launchers import (SlurmOptions, SlurmTask, is_alive, launch_local, launch_slurm,
-                              slurm_script, stop, torchrun_command)
+from models.launchers import (SlurmOptions, SlurmTask, group_alive, is_alive, launch_local,
+                              launch_slurm, process_identity, slurm_script, stop, torchrun_command)
 
 
 def _wait_for(path, timeout_s=60.0):
@@ -44,6 +44,25 @@ def test_local_worker_that_ends_is_not_alive(tmp_path):
     while is_alive(started.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not is_alive(started.pid)
+
+
+def test_a_session_lives_while_any_of_its_processes_does():
+    """torchrun killed alone leaves its ranks training: the session (process group) of a detached
+    worker is alive until its last process ends (leader gone, a child still running)."""
+    import signal
+    import subprocess
+
+    leader = subprocess.Popen(["bash", "-c", "sleep 60 & exit 0"], start_new_session=True)
+    leader.wait()
+    try:
+        assert not is_alive(leader.pid) and group_alive(leader.pid)
+        assert process_identity(leader.pid) is None and process_identity(os.getpid())
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while group_alive(leader.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(leader.pid)
 
 
 def test_torchrun_commands():

@@ -238,16 +238,25 @@ def test_bad_requests_fail_before_any_work(small, tmp_path, monkeypatch):
     assert len(store.select("runs")) == before
 
 
-def test_cli_train_registers_child_and_reports_auc_beside_parent(small, tmp_path):
+def test_cli_train_registers_child_and_reports_auc_beside_parent(small, tmp_path, monkeypatch):
+    """... and logs the run to MLflow (a real local file store) when --mlflow-uri is given."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")   # mlflow-skinny has no sqlite store
     db = copy_store(small["store"].path, tmp_path)
+    uri = (tmp_path / "mlruns").as_uri()
     out = subprocess.run(
         [sys.executable, "-m", "core", "train", "--db", str(db), "--model-init", "gmic-demo",
          "--mode", "feature-extraction", "--train-set", "sp-train", "--val-set", "sp-val",
          "--lr", "1e-4", "--epochs", "1", "--batch-size", "16", "--evaluate", "test-all",
-         "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+         "--mlflow-uri", uri, "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     run = json.loads(out.stdout)["runs"][0]
     assert run["status"] == "done" and run["best_epoch"] == 1
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("ilcscope").experiment_id])
+    assert logged.info.status == "FINISHED" and logged.info.run_name == run["run_id"]
+    assert [m.value for m in client.get_metric_history(logged.info.run_id, "val_loss")] == \
+        pytest.approx([run["best_val_loss"]])
     store = open_store(db)
     child = store.select("models", model=run["child_model"]).iloc[0]
     assert child["parent"] == "gmic-demo" and child["preprocess"] == "none"
@@ -281,44 +290,65 @@ def test_cancel_stops_a_detached_run_and_leaves_a_consistent_store(small, tmp_pa
     validate_request(store, _request())          # the store still takes work
 
 
-def test_a_run_whose_worker_was_killed_is_failed_by_runs_list_and_resumes(small, tmp_path):
+def test_a_killed_worker_s_run_is_failed_by_runs_list_and_resumes_its_mlflow_run(
+        small, tmp_path, monkeypatch):
     """A detached worker killed whole (SIGKILL: no handler runs) leaves its run 'running';
-    `runs list` records it as failed (its pid is gone), and a resume finishes it."""
+    `runs list` records it as failed (not in demo mode, which never writes), and a resume goes
+    on from the last epoch, logging into the same MLflow run (a real local file store)."""
+    mlflow = pytest.importorskip("mlflow")
     from cli import main
-    from models.launchers import is_alive
+    from models.launchers import is_alive, stop
     from models.train import resume_run
     from models.train_launch import fail_orphaned_runs, launch_record, worker_alive
 
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)   # the detached workers inherit it
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     store = open_store(copy_store(small["store"].path, tmp_path))
     (run_id,) = launch_runs(store, _request(epochs=30), detach=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
-        time.sleep(0.2)
-    assert worker_alive(store, run_id) is True and fail_orphaned_runs(store) == []
-    with pytest.raises(InputError, match="still training"):
-        resume_run(store, run_id, detach=True)
     pid = launch_record(store, run_id)["pid"]
-    os.killpg(pid, signal.SIGKILL)
-    while time.monotonic() < deadline and is_alive(pid):
-        time.sleep(0.1)
-    assert get_run(store, run_id)["status"] == "running"      # the kill left it so
-    assert worker_alive(store, run_id) is False
-    assert main(["runs", "list", "--db", str(store.path), "--json"]) == 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+            time.sleep(0.2)
+        assert worker_alive(store, run_id) is True and fail_orphaned_runs(store) == []
+        with pytest.raises(InputError, match="still training"):
+            resume_run(store, run_id, detach=True)
+        os.killpg(pid, signal.SIGKILL)
+        while time.monotonic() < deadline and is_alive(pid):
+            time.sleep(0.1)
+        assert get_run(store, run_id)["status"] == "running"      # the kill left it so
+        assert worker_alive(store, run_id) is False
+        monkeypatch.setenv("ILCSCOPE_MODE", "demo")
+        assert main(["runs", "list", "--db", str(store.path), "--json"]) == 0
+        assert get_run(store, run_id)["status"] == "running"      # demo mode writes nothing
+        monkeypatch.delenv("ILCSCOPE_MODE")
+        assert main(["runs", "list", "--db", str(store.path), "--json"]) == 0
+        row = get_run(store, run_id)
+        assert row["status"] == "failed" and f"pid {pid}) is gone" in row["error"]
+        assert fail_orphaned_runs(store) == []                    # once
+        kept = int(store.select("train_epochs", run_id=run_id)["epoch"].max())
+        resume_run(store, run_id, detach=True)                   # goes on from epoch kept + 1
+        pid = launch_record(store, run_id)["pid"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and \
+                store.select("train_epochs", run_id=run_id)["epoch"].max() <= kept:
+            time.sleep(0.2)
+        request_cancel(store, run_id)
+        while time.monotonic() < deadline and get_run(store, run_id)["status"] != "cancelled":
+            time.sleep(0.2)
+    finally:
+        stop(pid)
     row = get_run(store, run_id)
-    assert row["status"] == "failed" and f"pid {pid}) is gone" in row["error"]
-    assert fail_orphaned_runs(store) == []                    # once
-    kept = int(store.select("train_epochs", run_id=run_id)["epoch"].max())
-    resume_run(store, run_id, detach=True)                   # goes on from epoch kept + 1
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and \
-            store.select("train_epochs", run_id=run_id)["epoch"].max() <= kept:
-        time.sleep(0.2)
-    request_cancel(store, run_id)
-    while time.monotonic() < deadline and get_run(store, run_id)["status"] != "cancelled":
-        time.sleep(0.2)
     epochs = sorted(store.select("train_epochs", run_id=run_id)["epoch"])
-    assert get_run(store, run_id)["status"] == "cancelled"
+    assert row["status"] == "cancelled"
     assert epochs == list(range(1, len(epochs) + 1)) and kept < len(epochs) < 30
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    (logged,) = client.search_runs([client.get_experiment_by_name("ilcscope").experiment_id])
+    assert logged.info.run_id == row["params"]["mlflow_run_id"] and logged.info.run_name == run_id
+    assert logged.info.status == "KILLED" and logged.data.params["lr"] == "0.0001"
+    steps = [m.step for m in client.get_metric_history(logged.info.run_id, "val_loss")]
+    assert sorted(steps) == epochs                             # before and after the kill
 
 
 def test_worker_alive_knows_its_process_and_no_other(small, tmp_path):
