@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.errors import InputError
 
-__all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "check_slurm", "group_alive", "is_alive",
+__all__ = ["LAUNCHERS", "Launched", "SlurmOptions", "check_slurm", "is_alive",
            "launch_local", "launch_slurm", "launch_torchrun", "process_identity", "slurm_job",
            "slurm_script", "stop", "torchrun_command"]
 
@@ -193,19 +193,6 @@ def is_alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is in process group ``pgid`` (Linux ``/proc``): a
-    detached worker's session, torchrun's ranks included, even after torchrun itself is gone."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue   # a process that just ended
-        if state != "Z" and int(group) == pgid:
-            return True
-    return False
 
 
 def process_identity(pid: int) -> str | None:

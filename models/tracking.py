@@ -47,9 +47,14 @@ class MLflowTracker(NullTracker):
                              "pip install mlflow-skinny, or drop --mlflow-uri / MLFLOW_TRACKING_URI") from None
         self._client = MlflowClient(tracking_uri=uri)
         if resume_run_id:
-            self.run_id = resume_run_id
-            self._client.update_run(resume_run_id, status="RUNNING")
-            return
+            from mlflow.exceptions import MlflowException
+
+            try:   # a run deleted since, or a tracking URI changed since: start a new one
+                self._client.update_run(resume_run_id, status="RUNNING")
+                self.run_id = resume_run_id
+                return
+            except MlflowException:
+                pass
         found = self._client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
         self.run_id = self._client.create_run(experiment_id, run_name=run_name).info.run_id

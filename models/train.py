@@ -232,11 +232,11 @@ def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
 
 def _start(store: Store, run_ids: list[str], detach: bool) -> None:
     """Train in this process (local, not ``detach``), else through the launcher's worker."""
-    from models.train_launch import record_in_process, start_worker
+    from models.train_launch import record_worker, start_worker
 
     request = request_of(get_run(store, run_ids[0])["params"])
     if request.launcher == "local" and not detach:
-        record_in_process(store, run_ids)
+        record_worker(store, run_ids)
         for run_id in run_ids:
             execute_run(store, run_id)
         return
@@ -305,9 +305,10 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
     # a resumed run continues its MLflow run (the same epochs, steps and checkpoints)
     tracker = make_tracker(request.mlflow_uri, run_name=run.run_id,
                            resume_run_id=p.get("mlflow_run_id"))
-    if tracker.run_id and not p.get("mlflow_run_id"):
+    if tracker.run_id and tracker.run_id != p.get("mlflow_run_id"):   # a new MLflow run
         tracker.log_params(run.params)
         run.record(mlflow_run_id=tracker.run_id)
+        write_run(store, run.row)   # before the first epoch: a kill then still resumes it
 
     def on_epoch(row: dict, state: dict) -> None:
         epochs = pd.DataFrame([{**r, "run_id": run.run_id} for r in state["history"]])
@@ -324,7 +325,7 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
         state = train_epochs(model, data["train"], data["val"], settings=settings,
                              folder=run.path, meta=meta, on_epoch=on_epoch,
                              check_cancel=run.check_cancel, progress=run.progress, ctx=ctx)
-    except RunCancelled:
+    except (RunCancelled, KeyboardInterrupt):   # as the run folder records them
         tracker.finish("cancelled")
         raise
     except BaseException:

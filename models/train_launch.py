@@ -2,13 +2,15 @@
 
 ``local`` one detached process, ``torchrun`` one process per GPU (``nodes`` > 1: this node's
 share, with the command for each other node in ``launch.json``), ``slurm`` one task per GPU
-through submitit (`models.launchers`). ``launch.json`` in each run's folder records how the
-worker that trains it was started (command, pid or Slurm job id, log, host), for the CLI, for a
-person, and for `fail_orphaned_runs`: a run left 'running' by a worker that was killed whole, or
-by a machine that restarted, is recorded as failed, so that the page and the CLI offer to resume it.
+through submitit (`models.launchers`). In each run's folder ``launch.json`` records how its
+worker was started (command, pid or Slurm job id, log, host), and ``worker.json`` the process that
+trains it (rank 0, or the CLI training in its own process): for the CLI, for a person, and for
+`fail_orphaned_runs`: a run left 'running' by workers that were killed, or by a machine that
+restarted, is recorded as failed, so that the page and the CLI offer to resume it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,15 +22,16 @@ from pathlib import Path
 from core.reports.training import TRAIN_KIND
 from core.store import Store
 from core.store.runs import get_run, write_run
-from models.launchers import (SlurmOptions, group_alive, is_alive, launch_local, launch_slurm,
-                              launch_torchrun, process_identity, stop, torchrun_command)
+from models.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
+                              process_identity, stop, torchrun_command)
 
-__all__ = ["LAUNCH_FILE", "WORKER", "fail_orphaned_runs", "fail_run", "launch_record",
-           "orphaned_runs", "record_in_process", "slurm_options", "start_worker", "worker_alive",
+__all__ = ["LAUNCH_FILE", "WORKER", "WORKER_FILE", "fail_orphaned_runs", "fail_run", "launch_record",
+           "orphaned_runs", "record_worker", "slurm_options", "start_worker", "worker_alive",
            "worker_args"]
 
 WORKER = "models.train_worker"
-LAUNCH_FILE = "launch.json"
+LAUNCH_FILE = "launch.json"   # the launcher's process: torchrun, or the local worker itself
+WORKER_FILE = "worker.json"   # the process that trains: rank 0 (its own session under torchrun)
 
 
 def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> dict:
@@ -38,8 +41,9 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     Returns what was launched, also written to ``launch.json``."""
     folder = store.files_dir / get_run(store, run_ids[0])["folder"]
     args = worker_args(store, run_ids, request.device)
-    for run_id in run_ids:   # a resumed run's old record names a dead worker until the new one lands
-        _record_path(store, run_id).unlink(missing_ok=True)
+    for run_id in run_ids:   # a resumed run's old records name dead workers until new ones land
+        for name in (LAUNCH_FILE, WORKER_FILE):
+            _record_path(store, run_id, name).unlink(missing_ok=True)
     other_nodes = []
     try:
         if request.launcher == "local":
@@ -53,37 +57,39 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
         else:
             launched = launch_slurm(WORKER, args, folder, slurm_options(request))
     except Exception as exc:   # sbatch refused the job, no process could start: say so per run
-        for run_id in run_ids:
-            fail_run(store, run_id, f"its worker did not start: {exc}")
+        with contextlib.suppress(Exception):   # the launch's own error is the one to show
+            for run_id in run_ids:
+                fail_run(store, run_id, f"its worker did not start: {exc}")
         raise
     record = {"launcher": launched.launcher, "command": launched.command, "pid": launched.pid,
               "job_id": launched.job_id, "log": str(launched.log_path), "other_nodes": other_nodes,
-              "session": launched.pid is not None, **_process_record(launched.pid)}
-    _write_records(store, run_ids, record)
+              **_process_record(launched.pid)}
+    _write_records(store, run_ids, LAUNCH_FILE, record)
     if not detach and launched.pid is not None and not other_nodes:
         _wait(launched.pid)
         _fail_unfinished(store, run_ids, launched.log_path)
     return record
 
 
-def record_in_process(store: Store, run_ids: list[str]) -> None:
-    """Record this process as the worker of ``run_ids`` (a local run the CLI trains itself)."""
-    _write_records(store, run_ids, {"launcher": "local", "command": sys.argv, "pid": os.getpid(),
-                                    "job_id": None, "log": None, "other_nodes": [],
-                                    "session": False, **_process_record(os.getpid())})
+def record_worker(store: Store, run_ids: list[str]) -> None:
+    """Record this process as the one that trains ``run_ids`` (rank 0 of a worker, or the CLI
+    training in its own process)."""
+    _write_records(store, run_ids, WORKER_FILE, {"pid": os.getpid(), "command": sys.argv,
+                                                 **_process_record(os.getpid())})
 
 
 def worker_alive(store: Store, run_id: str) -> bool | None:
-    """Whether the process training ``run_id`` still runs; None where this machine cannot tell
-    (a Slurm job, a multi-node torchrun, another host, no record)."""
-    return _alive(launch_record(store, run_id))
+    """Whether a process of ``run_id``'s worker still runs (the launcher's, or the one that
+    trains: torchrun killed alone leaves its ranks training); None where this machine cannot
+    tell (a Slurm job, a multi-node torchrun, another host, no record)."""
+    return _alive(_records(store, run_id))
 
 
-def orphaned_runs(store: Store) -> dict[str, dict]:
-    """The 'running' training runs whose worker is gone, with the launch record that says so."""
+def orphaned_runs(store: Store) -> dict[str, tuple]:
+    """The 'running' training runs whose worker is gone, with the records that say so."""
     running = store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]
-    records = {run_id: launch_record(store, run_id) for run_id in running}
-    return {run_id: record for run_id, record in records.items() if _alive(record) is False}
+    records = {run_id: _records(store, run_id) for run_id in running}
+    return {run_id: pair for run_id, pair in records.items() if _alive(pair) is False}
 
 
 def fail_orphaned_runs(store: Store) -> list[str]:
@@ -91,9 +97,10 @@ def fail_orphaned_runs(store: Store) -> list[str]:
     machine restarted), so that it can be resumed; returns their ids. A run resumed meanwhile
     (its record replaced) is left alone."""
     failed = []
-    for run_id, record in orphaned_runs(store).items():
-        if launch_record(store, run_id) == record and fail_run(
-                store, run_id, f"its worker (pid {record['pid']}) is gone: killed, or the machine "
+    for run_id, pair in orphaned_runs(store).items():
+        pids = " and ".join(str(p) for p in dict.fromkeys(r["pid"] for r in pair if r))
+        if _records(store, run_id) == pair and fail_run(
+                store, run_id, f"its worker (pid {pids}) is gone: killed, or the machine "
                                "restarted; resume the run from its last epoch"):
             failed.append(run_id)
     return failed
@@ -115,8 +122,7 @@ def worker_args(store: Store, run_ids: list[str], device: str) -> list[str]:
 
 def launch_record(store: Store, run_id: str) -> dict | None:
     """How the worker that trains ``run_id`` was started (None: no record)."""
-    path = _record_path(store, run_id)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read_record(store, run_id, LAUNCH_FILE)
 
 
 def slurm_options(request):
@@ -128,7 +134,7 @@ def slurm_options(request):
 
 
 def _wait(pid: int) -> None:
-    """Until the worker exits; Ctrl-C stops it (its whole session: torchrun and its ranks)."""
+    """Until the worker exits; Ctrl-C stops it (its session: torchrun, which stops its ranks)."""
     try:
         while is_alive(pid):
             time.sleep(0.5)
@@ -144,28 +150,44 @@ def _fail_unfinished(store: Store, run_ids: list[str], log: Path) -> None:
         fail_run(store, run_id, f"the worker exited before the run ended; see {log}")
 
 
-def _alive(record: dict | None) -> bool | None:
-    """`worker_alive` of a launch record. A detached worker leads its own session (torchrun with
-    its ranks): it runs while any process of that group does. A pid now used by another process
-    counts as gone (`process_identity`)."""
-    if (not record or record.get("pid") is None or record.get("other_nodes")
-            or record.get("host") != socket.gethostname()):
+def _alive(records: tuple[dict | None, dict | None]) -> bool | None:
+    """`worker_alive` of a run's (launch, worker) records: alive while either process is."""
+    launch, worker = records
+    if launch and launch.get("other_nodes"):   # rank 0 may train on another node
+        launch = None
+    states = [s for s in map(_process_alive, (launch, worker)) if s is not None]
+    return any(states) if states else None
+
+
+def _process_alive(record: dict | None) -> bool | None:
+    """Whether the recorded process runs (None: not a process of this machine). A pid now used
+    by another process counts as gone (`process_identity`)."""
+    if not record or record.get("pid") is None or record.get("host") != socket.gethostname():
         return None
     pid, identity = record["pid"], record.get("identity")
     now = process_identity(pid)
     if now is not None and identity is not None and now != identity:
         return False
-    return is_alive(pid) or (bool(record.get("session")) and group_alive(pid))
+    return is_alive(pid)
+
+
+def _records(store: Store, run_id: str) -> tuple[dict | None, dict | None]:
+    return _read_record(store, run_id, LAUNCH_FILE), _read_record(store, run_id, WORKER_FILE)
+
+
+def _read_record(store: Store, run_id: str, name: str) -> dict | None:
+    path = _record_path(store, run_id, name)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _process_record(pid: int | None) -> dict:
     return {"host": socket.gethostname(), "identity": None if pid is None else process_identity(pid)}
 
 
-def _record_path(store: Store, run_id: str) -> Path:
-    return store.files_dir / get_run(store, run_id)["folder"] / LAUNCH_FILE
+def _record_path(store: Store, run_id: str, name: str) -> Path:
+    return store.files_dir / get_run(store, run_id)["folder"] / name
 
 
-def _write_records(store: Store, run_ids: list[str], record: dict) -> None:
+def _write_records(store: Store, run_ids: list[str], name: str, record: dict) -> None:
     for run_id in run_ids:
-        _record_path(store, run_id).write_text(json.dumps(record, indent=1))
+        _record_path(store, run_id, name).write_text(json.dumps(record, indent=1))

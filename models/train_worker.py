@@ -72,7 +72,7 @@ def _serve(ctx: DistContext, db: str, run_ids: list[str]) -> int:
     """Rank 0 trains ``run_ids`` one after the other; the other ranks follow each."""
     from core.store import open_store
     from models.train import execute_run
-    from models.train_launch import fail_run
+    from models.train_launch import fail_run, record_worker
 
     if not ctx.is_main:
         for _ in run_ids:
@@ -80,6 +80,7 @@ def _serve(ctx: DistContext, db: str, run_ids: list[str]) -> int:
         leave_together(ctx)
         return 0
     store = open_store(db)
+    record_worker(store, run_ids)   # torchrun's ranks lead their own sessions: name rank 0
     failed = False
     for i, run_id in enumerate(run_ids):
         announcer = Announcer(ctx)

@@ -6,6 +6,7 @@ is about lr * sign(grad), so the parameters alone would only check signs. lr is 
 study's range), so a gradient within rounding of zero cannot move a weight by more than 1e-5."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -182,6 +183,55 @@ def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store
     assert sorted(store.select("train_epochs", run_id=run_id)["epoch"]) == list(range(1, saved + 1))
     assert saved < 200 and row["params"].get("child_model") is None
     assert "Traceback" not in log   # every rank stopped at the same batch, none in a collective
+
+
+def test_torchrun_killed_alone_leaves_its_ranks_training_and_the_run_not_orphaned(
+        demo_store_path, tmp_path, monkeypatch):
+    """torchrun's ranks lead their own sessions: killing torchrun alone (SIGKILL) leaves them
+    training, so the run is still alive (rank 0's worker.json), not failed; a cancel stops them."""
+    import signal
+
+    from core.jobs.run_folder import request_cancel
+    from core.store import open_store
+    from core.store.runs import get_run
+    from models.launchers import is_alive, stop
+    from models.train import TrainRequest, launch_runs
+    from models.train_launch import WORKER_FILE, fail_orphaned_runs, launch_record, worker_alive
+    from tests.conftest import copy_store
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    store = open_store(copy_store(demo_store_path, tmp_path))
+    store.create_testsets(_tiny_sets(store))
+    request = TrainRequest(model_init="gmic-demo", mode="feature-extraction", train_set="tiny-train",
+                           val_set="tiny-val", lrs=(1e-5,), epochs=200, batch_size=4, device="cpu",
+                           launcher="torchrun", nproc_per_node=2)
+    (run_id,) = launch_runs(store, request, detach=True)
+    torchrun = launch_record(store, run_id)["pid"]
+    folder = store.files_dir / get_run(store, run_id)["folder"]
+    rank0 = None
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+            time.sleep(0.5)
+        rank0 = json.loads((folder / WORKER_FILE).read_text())["pid"]
+        assert rank0 != torchrun and os.getsid(rank0) == rank0   # a session of its own
+        os.kill(torchrun, signal.SIGKILL)
+        while time.monotonic() < deadline and is_alive(torchrun):
+            time.sleep(0.1)
+        assert not is_alive(torchrun) and is_alive(rank0)
+        assert worker_alive(store, run_id) is True and fail_orphaned_runs(store) == []
+        request_cancel(store, run_id)                 # the ranks still answer it, together
+        while time.monotonic() < deadline and get_run(store, run_id)["status"] == "running":
+            time.sleep(0.5)
+    finally:
+        for pid in (torchrun, rank0):
+            if pid:
+                stop(pid, grace_s=5)
+    assert get_run(store, run_id)["status"] == "cancelled"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and is_alive(rank0):
+        time.sleep(0.1)
+    assert worker_alive(store, run_id) is False
 
 
 def test_a_torchrun_worker_that_dies_before_its_run_leaves_it_failed(demo_store_path, tmp_path,

@@ -54,6 +54,20 @@ def test_run_is_logged_and_read_back(tmp_path, monkeypatch):
         resumed.finish("exploded")
 
 
+def test_resuming_a_run_the_tracking_store_lacks_starts_a_new_one(tmp_path, monkeypatch):
+    """A deleted run, or a tracking URI changed since the run began: the resumed training run
+    is logged to a new MLflow run instead of failing."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    missing = "0123456789abcdef0123456789abcdef"
+    tracker = make_tracker(uri, run_name="lr-1e-05", resume_run_id=missing)
+    assert tracker.run_id and tracker.run_id != missing
+    tracker.finish("done")
+    run = mlflow.tracking.MlflowClient(tracking_uri=uri).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "lr-1e-05"
+
+
 def test_uri_without_mlflow_is_one_clear_error(monkeypatch):
     real_import = builtins.__import__
 

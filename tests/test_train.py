@@ -357,14 +357,14 @@ def test_worker_alive_knows_its_process_and_no_other(small, tmp_path):
     import socket
 
     from models.train import create_runs
-    from models.train_launch import LAUNCH_FILE, record_in_process, worker_alive
+    from models.train_launch import WORKER_FILE, record_worker, worker_alive
 
     store = open_store(copy_store(small["store"].path, tmp_path))
     (run_id,) = create_runs(store, _request())
     assert worker_alive(store, run_id) is None
-    record_in_process(store, [run_id])
+    record_worker(store, [run_id])
     assert worker_alive(store, run_id) is True
-    path = store.files_dir / get_run(store, run_id)["folder"] / LAUNCH_FILE
+    path = store.files_dir / get_run(store, run_id)["folder"] / WORKER_FILE
     record = json.loads(path.read_text())
     assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
     path.write_text(json.dumps(record | {"identity": record["identity"] + "0"}))
