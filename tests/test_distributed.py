@@ -146,15 +146,11 @@ def test_a_torchrun_run_equals_the_same_run_in_one_process(demo_store_path, tmp_
     assert all(c in store.model_names() for c in children) and children[0] != children[1]
 
 
-def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store(demo_store_path, tmp_path,
-                                                                                 monkeypatch):
-    from core.jobs.run_folder import request_cancel
+def _long_torchrun_run(demo_store_path, tmp_path, monkeypatch):
+    """A copied demo store and a detached 200-epoch torchrun run on it (two gloo ranks); the
+    caller stops it."""
     from core.store import open_store
-    from core.store.runs import get_run
-    from models.launchers import is_alive, stop
     from models.train import TrainRequest, launch_runs
-    from models.train_loop import final_path
-    from models.train_launch import launch_record
     from tests.conftest import copy_store
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -164,11 +160,29 @@ def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store
                            val_set="tiny-val", lrs=(1e-5,), epochs=200, batch_size=4, device="cpu",
                            launcher="torchrun", nproc_per_node=2)
     (run_id,) = launch_runs(store, request, detach=True)
+    return store, run_id
+
+
+def _after_first_epoch(store, run_id: str) -> float:
+    """Wait (at most 180 s) until the run has finished an epoch; returns that deadline."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
+        time.sleep(0.5)
+    return deadline
+
+
+def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store(demo_store_path, tmp_path,
+                                                                                 monkeypatch):
+    from core.jobs.run_folder import request_cancel
+    from core.store.runs import get_run
+    from models.launchers import is_alive, stop
+    from models.train_loop import final_path
+    from models.train_launch import launch_record
+
+    store, run_id = _long_torchrun_run(demo_store_path, tmp_path, monkeypatch)
     pid = launch_record(store, run_id)["pid"]
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
-            time.sleep(0.5)
+        _after_first_epoch(store, run_id)
         request_cancel(store, run_id)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and is_alive(pid):
@@ -192,27 +206,16 @@ def test_torchrun_killed_alone_leaves_its_ranks_training_and_the_run_not_orphane
     import signal
 
     from core.jobs.run_folder import request_cancel
-    from core.store import open_store
     from core.store.runs import get_run
     from models.launchers import is_alive, stop
-    from models.train import TrainRequest, launch_runs
     from models.train_launch import WORKER_FILE, fail_orphaned_runs, launch_record, worker_alive
-    from tests.conftest import copy_store
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    store = open_store(copy_store(demo_store_path, tmp_path))
-    store.create_testsets(_tiny_sets(store))
-    request = TrainRequest(model_init="gmic-demo", mode="feature-extraction", train_set="tiny-train",
-                           val_set="tiny-val", lrs=(1e-5,), epochs=200, batch_size=4, device="cpu",
-                           launcher="torchrun", nproc_per_node=2)
-    (run_id,) = launch_runs(store, request, detach=True)
+    store, run_id = _long_torchrun_run(demo_store_path, tmp_path, monkeypatch)
     torchrun = launch_record(store, run_id)["pid"]
     folder = store.files_dir / get_run(store, run_id)["folder"]
     rank0 = None
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and store.select("train_epochs", run_id=run_id).empty:
-            time.sleep(0.5)
+        deadline = _after_first_epoch(store, run_id)
         rank0 = json.loads((folder / WORKER_FILE).read_text())["pid"]
         assert rank0 != torchrun and os.getsid(rank0) == rank0   # a session of its own
         os.kill(torchrun, signal.SIGKILL)
