@@ -50,6 +50,12 @@ def register(commands, report, common) -> None:
     p.set_defaults(func=cmd_resume)
 
 
+def _writable(args):
+    """The store for a change to a run: an existing one (a mistyped --db creates nothing)."""
+    open_from_args(args, read_only=True)   # "does not exist; build it with ..." otherwise
+    return open_from_args(args)
+
+
 def _settled(args):
     """The store (read-only), after recording as failed the training runs whose worker is gone
     (`models.train_launch.fail_orphaned_runs`), where the store may be written: 'running' must
@@ -59,7 +65,7 @@ def _settled(args):
     store = open_from_args(args, read_only=True)
     if orphaned_runs(store):
         try:
-            fail_orphaned_runs(open_from_args(args))
+            fail_orphaned_runs(_writable(args))
         except (InputError, StoreBusy):
             pass
     return store
@@ -81,7 +87,7 @@ def cmd_show(args):
 def cmd_cancel(args):
     from core.jobs.run_folder import request_cancel
 
-    store = open_from_args(args)
+    store = _writable(args)
     request_cancel(store, args.run_id)
     return {"run_id": args.run_id, "cancel_requested": True}
 
@@ -91,7 +97,7 @@ def cmd_resume(args):
     from core.store.runs import get_run
     from models.train import resume_run
 
-    store = open_from_args(args)
+    store = _writable(args)
     run = get_run(store, args.run_id)
     if run is not None and run["kind"] != TRAIN_KIND:
         raise InputError(f"run {args.run_id} is a {run['kind']} run; only training runs resume "

@@ -267,6 +267,11 @@ def test_cli_runs_cancel_marks_a_running_run_only(store_path, tmp_path, capsys):
     assert (store.files_dir / get_run(store, "train-b")["folder"] / "cancel").exists()
     assert main(["runs", "cancel", "train-a", "--db", str(path)]) == 2
     assert "is done, not running" in capsys.readouterr().err
+    missing = tmp_path / "typo.duckdb"                  # a mistyped --db creates nothing
+    for action in ("cancel", "resume"):
+        assert main(["runs", action, "train-b", "--db", str(missing)]) == 2
+        assert f"store {missing} does not exist" in capsys.readouterr().err
+    assert not list(tmp_path.glob("typo*"))
 
 
 def test_cli_runs_resume_refuses_done_and_other_kinds(store_path, capsys):
