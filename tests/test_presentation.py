@@ -16,7 +16,8 @@ from core.reports.caveats import FEW_POSITIVES, auc_caveats, clipped_ci, few_pos
 from ui.charts import PALETTE, model_colour, model_colours
 from ui.charts.filters import auc_boxplot
 from ui.downloads import context_stem, with_context
-from ui.session import form_words, is_planned
+from ui.errors import form_words
+from ui.session import is_planned
 
 REPO = Path(__file__).resolve().parents[1]
 

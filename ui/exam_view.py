@@ -29,7 +29,7 @@ from ui.caching import cached
 from ui.downloads import download_popover
 from ui.images import empty_tile, outline_box
 from ui.model_input import gmic_models, model_input
-from ui.session import show_input_error
+from ui.errors import show_input_error
 
 __all__ = ["EXAM_PAGE", "exam_url", "exam_view"]
 

@@ -14,7 +14,8 @@ from core.errors import InputError, PseudonymKeyError
 from core.importers.dicomweb import Filters, pull, search
 from core.io.dicomweb import Server
 from ui.progress import ProgressBar
-from ui.session import show_input_error, store
+from ui.errors import show_input_error
+from ui.session import store
 
 
 def pacs_tab() -> dict | None:

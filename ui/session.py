@@ -134,31 +134,6 @@ def read_only_notice(what: str) -> bool:
     return False
 
 
-def form_words(message: str, labels: dict[str, str]) -> str:
-    """``message`` in a form's words: each parameter name core put in it (``id_column``)
-    becomes its field's label ('the "Id column" field'), as the CLI turns them into flags.
-
-    Names with an underscore change wherever they stand outside quotes; a plain word only when
-    it opens the message (mid-sentence it is usually English: "322 images").
-    """
-    import re
-
-    def field(name: str) -> str:
-        return f'the "{labels[name]}" field'
-
-    joined = [n for n in labels if "_" in n]
-    if joined:
-        message = re.sub(r"(?<![\w'\"])(" + "|".join(map(re.escape, joined)) + r")(?![\w'\"])",
-                         lambda m: field(m.group(1)), message)
-    first, space, rest = message.partition(" ")
-    return (field(first) if first in labels else first) + space + rest
-
-
-def show_input_error(exc: Exception, labels: dict[str, str] | None = None) -> None:
-    """One error line; with ``labels`` (parameter -> form label) in the form's words."""
-    st.error(form_words(str(exc), labels) if labels else str(exc), icon=":material/error:")
-
-
 def is_planned(path: str | Path) -> bool:
     """Whether the page file at ``path`` is a placeholder: it calls `planned` (read, never run).
 

@@ -14,7 +14,8 @@ from models import train
 from models.train_launch import fail_orphaned_runs
 from ui.charts.training import duration, loss_chart
 from ui.downloads import download_popover
-from ui.session import show_input_error, store
+from ui.errors import show_input_error
+from ui.session import store
 
 REFRESH_S = 2.0          # how often the run panel re-reads the runs while one is running
 MAX_CURVES = 12          # runs drawn by default (the newest); pick others explicitly
