@@ -147,15 +147,21 @@ def saliency_to_original(saliency, geometry, *, mode: str = "bilinear") -> np.nd
     out = np.zeros((s.shape[0], *(int(v) for v in geometry.original_shape)), dtype=np.float32)
     if mode == "nearest":
         rows, cols = _nearest(s.shape[1], h), _nearest(s.shape[2], w)
-        if geometry.flipped:
-            cols = cols[::-1]
-        out[:, r0:r0 + h, c0:c0 + w] = s[:, rows[:, None], cols[None, :]]
     else:
-        # Grid -> box is separable: rows @ grid @ cols.T with two-tap interpolation matrices.
         rows, cols = _bilinear(s.shape[1], h), _bilinear(s.shape[2], w)
-        if geometry.flipped:
-            cols = cols[::-1]
-        out[:, r0:r0 + h, c0:c0 + w] = rows @ s @ cols.T
+    if geometry.flipped:
+        cols = cols[::-1]
+    # A window may reach past the image (the official NYU windows pad with zeros): only the
+    # part of the box inside the image is mapped.
+    top, left = max(r0, 0), max(c0, 0)
+    bottom, right = min(r0 + h, out.shape[1]), min(c0 + w, out.shape[2])
+    if bottom <= top or right <= left:
+        return out[0] if squeeze else out
+    rows, cols = rows[top - r0:bottom - r0], cols[left - c0:right - c0]
+    if mode == "nearest":
+        out[:, top:bottom, left:right] = s[:, rows[:, None], cols[None, :]]
+    else:  # grid -> box is separable: rows @ grid @ cols.T with two-tap interpolation matrices
+        out[:, top:bottom, left:right] = rows @ s @ cols.T
     return out[0] if squeeze else out
 
 
