@@ -1,7 +1,9 @@
-"""``predict``: GMIC (or an ensemble) over a test set, scores + saliency + patches into the store.
+"""``predict``: a detection model (GMIC, an ensemble of GMICs, GLAM) over a test set: scores,
+saliency and patches into the store.
 
-The network lives in ``models.predict`` (imported only when the command runs: core never
-needs torch); this handler resolves the flags and draws the progress bar.
+The networks live in ``models`` (imported only when the command runs: core never needs torch);
+the family comes from ``--family`` or the checkpoint's keys (`models.families.guess_family`);
+this handler resolves the flags and draws the progress bar.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ Results land every --chunk-size images; saliency maps go to <store>_files/salien
 
 examples:
   python -m core predict --model gmic-demo --test-set test-all --json
+  python -m core predict --model model_joint.ckpt --family glam --test-set test-ILC \
+      --name glam --draws 0
   python -m core predict --model sample_model_1.p --config cpu-small --test-set test-ILC \\
       --name gmic-cpu-small --device auto --batch-size 8
   python -m core predict --ensemble sample_model_1.p,sample_model_2.p,sample_model_3.p,\\
@@ -28,14 +32,20 @@ sample_model_4.p,sample_model_5.p --config paper-1,paper-2,paper-3,paper-4,paper
 def register(commands, report, common) -> None:
     p = commands.add_parser("predict", parents=[common],
                             formatter_class=argparse.RawDescriptionHelpFormatter,
-                            help="score a test set with GMIC: malignant/benign, saliency, patches",
-                            description="Run GMIC (or an ensemble: mean y_fusion and saliency) over "
-                                        "every image of a test set and store the predictions.",
+                            help="score a test set with GMIC or GLAM: malignant/benign, "
+                                 "saliency, patches",
+                            description="Run a model (GMIC, a GMIC ensemble: mean y_fusion and "
+                                        "saliency, or GLAM) over every image of a test set and "
+                                        "store the predictions.",
                             epilog=EXAMPLE)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="checkpoint path, shipped model name or stored GMIC model")
     which.add_argument("--ensemble", type=comma_list, metavar="CKPT1,CKPT2,...",
                        help="comma-separated checkpoints averaged like the official ensemble")
+    p.add_argument("--family", help="model family (gmic, glam; default: guessed from the "
+                                    "checkpoint's keys)")
+    p.add_argument("--draws", type=int, help="GLAM: augmented windows averaged per image "
+                                             "(0 = the exact window, the default)")
     p.add_argument("--test-set", required=True, help="named test set (see `testsets list`)")
     p.add_argument("--config", type=comma_list, metavar="NAME[,NAME...]",
                    help="GMIC config (paper, paper-1..5, cpu-small, tiny, demo), one for all or "
@@ -65,12 +75,50 @@ def cmd_predict(args):
             checkpoints += resolve_model(store, spec)[1]
     else:
         name, checkpoints = resolve_model(store, args.model)
+    fam = _family(args, store, checkpoints)
+    if fam.name != "gmic":
+        return _predict_windows(args, store, fam, name, checkpoints)
+    if args.draws is not None:
+        raise InputError("draws applies to the window families (glam); GMIC reads the breast box")
     with tqdm_progress("predict") as progress:
         summary = predict_test_set(
             store, checkpoints=checkpoints, name=args.name or name, test_set=args.test_set,
             configs=args.config, parent=args.parent, description=args.description,
             device=args.device, batch_size=args.batch_size, bf16=args.bf16,
             overwrite=args.overwrite, chunk_size=args.chunk_size, progress=progress)
+    if summary.n_failed and not summary.n_predicted:
+        raise CommandFailed(f"no image of {args.test_set} could be scored ({summary.n_failed} "
+                            f"failed), first: {summary.failures[0]}")
+    return summary.to_dict()
+
+
+def _family(args, store, checkpoints):
+    """--family, else the stored model's kind, else the family the checkpoint's keys name."""
+    from models.families import FAMILIES, family, guess_family
+
+    if args.family is not None:
+        return family(args.family)
+    models = store.models()
+    kind = models.loc[models["model"] == (args.model or ""), "kind"]
+    if len(kind) and kind.iat[0] in FAMILIES:
+        return FAMILIES[kind.iat[0]]
+    return guess_family(checkpoints[0])
+
+
+def _predict_windows(args, store, fam, name, checkpoints):
+    from models.inference.predict_windows import predict_windows
+
+    if args.ensemble is not None or len(checkpoints) != 1:
+        raise InputError(f"ensemble is for GMIC; {fam.title} runs one checkpoint (pass --model)")
+    if args.config is not None and len(args.config) != 1:
+        raise InputError(f"config {','.join(args.config)!r}: {fam.title} takes one config")
+    with tqdm_progress("predict") as progress:
+        summary = predict_windows(
+            store, fam=fam, checkpoint=checkpoints[0], name=args.name or name,
+            test_set=args.test_set, config=args.config[0] if args.config else None,
+            draws=args.draws, parent=args.parent, description=args.description,
+            device=args.device, batch_size=args.batch_size, overwrite=args.overwrite,
+            chunk_size=args.chunk_size, progress=progress)
     if summary.n_failed and not summary.n_predicted:
         raise CommandFailed(f"no image of {args.test_set} could be scored ({summary.n_failed} "
                             f"failed), first: {summary.failures[0]}")

@@ -56,16 +56,18 @@ import torch
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
-from core.saliency import SALIENCY_FORMAT, SaliencyFile, read_saliency
+from core.saliency import SALIENCY_FORMAT, SaliencyFile, SaliencyGeometry, read_saliency
 from core.jobs.run_folder import RunFolder
 from core.store import Store
 from core.validation import check_positive_int
 from models.device import resolve_device
+from models.families import FAMILIES
 from models.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
 from models.preprocess import Preprocessed, check_preprocess, model_input
 
 __all__ = ["DEMO_CHECKPOINT", "GMIC_KIND", "PredictSummary", "SaliencyFile", "checkpoint_config",
-           "load_members", "predict_test_set", "read_saliency", "resolve_model"]
+           "load_members", "predict_saliency_path", "predict_test_set", "read_saliency",
+           "resolve_model"]
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gmic-demo.pt"
@@ -126,8 +128,9 @@ def _stored_path(path: Path) -> str:
 def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
     """A model spec -> (default model name, checkpoint paths).
 
-    ``spec`` is a checkpoint file (name: its stem), a shipped model (``gmic-demo``) or a GMIC
-    model already in the store with a recorded checkpoint (an ensemble's are comma-separated).
+    ``spec`` is a checkpoint file (name: its stem), a shipped model (``gmic-demo``) or a model
+    of a family ILCscope runs (`models.families`) already in the store with a recorded
+    checkpoint (an ensemble's are comma-separated).
     """
     path = Path(spec)
     if path.is_file():
@@ -137,13 +140,14 @@ def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
     models = store.models()
     row = models[models["model"] == spec]
     stored = row["checkpoint"].iat[0] if not row.empty else None
-    if not row.empty and row["kind"].iat[0] == GMIC_KIND and isinstance(stored, str):
+    runnable = models["kind"].isin(list(FAMILIES))
+    if not row.empty and runnable[row.index[0]] and isinstance(stored, str):
         return spec, [_checkpoint_path(p) for p in stored.split(",")]
-    if path.suffix in (".p", ".pt", ".pth", ".pkl") or "/" in spec:
-        raise InputError(f"GMIC checkpoint {spec} does not exist; pass the path of a .p/.pt file")
-    known = sorted(set(SHIPPED) | set(models.loc[models["kind"] == GMIC_KIND, "model"]))
-    raise InputError(f"model {spec!r} is neither a checkpoint file nor a GMIC model in the store "
-                     f"(known: {', '.join(known)}); pass a checkpoint path")
+    if path.suffix in (".p", ".pt", ".pth", ".pkl", ".ckpt") or "/" in spec:
+        raise InputError(f"checkpoint {spec} does not exist; pass the path of a .p/.pt/.ckpt file")
+    known = sorted(set(SHIPPED) | set(models.loc[runnable, "model"]))
+    raise InputError(f"model {spec!r} is neither a checkpoint file nor a model in the store that "
+                     f"ILCscope runs (known: {', '.join(known)}); pass a checkpoint path")
 
 
 def checkpoint_config(path: str | Path) -> str:
@@ -397,11 +401,10 @@ def _predict_batch(store: Store, members: list[GMIC], batch: list[tuple], name: 
     locations = [o["patch_locations"].cpu().numpy() for o in outs]
     attention = np.concatenate([o["patch_attns"].float().cpu().numpy() for o in outs],
                                axis=1) / len(outs)
-    folder = Path("saliency") / _safe(name)
-    (store.files_dir / folder).mkdir(parents=True, exist_ok=True)
+    (store.files_dir / predict_saliency_path(name, "x")).parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (row, pre) in enumerate(batch):
-        rel = folder / f"{_safe(row.image_id)}-{_digest(row.image_id)}.npz"
+        rel = predict_saliency_path(name, row.image_id)
         boxes = np.concatenate([_clip_boxes(pre.boxes_to_original(loc[i], m.config.crop_shape), pre)
                                 for loc, m in zip(locations, members)])
         _save_saliency(store.files_dir / rel, name, row.image_id, saliency[i], pre, boxes,
@@ -412,6 +415,11 @@ def _predict_batch(store: Store, members: list[GMIC], batch: list[tuple], name: 
                      "benign": float(y[i, 0]), "saliency_path": rel.as_posix(),
                      "patch_boxes": json.dumps(np.round(boxes, 2).tolist())})
     return rows
+
+
+def predict_saliency_path(model: str, image_id: str) -> Path:
+    """Where a model's saliency file for an image lives, relative to the store's files folder."""
+    return Path("saliency") / _safe(model) / f"{_safe(image_id)}-{_digest(image_id)}.npz"
 
 
 def _clip_boxes(boxes: np.ndarray, pre: Preprocessed) -> np.ndarray:
@@ -425,7 +433,8 @@ def _clip_boxes(boxes: np.ndarray, pre: Preprocessed) -> np.ndarray:
 
 
 def _save_saliency(path: Path, model: str, image_id: str, maps: np.ndarray,
-                   pre: Preprocessed, boxes: np.ndarray, attention: np.ndarray) -> None:
+                   pre: Preprocessed | SaliencyGeometry, boxes: np.ndarray,
+                   attention: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(
         tmp, format=np.int64(SALIENCY_FORMAT), model=np.str_(model), image_id=np.str_(image_id),
