@@ -5,17 +5,18 @@ from pathlib import Path
 import streamlit as st
 
 import ui
+from ui.sidebar import refresh_sidebar
 
-st.set_page_config(page_title="ILCscope", page_icon=":material/biotech:", layout="wide")
+HERE = Path(__file__).parent
+# a file, not a Material icon: the browser would fetch that favicon from a font server
+st.set_page_config(page_title="ILCscope", page_icon=str(HERE / "assets" / "icon.png"),
+                   layout="wide")
 ui.narrow_screens()
-
-ui.ensure_store()
-ui.sidebar()
 
 
 def page(path: str, title: str, icon: str, **options) -> st.Page:
     """A page of the navigation; a placeholder (it calls `ui.planned`) is marked planned."""
-    if ui.is_planned(Path(__file__).parent / path):
+    if ui.is_planned(HERE / path):
         title, icon = f"{title} (planned)", ":material/construction:"
     return st.Page(path, title=title, icon=icon, **options)
 
@@ -43,4 +44,10 @@ pages = {
         page("pages/annotate.py", title="Annotate", icon=":material/draw:"),
     ],
 }
-st.navigation(pages).run()
+# the navigation first: while the first start builds the demo, the menu lists these pages
+# rather than the pages/ folder's file names
+navigation = st.navigation(pages)
+ui.ensure_store()
+shown = ui.sidebar()
+navigation.run()
+refresh_sidebar(shown)   # a page that imported a dataset or made a test set: list it now

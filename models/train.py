@@ -31,6 +31,7 @@ import pandas as pd
 
 from core.errors import InputError
 from core.jobs.run_folder import RunCancelled, RunFolder
+from core.reports.training import lr_label
 from core.store import Store
 from core.store.runs import get_run, write_run
 from models.launchers import LAUNCHERS
@@ -344,7 +345,7 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
 def _register_and_evaluate(store, run, request, child, parent, checkpoint) -> None:
     from models.predict import GMIC_KIND, _stored_path, predict_test_set
 
-    description = (f"GMIC fine-tuned ({request.mode}, lr {run.params['lr']:g}, best epoch "
+    description = (f"GMIC fine-tuned ({request.mode}, lr {lr_label(run.params['lr'])}, best epoch "
                    f"{run.params['best_epoch']}) from {parent or request.model_init} on "
                    f"{request.train_set}; run {run.run_id}")
     run.ingest("model", {"models": pd.DataFrame([{
@@ -396,7 +397,9 @@ def _initial_model(request: TrainRequest, checkpoint: Path, device_type: str):
 
 
 def _child_name(store: Store, parent: str, mode: str, lr: float, run_id: str) -> str:
-    name = f"{parent}-{mode}-lr{lr:.2g}-{run_id[-4:]}"
+    """``<parent>-<mode>-lr<rate>-<run id tail>``, the rate as `lr_label` writes it (lr1e-04,
+    not lr0.0001 beside lr1e-05). A run that already named its child keeps that name."""
+    name = f"{parent}-{mode}-lr{lr_label(lr)}-{run_id[-4:]}"
     taken = set(store.model_names())
     return name if name not in taken else f"{name}-{run_id[-15:-5]}"
 

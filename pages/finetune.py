@@ -10,7 +10,8 @@ from models.preprocess import PREPROCESS_FILTERS
 from models.train_loop import MODES
 from ui import cached, download_popover, read_only_notice, settings, test_set
 from ui.links import model_url
-from ui.training import REFRESH_S, launch, parse_lrs, run_panel
+from ui.sidebar import ALL
+from ui.training import REFRESH_S, follow_default, launch, parse_lrs, run_panel
 
 LABELS = {"feature-extraction": "Feature extraction", "full": "Full fine-tuning",
           "scratch": "From scratch", "none": "None", "histeq": "Histogram equalisation",
@@ -30,36 +31,45 @@ st.caption("The study fine-tuned GMIC, trained on every cancer type, on ILC and 
 read_only = settings().demo_mode
 known_sets = cached(Store.testset_names)
 models = cached(Store.models)
+dataset = st.session_state.get("dataset", ALL)
+if gaps := cached(training.finetune_gaps, dataset=None if dataset == ALL else dataset):
+    st.info("\n".join(f"- {g}" for g in gaps), icon=":material/info:")
 
 with st.expander("Launch runs", expanded=cached(training.run_table).empty,
                  icon=":material/rocket_launch:"):
     if not read_only_notice("Launching fine-tuning runs"):
         gmic = models.loc[models["kind"] == "gmic", "model"].tolist() or ["gmic-demo"]
         left, right = st.columns(2)
-        parent = left.selectbox("Parent model", gmic, key="ft_parent", accept_new_options=True,
+        parent = left.selectbox("Parent model", gmic, key="ft_parent", bind="query-params",
+                                accept_new_options=True,
                                 help="A GMIC model of the store, or type a checkpoint path")
         mode = right.segmented_control("Mode", MODES, format_func=lambda m: LABELS.get(m, m),
-                                       default="full", key="ft_mode") or "full"
+                                       default="full", key="ft_mode",
+                                       bind="query-params") or "full"
         train_set = left.selectbox("Training set", known_sets, key="ft_train_set",
-                                   index=_pick(known_sets, "train"))
+                                   bind="query-params", index=_pick(known_sets, "train"))
         val_set = right.selectbox("Validation set", known_sets, key="ft_val_set",
-                                  index=_pick(known_sets, "val"))
+                                  bind="query-params", index=_pick(known_sets, "val"))
         rates, count = st.columns([3, 1])
-        lr_text = rates.text_input("Learning rates", "1e-6:1e-5", key="ft_lrs",
+        lr_text = rates.text_input("Learning rates", "1e-6:1e-5", key="ft_lrs", bind="query-params",
                                    help="A range low:high (log-spaced, as many as Runs) or a "
                                         "list: 1e-6, 5e-6, 1e-5")
-        runs = count.number_input("Runs", 1, 50, 10, key="ft_runs",
+        runs = count.number_input("Runs", 1, 50, 10, key="ft_runs", bind="query-params",
                                   help="Learning rates in a range (a list sets its own)")
         lrs = parse_lrs(lr_text, int(runs) if ":" in lr_text else None)
         if lrs:
             st.caption("One run per rate: " + ", ".join(training.lr_label(r) for r in lrs))
         epochs_col, batch_col, pre_col, device_col = st.columns(4)
-        epochs = epochs_col.number_input("Epochs", 1, 500, 40, key="ft_epochs")
-        batch = batch_col.number_input("Batch size", 1, 256, 8, key="ft_batch")
+        epochs = epochs_col.number_input("Epochs", 1, 500, 40, key="ft_epochs", bind="query-params")
+        batch = batch_col.number_input("Batch size", 1, 256, 8, key="ft_batch",
+                                       bind="query-params")
         preprocess = pre_col.selectbox("Preprocessing", list(PREPROCESS_FILTERS),
-                                       key="ft_preprocess", format_func=lambda m: LABELS.get(m, m))
-        device = device_col.selectbox("Device", ["auto", "cpu", "cuda"], key="ft_device")
+                                       key="ft_preprocess", bind="query-params",
+                                       format_func=lambda m: LABELS.get(m, m))
+        device = device_col.selectbox("Device", ["auto", "cpu", "cuda"], key="ft_device",
+                                      bind="query-params")
         evaluate = st.multiselect("Evaluate the best checkpoint on", known_sets, key="ft_evaluate",
+                                  bind="query-params",
                                   default=[t for t in ("test-ILC", "test-all") if t in known_sets])
         if st.button(f"Launch {len(lrs or ())} runs", type="primary", key="ft_launch",
                      icon=":material/rocket_launch:", disabled=not lrs):
@@ -81,8 +91,8 @@ st.fragment(run_panel, run_every=REFRESH_S if polling else None)(polling=polling
 st.subheader("Finished runs against their parent")
 runs = cached(training.run_table, status="done")
 evaluated = training.evaluation_test_sets(runs, known_sets)
-chosen = st.multiselect("Test sets", known_sets, default=evaluated,  # keyed: a new default shows
-                        key=f"ft_test_sets_{'_'.join(evaluated)}")
+chosen = st.multiselect("Test sets", known_sets, default=follow_default("ft_test_sets", evaluated),
+                        key="ft_test_sets", bind="query-params")
 if not runs["child"].notna().any():
     st.caption("A run's model is compared with its parent here once the run has finished.")
 elif not chosen:
@@ -90,11 +100,11 @@ elif not chosen:
 else:
     table = cached(training.finished_runs, test_sets=tuple(chosen))
     wide = training.finished_wide(table).assign(
+        lr=lambda f: f["lr"].map(training.lr_label),
         benchmark=lambda f: [model_url("benchmark", m, test_set=test_set()) for m in f["child"]],
         saliency=lambda f: [model_url("saliency", m, test_set=test_set()) for m in f["child"]])
     link = st.column_config.LinkColumn
     st.dataframe(wide, hide_index=True, key="ft_finished", column_config={
-        "lr": st.column_config.NumberColumn(format="%.1e"),
         "benchmark": link("Benchmark", display_text="open in Benchmark"),
         "saliency": link("Saliency", display_text="open in Saliency")})
     st.caption("AUC [95 % DeLong CI] of each run's model (its best checkpoint) and of its "

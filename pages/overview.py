@@ -3,6 +3,7 @@ import streamlit as st
 
 from core.reports import findings as fd
 from core.reports.findings_html import findings_html
+from core.reports.holdings import store_gaps
 from core.store import Store
 from ui import cached, charts, store, test_set
 from ui.sidebar import synthetic_datasets
@@ -36,8 +37,20 @@ cols[3].metric("ILC", f"{int(histology.loc[histology['histology'] == 'ILC', 'bre
 cols[4].metric("Readers", counts["readers"])
 cols[5].metric("Models", counts["models"])
 
+if gaps := cached(store_gaps):   # what the six questions still need, and where to get it
+    st.info("\n".join(f"- {gap}" for gap in gaps), icon=":material/info:")
+
 st.subheader("Findings")
-items = cached(fd.findings)   # stored results only, cached until the store changes
+choices = cached(fd.headline_models)
+model = None
+if choices:
+    rule = cached(fd.headline_model)
+    model = st.selectbox("Headline model", choices, key="overview_model", bind="query-params",
+                         index=choices.index(rule) if rule in choices else 0,
+                         help="Every model question below is answered for this model.")
+    if rule:
+        st.caption(f"Default: {rule}, {fd.HEADLINE_RULE}.")
+items = cached(fd.findings, model=model)   # stored results only, cached per store state and model
 for item in items:
     st.markdown(f"{item.sentence} [Open :material/open_in_new:]({fd.link(item)})")
 st.download_button("Download findings", lambda: findings_html(store(), items=items),
@@ -62,7 +75,7 @@ with right:
         st.info("No density recorded yet (see the Density page).")
     else:
         source = st.selectbox("Density source", sorted(density["source"].unique()),
-                              key="overview_density_source")
+                              key="overview_density_source", bind="query-params")
         shown = density[density["source"] == source]
         st.altair_chart(charts.density_bars(shown, title="Exams per density category"),
                         width="stretch")

@@ -112,7 +112,7 @@ def test_first_run_builds_demo_then_every_page_renders(server, browser):
     page.wait_for_selector("text=Learning rates", timeout=60_000)
     page.screenshot(path=str(ARTIFACTS / "finetune_launcher.png"), full_page=True)
     assert page.locator("[data-testid='stException']").count() == 0
-    assert page.get_by_text("One run per rate: 1.0e-06").count() == 1
+    assert page.get_by_text("One run per rate: 1e-06").count() == 1
     assert page.get_by_text("No training runs in this store yet.").count() == 0
     assert page.get_by_text("Loss curves of").count() == 1
     assert page.locator("[data-testid='stVegaLiteChart']").count() >= 1

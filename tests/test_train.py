@@ -261,6 +261,10 @@ def test_cli_train_registers_child_and_reports_auc_beside_parent(small, tmp_path
     child = store.select("models", model=run["child_model"]).iloc[0]
     assert child["parent"] == "gmic-demo" and child["preprocess"] == "none"
     assert child["checkpoint"].endswith("best.pt")
+    # lr 1e-4 as everywhere (was lr0.0001 here beside lr1e-05 for 1e-5): one format, issue 29
+    assert run["child_model"] == f"gmic-demo-feature-extraction-lr1e-04-{run['run_id'][-4:]}"
+    assert child["description"].startswith("GMIC fine-tuned (feature-extraction, lr 1e-04, best "
+                                            "epoch 1) from gmic-demo on sp-train")
     epochs = store.select("train_epochs", run_id=run["run_id"])
     assert len(epochs) == 1 and math.isclose(epochs["val_loss"].iat[0], run["best_val_loss"])
     ev = run["evaluations"][0]

@@ -152,7 +152,7 @@ def test_loss_curves_are_the_epoch_rows(store):
             assert got["loss"].tolist() == [r[col] for r in rows]
         best = 1 + int(np.argmin([r[1] for r in rows]))
         assert set(part.loc[part["best"], "epoch"]) == {best}
-    assert set(curves.loc[curves["run_id"] == "train-a", "run"]) == {"1.0e-05"}
+    assert set(curves.loc[curves["run_id"] == "train-a", "run"]) == {"1e-05"}
     only = training.loss_curves(store, run_ids=["train-b"])
     assert set(only["run_id"]) == {"train-b"} and len(only) == 4
 
@@ -163,7 +163,7 @@ def test_loss_curves_tell_runs_with_one_rate_apart(store_path, tmp_path):
     s.write_tables({"train_epochs": pd.DataFrame([{"run_id": "train-e", "epoch": 1,
                                                    "train_loss": 1.0, "val_loss": 1.0}])})
     labels = training.loss_curves(s, run_ids=["train-a", "train-e"]).drop_duplicates("run_id")
-    assert labels["run"].tolist() == ["1.0e-05 · in-a", "1.0e-05 · in-e"]
+    assert labels["run"].tolist() == ["1e-05 · in-a", "1e-05 · in-e"]
 
 
 # ---------------------------------------------------------------------------- table 6.2

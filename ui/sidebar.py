@@ -10,14 +10,19 @@ from ui.session import settings, store
 ALL = "All datasets"
 
 
-def sidebar() -> None:
-    """Store, dataset and test-set pickers; their values live in the URL's query parameters."""
+def sidebar() -> tuple:
+    """Store, dataset and test-set pickers; their values live in the URL's query parameters.
+
+    Returns the lists it showed (`refresh_sidebar` compares them after the page ran). Which
+    data is synthetic is said per dataset below, never by the demo mode: a hosted store may
+    also hold real data.
+    """
     cfg = settings()
     s = store()
     with st.sidebar:
         if cfg.demo_mode:
-            st.info("Hosted demo: read-only, synthetic data. Uploads, server folders and "
-                    "training are disabled.", icon=":material/lock:")
+            st.info("Hosted demo: read-only. Uploads, server folders and training are "
+                    "disabled.", icon=":material/lock:")
         datasets = cached(Store.datasets)
         st.selectbox("Dataset", [ALL, *datasets["dataset"]], key="dataset",
                      bind="query-params")
@@ -36,6 +41,22 @@ def sidebar() -> None:
                        + ("" if chosen != ALL else f" ({', '.join(synthetic)})")
                        + ": rendered images, simulated readers.")
         st.caption(f"Store: `{s.path}`")
+    return _lists()
+
+
+def _lists() -> tuple:
+    return (tuple(cached(Store.datasets)["dataset"]), tuple(cached(Store.testsets)["name"]))
+
+
+def refresh_sidebar(shown: tuple) -> None:
+    """Rerun once when the page just changed the sidebar's lists (an import, a new test set).
+
+    Why: the sidebar is drawn before the page, so a dataset the page imported would appear
+    only on the next interaction. Comparing the lists, not the store's change token, reruns
+    once per change: pages that write on every run (job polling) never loop.
+    """
+    if _lists() != shown:
+        st.rerun()
 
 
 def synthetic_datasets(datasets=None) -> list[str]:

@@ -5,63 +5,82 @@ a page reload and a closed tab, and the page finds them again in the store's ``r
 """
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
-from core.errors import InputError
 from core.jobs.run_folder import request_cancel
 from core.reports import training
 from models import train
 from models.train_launch import fail_orphaned_runs
 from ui.charts.training import duration, loss_chart
 from ui.downloads import download_popover
-from ui.errors import show_input_error
+from ui.errors import input_errors
 from ui.session import store
 
 REFRESH_S = 2.0          # how often the run panel re-reads the runs while one is running
 MAX_CURVES = 12          # runs drawn by default (the newest); pick others explicitly
 STOPPED = ("failed", "cancelled")
 
-__all__ = ["REFRESH_S", "launch", "parse_lrs", "run_panel"]
+__all__ = ["REFRESH_S", "follow_default", "launch", "parse_lrs", "progress_text", "run_panel"]
 
 
 def parse_lrs(text: str, runs: int | None) -> tuple[float, ...] | None:
     """The learning rates ``text`` gives (`models.train.parse_lrs`), or None with the error
     shown under the field."""
-    try:
+    with input_errors(stop=False):
         return train.parse_lrs(text, runs)
-    except InputError as exc:
-        show_input_error(exc)
-        return None
+    return None
 
 
 def launch(**fields) -> list[str]:
     """Check the request, then start one background process per learning rate; the new run
     ids, or [] with the one-line error shown (nothing started)."""
-    try:
+    with input_errors(stop=False):
         return train.launch_runs(store(), train.TrainRequest(**fields), detach=True)
-    except InputError as exc:
-        show_input_error(exc)
-        return []
+    return []
 
 
 def _resume(run_id: str) -> None:
-    try:
+    with input_errors(stop=False):
         train.resume_run(store(), run_id, detach=True)
         st.toast(f"Resumed {run_id} from its last epoch", icon=":material/play_arrow:")
-    except InputError as exc:
-        show_input_error(exc)
 
 
 def _cancel(run_id: str) -> None:
-    try:
+    with input_errors(stop=False):
         request_cancel(store(), run_id)
         st.toast(f"Cancel requested: {run_id} stops at its next batch", icon=":material/stop:")
-    except InputError as exc:
-        show_input_error(exc)
 
 
-def _label(row) -> str:
-    return f"{training.lr_label(row.lr)} · {row.mode} · {row.status} · {row.run_id[-4:]}"
+def follow_default(key: str, default: list) -> list | None:
+    """The ``default=`` for the widget ``key`` that must follow a changing default (the test
+    sets the finished runs evaluated on): a new default replaces the selection, as a fresh
+    widget would, while the first leaves a value from the URL alone. None once the widget has
+    a value (Streamlit warns when a default meets a value set through the session)."""
+    seen, st.session_state[f"_{key}_default"] = st.session_state.get(f"_{key}_default"), default
+    if seen is not None and seen != default:
+        st.session_state[key] = default
+    return None if key in st.session_state else default
+
+
+def _label(row, *, state: bool = True) -> str:
+    return " · ".join([training.lr_label(row.lr), row.mode, *([row.state] if state else []),
+                       row.run_id[-4:]])
+
+
+def progress_text(row) -> str:
+    """A live run's line as its state reads: queued (waiting for its worker), running (epochs
+    done, ETA once known, the worker's message), evaluating (its best epoch, the test sets
+    being scored). Unknown parts are left out, never written as 'nan'."""
+    if row.state == "queued":
+        parts = ["waiting for its worker (a sweep trains its rates one after another)"]
+    elif row.state == "evaluating":
+        best = "" if pd.isna(row.best_epoch) else f" (best epoch {int(row.best_epoch)})"
+        parts = [f"training done{best}", f"scoring {', '.join(row.evaluate) or 'no test set'}"]
+    else:
+        parts = [f"{row.epochs_done} of {row.epochs} epochs done" if row.epochs else "",
+                 f"ETA {duration(row.eta_s)}" if duration(row.eta_s) else "", row.message]
+    return " · ".join([f"**{_label(row)}**", *(p for p in parts if p)])
 
 
 def run_panel(*, polling: bool, read_only: bool) -> None:
@@ -82,30 +101,32 @@ def run_panel(*, polling: bool, read_only: bool) -> None:
         return
     for row in running.itertuples():
         bar, button = st.columns([6, 1], vertical_alignment="bottom")
-        epochs = f"epoch {row.epochs_done} of {row.epochs}" if row.epochs else ""
-        eta = f"ETA {duration(row.eta_s)}" if duration(row.eta_s) else "starting"
-        bar.progress(row.progress, text=f"**{_label(row)}** · {epochs} · {eta} · {row.message}")
+        bar.progress(row.progress, text=progress_text(row))
         if button.button("Cancel", key=f"ft_cancel_{row.run_id}", icon=":material/stop:",
                          disabled=read_only):
             _cancel(row.run_id)
-    shown = runs.assign(eta=runs["eta_s"].map(duration), elapsed=runs["elapsed_s"].map(duration))
+    shown = runs.assign(eta=runs["eta_s"].map(duration), elapsed=runs["elapsed_s"].map(duration),
+                        lr=runs["lr"].map(training.lr_label))
     st.dataframe(shown, hide_index=True, key="ft_runs", column_order=[
-        "run_id", "status", "mode", "lr", "preprocess", "epochs_done", "epochs", "progress",
+        "run_id", "state", "mode", "lr", "preprocess", "epochs_done", "epochs", "progress",
         "eta", "elapsed", "best_epoch", "best_val_loss", "child", "parent", "message", "error"],
         column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=1),
-                       "lr": st.column_config.NumberColumn(format="%.1e"),
                        "best_val_loss": st.column_config.NumberColumn(format="%.4f")})
     stopped = runs[runs["status"].isin(STOPPED)]
     if len(stopped) and not read_only:
         pick, button = st.columns([6, 1], vertical_alignment="bottom")
         labels = {r.run_id: _label(r) for r in stopped.itertuples()}
+        # not in the URL: a one-off action on a run that a resume makes running again
         run_id = pick.selectbox("Resume a stopped run from its last epoch", list(labels),
                                 format_func=labels.get, key="ft_resume_pick")
         if button.button("Resume", key="ft_resume", icon=":material/play_arrow:"):
             _resume(run_id)
-    labels = {r.run_id: _label(r) for r in runs.itertuples()}
+    # in the URL as their labels (Streamlit writes a bound widget's formatted options): the
+    # curve picker's leave the state out, so that a link outlives the run's end
+    labels = {r.run_id: _label(r, state=False) for r in runs.itertuples()}
     picked = st.multiselect("Loss curves of", list(labels), format_func=labels.get,
-                            key="ft_curve_runs", placeholder=f"the {MAX_CURVES} newest runs")
+                            key="ft_curve_runs", placeholder=f"the {MAX_CURVES} newest runs",
+                            bind="query-params")
     curves = training.loss_curves(store(), run_ids=picked or runs["run_id"][:MAX_CURVES].tolist())
     if curves.empty:
         st.caption("Loss curves appear when the first epoch ends.")

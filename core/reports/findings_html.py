@@ -57,6 +57,9 @@ def chart_spec(finding: Finding) -> dict | None:
         long = pd.DataFrame({"stratum": ["dense (2-3)", "non-dense (0-1)"],
                              "auc": [t["auc_dense"].iloc[0], t["auc_nondense"].iloc[0]]})
         return _bars(long, "stratum", "auc", "AUC by density")
+    if finding.question == "saliency" and "hit_rate" in t:
+        return _bars(t, "model", "hit_rate", "Pointing-game hit rate [95 % CI]",
+                     low="hit_ci_low", high="hit_ci_high")
     if finding.question == "radiologists" and "caught" in t:
         return _bars(t, "operating_point", "caught",
                      "Reader-missed cancers the model catches, per operating point")
@@ -77,9 +80,11 @@ def _script_safe(js: str) -> str:
     return re.sub(r"</(script)", r"<\\/\1", js, flags=re.IGNORECASE)
 
 
-def findings_html(store: Store, *, items: list[Finding] | None = None) -> str:
-    """The whole report as one HTML string (``items``: precomputed `findings`, e.g. cached)."""
-    items = findings(store) if items is None else items
+def findings_html(store: Store, *, items: list[Finding] | None = None,
+                  model: str | None = None) -> str:
+    """The whole report as one HTML string (``items``: precomputed `findings`, e.g. cached;
+    else `findings` for the headline ``model``, None: by `HEADLINE_RULE`)."""
+    items = findings(store, model=model) if items is None else items
 
     datasets = store.datasets()
     parts = [f"<h1>ILCscope findings</h1><p>ILCscope {html.escape(core.__version__)}, "

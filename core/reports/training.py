@@ -3,8 +3,9 @@
 Three tables, each a pure function of the store (and, for a running run, its live
 ``progress.json``):
 
-- `run_table`: one row per run with status, progress, ETA and the parameters that tell runs
-  apart (mode, learning rate, preprocessing, parent and child model);
+- `run_table`: one row per run with status, the state a person reads (queued, running,
+  evaluating, done, failed, cancelled), progress, ETA and the parameters that tell runs apart
+  (mode, learning rate, preprocessing, parent and child model);
 - `loss_curves`: training and validation loss per epoch, one line per learning rate (the
   study's figure 6.7), from the ``train_epochs`` rows each epoch writes as it ends;
 - `finished_runs`: per finished run and test set, the child model's AUC with its DeLong CI beside
@@ -32,11 +33,12 @@ from core.store import Store
 from core.store.runs import RUN_STATUSES, get_run, list_runs
 from core.validation import check_choice, check_level
 
-__all__ = ["FINISHED_COLUMNS", "RUN_COLUMNS", "TRAIN_KIND", "evaluation_test_sets",
-           "finished_runs", "finished_wide", "loss_curves", "lr_label", "run_report", "run_table"]
+__all__ = ["FINISHED_COLUMNS", "RUN_COLUMNS", "RUN_STATES", "TRAIN_KIND", "evaluation_test_sets",
+           "finetune_gaps", "finished_runs", "finished_wide", "loss_curves", "lr_label",
+           "run_report", "run_table"]
 
 TRAIN_KIND = "train"
-RUN_COLUMNS = ("run_id", "kind", "status", "mode", "lr", "parent", "child", "preprocess",
+RUN_COLUMNS = ("run_id", "kind", "status", "state", "mode", "lr", "parent", "child", "preprocess",
                "epochs", "epochs_done", "progress", "eta_s", "elapsed_s", "best_epoch",
                "best_val_loss", "train_set", "val_set", "device", "evaluate", "started_at",
                "ended_at", "message", "error")
@@ -45,11 +47,23 @@ FINISHED_COLUMNS = ("run_id", "mode", "lr", "preprocess", "parent", "child", "te
                     "n_neg", "auc", "ci_low", "ci_high", "parent_auc", "parent_ci_low",
                     "parent_ci_high", "diff", "p", "n_excluded", "note")
 SPLITS = ("training", "validation")
+# What a person reads for a run: the store's status, with 'running' told apart into a training
+# run still waiting for its worker (a sweep trains its rates one after another), one training,
+# and one scoring its test sets after its last epoch.
+RUN_STATES = ("queued", "running", "evaluating", "done", "failed", "cancelled")
 
 
-def lr_label(lr: float) -> str:
-    """A learning rate as the legends write it: ``1.0e-06``."""
-    return "lr ?" if lr is None or math.isnan(lr) else f"{lr:.1e}"
+def lr_label(lr: float | None) -> str:
+    """A learning rate as every place writes it (child names, descriptions, legends, the page):
+    scientific, up to three significant digits, trailing zeros dropped: ``1e-04``, ``1e-05``,
+    ``1.29e-06``, ``5e-06``; "lr ?" when unknown.
+
+    Why one rule: ``:.2g`` wrote 1e-4 as ``0.0001`` beside ``1e-05``, and the legends wrote
+    ``1.0e-05``: the same sweep read three ways."""
+    if lr is None or not math.isfinite(float(lr)):
+        return "lr ?"
+    mantissa, exponent = f"{float(lr):.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
 
 
 def _lr(params: dict) -> float:
@@ -96,7 +110,10 @@ def run_table(store: Store, *, kind: str | None = TRAIN_KIND, status: str | None
     Returns
     -------
     DataFrame
-        Columns `RUN_COLUMNS`. ``progress`` is done / total in [0, 1] (a running run's from its
+        Columns `RUN_COLUMNS`. ``state`` is one of `RUN_STATES`: ``status``, except that a
+        running training run is 'queued' before its first progress (no progress.json, no
+        epoch, no total) and 'evaluating' once its last epoch is written or its child model
+        named (training over; the child is registered and its test sets scored). ``progress`` is done / total in [0, 1] (a running run's from its
         live progress.json, written several times an epoch); ``elapsed_s`` runs from the start
         to the end (or ``now``); ``eta_s`` = elapsed_s (1 - progress) / progress for a running
         run with some progress (0 when done, NaN otherwise): a resumed run's elapsed time
@@ -126,6 +143,7 @@ def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime) -> d
         progress = min(float(done) / float(total), 1.0)
     else:
         progress = 0.0 if run["status"] == "running" else math.nan
+    state = _state(run, epochs_done, live, total)
     started = pd.Timestamp(run["started_at"])
     ended = pd.Timestamp(run["ended_at"]) if run["ended_at"] is not None else pd.Timestamp(now)
     elapsed = max((ended - started).total_seconds(), 0.0)
@@ -135,9 +153,9 @@ def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime) -> d
         eta = elapsed * (1 - progress) / progress
     else:
         eta = math.nan
-    message = (live or {}).get("message") or run["message"]
+    message = (live or {}).get("message") or run["message"] or ""
     return {
-        "run_id": run["run_id"], "kind": run["kind"], "status": run["status"],
+        "run_id": run["run_id"], "kind": run["kind"], "status": run["status"], "state": state,
         "mode": params.get("mode"), "lr": _lr(params), "parent": params.get("parent_model"),
         "child": params.get("child_model"), "preprocess": params.get("preprocess"),
         "epochs": params.get("epochs"), "epochs_done": int(epochs_done), "progress": progress,
@@ -147,6 +165,58 @@ def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime) -> d
         "evaluate": list(params.get("evaluate") or []),
         "started_at": started, "ended_at": run["ended_at"], "message": message,
         "error": run["error"]}
+
+
+def _state(run: dict, epochs_done: int, live: dict | None, total) -> str:
+    if run["status"] != "running" or run["kind"] != TRAIN_KIND:
+        return run["status"]
+    epochs = run["params"].get("epochs")
+    if run["params"].get("child_model") or (epochs and epochs_done >= epochs):
+        return "evaluating"
+    if live is None and not total and not epochs_done:
+        return "queued"
+    return "running"
+
+
+def finetune_gaps(store: Store, *, dataset: str | None = None) -> list[str]:
+    """What fine-tuning lacks in this store (or in ``dataset``), one sentence each: no GMIC
+    model to start from, no images, no cancers, no ILC cases (the study's subject), no
+    training/validation split. Empty when nothing is missing.
+
+    Why: a store of mini-MIAS alone opened the page with a parent it does not hold and the
+    same set for training and validation, and said nothing until a launch failed.
+    """
+    notes = []
+    models = store.models()
+    if not (models["kind"] == "gmic").any():
+        notes.append("No GMIC model in this store: the parent offered is the shipped gmic-demo "
+                     "(trained on synthetic images); type a checkpoint path to start from "
+                     "another.")
+    cases = store.cases(level="breast")
+    if dataset is not None:
+        cases = cases[cases["dataset"] == dataset]
+    where = dataset or "This store"
+    cancers = cases[cases["label"] == 1]
+    if cases.empty:
+        notes.append(f"{where} has no images to train on: import some on the Import page.")
+    elif cancers.empty:
+        notes.append(f"{where} has no cancers: training needs malignant and healthy images.")
+    elif not (cancers["histology"] == "ILC").any():
+        kinds = ", ".join(sorted(cancers["histology"].astype(str).unique()))
+        notes.append(f"{where} has no ILC cases ({len(cancers)} cancerous breasts, histology "
+                     f"{kinds}): runs here learn every cancer type, not the study's ILC.")
+    sets = store.testsets()
+    if dataset is not None:
+        sets = sets[sets["datasets"].str.split(",").map(lambda d: dataset in
+                                                       [x.strip() for x in d])]
+    names = sets["name"].tolist()
+    if not cases.empty and not (any("train" in n for n in names)
+                                and any("val" in n for n in names)):
+        base = dataset if dataset in names else (names[0] if names else "SET")
+        notes.append(f"No training and validation sets{f' of {dataset}' if dataset else ''}: "
+                     f"split one by exam with `python -m core split --test-set {base} "
+                     f"--prefix {base}` (then pick {base}-train and {base}-val).")
+    return notes
 
 
 # ---------------------------------------------------------------------------- curves

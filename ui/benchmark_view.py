@@ -1,0 +1,62 @@
+"""The Benchmark page's cached pieces: scores per test set, each `core.reports.benchmark`
+table, and chart specifications, each computed once per store state and view.
+
+Why `st.cache_data` throughout: a cached result is a copy per session, so no session can
+change another's frame (`st.cache_resource` shared one object across sessions). Scores are
+loaded only inside a piece's cache miss, so the copy costs nothing on a plain rerun; a chart's
+specification (validated by altair, ~100 ms) is cached, the chart object itself is rebuilt
+(cheap, unvalidated) for the PNG/SVG downloads, rendered only when clicked.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.reports import benchmark
+from ui.caching import qualified_name
+from ui.downloads import download_popover
+from ui.session import data_token, settings, store
+
+__all__ = ["piece", "show_chart", "table_formats"]
+
+
+def _scores(models: tuple, test_set: str, level: str, how: str) -> pd.DataFrame:
+    return benchmark.load_scores(store(), models=models, test_sets=[test_set], level=level,
+                                 how=how)
+
+
+@st.cache_data(show_spinner="Computing…", max_entries=128)
+def _computed(name: str, db: str, token: tuple, models: tuple, test_sets: tuple, level: str,
+              how: str, options: tuple, _fn):
+    frame = pd.concat([_scores(models, t, level, how) for t in test_sets], ignore_index=True)
+    return _fn(frame, **dict(options))
+
+
+def piece(fn, *, models: tuple, test_sets: tuple, level: str, how: str, options: tuple = ()):
+    """``fn`` (a `core.reports.benchmark` function of a scores frame) on the test sets' scores,
+    cached until the store changes (a copy per call)."""
+    return _computed(qualified_name(fn), str(settings().db_path), data_token(), models,
+                     test_sets, level, how, options, _fn=fn)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _spec(name: str, _builder, *frames, **options) -> dict:
+    return _builder(*frames, **options).to_dict()
+
+
+def show_chart(builder, stem: str, *frames, width: str = "content", frame=None, context=None,
+               **options) -> None:
+    """The chart ``builder(*frames, **options)`` with its Download popover (PNG, SVG, CSV)."""
+    st.vega_lite_chart(_spec(qualified_name(builder), builder, *frames, **options), width=width)
+    download_popover(stem, f"bench_{builder.__name__}", chart=builder(*frames, **options),
+                     frame=frame, context=context)
+
+
+def table_formats(columns, *, digits: int = 4, percent=(), **labels) -> dict:
+    """``st.dataframe`` column_config: ``digits`` decimals for ``columns``, percent for
+    ``percent`` (a column's label from ``labels``, when given)."""
+    config = {c: st.column_config.NumberColumn(labels.get(c), format=f"%.{digits}f")
+              for c in columns}
+    config.update({c: st.column_config.NumberColumn(labels.get(c), format="percent")
+                   for c in percent})
+    return config
