@@ -33,6 +33,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import InputError
+# The shared ResNet-22 and blocks; PreActBlock, BasicBlock and GlobalResNet22 stay importable from here.
+from models.networks.resnet22 import BasicBlock, PreActBlock, resnet22_out_size
+from models.networks.resnet22 import ResNet22 as GlobalResNet22
+# The non-learned steps GLAM shares, under their historical names here.
+from models.networks.roi import cells_to_pixels as _cells_to_pixels
+from models.networks.roi import gather_crops as _gather_crops
+from models.networks.roi import greedy_roi_cells, top_t_percent_pool
+from models.networks.roi import roi_score_map as _roi_score_map
+from models.networks.roi import top_t_count as _top_t_count
+from models.networks.roi import window_cells as _window_cells
 
 __all__ = [
     "CLASS_NAMES",
@@ -56,38 +66,13 @@ _ATTN_DIM = 128
 _UNUSED_CHECKPOINT_KEYS = ("shared_rep_filter.weight",)  # in sample_model_*.p, never used
 
 
-def _global_out(n: int) -> int:
-    """Output length of the global network along one axis of length n (stride ~64)."""
-    n = (n - 1) // 2 + 1          # 7x7 conv, stride 2, padding 3
-    n = (n - 3) // 2 + 1          # 3x3 max-pool, stride 2, no padding
-    for _ in range(4):            # stages 1..4 open with a stride-2 3x3 conv, padding 1
-        n = (n - 1) // 2 + 1
-    return n
-
-
 def cam_size_for(input_shape: tuple[int, int]) -> tuple[int, int]:
     """Saliency grid (rows, cols) the global network produces for an input of ``input_shape``.
 
     2944 x 1920 -> 46 x 30; 1472 x 960 -> 23 x 15; 512 x 320 -> 8 x 5 (the network's own
     arithmetic: floor divisions of its strided convs and its unpadded max-pool).
     """
-    return (_global_out(int(input_shape[0])), _global_out(int(input_shape[1])))
-
-
-def _top_t_count(num_cells: int, percent_t: float) -> int:
-    t = int(round(num_cells * float(percent_t)))
-    if t < 1:
-        raise InputError(
-            f"percent_t={percent_t} keeps round({num_cells} * {percent_t}) = 0 saliency cells; "
-            "raise percent_t or use a larger input"
-        )
-    return t
-
-
-def _window_cells(crop_shape, cam_size, input_shape) -> tuple[int, int]:
-    # Python's round: half to even, as the reference (numpy.round) does.
-    return (max(1, int(round(crop_shape[0] * cam_size[0] / input_shape[0]))),
-            max(1, int(round(crop_shape[1] * cam_size[1] / input_shape[1]))))
+    return (resnet22_out_size(int(input_shape[0])), resnet22_out_size(int(input_shape[1])))
 
 
 @dataclass(frozen=True)
@@ -181,105 +166,6 @@ CONFIGS: dict[str, GMICConfig] = {
 # --- building blocks ----------------------------------------------------------------------------
 
 
-def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size=3, stride=stride, padding=1, bias=False)
-
-
-class PreActBlock(nn.Module):
-    """Pre-activation ("v2") basic block of the global network.
-
-    ``a = relu(bn1(x))``; ``out = conv2(relu(bn2(conv1(a)))) + shortcut`` where the shortcut is
-    ``downsample(a)`` (a lone 1x1 conv, applied to the *pre-activated* input) when given, else x.
-
-    Args:
-        in_ch: input channels.
-        out_ch: output channels.
-        stride: stride of conv1 and of the shortcut.
-        project: give this block a 1x1 ``downsample`` conv (the first block of every stage has
-            one, even at stride 1 and equal width, as in the released weights).
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, project: bool = False) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_ch)
-        self.conv1 = _conv3x3(in_ch, out_ch, stride)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.conv2 = _conv3x3(out_ch, out_ch)
-        # Sequential with the conv at index 0: the checkpoint key is `downsample.0.weight`.
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False))
-            if project else None
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        a = F.relu(self.bn1(x), inplace=True)
-        shortcut = x if self.downsample is None else self.downsample(a)
-        out = self.conv2(F.relu(self.bn2(self.conv1(a)), inplace=True))
-        return out.add_(shortcut)
-
-
-class BasicBlock(nn.Module):
-    """Post-activation ("v1") basic block of the local ResNet-18 (torchvision layout).
-
-    Args:
-        in_ch: input channels.
-        out_ch: output channels.
-        stride: stride of conv1; a 1x1 conv + BN shortcut is built when stride != 1 or the width
-            changes.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = _conv3x3(in_ch, out_ch, stride)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = _conv3x3(out_ch, out_ch)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size=1, stride=stride, bias=False),
-                          nn.BatchNorm2d(out_ch))
-            if stride != 1 or in_ch != out_ch else None
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
-        out = self.bn2(self.conv2(out))
-        return F.relu(out.add_(shortcut), inplace=True)
-
-
-class GlobalResNet22(nn.Module):
-    """Global network (``ds_net``): ResNet-22 v2 on the whole image, total stride ~64.
-
-    7x7/2 conv (1 -> w) -> 3x3/2 max-pool (no padding) -> 5 stages of 2 pre-activation blocks,
-    strides (1, 2, 2, 2, 2), widths w * (1, 2, 4, 8, 16) -> BN -> ReLU. No upsampling.
-
-    Args:
-        width: base width w (16 in the paper, giving 256 output channels).
-
-    Shape: (N, 1, H, W) -> (N, 16 w, *cam_size_for((H, W))).
-    """
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        self.first_conv = nn.Conv2d(1, width, kernel_size=7, stride=2, padding=3, bias=False)
-        self.first_pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=0)
-        self.layer_list = nn.ModuleList()
-        in_ch = width
-        for i, stride in enumerate((1, 2, 2, 2, 2)):
-            out_ch = width * 2 ** i
-            self.layer_list.append(nn.Sequential(
-                PreActBlock(in_ch, out_ch, stride, project=True), PreActBlock(out_ch, out_ch)))
-            in_ch = out_ch
-        self.final_bn = nn.BatchNorm2d(in_ch)
-        self.out_channels = in_ch
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.first_pool(self.first_conv(x))
-        for stage in self.layer_list:
-            h = stage(h)
-        return F.relu(self.final_bn(h), inplace=True)
-
-
 class SaliencyHead(nn.Module):
     """``left_postprocess_net``: 1x1 conv, one saliency logit map per class (sigmoid applied outside)."""
 
@@ -324,110 +210,6 @@ class LocalResNet18(nn.Module):
         h = self.layer4(self.layer3(self.layer2(self.layer1(h))))
         # mean over H then W (not one mean over both): bit-compatible with the reference outputs.
         return h.mean(dim=2).mean(dim=2)
-
-
-# --- the non-learned steps ----------------------------------------------------------------------
-
-
-def top_t_percent_pool(saliency: Tensor, percent_t: float) -> Tensor:
-    """Mean of the top ``percent_t`` fraction of each saliency map (GMIC's ``y_global``).
-
-    Parameters
-    ----------
-    saliency : Tensor of shape (N, C, h, w)
-        Sigmoid saliency maps.
-    percent_t : float in (0, 1]
-        ``t = int(round(h * w * percent_t))`` cells are averaged (28 of 46 x 30 for 0.02).
-
-    Returns
-    -------
-    Tensor of shape (N, C)
-    """
-    n, c, h, w = saliency.shape
-    t = _top_t_count(h * w, percent_t)
-    return saliency.reshape(n, c, h * w).topk(t, dim=2).values.mean(dim=2)
-
-
-def _roi_score_map(saliency: Tensor) -> Tensor:
-    """Per-class min-max normalisation, summed over classes: (N, C, h, w) -> (N, 1, h, w)."""
-    flat = saliency.flatten(2)
-    lo = flat.amin(dim=2)[..., None, None]
-    span = flat.amax(dim=2)[..., None, None] - lo
-    # The reference divides without an epsilon; a constant map (span 0) contributes 0 here
-    # instead of NaN, which changes nothing whenever the reference is defined.
-    norm = torch.where(span > 0, (saliency - lo) / torch.where(span > 0, span, 1.0), 0.0)
-    return norm.sum(dim=1, keepdim=True)
-
-
-@torch.no_grad()
-def greedy_roi_cells(score_map: Tensor, window: tuple[int, int], k: int) -> Tensor:
-    """Greedy retrieval of K windows with the largest mean score (GMIC's ROI module).
-
-    At each step the window (``window`` cells, stride 1, inside the map) with the highest mean
-    wins (the first in row-major order on ties) and its cells are set to 0; later windows may
-    overlap earlier ones.
-
-    Parameters
-    ----------
-    score_map : Tensor of shape (N, 1, h, w)
-    window : (rows, cols) in cells.
-    k : number of windows.
-
-    Returns
-    -------
-    LongTensor of shape (N, k, 2)
-        Upper-left (row, col) cell of each window, in selection order.
-    """
-    n, _, h, w = score_map.shape
-    wh, ww = min(window[0], h), min(window[1], w)
-    pooled_w = w - ww + 1
-    rows = torch.arange(h, device=score_map.device).view(1, h, 1)
-    cols = torch.arange(w, device=score_map.device).view(1, 1, w)
-    current = score_map[:, 0]
-    picks = []
-    for _ in range(k):
-        pooled = F.avg_pool2d(current.unsqueeze(1), (wh, ww), stride=1)
-        idx = pooled.flatten(1).argmax(dim=1)
-        r, c = idx // pooled_w, idx % pooled_w
-        picks.append(torch.stack((r, c), dim=1))
-        r, c = r.view(n, 1, 1), c.view(n, 1, 1)
-        inside = (rows >= r) & (rows < r + wh) & (cols >= c) & (cols < c + ww)
-        current = current.masked_fill(inside, 0.0)
-    return torch.stack(picks, dim=1)
-
-
-def _cells_to_pixels(cells: Tensor, cam_size: tuple[int, int], image_size: tuple[int, int]) -> Tensor:
-    """round(cell / cam * image) in float64, half to even: 64 px per cell for the paper."""
-    scale = torch.tensor([image_size[0] / 1.0, image_size[1] / 1.0], dtype=torch.float64, device=cells.device)
-    grid = torch.tensor([cam_size[0], cam_size[1]], dtype=torch.float64, device=cells.device)
-    return torch.round(cells.to(torch.float64) / grid * scale).to(torch.int64)
-
-
-def _gather_crops(x: Tensor, locations: Tensor, crop_shape: tuple[int, int]) -> Tensor:
-    """Differentiable crops ``x[i, 0, r:r+ch, c:c+cw]``: (N, 1, H, W), (N, K, 2) -> (N, K, ch, cw).
-
-    A crop that leaves the image is handled as the reference does: filled with the image's
-    minimum, the valid part pasted at the crop's bottom-right.
-    """
-    n, _, height, width = x.shape
-    ch, cw = crop_shape
-    k = locations.shape[1]
-
-    def axis(start: Tensor, size: int, limit: int) -> tuple[Tensor, Tensor]:
-        lo = start.clamp(0, limit)
-        hi = (start + size).clamp(0, limit)
-        offset = size - (hi - lo)              # rows/cols of fill before the valid part
-        u = torch.arange(size, device=x.device)
-        src = lo.unsqueeze(-1) + u - offset.unsqueeze(-1)
-        return src.clamp(0, limit - 1), u >= offset.unsqueeze(-1)
-
-    src_r, ok_r = axis(locations[..., 0], ch, height)   # (N, K, ch)
-    src_c, ok_c = axis(locations[..., 1], cw, width)    # (N, K, cw)
-    index = (src_r.unsqueeze(-1) * width + src_c.unsqueeze(-2)).reshape(n, k * ch * cw)
-    crops = x.reshape(n, height * width).gather(1, index).view(n, k, ch, cw)
-    valid = ok_r.unsqueeze(-1) & ok_c.unsqueeze(-2)
-    fill = x.detach().amin(dim=(1, 2, 3)).view(n, 1, 1, 1)
-    return torch.where(valid, crops, fill)
 
 
 # --- the model ----------------------------------------------------------------------------------
