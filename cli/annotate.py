@@ -22,13 +22,14 @@ def register(commands, report, common) -> None:
         help="fill a drawn contour (Algorithm 3)",
         description="Close a drawn contour (PNG, non-zero = drawn) by dilation and erosion with "
                     "a disk of 50, then 75, then 100 pixels until filling closes it, else take "
-                    "its convex hull; write the filled mask as a 0/255 PNG.",
+                    "its convex hull; write the filled mask as a 0/255 PNG. With --spacing the "
+                    "study's pixels (taken as 0.07 mm) are scaled to the drawing's.",
         epilog=FILL_EXAMPLE)
     fill.add_argument("drawing", type=Path, help="greyscale PNG of the drawing")
     fill.add_argument("--out", type=Path, required=True, help="PNG to write the filled mask to")
     fill.add_argument("--spacing", type=float, metavar="MM",
-                      help="pixel size in mm (reports the element size in mm; needed by "
-                           "--sizes-mm)")
+                      help="pixel size in mm (scales the study's 0.07 mm elements to it; "
+                           "needed by --sizes-mm)")
     fill.add_argument("--sizes-mm", type=comma_floats, metavar="A,B,C",
                       help="element diameters in mm instead of the study's 50,75,100 pixels")
     fill.set_defaults(func=cmd_fill)

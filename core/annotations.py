@@ -5,6 +5,12 @@ erosion, with a disk of 50 pixels), fill its holes; if filling changed nothing t
 not closed, so close the result again with 75, then 100 pixels; if it is still open, take the
 convex hull of the last closing. Each closing works on the one before, as in the thesis.
 
+Those sizes are pixels of the study's images, so an image with larger pixels gets smaller
+elements: the study's 50 px at `STUDY_SPACING_MM` is 3.5 mm, 17.5 px on mini-MIAS (0.2 mm).
+Why: on a 0.2 mm image a 50 px disk (10 mm) is wider than a small tumour's whole outline, so
+the first closing already filled a clearly closed ring, filling changed nothing, and the ring
+was reported "never closed" (convex hull).
+
 Every saved mask is a new version (`save_annotation`): the store never overwrites one, records
 author, source, time and the version it was edited from (``parent``), and the newest version is
 the default everywhere (`load_annotation`).
@@ -24,10 +30,16 @@ from core.errors import InputError
 from core.validation import check_choice
 from core.vocabulary import ANNOTATION_SOURCES
 
-__all__ = ["STUDY_SIZES_PX", "FilledDrawing", "ImportedMasks", "annotation_versions",
-           "fill_drawing", "import_masks", "load_annotation", "save_annotation"]
+__all__ = ["STUDY_SIZES_PX", "STUDY_SPACING_MM", "FilledDrawing", "ImportedMasks", "annotation_versions",
+           "fill_drawing", "import_masks", "load_annotation", "save_annotation", "study_sizes_px"]
 
 STUDY_SIZES_PX = (50, 75, 100)  # Ellipse(50), (75), (100): height and width in pixels
+# The pixel size those sizes were drawn at. The thesis gives the elements in pixels only and
+# does not print a pixel spacing; its drawings are on the Erasmus MC's full-field digital
+# mammograms (after 2006, section 4.1.1) at full resolution. 0.07 mm is the pixel pitch of the
+# common FFDM detector (Hologic Selenia), an assumption the page and CLI state: pass
+# ``sizes_px`` or ``sizes_mm`` to `fill_drawing` to use other elements.
+STUDY_SPACING_MM = 0.07
 
 
 @dataclass(frozen=True)
@@ -46,20 +58,31 @@ class FilledDrawing:
     size_px: float
     closed: bool
     hull_used: bool
+    sizes_px: tuple[float, ...] = ()   # the element diameters tried, in this image's pixels
+
+    def describe(self, spacing_mm: float | None = None) -> str:
+        """One line for a caption: how it closed, at which element size (with mm when the
+        pixel spacing is known)."""
+        if self.hull_used:
+            return (f"convex hull (never closed with elements of "
+                    f"{', '.join(f'{s:.4g}' for s in self.sizes_px)} px)")
+        mm = "" if spacing_mm is None else f" = {self.size_px * spacing_mm:.3g} mm"
+        return f"closed at step {self.step} ({self.size_px:.4g} px{mm})"
 
 
 def fill_drawing(drawing, *, spacing_mm: float | None = None,
-                 sizes_px: Sequence[float] = STUDY_SIZES_PX,
+                 sizes_px: Sequence[float] | None = None,
                  sizes_mm: Sequence[float] | None = None) -> FilledDrawing:
     """The study's Algorithm 3: a drawn contour (H, W) -> a filled segmentation.
 
     Parameters
     ----------
     drawing : array-like of shape (H, W), bool or numbers (non-zero = drawn)
-    spacing_mm : mm per pixel, keyword-only; needed with ``sizes_mm``.
-    sizes_px : increasing element diameters in pixels; default the study's 50, 75, 100.
-    sizes_mm : the same in millimetres (converted with ``spacing_mm``), overriding ``sizes_px``:
-        the study's pixels were of one scanner; millimetres carry to another.
+    spacing_mm : this image's mm per pixel, keyword-only. With neither ``sizes_px`` nor
+        ``sizes_mm``, the study's 50, 75, 100 px are scaled to it (`study_sizes_px`); None keeps
+        them as pixels of this image.
+    sizes_px : increasing element diameters in this image's pixels, used as given.
+    sizes_mm : the same in millimetres (converted with ``spacing_mm``, which it needs).
 
     Returns
     -------
@@ -93,7 +116,8 @@ def fill_drawing(drawing, *, spacing_mm: float | None = None,
         filled = convex_hull_image(current)
     mask = np.zeros(drawn.shape, bool)
     mask[r0:r1, c0:c1] = filled[margin:margin + r1 - r0, margin:margin + c1 - c0]
-    return FilledDrawing(mask, step, float(sizes[step - 1]), closed, not closed)
+    return FilledDrawing(mask, step, float(sizes[step - 1]), closed, not closed,
+                         tuple(float(v) for v in sizes))
 
 
 def _closing(image: np.ndarray, radius: float) -> np.ndarray:
@@ -115,15 +139,34 @@ def _check_drawing(drawing) -> np.ndarray:
     return array
 
 
+def study_sizes_px(spacing_mm: float | None) -> tuple[float, ...]:
+    """The study's element diameters (`STUDY_SIZES_PX` at `STUDY_SPACING_MM`) in pixels of an
+    image with ``spacing_mm`` mm per pixel: 50 * 0.07 / 0.2 = 17.5 px on mini-MIAS. None (no
+    spacing stored): the study's pixels unchanged."""
+    if spacing_mm is None:
+        return tuple(float(p) for p in STUDY_SIZES_PX)
+    _check_spacing(spacing_mm)
+    scale = STUDY_SPACING_MM / float(spacing_mm)   # exactly 1.0 at the study's spacing
+    return tuple(p * scale for p in STUDY_SIZES_PX)
+
+
+def _check_spacing(spacing_mm) -> None:
+    if isinstance(spacing_mm, bool) or not isinstance(spacing_mm, Real) or not spacing_mm > 0:
+        raise InputError(f"spacing_mm must be a positive number; got {spacing_mm!r}")
+
+
 def _element_sizes(sizes_px, sizes_mm, spacing_mm) -> list[float]:
+    if sizes_px is not None and sizes_mm is not None:
+        raise InputError("pass sizes_px or sizes_mm, not both")
     if sizes_mm is not None:
         if spacing_mm is None:
             raise InputError("sizes_mm needs spacing_mm (mm per pixel); pass it, or sizes_px")
-        if isinstance(spacing_mm, bool) or not isinstance(spacing_mm, Real) or not spacing_mm > 0:
-            raise InputError(f"spacing_mm must be a positive number; got {spacing_mm!r}")
+        _check_spacing(spacing_mm)
         values, name = [s / spacing_mm for s in _sizes(sizes_mm, "sizes_mm")], "sizes_mm"
-    else:
+    elif sizes_px is not None:
         values, name = _sizes(sizes_px, "sizes_px"), "sizes_px"
+    else:
+        values, name = list(study_sizes_px(spacing_mm)), "spacing_mm"
     if any(v < 1 for v in values):
         raise InputError(f"{name} gives an element under 1 pixel ({values}); pass larger sizes")
     return values

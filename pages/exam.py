@@ -25,11 +25,13 @@ truth = {e: "no label" if pd.isna(label) else f"{histology} cancer" if label els
 top = st.columns([1.2, 1.2, 1])
 exam = top[0].text_input("Exam, image or breast id", key="exam", bind="query-params",
                          help="Any case id from the store's tables; its exam opens.")
-top[1].selectbox("Or pick an exam of the test set", exams["case_id"], index=None,
-                 key="exam_pick", on_change=_pick, placeholder="cancers first",
-                 format_func=lambda e: f"{e} · {truth[e]}")
-models = top[2].multiselect("Models", cached(Store.model_names), key="exam_models",
-                            placeholder="every model that scored it")
+picked = top[1].selectbox("Or pick an exam of the test set", exams["case_id"], index=None,
+                          key="exam_pick", bind="query-params", on_change=_pick,
+                          placeholder="cancers first", format_func=lambda e: f"{e} · {truth[e]}")
+names = cached(Store.model_names)
+models = top[2].multiselect("Models", names, key="exam_models", bind="query-params",
+                            placeholder="every model that scored it" if names else "no models")
+exam = exam or picked
 if not exam:
     if exams.empty:
         st.info("No exams yet: import data on the Import page or build the demo with "
@@ -37,5 +39,5 @@ if not exam:
         st.stop()
     exam = exams["case_id"].iat[0]
 show = st.toggle("Show one view as the model received it (crop, flip, resize)",
-                 key="exam_model_input")
+                 key="exam_model_input", bind="query-params")
 exam_view(exam, models=models or None, show_model_input=show)

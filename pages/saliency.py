@@ -1,56 +1,21 @@
 """Saliency: does a model's saliency map point at the tumour? One image with the map as a
 heatmap, the segmentation's contour and the patch boxes, beside a second model (figure 6.12);
 the test set as a gallery; Dice distributions and hit rates (figure 6.13).
-`python -m core report saliency` prints the same numbers."""
+`python -m core report saliency` prints the same numbers; `ui.saliency` draws the parts."""
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.annotations import load_annotation
-from core.errors import InputError
-from core.io.images import read_pixels
-from core.io.pixels import to_display
-from core.reports.saliency import patch_boxes, saliency_report
-from core.saliency import read_saliency
+from core.reports.saliency import saliency_report
 from core.store import Store
-from ui import (cached, data_token, download_popover, require_test_set, show_input_error,
-                store)
+from ui import cached, download_popover, input_errors, require_test_set
 from ui.charts import saliency as charts
 from ui.exam_view import exam_view
 from ui.links import linked_model
+from ui.saliency import picture, test_set_tab
 
 GALLERY_PAGE = 12
-
-
-@st.cache_data(show_spinner="Reading the image, its map and its annotation…", max_entries=64)
-def _layers(db: str, token: tuple, model: str, image_id: str, which: str, version: int,
-            step: int):
-    """Display-size grey image, map, mask, patch boxes (pixels / ``step``) and their attention
-    weights (None in format 1 files) of one image."""
-    s = store()
-    image = s.image(image_id)
-    prediction = s.select("predictions", model=model, level="image", image_id=image_id)
-    entry = prediction.iloc[0]
-    stored = read_saliency(s.files_dir / entry["saliency_path"])
-    saliency = stored.to_original(which)
-    mask = load_annotation(s, image_id, version)
-    boxes = patch_boxes(stored, entry["patch_boxes"])
-    shown = (slice(None, None, step), slice(None, None, step))
-    return (to_display(read_pixels(image["abs_path"]))[shown], saliency[shown], mask[shown],
-            None if boxes is None else boxes / step, stored.patch_attention)
-
-
-def _picture(row, *, which: str, opacity: float, threshold: float, max_side: int) -> np.ndarray:
-    """One per-image row's picture (its model's map, its annotation version)."""
-    step = charts.display_step(tuple(shapes.loc[row.image_id]), max_side)
-    grey, saliency, mask, boxes, attention = _layers(
-        str(store().path), data_token(), row.model, row.image_id, which,
-        int(row.annotation_version), step)
-    labels = charts.patch_labels(boxes, attention)
-    return charts.saliency_overlay(grey, saliency, opacity=opacity, threshold=threshold,
-                                   mask=mask, boxes=boxes, box_labels=labels)
-
 
 st.title("Saliency maps versus the tumour")
 st.caption("Per annotated image: Dice of the thresholded map with the segmentation at "
@@ -74,20 +39,16 @@ parent = models.set_index("model")["parent"].get(model)
 kin = [m for m in models[models["parent"] == model]["model"] if m in others] + \
     ([parent] if parent in others else [])    # a parent beside its child, a child beside it
 compare = c_col.selectbox("Compare with", [None, *others], key="saliency_compare",
-                          index=1 + others.index(kin[0]) if kin else 0,
+                          bind="query-params", index=1 + others.index(kin[0]) if kin else 0,
                           format_func=lambda m: "—" if m is None else m)
 which = w_col.segmented_control("Map", ["malignant", "benign"], default="malignant",
                                 key="saliency_which", bind="query-params") or "malignant"
 version = v_col.number_input("Annotation version", min_value=1, value=None, step=1,
-                             key="saliency_version", placeholder="newest",
+                             key="saliency_version", bind="query-params", placeholder="newest",
                              help="Empty: each image's newest version")
-try:
-    with st.spinner("Scoring every annotated image's map…"):
-        report = cached(saliency_report, test_set=test_set, model=model, compare=compare,
-                        which=which, annotation_version=None if version is None else int(version))
-except InputError as exc:
-    show_input_error(exc)
-    st.stop()
+with input_errors(), st.spinner("Scoring every annotated image's map…"):
+    report = cached(saliency_report, test_set=test_set, model=model, compare=compare,
+                    which=which, annotation_version=None if version is None else int(version))
 shown_models = [model] if compare is None else [model, compare]
 shapes = cached(Store.images, test_set=test_set).set_index("image_id")[["height", "width"]]
 per_image = report.per_image
@@ -96,23 +57,33 @@ stem = "saliency"
 context = dict(test_set=test_set, models=shown_models, map=which,
                annotation_version=None if version is None else int(version))
 
-if not (per_image["model"] == model).any():   # only the compared model has maps here
-    st.info(f"{model} has no saliency map on an annotated image of `{test_set}`: pick the model "
-            "that has, or run `python -m core predict` for this one.", icon=":material/info:")
+if not (per_image["model"] == model).any():   # no masks, or only the compared model has maps
+    unannotated = report.skipped.get("no annotation", [])
+    if len(unannotated) == len(shapes):
+        st.info(f"No image of `{test_set}` has a tumour outline to score the maps against: "
+                "draw one on the Annotate page or import masks (`python -m core annotate "
+                "import`).", icon=":material/info:")
+    else:
+        st.info(f"{model} has no saliency map on an annotated image of `{test_set}`: pick the "
+                "model that has, or run `python -m core predict` for this one.",
+                icon=":material/info:")
     st.stop()
 one, gallery, aggregate = st.tabs(["One image", "Gallery", "Test set"])
 with one:
     first = per_image[per_image["model"] == model].sort_values("best_dice", ascending=False)
-    label = {r.image_id: f"{r.image_id} · {r.histology} · Dice {r.best_dice:.2f} · "
-             f"{'hit' if r.hit else 'miss'}" for r in first.itertuples()}
-    image_id = st.selectbox("Image", list(label), format_func=label.get, key="saliency_image")
+    label = {r.image_id: f"{r.image_id} · {r.histology}" for r in first.itertuples()}
+    image_id = st.selectbox("Image (best Dice first)", list(label), format_func=label.get,
+                            key="saliency_image", bind="query-params")
     o_col, t_col = st.columns(2)
-    opacity = o_col.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="saliency_opacity")
-    threshold = t_col.slider("Show the map from", 0.0, 1.0, 0.0, 0.05, key="saliency_threshold")
+    opacity = o_col.slider("Heatmap opacity", 0.0, 1.0, 0.5, 0.05, key="saliency_opacity",
+                           bind="query-params")
+    threshold = t_col.slider("Show the map from", 0.0, 1.0, 0.0, 0.05, key="saliency_threshold",
+                             bind="query-params")
     rows = per_image[per_image["image_id"] == image_id]
     for column, row in zip(st.columns(len(shown_models)), rows.itertuples()):
-        picture = _picture(row, which=which, opacity=opacity, threshold=threshold, max_side=700)
-        column.image(picture, width="stretch", caption=(
+        image = picture(row, tuple(shapes.loc[row.image_id]), which=which, opacity=opacity,
+                        threshold=threshold, max_side=700)
+        column.image(image, width="stretch", caption=(
             f"{row.model}: best Dice {row.best_dice:.3f} at {row.best_threshold:.2f}; "
             f"{'hit' if row.hit else 'miss'} ({row.distance_px:.0f} px away); relevance mass "
             f"{row.relevance_mass:.2f}; patches on the tumour: {row.n_patches_hit}"
@@ -120,7 +91,7 @@ with one:
                f", attention on them {row.patch_attention:.2f}")))
         with column:
             download_popover(f"{stem}_map", f"saliency_png_{row.model}",
-                             picture=charts.png_bytes(picture),
+                             picture=charts.png_bytes(image),
                              context=dict(context, models=row.model, image=image_id))
     curves = pd.concat([pd.DataFrame({"model": r.model, "threshold": report.thresholds,
                                       "dice": report.dice_curves[i]})
@@ -139,52 +110,20 @@ with one:
 with gallery:
     g_col, p_col = st.columns([2, 1])
     order = g_col.segmented_control("Sort by", ["dice", "hit"], default="dice",
-                                    key="saliency_sort", format_func={
+                                    key="saliency_sort", bind="query-params", format_func={
                                         "dice": "Best Dice", "hit": "Hits, then misses"}.get)
     ordered = charts.gallery_order(per_image[per_image["model"] == model], order or "dice")
     pages = max(1, -(-len(ordered) // GALLERY_PAGE))
-    page = p_col.number_input("Page", 1, pages, 1, key="saliency_page") - 1
+    page = p_col.number_input("Page", 1, pages, 1, key="saliency_page", bind="query-params") - 1
     tiles = ordered.iloc[page * GALLERY_PAGE:(page + 1) * GALLERY_PAGE]
     for start in range(0, len(tiles), 4):
         for column, row in zip(st.columns(4), tiles.iloc[start:start + 4].itertuples()):
-            column.image(_picture(row, which=which, opacity=0.5, threshold=0.0, max_side=240),
+            column.image(picture(row, tuple(shapes.loc[row.image_id]), which=which, opacity=0.5,
+                                 threshold=0.0, max_side=240),
                          caption=f"{row.image_id} · Dice {row.best_dice:.2f} · "
                                  f"{'hit' if row.hit else 'miss'}", width="stretch")
     download_popover(f"{stem}_gallery", "saliency_gallery", frame=ordered,
                      context=dict(context, models=model, order=order))
 
 with aggregate:
-    summary = pd.DataFrame([{"model": m, **report.summary[m]} for m in shown_models])
-    st.dataframe(summary, hide_index=True, key="saliency_summary")
-    download_popover(f"{stem}_summary", "saliency_summary", frame=summary, context=context)
-    d_col, h_col = st.columns(2)
-    for column, chart, name in (
-            (d_col, charts.best_dice_distribution(per_image, title="Best Dice per image"),
-             "dice_distribution"),
-            (h_col, charts.hit_rate_chart(summary, title="Hit rate, 95 % Wilson CI"),
-             "hit_rate")):
-        column.altair_chart(chart, width="stretch")
-        with column:
-            download_popover(f"{stem}_{name}", f"saliency_{name}", chart=chart,
-                             context=context)
-    st.markdown("**By histology**")
-    by_histology = report.by_histology
-    chart = charts.hit_rate_chart(by_histology, by="histology", title="Hit rate by histology")
-    st.altair_chart(chart, width="stretch")
-    download_popover(f"{stem}_by_histology", "saliency_histology", chart=chart,
-                     frame=by_histology, context=context)
-    st.dataframe(by_histology, hide_index=True, key="saliency_by_histology")
-    if report.paired is not None:
-        st.markdown(f"**{model} against {compare}** on the {report.paired['n_images']} images "
-                    "both scored: McNemar on hits, Wilcoxon signed-rank on best Dice")
-        paired = pd.DataFrame([{"test": k, **v} for k, v in report.paired.items()
-                               if isinstance(v, dict)])
-        st.dataframe(paired, hide_index=True, key="saliency_paired")
-        download_popover(f"{stem}_paired", "saliency_paired", frame=paired, context=context)
-    if report.skipped:
-        st.caption("Left out: " + "; ".join(f"{len(ids)} {reason}"
-                                             for reason, ids in report.skipped.items()))
-    with st.expander("Per-image metrics"):
-        st.dataframe(per_image, hide_index=True, key="saliency_per_image")
-        download_popover(f"{stem}_per_image", "saliency_per_image", frame=per_image,
-                         context=context)
+    test_set_tab(report, shown_models, context, stem)

@@ -229,12 +229,12 @@ def test_fill_cli_writes_what_fill_drawing_makes(tmp_path, capsys):
     drawing = ring(gap_px=16)
     write_png(tmp_path / "drawing.png", drawing.astype(np.uint8) * 255)
     code = main(["annotate", "fill", str(tmp_path / "drawing.png"), "--out",
-                 str(tmp_path / "filled.png"), "--spacing", "0.1", "--json"])
+                 str(tmp_path / "filled.png"), "--spacing", "0.07", "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    expected = fill_drawing(drawing)
+    expected = fill_drawing(drawing)     # at the study's 0.07 mm the elements are its pixels
     np.testing.assert_array_equal(read_mask(tmp_path / "filled.png"), expected.mask)
     assert out == {"out": str(tmp_path / "filled.png"), "step": expected.step, "size_px": 75.0,
-                   "size_mm": 7.5, "closed": True, "hull_used": False,
+                   "size_mm": pytest.approx(5.25), "closed": True, "hull_used": False,
                    "n_pixels": int(expected.mask.sum())}
     assert main(["annotate", "fill", str(tmp_path / "none.png"), "--out", "x.png"]) == 2

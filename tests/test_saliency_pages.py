@@ -17,7 +17,7 @@ from core.errors import InputError
 from core.reports.saliency import saliency_report
 from core.store import open_store, write_result
 from tests.conftest import copy_store
-from ui.canvas import (ERASER_COLOUR, CanvasView, background_picture, canvas_to_image,
+from ui.canvas import (ERASER_COLOUR, CanvasView, background_picture, canvas_size, canvas_to_image,
                        default_window, drawing_mask, plan_view, windowed)
 from ui.charts import saliency as charts
 
@@ -303,10 +303,10 @@ def test_annotate_page_fills_a_drawn_ring_and_saves_a_new_version(writable_demo)
     before = annotation_versions(store, image_id)
     old = {v: load_annotation(store, image_id, v) for v in before["version"]}
     view = plan_view(shape)
-    width = 560
-    fit = fabric_fit(view, width, round(width * shape[0] / shape[1]))
-    drawing = ring_drawing((280.0, 300.0), 50.0, 4.0)
-    at.session_state[f"annotate_canvas_{image_id}_{view}_0"] = {
+    width, height = canvas_size(None, view.natural)   # AppTest: no browser reports a column
+    fit = fabric_fit(view, width, height)
+    drawing = ring_drawing((160.0, 300.0), 50.0, 4.0)
+    at.session_state[f"annotate_canvas_{image_id}_{view}_{width}_0"] = {
         "drawing": {"raw": drawing, "data": None},
         "backgroundFit": {"naturalWidth": fit["natural_width"],
                           "naturalHeight": fit["natural_height"], "scaleX": fit["scale_x"],
@@ -326,7 +326,7 @@ def test_annotate_page_fills_a_drawn_ring_and_saves_a_new_version(writable_demo)
     saved = load_annotation(store, image_id)
     # reference: every pixel whose centre lies within the ring's outer edge (canvas px)
     x, y = pixel_centres_on_canvas(shape, fit, view)
-    inside = np.hypot(x - 280.0, y - 300.0) <= 52.0
+    inside = np.hypot(x - 160.0, y - 300.0) <= 52.0
     dice = 2 * (saved & inside).sum() / (saved.sum() + inside.sum())
     assert dice > 0.98
     for v, mask in old.items():   # older versions never change

@@ -27,14 +27,18 @@ from skimage.draw import polygon as fill_polygon
 
 from core.errors import InputError
 
-__all__ = ["DRAW_COLOUR", "ERASER_COLOUR", "CanvasView", "background_picture",
-           "canvas_to_image", "default_window", "drawing_mask", "plan_view", "windowed"]
+__all__ = ["DRAW_COLOUR", "ERASER_COLOUR", "FALLBACK_COLUMN_PX", "MAX_CANVAS_PX", "CanvasView",
+           "background_picture", "canvas_size", "canvas_to_image", "default_window",
+           "drawing_mask", "plan_view", "windowed"]
 
 DRAW_COLOUR = "#ff3b30"      # strokes that draw
 ERASER_COLOUR = "#00e5ff"    # strokes that erase: the page's eraser is free drawing in this colour
 _ORIGIN = {"left": -0.5, "top": -0.5, "center": 0.0, "right": 0.5, "bottom": 0.5}
 _CURVE_STEPS_PX = 2.0        # a Bezier curve is flattened into chords of about 2 canvas pixels
 _MIN_HALF_WIDTH = 0.75       # image px: a thin stroke still joins diagonal neighbours
+FALLBACK_COLUMN_PX = 320     # before the browser reports its column: fits a 360 px phone
+MAX_CANVAS_PX = 900          # widest canvas: past this the background picture is upscaled
+_WIDTH_STEP_PX = 16          # widths snap down to this step, so a few px of resize keep it
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,24 @@ def plan_view(image_shape: Sequence[int], *, zoom: float = 1.0,
     shrink = max(h, w) / max_side
     natural = (h, w) if shrink <= 1 else (max(1, round(h / shrink)), max(1, round(w / shrink)))
     return CanvasView(crop=(r0, c0, h, w), natural=natural)
+
+
+def canvas_size(column_px: int | None, natural: Sequence[int]) -> tuple[int, int]:
+    """(width, height) in CSS pixels of a canvas that fits a column ``column_px`` wide and
+    shows a picture of ``natural`` (rows, cols) at its aspect ratio.
+
+    The width never exceeds the column (a wider canvas hides its right part: on an R view the
+    chest wall), snaps down to 16 px steps (so a resize by a few pixels does not remount the
+    canvas) and is at most `MAX_CANVAS_PX`; None (width unknown yet) gives
+    `FALLBACK_COLUMN_PX`. The stroke->pixel map stays exact whatever the size: it goes
+    through the background fit the canvas reports (`canvas_to_image`).
+    """
+    column = FALLBACK_COLUMN_PX if column_px is None else int(column_px)
+    if column < _WIDTH_STEP_PX:
+        raise InputError(f"the column is {column} px wide; widen the window to draw")
+    width = min(column, MAX_CANVAS_PX) // _WIDTH_STEP_PX * _WIDTH_STEP_PX
+    rows, cols = int(natural[0]), int(natural[1])
+    return width, max(1, round(width * rows / cols))
 
 
 def default_window(pixels: np.ndarray) -> tuple[float, float]:

@@ -4,8 +4,10 @@ scores, and optionally one image as a model received it beside the original.
 `exam_view` is a component: the Exam page draws it for ``?exam=<id>``, and the Saliency and
 Radiologist-complement pages draw it (or link to the Exam page, `exam_url`) for a chosen case.
 The numbers come from `core.reports.exam.exam_report`, the pixels from
-`core.reports.exam.exam_images` (display convention in that module's docstring), the model
-input from `ui.model_input.model_input`.
+`core.reports.exam.exam_images` (display convention in that module's docstring), the stored
+outline and the models' saliency maps over every view from `core.reports.exam.exam_overlays`,
+the model input from `ui.model_input.model_input`. Its controls live in the URL (keys start
+with the component's ``key``).
 """
 from __future__ import annotations
 
@@ -22,10 +24,14 @@ from core.reports.exam import (
     HANGING_ORDER,
     ExamReport,
     HangingImage,
+    TileOverlay,
     exam_images,
+    exam_overlays,
     exam_report,
+    saliency_models,
 )
 from ui.caching import cached
+from ui.charts.saliency import saliency_overlay
 from ui.downloads import download_popover
 from ui.images import empty_tile, outline_box
 from ui.model_input import gmic_models, model_input
@@ -35,6 +41,7 @@ __all__ = ["EXAM_PAGE", "exam_url", "exam_view"]
 
 EXAM_PAGE = "pages/exam.py"
 _EMPTY_SHAPE = (512, 320)   # an empty tile's size when no view of the exam has pixels
+_MAP_OPACITY = 0.45
 
 
 def exam_url(exam_id: str, *, test_set: str | None = None) -> str:
@@ -62,11 +69,12 @@ def exam_view(exam_id: str, *, models: Sequence[str] | None = None,
         show_input_error(exc)
         return
     _header(report)
+    overlays = _overlay_controls(report, tiles, key)
     for positions in ((0, 1), (2, 3)):
         for position, column in zip(positions, st.columns(2)):
             with column, st.container(border=True):
-                _tile(report, position, tiles[position])
-    for note in report.notes:
+                _tile(report, position, tiles[position], overlays[position])
+    for note in (*report.notes, *_missing(report)):
         st.caption(f":material/info: {note}")
     with st.expander("Reads and scores as tables"):
         stem = report.exam_id.replace("/", "_")
@@ -82,6 +90,42 @@ def exam_view(exam_id: str, *, models: Sequence[str] | None = None,
         _model_input_section(report, tiles, key)
 
 
+def _overlay_controls(report: ExamReport, tiles: list[HangingImage | None], key: str
+                      ) -> list[TileOverlay | None]:
+    """The outline toggle and the saliency-map choice; what to draw over each tile."""
+    with_maps = cached(saliency_models, report.exam_id)
+    left, right = st.columns([1, 2], vertical_alignment="center")
+    outline = left.toggle("Stored outline", True, key=f"{key}_outline", bind="query-params",
+                          help="The newest saved annotation of each view (Annotate page)")
+    chosen = right.pills("Saliency map (malignant)", with_maps, key=f"{key}_map",
+                         bind="query-params", help="One model's map over every view")
+    if not with_maps:
+        right.caption("No model has a saliency map on this exam.")
+    geometry = tuple(None if t is None else (t.factor, t.flipped, tuple(t.pixels.shape))
+                     for t in tiles)
+    if not outline and chosen is None:
+        return [None] * len(tiles)
+    overlays = cached(exam_overlays, report.exam_id, geometry,
+                      models=() if chosen is None else (chosen,))
+    if outline and all(o is None or o.outline_version is None for o in overlays):
+        left.caption("No outline is stored for this exam: draw one on the Annotate page.")
+    return [None if o is None else TileOverlay(o.outline if outline else None,
+                                               o.outline_version, o.maps, o.notes)
+            for o in overlays]
+
+
+def _missing(report: ExamReport) -> list[str]:
+    """What this exam lacks, said once under the tiles."""
+    notes = []
+    if report.reads.empty:
+        notes.append("No reader has read this exam (the dataset has no reads).")
+    if report.scores.empty:
+        notes.append("No model has scored this exam.")
+    if report.breasts["label"].isna().all():
+        notes.append("This exam has no cancer label.")
+    return notes
+
+
 def _truth(label, histology, presentation=None) -> str:
     if label is None or pd.isna(label):
         return "no label"
@@ -95,8 +139,15 @@ def _decision(row) -> str:
     recall = row.recall
     said = ("no decision" if recall is None or pd.isna(recall)
             else "recall" if bool(recall) else "no recall")
-    score = "" if row.score is None or pd.isna(row.score) else f" ({row.score:.2f})"
+    digits = {"0-1": 2, "1-5": 0, "0-6": 0}.get(row.scale, 1)
+    score = ("" if row.score is None or pd.isna(row.score)
+             else f" ({row.score:.{digits}f} on {row.scale})")
     return f"{row.reader} {said}{score}"
+
+
+def _rating(row) -> str:
+    """A reader-study rating with its study, condition and scale."""
+    return f"{row.reader} {row.modality} {row.rating:.4g} ({row.rating_scale}; {row.study})"
 
 
 def _score(value: float) -> str:
@@ -116,13 +167,30 @@ def _header(report: ExamReport) -> None:
     lines = [f"Exam: {_truth(exam['label'], exam['histology'])}"]
     if len(reads):
         lines.append("Readers (exam): " + " · ".join(_decision(r) for r in reads.itertuples()))
+    study = _study_reads(report, level="exam")
+    if len(study):
+        lines.append("Reader study (exam): " + " · ".join(_rating(r) for r in study.itertuples()))
     if len(scores):
         lines.append("Models (exam): " + " · ".join(
             f"{r.model} {_score(r.score)} ({r.score_source})" for r in scores.itertuples()))
     st.markdown("  \n".join(lines))
 
 
-def _tile(report: ExamReport, position: int, image: HangingImage | None) -> None:
+def _study_reads(report: ExamReport, *, level: str, laterality: str | None = None,
+                 image_id: str | None = None) -> pd.DataFrame:
+    study = report.study_reads
+    if study is None or study.empty:
+        return pd.DataFrame()
+    keep = study["level"] == level
+    if level == "breast":
+        keep &= study["laterality"] == laterality
+    if level == "image":
+        keep &= study["image_id"] == image_id
+    return study[keep]
+
+
+def _tile(report: ExamReport, position: int, image: HangingImage | None,
+          overlay: TileOverlay | None) -> None:
     lat, view = HANGING_ORDER[position]
     tile = report.tiles.iloc[position]
     image_id = tile["image_id"]
@@ -131,12 +199,12 @@ def _tile(report: ExamReport, position: int, image: HangingImage | None) -> None
         st.markdown(f"**{lat}-{view}**: " + ("no image in this exam" if image_id is None
                                              else f"`{image_id}` has no pixels in the store"))
     else:
-        st.image(image.pixels, width="stretch")
+        st.image(_picture(image, overlay), width="stretch")
         moved = ", mirrored to hang" if image.flipped else ""
         st.markdown(f"**{lat}-{view}** · `{image_id}`")
         st.caption(f"Chest wall found on the file's {image.chest_wall}{moved}; "
                    f"{image.source}; {image.original_shape[0]} x {image.original_shape[1]} px, "
-                   f"shown at 1/{image.factor}.")
+                   f"shown at 1/{image.factor}." + _overlay_caption(overlay))
     breast = report.breasts[report.breasts["laterality"] == lat]
     lines = [f"Breast {lat}: " + (_truth(*breast.iloc[0][["label", "histology",
                                                            "presentation"]])
@@ -148,6 +216,10 @@ def _tile(report: ExamReport, position: int, image: HangingImage | None) -> None
         lines.append("Readers: " + " · ".join(
             f"{_decision(r)}{' [image]' if r.level == 'image' else ''}"
             for r in reads.itertuples()))
+    study = pd.concat([_study_reads(report, level="breast", laterality=lat),
+                       _study_reads(report, level="image", image_id=image_id)])
+    if len(study):
+        lines.append("Reader study: " + " · ".join(_rating(r) for r in study.itertuples()))
     scores = report.scores
     for model in scores["model"].unique():
         mine = scores[scores["model"] == model]
@@ -161,6 +233,25 @@ def _tile(report: ExamReport, position: int, image: HangingImage | None) -> None
     st.markdown("  \n".join(lines))
 
 
+def _picture(image: HangingImage, overlay: TileOverlay | None):
+    """The tile, with the chosen saliency map as a heatmap and the outline in green."""
+    if overlay is None or (overlay.outline is None and not overlay.maps):
+        return image.pixels
+    heat = next(iter(overlay.maps.values()), None)
+    return saliency_overlay(image.pixels, heat, opacity=_MAP_OPACITY, mask=overlay.outline)
+
+
+def _overlay_caption(overlay: TileOverlay | None) -> str:
+    if overlay is None:
+        return ""
+    said = [f"outline: annotation v{overlay.outline_version} (green)"
+            if overlay.outline is not None else ""]
+    said += [f"{model}'s malignant map (dark to bright = 0 to 1)" for model in overlay.maps]
+    said += list(overlay.notes)
+    said = [s for s in said if s]
+    return (" " + "; ".join(said) + ".") if said else ""
+
+
 def _model_input_section(report: ExamReport, tiles: list[HangingImage | None], key: str) -> None:
     st.subheader("As the model received it")
     models = cached(gmic_models)
@@ -169,9 +260,9 @@ def _model_input_section(report: ExamReport, tiles: list[HangingImage | None], k
         st.info("This needs a GMIC model in the store and a view with pixels.")
         return
     left, right = st.columns(2)
-    model = left.selectbox("Model", models, key=f"{key}_input_model")
+    model = left.selectbox("Model", models, key=f"{key}_input_model", bind="query-params")
     position = right.selectbox(
-        "View", shown, key=f"{key}_input_view",
+        "View", shown, key=f"{key}_input_view", bind="query-params",
         format_func=lambda i: "-".join(HANGING_ORDER[i]) + f" ({report.tiles['image_id'].iat[i]})")
     image_id, tile = report.tiles.iloc[position]["image_id"], tiles[position]
     try:

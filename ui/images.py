@@ -1,15 +1,38 @@
-"""Pure image helpers for the pages: grey arrays in, RGB arrays out (no Streamlit)."""
+"""Image helpers for the pages: `image_pixels`, the one cached read of an image file, and
+pure helpers (grey arrays in, RGB arrays out)."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
+import streamlit as st
 
 from core.errors import InputError
+from core.io.images import read_pixels
 
-__all__ = ["EMPTY_GREY", "empty_tile", "outline_box"]
+__all__ = ["EMPTY_GREY", "empty_tile", "image_pixels", "outline_box"]
 
 EMPTY_GREY = 32   # an empty tile's grey level: darker than tissue, lighter than the page
+
+
+def image_pixels(path: str) -> np.ndarray:
+    """The pixels of the image file at ``path``, read once per (path, size, mtime).
+
+    Why the file's size and mtime in the key: a file replaced in place (a re-import, a
+    re-encoded copy) is read again instead of showing the old pixels. `st.cache_data` hands
+    each caller its own copy, so no session can change another's array.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        raise InputError(f"the image file {path} is missing; re-import its dataset") from None
+    return _read_pixels(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@st.cache_data(show_spinner="Reading the image…", max_entries=4)
+def _read_pixels(path: str, size: int, mtime_ns: int) -> np.ndarray:
+    return read_pixels(path)
 
 
 def empty_tile(shape: tuple[int, int]) -> np.ndarray:

@@ -28,6 +28,7 @@ import pandas as pd
 from core.density.estimator import block_mean
 from core.errors import InputError
 from core.image.segmentation import chest_wall_side
+from core.saliency.maps import read_saliency
 from core.io.images import read_pixels
 from core.io.pixels import to_display
 from core.stats import aggregate_scores
@@ -41,11 +42,15 @@ __all__ = [
     "HANGING_ORDER",
     "ExamReport",
     "HangingImage",
+    "TileOverlay",
     "display_grey",
     "exam_id_of",
     "exam_images",
+    "exam_overlays",
     "exam_report",
+    "saliency_models",
     "hanging_image",
+    "score_scale",
     "screen_chest_wall",
 ]
 
@@ -74,7 +79,11 @@ class ExamReport:
     breasts : one row per stored breast (L, R): laterality, label, histology, presentation,
         pathology.
     reads : every read of the exam: reader, kind, level, case_id, laterality, image_id, score,
-        recall; readers in `Store.readers` order (radiologists first), then level, case_id.
+        recall, scale; readers in `Store.readers` order (radiologists first), then level,
+        case_id. ``scale`` names the range the reader's scores lie on (`score_scale`).
+    study_reads : the exam's reads in reader studies over store cases: study, reader,
+        modality, level, case_id, laterality, image_id, rating, rating_scale (the study's
+        stated scale, e.g. 'BI-RADS 1-5'; 'not stated' where the study gave none).
     scores : one row per (model, case) of the exam at each level (image, breast, exam):
         model, level, case_id, laterality, image_id, view, score (malignant; NaN = none),
         benign, score_source ('stored', 'image max' / 'image mean', or 'none').
@@ -89,6 +98,7 @@ class ExamReport:
     reads: pd.DataFrame
     scores: pd.DataFrame
     notes: tuple[str, ...]
+    study_reads: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +173,7 @@ def exam_report(store: Store, exam_id: str, *, models: Sequence[str] | None = No
     scores = _scores(store, exam_id, images, breasts, predictions, list(models), how)
     return ExamReport(exam_id=exam_id, exam=exam, tiles=tiles, extra_images=extra,
                       breasts=breasts, reads=_reads(store, exam_id), scores=scores,
-                      notes=tuple(notes))
+                      notes=tuple(notes), study_reads=_study_reads(store, exam_id, images))
 
 
 def _tiles(store: Store, images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -211,8 +221,60 @@ def _reads(store: Store, exam_id: str) -> pd.DataFrame:
                          _reader=reads["reader"].map(order),
                          _level=reads["level"].map({lv: i for i, lv in enumerate(LEVELS)}))
     reads = reads.sort_values(["_reader", "_level", "case_id"]).reset_index(drop=True)
+    scales = {}
+    for reader in reads["reader"].unique():   # the reader's scores over the whole store
+        scales[reader] = score_scale(store.select("reads", reader=reader)["score"])
+    reads["scale"] = reads["reader"].map(scales)
     return reads[["reader", "kind", "level", "case_id", "laterality", "image_id", "score",
-                  "recall"]]
+                  "recall", "scale"]]
+
+
+def score_scale(scores) -> str:
+    """The scale a reader's scores are on, named from their range, since the ``reads`` table
+    stores no scale: '0-1' (a probability), '1-5' or '0-6' (whole numbers, a BI-RADS-like
+    category), '0-100', else the observed 'min-max'; 'decisions only' without scores.
+
+    Why a name at all: a 4 means little until one knows whether it is out of 5 or of 100.
+    """
+    values = pd.to_numeric(pd.Series(scores, dtype=object), errors="coerce").dropna()
+    values = values.to_numpy(dtype=float)
+    if values.size == 0:
+        return "decisions only"
+    low, high = float(values.min()), float(values.max())
+    whole = bool(np.all(values == np.round(values)))
+    if low >= 0 and high <= 1:
+        return "0-1"
+    if whole and low >= 1 and high <= 5:
+        return "1-5"
+    if whole and low >= 0 and high <= 6:
+        return "0-6"
+    if low >= 0 and high <= 100:
+        return "0-100"
+    return f"{low:g}-{high:g}"
+
+
+def _study_reads(store: Store, exam_id: str, images: pd.DataFrame) -> pd.DataFrame:
+    """The exam's ratings in reader studies whose cases are the store's own."""
+    columns = ["study", "reader", "modality", "level", "case_id", "laterality", "image_id",
+               "rating", "rating_scale"]
+    studies = store.select("reader_studies")
+    studies = studies[studies["store_cases"].fillna(False).astype(bool)]
+    laterality = dict(zip(images["image_id"], images["laterality"]))
+    cases = {exam_id: ("exam", None, None)}
+    cases |= {f"{exam_id}/{lat}": ("breast", lat, None) for lat in set(laterality.values())}
+    cases |= {i: ("image", lat, i) for i, lat in laterality.items()}
+    if studies.empty:
+        return pd.DataFrame(columns=columns)
+    reads = store.select("study_reads", study=studies["study"].tolist(), case_id=list(cases))
+    scale = dict(zip(studies["study"], studies["rating_scale"]))
+    reads = reads.assign(
+        level=reads["case_id"].map(lambda c: cases[c][0]),
+        laterality=reads["case_id"].map(lambda c: cases[c][1]),
+        image_id=reads["case_id"].map(lambda c: cases[c][2]),
+        rating_scale=[scale.get(st) if isinstance(scale.get(st), str) else "not stated"
+                      for st in reads["study"]])
+    return reads.sort_values(["study", "reader", "modality", "case_id"]).reset_index(
+        drop=True)[columns]
 
 
 def _cases(exam_id: str, images: pd.DataFrame, breasts: pd.DataFrame) -> pd.DataFrame:
@@ -321,3 +383,88 @@ def exam_images(store: Store, exam_id: str, *,
         out.append(hanging_image(row.abs_path, laterality=row.laterality,
                                  display_path=row.display_abs, long_side=long_side))
     return out
+
+
+# ---------------------------------------------------------------------------- overlays
+
+@dataclass(frozen=True)
+class TileOverlay:
+    """What can be drawn over one tile, on the tile's own grid (its ``pixels``' shape, mirrored
+    as the tile is).
+
+    outline : bool (h, w) of the newest stored annotation, or None (none stored).
+    outline_version : that annotation's version number, or None.
+    maps : model -> float32 (h, w) saliency map in [0, 1] (the ``which`` map, block means).
+    notes : what could not be drawn and why, one sentence each.
+    """
+
+    outline: np.ndarray | None
+    outline_version: int | None
+    maps: dict
+    notes: tuple[str, ...]
+
+
+def exam_overlays(store: Store, exam_id: str, geometry: Sequence, *,
+                  models: Sequence[str] = (), which: str = "malignant"
+                  ) -> list[TileOverlay | None]:
+    """The stored outline and each model's saliency map of every view, on the tiles' grids.
+
+    geometry : per `HANGING_ORDER` position, None (no tile) or (factor, flipped, (h, w)) of its
+        `HangingImage`: maps and masks are block-averaged by ``factor`` exactly as the pixels
+        were (`display_grey`), then mirrored with the tile, so they lie on what is shown.
+    models : the models whose maps to read (their image-level predictions' saliency files).
+    which : 'malignant' or 'benign'.
+    """
+    tiles = exam_report(store, exam_id, models=[]).tiles
+    if len(geometry) != len(tiles):
+        raise InputError(f"geometry has {len(geometry)} entries; pass one per hanging position")
+    out = []
+    for row, geo in zip(tiles.itertuples(), geometry):
+        if geo is None or row.image_id is None:
+            out.append(None)
+            continue
+        factor, flipped, shape = int(geo[0]), bool(geo[1]), tuple(int(v) for v in geo[2])
+        notes, outline, version = [], None, None
+        versions = store.annotations(row.image_id)
+        if len(versions):
+            version = int(versions["version"].iat[-1])
+            outline = _on_tile(store.load_mask(versions["mask_path"].iat[-1]), factor, flipped,
+                               shape)
+            if outline is None:
+                notes.append(f"outline v{version} has another size than the image; not drawn")
+            else:
+                outline = outline >= 0.5
+        maps = {}
+        for model in models:
+            rows = store.select("predictions", model=model, level="image", image_id=row.image_id)
+            paths = rows["saliency_path"].dropna() if len(rows) else rows
+            if not len(paths):
+                notes.append(f"{model} has no saliency map for this view")
+                continue
+            grid = read_saliency(store.files_dir / paths.iat[0]).to_original(which)
+            tile = _on_tile(grid, factor, flipped, shape)
+            if tile is None:
+                notes.append(f"{model}'s map has another size than the image; not drawn")
+            else:
+                maps[model] = np.clip(tile, 0, 1)
+        out.append(TileOverlay(outline, version, maps, tuple(notes)))
+    return out
+
+
+def saliency_models(store: Store, exam_id: str) -> list[str]:
+    """The models with a saliency map on at least one image of the exam, in
+    `Store.model_names` order."""
+    exam_id = exam_id_of(store, exam_id)
+    rows = store.select("predictions", exam_id=exam_id, level="image")
+    have = set(rows.loc[rows["saliency_path"].notna(), "model"])
+    return [m for m in store.model_names() if m in have]
+
+
+def _on_tile(array: np.ndarray, factor: int, flipped: bool, shape: tuple[int, int]
+             ) -> np.ndarray | None:
+    """``array`` (the file's grid) as the tile shows it: block means, mirrored; None when it
+    does not land on the tile's shape (a mask of another size than the image)."""
+    small = block_mean(np.asarray(array, np.float32), factor)
+    if small.shape != shape:
+        return None
+    return np.ascontiguousarray(small[:, ::-1] if flipped else small)

@@ -197,7 +197,7 @@ def hit_rate_chart(summary: pd.DataFrame, *, by: str = "model", title: str = "")
                  alt.Tooltip("hit_ci_low:Q", title="95% CI low", format=".1%"),
                  alt.Tooltip("hit_ci_high:Q", title="95% CI high", format=".1%"),
                  alt.Tooltip("n_hits:Q", title="hits"), alt.Tooltip("n_images:Q", title="images")])
-    errors = base.mark_errorbar(ticks=True, color="black").encode(
+    errors = base.mark_errorbar(ticks=True, color="#888888").encode(   # reads on light and dark
         x=x, y=alt.Y("hit_ci_low:Q", title=""), y2="hit_ci_high:Q", **offset)
     return alt.layer(bars, errors, title=title).properties(height=260)
 
