@@ -2,38 +2,17 @@
 non-dense (0-1), dense (2-3) and without extremely dense (0-2) with a dense vs non-dense test,
 score against density, and readers per category beside the model. Same numbers as
 ``python -m core report density``; ``python -m core density estimate`` fills in a source."""
-import math
-
 import streamlit as st
 
-from core.jobs.density import estimate_classical, last_run
+from core.jobs.density import last_run
 from core.reports import density as dr
 from core.reports.benchmark import usable_models
 from core.reports.caveats import IMAGE_LEVEL_DELONG, auc_caveats
-from core.errors import InputError
-from core.vocabulary import LEVELS
 from core.store import Store
-from ui import (ProgressBar, cached, download_popover, read_only_notice, require_test_set,
-                show_caveats, show_input_error, store)
+from core.vocabulary import LEVELS
+from ui import cached, download_popover, input_errors, require_test_set, show_caveats, store
+from ui import density as view
 from ui.charts import density as charts
-
-ESTIMATED = ("classical", "nyu-histogram")
-
-
-def _estimate(test_set: str, calibrate_on: str | None) -> None:
-    try:
-        run = estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
-                                 progress=ProgressBar("Reading images…"))
-    except InputError as exc:
-        show_input_error(exc)
-        return
-    st.session_state.density_done = run.summary()
-    st.rerun()
-
-
-def _fmt(x: float, spec: str = ".3f") -> str:
-    return "n/a" if x is None or math.isnan(x) else format(x, spec)
-
 
 st.title("Density")
 st.caption("Dense tissue hides tumours: the study found lower AUC in dense breasts (categories 2-3) "
@@ -41,23 +20,7 @@ st.caption("Dense tissue hides tumours: the study found lower AUC in dense breas
 test_set = require_test_set()
 sources = cached(Store.density_sources)
 
-with st.expander("Estimate density (classical)", expanded=not sources, icon=":material/calculate:"):
-    labelled = [s for s in sources if s not in ESTIMATED]
-    cal = st.selectbox("Calibrate threshold and cut points on", [None, *labelled], key="density_calibrate",
-                       index=1 + labelled.index("label") if "label" in labelled else 0,
-                       format_func=lambda s: f"source '{s}'" if s else "nothing: mini-MIAS defaults",
-                       help="Fits threshold and cut points to this source's exam categories on the test "
-                            "set's datasets (maximum weighted kappa). The mini-MIAS defaults put ~every "
-                            "exam of the synthetic demo in category 0.")
-    locked = read_only_notice("Estimating density")
-    if st.button("Estimate now", key="density_estimate", disabled=locked, icon=":material/play_arrow:",
-                 help=f"Percent dense area per image and exam of {test_set}; replaces earlier rows."):
-        _estimate(test_set, cal)
-    if done := st.session_state.pop("density_done", None):  # set by _estimate before its rerun
-        st.success(done, icon=":material/check:")
-    flag = f" --calibrate-on {cal}" if cal else ""
-    st.caption(f"Shell: `python -m core density estimate --test-set {test_set} --method classical"
-               f"{flag} --json`, or `--method nyu-histogram --weights model.p`")
+view.estimate_panel(test_set, sources)
 if not sources:
     st.info("No density in this store yet: estimate it above or import labels.", icon=":material/info:")
     st.stop()
@@ -65,11 +28,14 @@ if not sources:
 top = st.columns([1.2, 1.5, 1, 3])
 source = top[0].selectbox("Density source", sources, key="density_source", bind="query-params",
                           index=sources.index("label") if "label" in sources else 0)
-level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_level", bind="query-params") or "exam"
-how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how", bind="query-params",
-                               disabled=level == "image", help="Image scores to breast/exam") or "max"
+level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_level",
+                                  bind="query-params", required=True, wrap=True)
+how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how",
+                               bind="query-params", disabled=level == "image", required=True,
+                               wrap=True, help="Image scores to breast/exam")
 models = usable_models(cached(Store.prediction_levels), level)
-chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models", bind="query-params"))
+chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models",
+                                  bind="query-params"))
 if run := last_run(store(), source):
     st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
                f"{run.get('describe', '')}")
@@ -82,9 +48,10 @@ with left:
     st.subheader("Categories", help="Exams per density category (0 almost entirely fatty to 3 "
                  "extremely dense)")
     by = st.segmented_control("Per", ["dataset", "test_set"], default="dataset", key="density_by",
-                              format_func={"dataset": "Dataset", "test_set": "Test set"}.get) or "dataset"
+                              bind="query-params", required=True, format_func={
+                                  "dataset": "Dataset", "test_set": "Test set"}.get)
     # keyed by the sidebar's test set, so its default follows the sidebar (as Benchmark's)
-    groups = st.multiselect("Test sets", names, default=[test_set],
+    groups = st.multiselect("Test sets", names, default=[test_set], bind="query-params",
                             key=f"density_dist_sets_{test_set}") if by == "test_set" else None
     counts = cached(dr.category_counts, source=source, by=by, test_sets=groups)
     if counts["exams"].sum() == 0:
@@ -102,31 +69,25 @@ with right:
     st.subheader("AUC by density", help="AUC per density stratum with its 95% CI; unpaired "
                  "DeLong test of dense (2-3) vs non-dense (0-1)")
     test_sets = tuple(st.multiselect("Test sets", names, default=[test_set],
-                                     key=f"density_auc_sets_{test_set}"))
+                                     key=f"density_auc_sets_{test_set}", bind="query-params"))
+    if not models:
+        st.info(f"No model has scores at {level} level in this store, so there is no AUC to "
+                "stratify: run one (Benchmark page) or import predictions (`python -m core "
+                "import predictions FILE`).", icon=":material/info:")
+        st.stop()
     if not chosen or not test_sets:
         st.info("Pick at least one model and one test set.", icon=":material/info:")
         st.stop()
-    try:
+    with input_errors():
         scores = cached(dr.stratified_scores, models=chosen, test_sets=test_sets, level=level,
-                       density_source=source, how=how)
-    except InputError as exc:
-        show_input_error(exc)
-        st.stop()
+                        density_source=source, how=how)
     table, tests = dr.stratified_auc(scores), dr.dense_vs_nondense(scores)
     # the headline: the sidebar's test set where it is picked, for the model named above it
     mine = tests[tests["test_set"] == test_set]
     head_model = st.selectbox("Headline model", list(dict.fromkeys(tests["model"])),
-                              key="density_head_model")
+                              key="density_head_model", bind="query-params")
     rows = (mine if not mine.empty else tests)
-    head = rows[rows["model"] == head_model].iloc[0]
-    st.markdown(f"**{head['model']}** on `{head['test_set']}`, {level} level: AUC")
-    m = st.columns(3)
-    m[0].metric("Non-dense (0-1)", _fmt(head["auc_nondense"]),
-                help=f"AUC of {head['model']} on {head['test_set']}")
-    diff = _fmt(head["diff"], "+.3f")
-    m[1].metric("Dense (2-3)", _fmt(head["auc_dense"]), delta=None if diff == "n/a" else diff,
-                help="Delta: dense minus non-dense")
-    m[2].metric("p, dense vs non-dense", _fmt(head["p"]), help=head["note"] or "unpaired DeLong z test")
+    view.headline(rows[rows["model"] == head_model].iloc[0], level=level)
     show_caveats(auc_caveats(table, names=("model", "test_set", "stratum")))
     if level == "image":
         st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
@@ -153,8 +114,8 @@ with left:
     scatter = cached(dr.density_scatter, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
     if scatter.empty:
-        st.info(f"No case of {test_set} has both a score and a '{source}' density score.",
-                icon=":material/info:")
+        st.info(f"No case of {test_set} has both a {model} score and a '{source}' density "
+                "score.", icon=":material/info:")
     else:
         unit = "expected category" if source == "nyu-histogram" else "percent dense area"
         fig = charts.score_vs_density(scatter, density_title=f"{source}: {unit}",
@@ -167,10 +128,15 @@ with right:
                  "each reader's overall specificity")
     options = cached(dr.reader_by_density, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
-    names = list(dict.fromkeys(options.get("reader", [])))     # consensus first
-    readers = st.multiselect("Readers", names, default=names[:1], key="density_readers")
-    shown = options[options["reader"].isin(readers)] if readers else options.iloc[:0]
-    if shown.empty:
+    names = list(dict.fromkeys(options["reader"]))     # consensus first
+    readers = st.multiselect("Readers", names, default=names[:1], key="density_readers",
+                             bind="query-params")
+    shown = options[options["reader"].isin(readers)]
+    if not names:
+        st.info(f"No radiologist has recall decisions at {level} level in `{test_set}`, so "
+                "there is nobody to set beside the model: import reads (`python -m core import "
+                "readers FILE`) or pick a test set with readers.", icon=":material/info:")
+    elif shown.empty:
         st.info(f"Pick a reader with recall decisions at {level} level in {test_set}.",
                 icon=":material/info:")
     else:

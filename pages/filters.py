@@ -6,50 +6,13 @@ import json
 
 import streamlit as st
 
-from core.jobs.filters import PARAM_CHOICES, plan_filter_run, run_filters
-from core.reports import filters as fr
-from core.errors import InputError
 from core.image.filters import METHODS, resolve_params, wavelet_subbands
-from ui import (ProgressBar, data_token, download_popover, read_only_notice, require_test_set,
-                settings, show_input_error, store)
+from core.jobs.filters import run_filters
+from core.reports import filters as fr
+from ui import (ProgressBar, data_token, download_popover, input_errors, read_only_notice,
+                require_test_set, settings, store)
+from ui import filters as view
 from ui.charts import filters as charts
-
-
-@st.cache_data(show_spinner="Reading stored results…", max_entries=64)
-def _stored(db: str, token: tuple, scope: str):
-    plan = plan_filter_run(store(), **json.loads(scope))
-    return plan.images, plan.n_pending, fr.stored_results(store(), **json.loads(scope))
-
-
-@st.cache_resource(show_spinner="Filtering the image…", max_entries=4)
-def _detail(db: str, token: tuple, image_id: str, scope: str):  # arrays, never mutated
-    s = {k: v for k, v in json.loads(scope).items() if k != "malignant_only"}
-    detail = fr.image_detail(store(), image_id, **s)
-    return detail, fr.region_histograms(detail), fr.region_roc(detail)
-
-
-def _param_input(code: str, name: str, default):
-    """One widget for a method parameter, chosen by its default's type (key filters_CODE_NAME)."""
-    key, choices = f"filters_{code}_{name}", PARAM_CHOICES.get(code, {}).get(name)
-    if choices:
-        return st.selectbox(name, choices, index=choices.index(default), key=key)
-    if isinstance(default, tuple):
-        return st.multiselect(name, range(1, 7), default=list(default), key=key)
-    if isinstance(default, int):
-        return st.number_input(name, value=default, step=2 if name == "block_size" else 1,
-                               key=key)
-    if isinstance(default, float):
-        return st.number_input(name, value=default, step=max(abs(default) / 10, 0.001),
-                               format="%g", key=key)
-    return st.number_input(name, value=None, min_value=0.0, max_value=1.0, key=key,
-                           help="M3's manual threshold, a fraction of the grey range")
-
-
-def _grid(panels, n: int = 4) -> None:
-    for row in range(0, len(panels), n):
-        for col, (picture, caption) in zip(st.columns(n), panels[row:row + n]):
-            col.image(picture, caption=caption, width="stretch")
-
 
 st.title("Filters")
 st.caption("Does a filter make the tumour stand out? Per annotated cancer image and method: AUC "
@@ -61,30 +24,33 @@ st.caption("Does a filter make the tumour stand out? Per annotated cancer image 
 test_set = require_test_set()
 left, mid, right = st.columns([4, 2, 2.4])
 codes = [c for c in METHODS if c != "original"]
-chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods", bind="query-params",
-                    selection_mode="multi",
+chosen = left.pills("Methods (beside the original)", codes, default=codes, key="filters_methods",
+                    bind="query-params", selection_mode="multi",
                     format_func=charts.METHOD_LABELS.get,
                     help="\n".join(f"- {c}: {METHODS[c].name}" for c in codes))
 histology = mid.segmented_control("Histology", ["All", "ILC", "IDC"], default="All",
                                   key="filters_histology", bind="query-params") or "All"
 facet = right.segmented_control("Boxplots", ["colour", "facet"], default="colour",
-                                key="filters_layout", bind="query-params", format_func={
+                                key="filters_layout", bind="query-params", required=True,
+                                format_func={
                                     "colour": "Colour by histology", "facet": "ILC | IDC"}.get)
 with st.expander("Parameters and healthy region"):
     ring_col, width_col, lesion_col = st.columns(3)
-    in_mm = ring_col.toggle("Ring width in mm", key="filters_ring_in_mm",
+    in_mm = ring_col.toggle("Ring width in mm", key="filters_ring_in_mm", bind="query-params",
                             help="The ring is used where no contralateral same-view image exists")
     ring = width_col.number_input(f"Ring width ({'mm' if in_mm else 'px'})", min_value=0.1,
                                   value=4.0 if in_mm else 20.0, format="%g",
-                                  key=f"filters_ring_{in_mm}")
-    benign = lesion_col.toggle("Include benign findings", key="filters_benign")
+                                  key=f"filters_ring_{'mm' if in_mm else 'px'}",
+                                  bind="query-params")
+    benign = lesion_col.toggle("Include benign findings", key="filters_benign",
+                               bind="query-params")
     params = {c: {} for c in codes}
     for tab, code in zip(st.tabs(codes), codes):
         tab.caption(f"**{METHODS[code].name}.** {METHODS[code].summary}")
         for col, (name, default) in zip(tab.columns(len(METHODS[code].defaults)),
                                         METHODS[code].defaults.items()):
             with col:
-                params[code][name] = _param_input(code, name, default)
+                params[code][name] = view.param_input(code, name, default)
 methods = ["original", *chosen]
 scope = dict(test_set=test_set, methods=methods, params={m: params[m] for m in chosen},
              ring_px=20 if in_mm else int(ring), ring_mm=float(ring) if in_mm else None,
@@ -96,21 +62,15 @@ locked = read_only_notice("Running the filter batch")
 if button.button("Run", type="primary", icon=":material/play_arrow:", key="filters_run",
                  disabled=locked, width="stretch", help="Compute what is not stored yet"):
     progress = ProgressBar("Starting worker processes…", unit="images")
-    try:
+    with input_errors():
         run = run_filters(store(), **scope, progress=progress)
-    except InputError as exc:
-        show_input_error(exc)
-        st.stop()
     progress.empty()
     st.toast(f"Computed {run.n_computed} images in {run.elapsed_s:.1f} s")
     if run.failures:
         st.warning(f"{run.n_failed} image(s) failed and stored nothing, e.g. "
                    f"{run.failures[0][0]}: {run.failures[0][1]}", icon=":material/warning:")
-try:
-    images, n_pending, results = _stored(db, data_token(), scope_json)
-except InputError as exc:
-    show_input_error(exc)
-    st.stop()
+with input_errors():
+    images, n_pending, results = view.stored(db, data_token(), scope_json)
 status.markdown(f"**{len(images) - n_pending} of {len(images)}** annotated images of "
                 f"`{test_set}` have stored results for these settings.")
 
@@ -131,22 +91,8 @@ else:
     with chart_col:
         download_popover("filter_auc_boxplot", "filters_box", chart=box, frame=summary,
                          context=context)
-    table_col.dataframe(summary, hide_index=True, key="filters_summary",
-                        column_order=["histology", "label", "n_images", "mean_auc",
-                                      "median_auc"],
-                        column_config={"label": st.column_config.Column("method", help="Full "
-                                                                        "names in the CSV"),
-                                       **{c: st.column_config.NumberColumn(format="%.3f")
-                                          for c in ("mean_auc", "median_auc")}})
-    kinds = shown.drop_duplicates("image_id")["healthy_region"].value_counts()
-    table_col.caption(f"Healthy region: {kinds.get('mirrored', 0)} images mirrored from the "
-                      f"contralateral image, {kinds.get('ring', 0)} ring. "
-                      + ("Benign findings included." if benign else "Cancer images only."))
     with table_col:
-        with st.expander("Per-image AUCs"):
-            st.dataframe(shown, hide_index=True, key="filters_per_image")
-            download_popover("filter_auc_per_image", "filters_images", frame=shown,
-                             context=context)
+        view.summary_tables(summary, shown, benign=benign, context=context)
 
 st.subheader("One image")
 if images.empty:
@@ -155,30 +101,28 @@ if images.empty:
     st.stop()
 pick_col, zoom_col = st.columns([4, 1], vertical_alignment="bottom")
 label = {r.image_id: f"{r.image_id} · {r.histology} · {r.view}" for r in images.itertuples()}
-image_id = pick_col.selectbox("Image", list(label), format_func=label.get, key="filters_image")
-zoom = zoom_col.toggle("Zoom on the tumour", True, key="filters_zoom")
+image_id = pick_col.selectbox("Image", list(label), format_func=label.get, key="filters_image",
+                              bind="query-params")
+zoom = zoom_col.toggle("Zoom on the tumour", True, key="filters_zoom", bind="query-params")
 stem = image_id.replace("/", "_")
-try:
-    detail, hist, roc = _detail(db, data_token(), image_id, scope_json)
-except InputError as exc:
-    show_input_error(exc)
-    st.stop()
+with input_errors():
+    detail, hist, roc = view.detail(db, data_token(), image_id, scope_json)
 auc = roc.drop_duplicates("method").set_index("method")["auc"].to_dict()
 box = charts.zoom_box(detail.tumour) if zoom else charts.FULL
 
 st.markdown("**Original and every processed version**, cropped to the tumour when zoomed")
-_grid(charts.processed_panels(detail, methods, auc, box))
+view.grid(charts.processed_panels(detail, methods, auc, box))
 if "M7" in methods:
     m7 = resolve_params("M7", params["M7"])
     scale = st.select_slider("M7 wavelet subbands at scale (1 = finest)",
                              range(1, m7["level"] + 1), min(m7["detail_levels"] or [1]),
-                             key="filters_subband_scale")
+                             key="filters_subband_scale", bind="query-params")
     bands = wavelet_subbands(detail.pixels, m7["wavelet"], m7["level"])
-    _grid(charts.subband_panels(bands, m7["level"], scale, box))
+    view.grid(charts.subband_panels(bands, m7["level"], scale, box))
 regions_col, roc_col = st.columns(2, gap="large")
 with regions_col:
     st.markdown(f"**Regions compared**: tumour red; healthy cyan, *{detail.healthy_label}*")
-    _grid(charts.region_panels(detail, zoom=zoom), n=2)
+    view.grid(charts.region_panels(detail, zoom=zoom), n=2)
 with roc_col:
     roc_chart = charts.pixel_roc(roc, title="Tumour vs healthy pixels, ROC per method")
     st.altair_chart(roc_chart, width="stretch")

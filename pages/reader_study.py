@@ -3,12 +3,12 @@ aided, the MRMC test (readers and cases random), variance components, ROC curves
 table and the model against the readers. Same numbers as ``python -m core report mrmc``."""
 import streamlit as st
 
-from core.errors import InputError
 from core.reports import mrmc
 from core.stats.mrmc import MRMC_ANALYSES, MRMC_COVARIANCES, MRMC_METHODS
 from core.store import Store
-from ui import cached, download_popover, show_input_error
+from ui import cached, download_popover, input_errors
 from ui.charts import mrmc as charts
+from ui.tables import na_as_text
 
 METHODS = {"or": "Obuchowski-Rockette", "dbm": "Dorfman-Berbaum-Metz"}
 ANALYSES = {"rrrc": "Random readers and cases", "frrc": "Fixed readers",
@@ -43,41 +43,45 @@ study = top[0].selectbox("Study", studies["study"], key="mrmc_study", bind="quer
 info = studies.set_index("study").loc[study]
 known = mrmc.order_modalities(str(info["modalities"] or "").split(","))
 chosen = top[1].multiselect("Modalities (reference first)", known, default=known[:2],
-                            key=f"mrmc_modalities_{study}")
+                            key=f"mrmc_modalities_{study}", bind="query-params")
 levels = cached(mrmc.study_levels, study)
-level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}")
+level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}", bind="query-params")
 if info["description"]:
     st.caption(f":material/info: {info['description']}")
+# the option rows wrap instead of scrolling: in a column they kept one row and cut
+# "Dorfman-..." and hid "Fixed cases" (issue 29); each control takes a full row when narrow
 row = st.columns([2.2, 1.8, 2.6, 2])
-method = row[0].segmented_control("Method", MRMC_METHODS, default="or", key="mrmc_method", bind="query-params",
-                                  format_func=METHODS.get) or "or"
+method = row[0].segmented_control("Method", MRMC_METHODS, default="or", key="mrmc_method",
+                                  bind="query-params", format_func=METHODS.get, required=True,
+                                  wrap=True)
 cov = row[1].segmented_control("Covariance", MRMC_COVARIANCES, default="jackknife",
-                               key="mrmc_cov", disabled=method == "dbm",
-                               help="DBM is built on jackknife pseudovalues") or "jackknife"
+                               key="mrmc_cov", bind="query-params", disabled=method == "dbm",
+                               required=True, wrap=True,
+                               help="DBM is built on jackknife pseudovalues")
 analysis = row[2].segmented_control("Analysis", MRMC_ANALYSES, default="rrrc",
-                                    key="mrmc_analysis", bind="query-params", format_func=ANALYSES.get) or "rrrc"
+                                    key="mrmc_analysis", bind="query-params",
+                                    format_func=ANALYSES.get, required=True, wrap=True)
 subgroup = row[3].selectbox("Cases", list(SUBGROUPS), format_func=SUBGROUPS.get,
-                            key="mrmc_subgroup", bind="query-params", disabled=not info["store_cases"],
+                            key="mrmc_subgroup", bind="query-params",
+                            disabled=not info["store_cases"],
                             help="Subgroups need the store's histology and density")
 with st.expander("Sample size and model comparison settings"):
     plan = st.columns(4)
     effect = plan[0].number_input("AUC difference to detect", 0.005, 0.5, 0.05, 0.005,
-                                  format="%.3f", key="mrmc_effect")
-    power = plan[1].number_input("Target power", 0.5, 0.99, 0.8, 0.05, key="mrmc_power")
+                                  format="%.3f", key="mrmc_effect", bind="query-params")
+    power = plan[1].number_input("Target power", 0.5, 0.99, 0.8, 0.05, key="mrmc_power",
+                                 bind="query-params")
     models = cached(mrmc.model_options, study, level=level)
-    model = plan[2].selectbox("Model to compare", [None, *models], key=f"mrmc_model_{study}",
-                              index=1 if models else 0,
-                              format_func=lambda m: "none" if m is None else m)
+    model = plan[2].selectbox("Model to compare", ["none", *models], key=f"mrmc_model_{study}",
+                              bind="query-params", index=1 if models else 0)
+    model = None if model == "none" else model
     model_modality = plan[3].selectbox("Against readers' modality", chosen or known,
-                                       key=f"mrmc_model_modality_{study}")
-try:
+                                       key=f"mrmc_model_modality_{study}", bind="query-params")
+with input_errors():
     report = cached(mrmc.mrmc_report, study=study, modalities=tuple(chosen), level=level,
                     method=method, cov="jackknife" if method == "dbm" else cov,
                     analysis=analysis, subgroup=subgroup, model=model,
                     model_modality=model_modality, effect=effect, power=power)
-except InputError as exc:
-    show_input_error(exc)
-    st.stop()
 data, res = report.data, report.result
 # what every download of this view says about itself (file name and leading CSV columns)
 context = dict(study=study, modalities=list(chosen), level=level, method=method,
@@ -124,7 +128,9 @@ st.caption(f"Fewest cases for {report.power:.0%} power to detect an AUC differen
 if report.sample_size.empty:
     st.info("A sample-size table needs a pilot with at least 2 readers.", icon=":material/info:")
 else:
-    _table(report.sample_size, "sample_size", power=st.column_config.NumberColumn(format="%.3f"))
+    _table(na_as_text(report.sample_size, ["n_cases"]), "sample_size",
+           n_cases=st.column_config.TextColumn("n_cases", alignment="right"),
+           power=st.column_config.NumberColumn(format="%.3f"))
 
 st.subheader("The model against the readers")
 if report.comparison is None:

@@ -27,9 +27,11 @@ from core.validation import check_level
 
 __all__ = ["PRESET_SPECIFICITIES", "UNITS", "GROUPS", "ReaderModelCases", "ComplementReport",
            "reader_options", "load_cases", "threshold_for", "threshold_bounds", "build_report",
+           "screening_workflows",
            "complement_report", "summary", "cancer_cases"]
 
 PRESET_SPECIFICITIES = (0.98, 0.90, 0.89)   # the study's operating points (89 %: its table 6.11)
+SLIDER_POSITIONS = 100   # at most this many threshold steps across the observed scores
 UNITS = {"exam": "women", "breast": "breasts", "image": "images"}   # what a healthy case is
 # The reader's four groups (figure 6.16): its decision against the truth.
 GROUPS = {"TP": "cancer, recalled", "FN": "cancer, not recalled",
@@ -202,18 +204,26 @@ def threshold_for(cases: ReaderModelCases, *, specificity: float | None = None,
                          match_reader=specificity is None, reader_threshold=rt, n_boot=1).threshold
 
 
+def _nice_step(at_least: float) -> float:
+    """The smallest 1, 2 or 5 x 10^k that is >= ``at_least`` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(at_least))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= at_least * (1 - 1e-12))
+
+
 def threshold_bounds(cases: ReaderModelCases) -> tuple[float, float, float]:
     """(low, high, step) for a threshold control: the observed score range, one step beyond.
 
-    ``high`` is one step above the highest score, so "flag nothing" can be chosen; the step is a
-    power of ten giving a few hundred positions across the range.
+    ``high`` is one step above the highest score, so "flag nothing" can be chosen; the step is
+    the smallest of 1, 2 or 5 times a power of ten that crosses the range in at most
+    `SLIDER_POSITIONS` steps (why: a power of ten alone gave ~840 arrow-key presses on scores
+    in [0.01, 0.85]; the presets still land on exact thresholds between steps).
     """
     s = cases.frame["score"].dropna().to_numpy(dtype=float)
     if s.size == 0:
         raise InputError(f"model {cases.model!r} has no scores on this test set at "
                          f"{cases.level} level; run it on these cases first")
     low, high = float(s.min()), float(s.max())
-    step = 10.0 ** math.floor(math.log10((high - low) / 200)) if high > low else 0.01
+    step = _nice_step((high - low) / SLIDER_POSITIONS) if high > low else 0.01
     return math.floor(low / step) * step, (math.floor(high / step) + 1) * step, step
 
 
@@ -295,9 +305,9 @@ def build_report(cases: ReaderModelCases, *, threshold: float | None = None,
     presets = [(f"{p:.0%} specificity", cp.complement(y, s, rr, specificity=p, **common))
                for p in PRESET_SPECIFICITIES]
     here = ("this threshold", res)
-    reads = 2.0 if cases.reader_kind == "consensus" else 1.0   # double reading + arbitration
-    flows = cp.workflows(y, s, rr, threshold=res.threshold, triage_threshold=triage_threshold,
-                         reader_reads=reads, **common)
+    flows = screening_workflows(cases, threshold=res.threshold, triage_threshold=triage_threshold,
+                                reader_threshold=reader_threshold, alpha=alpha, n_boot=n_boot,
+                                seed=seed)
     decided = rr if rt is None else np.where(np.isnan(rr), np.nan, rr >= rt)
     keep = ~np.isnan(s) & ~np.isnan(decided)
     groups, means = _groups(y[keep].astype(bool), s[keep], decided[keep].astype(bool),
@@ -310,6 +320,23 @@ def build_report(cases: ReaderModelCases, *, threshold: float | None = None,
         groups=groups, group_means=means,
         tradeoff=cp.tradeoff_curve(y, s, rr, reader_threshold=rt), workflows=flows,
         sentences=tuple(cp.describe(res, unit=UNITS[cases.level])))
+
+
+def screening_workflows(cases: ReaderModelCases, *, threshold: float,
+                        triage_threshold: float | None = None,
+                        reader_threshold: float | None = None, alpha: float = 0.05,
+                        n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """`core.complement.workflows` on ``cases`` at the model ``threshold``: the report's
+    ``workflows`` table, on its own so a page can redraw it for another triage threshold
+    without recomputing the rest. A consensus reader counts two reads per case (double
+    reading with arbitration)."""
+    rr, rt = _reader_input(cases, reader_threshold)
+    f = cases.frame
+    reads = 2.0 if cases.reader_kind == "consensus" else 1.0
+    return cp.workflows(f["label"].to_numpy(), f["score"].to_numpy(dtype=float), rr,
+                        threshold=threshold, triage_threshold=triage_threshold,
+                        reader_reads=reads, reader_threshold=rt, alpha=alpha, n_boot=n_boot,
+                        seed=seed)
 
 
 def cancer_cases(report: ComplementReport) -> pd.DataFrame:

@@ -30,6 +30,9 @@ __all__ = [
     "STRATA", "category_counts", "dense_vs_nondense", "density_report", "density_scatter", "reader_by_density", "stratified_auc", "stratified_scores",
 ]
 
+READER_COLUMNS = ["reader", "who", "role", "density", "cancers", "detected", "sensitivity",
+                  "sensitivity_ci_low", "sensitivity_ci_high", "healthy", "cleared", "specificity",
+                  "specificity_ci_low", "specificity_ci_high", "threshold", "n_excluded"]
 STRATA = (("all", (0, 1, 2, 3)), ("non-dense (0-1)", (0, 1)), ("dense (2-3)", (2, 3)),
           ("without extremely dense (0-2)", (0, 1, 2)))
 
@@ -124,6 +127,13 @@ def dense_vs_nondense(scores: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (ts, model), g in scores.groupby(["test_set", "model"], sort=False, dropna=False):
         row = {"test_set": ts, "model": model, "n_no_density": int(g["density"].isna().sum())}
+        if g["score"].isna().all():     # the common case on a newly imported dataset: say so
+            rows.append(row | {"note": f"n/a: {model} has no scores on these {len(g)} cases; "
+                                       "run it on them (Benchmark page) or import its predictions"})
+            continue
+        if g["density"].isna().all():
+            rows.append(row | {"note": "n/a: no case has a density category in this source"})
+            continue
         try:
             res = [delong_auc(s["label"].to_numpy(int), s["score"].to_numpy(float))
                    for s in (_stratum(g, (2, 3)), _stratum(g, (0, 1)))]
@@ -190,7 +200,8 @@ def reader_by_density(store: Store, *, model: str, test_set: str, readers: Seque
     DataFrame  reader, who (the reader's or the model's name), role ('reader' | 'model'),
         density ('all', '0'..'3'), cancers, detected, sensitivity (+ CI), healthy, cleared,
         specificity (+ CI), threshold (model rows), n_excluded (cases left out for a missing
-        score or read). Readers without recall decisions are skipped.
+        score or read). Readers without recall decisions are skipped; a test set nobody read
+        gives an empty frame with these columns (a dataset imported without reads).
     """
     check_level(level)
     check_aggregation(how)
@@ -201,7 +212,9 @@ def reader_by_density(store: Store, *, model: str, test_set: str, readers: Seque
 
 def _reader_by_density(store, model, test_set, readers, level, density_source, how, alpha):
     options = reader_options(store, level=level, test_set=test_set)
-    options = options[options["has_recall"]]
+    # astype(bool): an empty frame's object column would select columns, not rows (the
+    # KeyError 'reader' on a dataset nobody read, issue 29)
+    options = options[options["has_recall"].astype(bool)]
     chosen = list(options["reader"]) if readers is None else list(readers)
     dens_by_case = store.cases(test_set=test_set, level=level, density_source=density_source)
     dens_by_case = dens_by_case.set_index("case_id")["density"]
@@ -225,7 +238,7 @@ def _reader_by_density(store, model, test_set, readers, level, density_source, h
                 rows.append({"reader": reader, "who": who, "role": role, "density": label,
                              **_rates_row(y[mask], d[mask], alpha), "threshold": thr,
                              "n_excluded": int((~keep).sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=READER_COLUMNS)
 
 
 def density_report(store: Store, *, test_set: str, test_sets: Sequence[str] | None = None,

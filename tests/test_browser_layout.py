@@ -1,0 +1,128 @@
+"""Nothing cut at 1400, 800 and 390 px (issue 29), in headless Chromium on the demo store:
+every text of the complement charts (title, subtitle, axis titles, legend) lies inside its SVG
+and the SVG inside its frame; every Reader study option shows its whole label, 'Fixed cases'
+included. Screenshots go to artifacts/screenshots/layout_*.png."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import copy_store
+from tests.test_browser import ARTIFACTS, CHROMIUM, pytestmark, settle  # noqa: F401 (marks)
+
+WIDTHS = (1400, 800, 390)
+
+# each visible text of each chart, with how far (px) it sticks out of its SVG left and right;
+# the SVG's own box against its frame (the element Streamlit sizes)
+CHART_TEXTS = """() => [...document.querySelectorAll("[data-testid='stVegaLiteChart']")].map(c => {
+  const frame = c.getBoundingClientRect(), svg = c.querySelector('svg.marks');
+  if (!svg) return {renderer: 'not svg'};
+  const box = svg.getBoundingClientRect();
+  return {frame: [frame.left, frame.right], svg: [box.left, box.right],
+          texts: [...svg.querySelectorAll('text')].filter(t => t.textContent.trim()).map(t => {
+            const r = t.getBoundingClientRect();
+            return {text: t.textContent, left: box.left - r.left, right: r.right - box.right}; })};
+})"""
+
+# each option of each segmented control: its label's full width against the width shown
+OPTIONS = """() => [...document.querySelectorAll("[data-testid='stButtonGroup'] button")]
+  .filter(b => b.innerText.trim()).map(b => {
+    const r = b.getBoundingClientRect();
+    return {text: b.innerText.trim(), scroll: b.scrollWidth, client: b.clientWidth,
+            cut: [...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1),
+            left: r.left, right: r.right, width: window.innerWidth}; })"""
+
+
+@pytest.fixture(scope="module")
+def layout_server(demo_store_path, tmp_path_factory):
+    """`streamlit run` on a copy of the small demo store (tests.test_browser's pattern)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.test_browser import REPO, free_port
+
+    store = copy_store(demo_store_path, tmp_path_factory.mktemp("layout"))
+    port = free_port()
+    env = {**os.environ, "ILCSCOPE_DB": str(store), "ILCSCOPE_MODE": ""}
+    log = open(tmp_path_factory.mktemp("layout_log") / "streamlit.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        log.seek(0)
+        pytest.fail("streamlit did not start: " + log.read()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--no-sandbox", "--headless", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def _open(chromium, url: str, width: int, ready: str):
+    page = chromium.new_page(viewport={"width": width, "height": 1000})
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(ready, timeout=240_000)
+    settle(page)
+    time.sleep(1.5)          # Vega lays out after the element appears
+    assert page.locator("[data-testid='stException']").count() == 0
+    return page
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_complement_charts_keep_title_and_legend_inside(layout_server, chromium, width):
+    page = _open(chromium, f"{layout_server}/complement", width,
+                 "[data-testid='stVegaLiteChart'] svg.marks")
+    charts = page.evaluate(CHART_TEXTS)
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    chart.screenshot(path=str(ARTIFACTS / f"layout_complement_{width}.png"))
+    page.close()
+    assert len(charts) >= 2 and all("texts" in c for c in charts), charts
+    texts = [t["text"] for c in charts for t in c["texts"]]
+    for expected in ("Trade-off as the threshold moves", "89% specificity",
+                     "Model scores by the radiologists' decision", "not flagged"):
+        assert expected in texts, (expected, texts)
+    for c in charts:
+        assert c["svg"][0] >= c["frame"][0] - 0.5 and c["svg"][1] <= c["frame"][1] + 0.5, c
+        cut = [t for t in c["texts"] if t["left"] > 0.5 or t["right"] > 0.5]
+        assert not cut, (width, cut)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_reader_study_options_show_their_whole_labels(layout_server, chromium, width):
+    page = _open(chromium, f"{layout_server}/reader_study", width,
+                 "[data-testid='stButtonGroup'] button")
+    options = page.evaluate(OPTIONS)
+    fixed = page.locator("[data-testid='stButtonGroup'] button", has_text="Fixed cases")
+    fixed.scroll_into_view_if_needed()
+    visible = fixed.is_visible()
+    page.screenshot(path=str(ARTIFACTS / f"layout_reader_study_{width}.png"))
+    page.close()
+    labels = {o["text"] for o in options}
+    assert {"Obuchowski-Rockette", "Dorfman-Berbaum-Metz", "bootstrap", "Fixed cases"} <= labels
+    for o in options:
+        assert o["scroll"] <= o["client"] and not o["cut"], (width, o)
+        assert 0 <= o["left"] and o["right"] <= o["width"], (width, o)   # on screen, not scrolled
+    assert visible

@@ -1,0 +1,72 @@
+"""The Density page's parts that are more than a widget: the classical estimate panel and the
+headline (AUC non-dense vs dense for one model), which says why a number is missing."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from core.jobs.density import estimate_classical
+from ui.errors import input_errors
+from ui.progress import ProgressBar
+from ui.session import read_only_notice, store
+
+ESTIMATED = ("classical", "nyu-histogram")
+
+
+def _estimate(test_set: str, calibrate_on: str | None) -> None:
+    with input_errors(stop=False):
+        run = estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
+                                 progress=ProgressBar("Reading images…"))
+        st.session_state.density_done = run.summary()
+        st.rerun()
+
+
+def estimate_panel(test_set: str, sources: list[str]) -> None:
+    """Estimate percent dense area and categories for ``test_set`` (classical), calibrated on a
+    labelled source; open when the store has no density yet."""
+    with st.expander("Estimate density (classical)", expanded=not sources,
+                     icon=":material/calculate:"):
+        labelled = [s for s in sources if s not in ESTIMATED]
+        cal = st.selectbox(
+            "Calibrate threshold and cut points on", ["nothing", *labelled],
+            key="density_calibrate", bind="query-params",
+            index=1 + labelled.index("label") if "label" in labelled else 0,
+            format_func=lambda s: f"source '{s}'" if s != "nothing" else
+            "nothing: mini-MIAS defaults",
+            help="Fits threshold and cut points to this source's exam categories on the test "
+                 "set's datasets (maximum weighted kappa). The mini-MIAS defaults put ~every "
+                 "exam of the synthetic demo in category 0.")
+        cal = None if cal == "nothing" else cal
+        locked = read_only_notice("Estimating density")
+        if st.button("Estimate now", key="density_estimate", disabled=locked,
+                     icon=":material/play_arrow:",
+                     help=f"Percent dense area per image and exam of {test_set}; replaces "
+                          "earlier rows."):
+            _estimate(test_set, cal)
+        if done := st.session_state.pop("density_done", None):  # set by _estimate
+            st.success(done, icon=":material/check:")
+        flag = f" --calibrate-on {cal}" if cal else ""
+        st.caption(f"Shell: `python -m core density estimate --test-set {test_set} --method "
+                   f"classical{flag} --json`, or `--method nyu-histogram --weights model.p`")
+
+
+def _fmt(x, spec: str = ".3f") -> str:
+    return "n/a" if x is None or pd.isna(x) or math.isnan(x) else format(x, spec)
+
+
+def headline(head: pd.Series, *, level: str) -> None:
+    """Three metrics for one (model, test set): AUC non-dense, dense (delta), p; with the
+    reason in words beneath when one is n/a (the table's note: no scores, no categories ...)."""
+    st.markdown(f"**{head['model']}** on `{head['test_set']}`, {level} level: AUC")
+    m = st.columns(3)
+    m[0].metric("Non-dense (0-1)", _fmt(head["auc_nondense"]),
+                help=f"AUC of {head['model']} on {head['test_set']}")
+    diff = _fmt(head["diff"], "+.3f")
+    m[1].metric("Dense (2-3)", _fmt(head["auc_dense"]), delta=None if diff == "n/a" else diff,
+                help="Delta: dense minus non-dense")
+    m[2].metric("p, dense vs non-dense", _fmt(head["p"]),
+                help=head["note"] or "unpaired DeLong z test")
+    if isinstance(head["note"], str) and head["note"].startswith("n/a"):
+        st.caption(f":material/info: Why n/a: {head['note'].removeprefix('n/a: ')}")
