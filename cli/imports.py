@@ -65,7 +65,10 @@ def register(commands, report, common) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="list what would be pulled (pseudonyms only); retrieve no pixels")
     p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds to wait for the PACS per request (default 30)")
+                   help="seconds to wait for the PACS to connect or send more (default 30)")
+    p.add_argument("--deadline", type=float, default=600.0,
+                   help="seconds one request (a search, one instance) may take in all; a PACS "
+                        "still sending then is cut off (default 600)")
     p.add_argument("--retries", type=int, default=2,
                    help="retries after a network failure or a busy PACS, with back-off "
                         "(default 2)")
@@ -194,7 +197,7 @@ def _dicomweb(args):
 
     server = server_from_env(args.url, user=args.user, password_env=args.password_env,
                              token_env=args.token_env, timeout_s=args.timeout,
-                             retries=args.retries)
+                             deadline_s=args.deadline, retries=args.retries)
     filters = Filters(patient=args.patient, study_date=args.study_date,
                       accession=args.accession, study_uid=args.study_uid,
                       modality=args.modality, limit=args.limit)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli import comma_list, open_from_args
+from cli import CommandFailed, comma_list, open_from_args
 from core.errors import InputError, StoreBusy
 from core.store.runs import RUN_STATUSES
 
@@ -103,4 +103,8 @@ def cmd_resume(args):
         raise InputError(f"run {args.run_id} is a {run['kind']} run; only training runs resume "
                          "here: run its command again (it skips the results already stored)")
     run_id = resume_run(store, args.run_id, detach=args.detach)
-    return {"run_id": run_id, "detached": args.detach, "status": get_run(store, run_id)["status"]}
+    row = get_run(store, run_id)
+    if not args.detach and row["status"] == "failed":  # a failed job exits 1, as `train` does
+        reason = " ".join(str(row["error"] or "no reason recorded").split())
+        raise CommandFailed(f"run {run_id} failed again: {reason}")
+    return {"run_id": run_id, "detached": args.detach, "status": row["status"]}

@@ -84,12 +84,21 @@ class TrainRequest:
 
 
 _REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(TrainRequest))
+MAX_RUNS = 100  # learning rates in one sweep: each is a runs row and folder, made up front
+# (lowest, highest) accepted per integer option. The highs are far past any real use (the paper
+# trains 40 epochs at batch 8) and stop a typo from starting 100,000 DataLoader processes or
+# looping for centuries; a high bound is refused, not clipped.
+BOUNDS = {"epochs": (1, 10_000), "batch_size": (1, 4096), "workers": (0, 64),
+          "seed": (0, 2**32 - 1), "nproc_per_node": (1, 64), "nodes": (1, 1024),
+          "time_min": (1, 30 * 24 * 60)}
 
 
 def parse_lrs(text: str, runs: int | None = None) -> tuple[float, ...]:
     """``"1e-6:1e-5"`` with ``runs`` = n: n log-spaced rates (ends included); ``"1e-5,3e-5"``:
     the list; one number: itself."""
     text = str(text).strip()
+    if ":" in text and runs is not None:
+        _check_runs(runs)  # before np.geomspace makes them
     try:
         if ":" in text:
             low, high = (float(v) for v in text.split(":"))
@@ -104,7 +113,14 @@ def parse_lrs(text: str, runs: int | None = None) -> tuple[float, ...]:
                          "(1e-6:1e-5 with runs)") from exc
     if not values or any(not (math.isfinite(v) and v > 0) for v in values):
         raise InputError(f"lr {text!r} holds a rate <= 0 or none; learning rates must be > 0")
+    _check_runs(len(values))
     return tuple(float(f"{v:.6g}") for v in values)
+
+
+def _check_runs(n: int) -> None:
+    if n > MAX_RUNS:
+        raise InputError(f"runs is {n}: at most {MAX_RUNS} learning rates per sweep (each is a "
+                         "run with its own folder); split the sweep or widen the rate steps")
 
 
 def validate_request(store: Store, request: TrainRequest) -> None:
@@ -120,14 +136,15 @@ def validate_request(store: Store, request: TrainRequest) -> None:
         raise InputError(f"mode is {request.mode!r}; pass one of {', '.join(MODES)}")
     if not request.lrs or any(not (math.isfinite(v) and v > 0) for v in request.lrs):
         raise InputError(f"lr {list(request.lrs)} holds a rate <= 0 or none; pass rates > 0")
-    for name, low in (("epochs", 1), ("batch_size", 1 if request.mode == "feature-extraction"
-                                      else 2), ("workers", 0), ("seed", 0),
-                      ("nproc_per_node", 1), ("nodes", 1), ("time_min", 1)):
+    _check_runs(len(request.lrs))
+    for name, (low, high) in BOUNDS.items():
         value = getattr(request, name)
         if name == "workers" and value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InputError(f"{name} must be an integer >= {low}; got {value!r}")
+        if name == "batch_size" and request.mode != "feature-extraction":
+            low = 2   # BatchNorm in training mode needs two images
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InputError(f"{name} must be an integer from {low} to {high}; got {value!r}")
     if not (math.isfinite(request.beta) and request.beta >= 0):
         raise InputError(f"beta must be a number >= 0; got {request.beta!r}")
     _check_launch(request)
@@ -135,7 +152,7 @@ def validate_request(store: Store, request: TrainRequest) -> None:
         raise InputError(f"config {request.config!r} is unknown; pass one of {sorted(CONFIGS)}")
     check_preprocess(request.preprocess)
     resolve_device(request.device)
-    _parent(store, request.model_init)
+    _check_checkpoint(request, *_parent(store, request.model_init))
     known = set(store.testset_names())
     for name in (request.train_set, request.val_set, *request.evaluate):
         if name not in known:
@@ -157,6 +174,24 @@ def validate_request(store: Store, request: TrainRequest) -> None:
     if shared:
         raise InputError(f"train_set and val_set share {len(shared)} exam(s); split by exam "
                          "(python -m core split) so that no exam is in both")
+
+
+def _check_checkpoint(request: TrainRequest, parent: str | None, checkpoint: Path) -> None:
+    """Load the starting network once, so a checkpoint that cannot start this request (torch
+    refuses it, or it fits no config) is one line before any run exists, not a failed run."""
+    from models.device import resolve_device
+
+    device_type = ("cpu" if request.device == "cpu" else "cuda") \
+        if request.launcher == "slurm" else resolve_device(request.device).type
+    try:
+        _initial_model(request, checkpoint, device_type)
+    except InputError as exc:
+        if "\n" not in str(exc):
+            raise
+        cause = type(exc.__cause__ or exc).__name__
+        raise InputError(f"model_init {request.model_init!r}: checkpoint {checkpoint} was "
+                         f"refused ({cause}); pass a torch.save file holding tensors only "
+                         "(pickled objects are never loaded)") from None
 
 
 def _check_launch(request: TrainRequest) -> None:

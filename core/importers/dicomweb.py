@@ -39,8 +39,8 @@ from core.importers import ImportReport
 from core.importers.common import Batch, FileRows, Skipped, Snapshot, check_dataset, finish
 from core.importers.dicom import (PIXEL_COPIES, dicom_date, image_rows, instance_key,
                                   read_dicom, study_key)
-from core.io.dicom import header_errors
-from core.io.dicomweb import PacsUnreachable, Server, call, connect
+from core.io.dicomweb import (PacsError, PacsUnreachable, Server, is_uid, open_session,
+                              retrieve_instance, search_json)
 from core.progress import ProgressFn, report as report_progress
 from core.store import FILES_ROOT, Store
 
@@ -52,6 +52,12 @@ _TAGS = {"StudyInstanceUID": "0020000D", "SeriesInstanceUID": "0020000E",
          "BodyPartExamined": "00180015", "ImageLaterality": "00200062",
          "Laterality": "00200060", "ViewPosition": "00185101"}
 BATCH_SIZE = 50  # instances per transaction: a cancel or failure loses at most this much work
+# What a dry run may show of the PACS's laterality and view: DICOM's defined terms only
+# (ImageLaterality / Laterality: L R B U; ViewPosition: the mammography views of CID 4014), since
+# a PACS can put anything there, a patient's name included. Anything else shows as 'unknown'.
+_SIDES = frozenset({"L", "R", "B", "U"})
+_VIEWS = frozenset({"CC", "MLO", "ML", "LM", "LMO", "FB", "SIO", "XCC", "XCCL", "XCCM", "AT",
+                    "CV", "RL", "RM", "ID", "TAN"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,11 @@ class Plan:
 
     url: str
     studies: tuple[_Study, ...]
+    failed: tuple[tuple[str, str], ...] = ()  # (exam_key, one-line reason): search failed
+
+    def failures(self) -> pd.DataFrame:
+        """One row per study whose series or instances could not be searched: exam_key, error."""
+        return pd.DataFrame(list(self.failed), columns=["exam_key", "error"])
 
     def table(self) -> pd.DataFrame:
         """One row per study: exam_key, patient (pseudonyms), exam_date, series, instances,
@@ -130,11 +141,28 @@ class Plan:
 
 
 def _value(item: dict, keyword: str) -> str | None:
+    """The first value of ``keyword`` in a DICOM JSON object (checked by `search_json`)."""
     values = (item.get(_TAGS[keyword]) or {}).get("Value") or []
     if not values or values[0] is None:
         return None
+    if not isinstance(values[0], (str, int, float)):
+        raise PacsError(f"the PACS sent a {type(values[0]).__name__} as {keyword}'s value")
     text = str(values[0]).strip()
     return text or None
+
+
+def _term(text: str | None, terms: frozenset) -> str:
+    """``text`` if it is one of DICOM's ``terms``; '?' when absent, 'unknown' otherwise."""
+    if text is None:
+        return "?"
+    return text.upper() if text.upper() in terms else "unknown"
+
+
+def _uid(item: dict, keyword: str) -> str | None:
+    uid = _value(item, keyword)
+    if uid is not None and not is_uid(uid):
+        raise PacsError(f"the PACS sent a {keyword} that is not a DICOM UID")
+    return uid
 
 
 def search(store: Store, server: Server, filters: Filters = Filters(), *,
@@ -144,46 +172,79 @@ def search(store: Store, server: Server, filters: Filters = Filters(), *,
     Studies with no matching series are left out. Raises `PacsError` (one line, no identifier)
     when the PACS cannot be searched; nothing is written.
     """
-    client = connect(server)
-    found = call(server, "search studies", lambda: client.search_for_studies(
-        search_filters=filters.qido(), limit=filters.limit))
+    session = open_session(server)
+    params = dict(filters.qido(), **({"limit": filters.limit} if filters.limit else {}))
+    found = search_json(server, session, "studies", params, "search studies")
     if filters.limit is not None:
         found = found[:filters.limit]
-    studies = []
+    studies, failed = [], []
     for done, item in enumerate(found):
-        uid = _value(item, "StudyInstanceUID")
-        if uid is None:
-            continue
-        exam_key = study_key(store, uid)
-        what = f"search study {exam_key}"
-        series = call(server, what, lambda uid=uid: client.search_for_series(
-            uid, search_filters={"Modality": filters.modality}, fields=["BodyPartExamined"]))
+        try:
+            study = _search_study(store, server, session, filters, item, done)
+        except _StudyFailed as exc:  # this study's answers are malformed: it alone is left out
+            failed.append((exc.exam_key, exc.reason))
+            study = None
+        if study is not None:
+            studies.append(study)
+        report_progress(progress, done + 1, len(found), f"searched {done + 1} studies")
+    return Plan(server.url, tuple(studies), tuple(failed))
+
+
+class _StudyFailed(Exception):
+    def __init__(self, exam_key: str, reason: str):
+        super().__init__(reason)
+        self.exam_key, self.reason = exam_key, reason
+
+
+def _search_study(store: Store, server: Server, session, filters: Filters, item: dict,
+                  index: int) -> _Study | None:
+    """Study ``index`` of the QIDO answer with its series and instances; None when it has none.
+
+    A malformed answer about it raises `_StudyFailed` (its exam key, one line); a PACS that
+    stopped answering, `PacsUnreachable`."""
+    try:
+        uid = _uid(item, "StudyInstanceUID")
+    except PacsError as exc:
+        name = f"study {index + 1} of the search"
+        raise _StudyFailed(name, f"search studies: {name}: {exc}") from None
+    if uid is None:
+        return None
+    exam_key = study_key(store, uid)
+    what = f"search study {exam_key}"
+    try:
+        series = search_json(server, session, f"studies/{uid}/series",
+                             {"Modality": filters.modality, "includefield": "BodyPartExamined"},
+                             what)
         series = [s for s in series
                   if (_value(s, "BodyPartExamined") or "BREAST").upper() == "BREAST"]
         instances = []
         for s in series:
-            series_uid = _value(s, "SeriesInstanceUID")
+            series_uid = _uid(s, "SeriesInstanceUID")
             if series_uid is None:
                 continue
-            found_instances = call(server, what, lambda uid=uid, series_uid=series_uid: (
-                client.search_for_instances(uid, series_uid, fields=[
-                    "ImageLaterality", "Laterality", "ViewPosition"])))
-            for i in found_instances:
-                sop = _value(i, "SOPInstanceUID")
+            found = search_json(server, session, f"studies/{uid}/series/{series_uid}/instances",
+                                {"includefield": ["ImageLaterality", "Laterality",
+                                                  "ViewPosition"]}, what)
+            for i in found:
+                sop = _uid(i, "SOPInstanceUID")
                 if sop is None:
                     continue
-                side = _value(i, "ImageLaterality") or _value(i, "Laterality") or "?"
-                view = _value(i, "ViewPosition") or "?"
+                side = _term(_value(i, "ImageLaterality") or _value(i, "Laterality"), _SIDES)
+                view = _term(_value(i, "ViewPosition"), _VIEWS)
                 instances.append(_Instance(series_uid, sop, instance_key(store, sop),
-                                           f"{side}-{view}"[:12]))
-        if instances:
-            patient = _value(item, "PatientID")
-            date = dicom_date(_value(item, "StudyDate"))
-            studies.append(_Study(
-                uid, exam_key, store.pseudonym(patient) if patient else None,
-                date.isoformat() if date else None, len(series), tuple(instances)))
-        report_progress(progress, done + 1, len(found), f"searched {exam_key}")
-    return Plan(server.url, tuple(studies))
+                                           f"{side}-{view}"))
+        if not instances:
+            return None
+        patient = _value(item, "PatientID")
+        date = dicom_date(_value(item, "StudyDate"))
+    except PacsUnreachable:
+        raise
+    except PacsError as exc:
+        text = str(exc)
+        raise _StudyFailed(exam_key, text if text.startswith(what) else f"{what}: {text}") \
+            from None
+    return _Study(uid, exam_key, store.pseudonym(patient) if patient else None,
+                  date.isoformat() if date else None, len(series), tuple(instances))
 
 
 def pull(store: Store, server: Server, plan: Plan, *, dataset: str = "pacs",
@@ -205,11 +266,14 @@ def pull(store: Store, server: Server, plan: Plan, *, dataset: str = "pacs",
         studies = [s for s in studies if s.exam_key in set(wanted)]
     items = [(s, i) for s in studies for i in s.instances]
     report = ImportReport(kind="dicomweb", dataset=dataset)
+    for exam_key, reason in plan.failed:
+        if exam_keys is None:
+            report.add(exam_key, "failed", reason)
     snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts"))
     have = _pulled(store, snapshot)
     source = {"source": "dicomweb", "root": f"{FILES_ROOT}/{PIXEL_COPIES}/{dataset}",
               "notes": f"pulled over DICOMweb from {server.url}"}
-    client = connect(server)
+    session = open_session(server)
     stopped = ""  # why the rest is not retrieved: the PACS stopped answering, or a cancel
     with tempfile.TemporaryDirectory(prefix="ilcscope-pull-") as tmp, \
             Batch(store, report, size=BATCH_SIZE) as batch:
@@ -226,7 +290,7 @@ def pull(store: Store, server: Server, plan: Plan, *, dataset: str = "pacs",
 
                 def job(study=study, instance=instance, name=name, unreachable=unreachable):
                     try:
-                        return _pull_one(store, snapshot, client, server, Path(tmp), study,
+                        return _pull_one(store, snapshot, session, server, Path(tmp), study,
                                          instance, name, dataset, source)
                     except PacsUnreachable as exc:
                         unreachable.append(exc)
@@ -252,16 +316,17 @@ def _pulled(store: Store, snapshot: Snapshot) -> set[tuple[str, str]]:
     return have
 
 
-def _pull_one(store: Store, snapshot: Snapshot, client, server: Server, tmp: Path,
+def _pull_one(store: Store, snapshot: Snapshot, session, server: Server, tmp: Path,
               study: _Study, instance: _Instance, name: str, dataset: str,
               source: dict) -> FileRows | Skipped:
-    """One instance: retrieve, write to ``tmp``, import, delete. PacsUnreachable propagates."""
-    ds = call(server, f"retrieve {name}", lambda: client.retrieve_instance(
-        study.uid, instance.series, instance.sop))
+    """One instance: retrieve, write to ``tmp``, import, delete. PacsUnreachable propagates.
+
+    The file is read only by `read_dicom`, which refuses a deflated file that inflates past
+    what a mammogram needs while inflating it (a DICOM bomb costs a few MB, not gigabytes)."""
     path = tmp / f"{instance.key}.dcm"
     try:
-        with header_errors(name):
-            ds.save_as(path, enforce_file_format=True)
+        retrieve_instance(server, session, study.uid, instance.series, instance.sop, path,
+                          f"retrieve {name}")
         image = read_dicom(path, name=name)
     finally:
         path.unlink(missing_ok=True)
@@ -284,7 +349,8 @@ def import_dicomweb(store: Store, server: Server, filters: Filters = Filters(), 
     dataset = check_dataset(dataset)
     plan = search(store, server, filters, progress=progress)
     result = {"url": plan.url, "dataset": dataset, "dry_run": dry_run,
-              "studies": plan.table(), "n_instances": plan.n_instances}
+              "studies": plan.table(), "n_instances": plan.n_instances,
+              "search_failed": plan.failures()}
     if not dry_run:
         result.update(pull(store, server, plan, dataset=dataset, progress=progress,
                            cancel=cancel).as_dict())

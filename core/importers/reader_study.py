@@ -202,14 +202,16 @@ def parse_imrmc(text: str, file: str) -> _Reads:
 
 
 # ---------------------------------------------------------------------------- sources
+# A plain decimal number (ASCII digits, optional sign, point and exponent): Python's `float`
+# also takes '1_000', 'inf', 'nan' and non-ASCII digits, none of which a rating is.
+_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+
+
 def _number(text: str, file: str, line: int) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    value = float(text) if _DECIMAL.fullmatch(text) else float("nan")
     if not np.isfinite(value):
         raise InputError(f"{file}: line {line} has the score {text[:40]!r}; scores and truth "
-                         "must be finite numbers")
+                         "must be plain decimal numbers (e.g. 87 or 0.5)")
     return value
 
 

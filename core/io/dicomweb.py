@@ -9,25 +9,49 @@ or fragment, the form that may be stored or printed.
 
 Network problems (refused, reset, a timeout) and busy answers (408, 429, 5xx) are retried a
 bounded number of times with exponential back-off; anything else (401, 403, 404) fails at once.
+
+A PACS is not trusted to be well-behaved: `search_json` and `retrieve_instance` read answers
+themselves (the client library reads whole answers into memory and inflates deflated DICOM
+before anyone can look at its size). Every answer is streamed with a byte cap
+(`MAX_SEARCH_BYTES`, `MAX_INSTANCE_BYTES`) and an overall deadline per request
+(``Server.deadline_s``: a watchdog closes the socket, so a server sending a byte a second is cut
+off); a search answer must be a list of DICOM JSON objects, parsed without recursion errors; a
+retrieved instance is written to disk unparsed, for `core.io.dicom` to bound its inflated size.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import mmap
 import os
+import socket
+import threading
 import time
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from core.errors import InputError
+from core.io.dicom import MAX_FILE_BYTES
 
 __all__ = ["PacsError", "PacsUnreachable", "Server", "server_from_env", "clean_url",
-           "connect", "call"]
+           "connect", "call", "open_session", "search_json", "retrieve_instance", "is_uid",
+           "MAX_SEARCH_BYTES", "MAX_INSTANCE_BYTES"]
 
 T = TypeVar("T")
+# A QIDO answer lists studies, series or instances with a handful of attributes each (~1 KB);
+# 16 MiB holds over ten thousand of them. A bigger answer is refused unread, not parsed.
+MAX_SEARCH_BYTES = 16 * 2**20
+# One instance on the wire: the largest DICOM file `core.io.dicom` reads, plus multipart framing.
+MAX_INSTANCE_BYTES = MAX_FILE_BYTES + 2**20
+MAX_DEADLINE_S = 24 * 3600.0
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+_CHUNK = 1 << 16
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _STATUS_WORDS = {
     400: "the PACS rejected the query (HTTP 400); check the search filters",
@@ -54,6 +78,7 @@ class Server:
 
     url : the DICOMweb root, without credentials (see `clean_url`).
     timeout_s : seconds to connect and seconds between received bytes, per request.
+    deadline_s : seconds one request may take in all, answer included (a slow server is cut off).
     retries : further tries after a network failure or a busy answer (0 = one try only).
     backoff_s : the wait before the first retry; each next wait doubles.
     """
@@ -63,6 +88,7 @@ class Server:
     password: str | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     timeout_s: float = 30.0
+    deadline_s: float = 600.0
     retries: int = 2
     backoff_s: float = 0.5
 
@@ -74,6 +100,9 @@ class Server:
             raise InputError("a user needs a password (password_env) and a password a user")
         if not (self.timeout_s > 0):
             raise InputError(f"timeout_s must be more than 0 seconds (got {self.timeout_s})")
+        if not (0 < self.deadline_s <= MAX_DEADLINE_S):
+            raise InputError(f"deadline_s must be more than 0 and at most {MAX_DEADLINE_S:g} "
+                             f"seconds (got {self.deadline_s})")
         if not (0 <= self.retries <= 10):
             raise InputError(f"retries must be 0-10 (got {self.retries})")
 
@@ -172,6 +201,8 @@ def call(server: Server, what: str, request: Callable[[], T], *,
         try:
             with quiet_client():
                 return request()
+        except PacsError:
+            raise  # already our own words (an oversize or malformed answer, a deadline)
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             if status in RETRY_STATUSES and not last:
@@ -196,8 +227,254 @@ def call(server: Server, what: str, request: Callable[[], T], *,
             raise PacsUnreachable(f"{what}: {problem}") from None
         except requests.RequestException as exc:
             raise PacsError(f"{what}: the request failed ({type(exc).__name__})") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             # a malformed answer (not DICOM JSON, a broken multipart body)
             raise PacsError(f"{what}: the PACS sent an answer that is not valid DICOMweb "
                             f"({type(exc).__name__})") from None
     raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------------------- bounded requests
+class _Watch:
+    """The sockets of one request; `expire` (its deadline) shuts them, so a read blocked on a
+    server that sends a byte a second returns at once."""
+
+    def __init__(self):
+        self.expired = False
+        self._sockets: list = []
+        self._lock = threading.Lock()
+
+    def add(self, sock) -> None:
+        with self._lock:
+            if self.expired:
+                raise TimeoutError("deadline passed")
+            self._sockets.append(sock)
+
+    def expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def _watched_adapter():
+    """A requests adapter whose connections hand their socket to the adapter's current `_Watch`
+    (when they connect, and when a kept-alive one is reused: a response to be read until the
+    server closes takes the socket from its connection, so it is caught before)."""
+    from requests.adapters import HTTPAdapter
+
+    class Adapter(HTTPAdapter):
+        def __init__(self):
+            self.watch: _Watch | None = None
+            super().__init__(max_retries=0)
+
+        def init_poolmanager(self, *args, **kwargs):
+            super().init_poolmanager(*args, **kwargs)
+            manager = self.poolmanager
+            manager.pool_classes_by_scheme = {  # a new dict: urllib3's default is shared
+                scheme: self._watched(pool) for scheme, pool in
+                manager.pool_classes_by_scheme.items()}
+
+        def _watched(self, pool):
+            adapter = self
+
+            def watch(sock) -> None:
+                if adapter.watch is not None and sock is not None:
+                    adapter.watch.add(sock)
+
+            class Connection(pool.ConnectionCls):
+                def connect(self):
+                    super().connect()
+                    watch(self.sock)
+
+                def request(self, *args, **kwargs):
+                    watch(self.sock)
+                    return super().request(*args, **kwargs)
+
+            return type(pool.__name__, (pool,), {"ConnectionCls": Connection})
+
+    return Adapter()
+
+
+def open_session(server: Server):
+    """A `requests.Session` for ``server`` whose requests `search_json` and `retrieve_instance`
+    can cut off at their deadline; no ~/.netrc or proxy variables are added to a PACS login."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    adapter = _watched_adapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    if server.user:
+        session.auth = (server.user, server.password)
+    if server.token:
+        session.headers["Authorization"] = f"Bearer {server.token}"
+    return session
+
+
+def _fetch(server: Server, session, url: str, what: str, *, params, accept: str, cap: int,
+           sink: Callable[[bytes], object]) -> str:
+    """GET ``url``, handing the answer to ``sink`` in chunks; returns its Content-Type.
+
+    Refuses (`PacsError`) an answer over ``cap`` bytes, after reading at most ``cap`` + one chunk;
+    past ``server.deadline_s`` the socket is shut and the PACS reported stalled
+    (`PacsUnreachable`: the next request would stall too).
+    """
+    adapter = session.get_adapter(url)
+    watch = _Watch()
+    adapter.watch = watch
+    timer = threading.Timer(server.deadline_s, watch.expire)
+    timer.daemon = True
+    timer.start()
+    stalled = PacsUnreachable(
+        f"{what}: the PACS at {server.url} did not finish its answer within "
+        f"{server.deadline_s:g} s; it is stalled or too slow (raise the deadline for a slow link)")
+    try:
+        with session.get(url, params=params, headers={"Accept": accept, "Accept-Encoding":
+                                                      "identity"}, stream=True,
+                         timeout=(server.timeout_s, server.timeout_s)) as response:
+            response.raise_for_status()
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise PacsError(f"{what}: the PACS announced a {int(declared) / 2**20:.0f} MiB "
+                                f"answer, over the {cap / 2**20:.0f} MiB limit; nothing was read")
+            total = 0
+            for chunk in response.iter_content(_CHUNK):
+                total += len(chunk)
+                if total > cap:
+                    raise PacsError(f"{what}: the PACS's answer passed the {cap / 2**20:.0f} MiB "
+                                    "limit; it was refused unread (narrow the search, or the "
+                                    "PACS is misbehaving)")
+                sink(chunk)
+            content_type = response.headers.get("Content-Type", "")
+    except PacsError:
+        raise
+    except Exception:
+        if watch.expired:
+            raise stalled from None
+        raise
+    finally:
+        timer.cancel()
+        adapter.watch = None
+    if watch.expired:  # the shut socket may read as a normal end of the answer
+        raise stalled
+    return content_type
+
+
+def is_uid(text) -> bool:
+    """A DICOM UID (digits and dots, at most 64 characters): safe to put in a URL path."""
+    return isinstance(text, str) and len(text) <= 64 and _UID.fullmatch(text) is not None
+
+
+def search_json(server: Server, session, path: str, params, what: str) -> list[dict]:
+    """QIDO-RS ``path`` (under the DICOMweb root) as a list of DICOM JSON objects, every element
+    a dict whose ``Value`` (when present) is a list; anything else is one `PacsError` line."""
+
+    def request():
+        body = bytearray()
+        _fetch(server, session, f"{server.url}/{path}", what, params=params,
+               accept="application/dicom+json, application/json", cap=MAX_SEARCH_BYTES,
+               sink=body.extend)
+        return _dicom_json(bytes(body), what)
+
+    return call(server, what, request)
+
+
+def _dicom_json(body: bytes, what: str) -> list[dict]:
+    if not body.strip():
+        return []  # 204 No Content: nothing matched
+    bad = f"{what}: the PACS sent an answer that is not DICOM JSON"
+    try:
+        answer = json.loads(body)
+    except RecursionError:
+        raise PacsError(f"{bad} (nested too deeply to read)") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        raise PacsError(f"{bad} (not JSON)") from None
+    if isinstance(answer, dict):  # some servers send a lone object for one match
+        answer = [answer]
+    if not isinstance(answer, list):
+        raise PacsError(f"{bad} (a {type(answer).__name__}, not a list of objects)")
+    for item in answer:
+        if not isinstance(item, dict):
+            raise PacsError(f"{bad} (a list holding a {type(item).__name__}, not objects)")
+        for element in item.values():
+            if not isinstance(element, dict) or not isinstance(element.get("Value", []), list):
+                raise PacsError(f"{bad} (a {type(element).__name__} where a tag's object "
+                                "belongs)")
+    return answer
+
+
+def retrieve_instance(server: Server, session, study: str, series: str, sop: str, dest: Path,
+                      what: str) -> None:
+    """WADO-RS one instance into ``dest`` as the PACS sent it (a DICOM Part 10 file, unparsed).
+
+    At most `MAX_INSTANCE_BYTES` are read, to disk; the answer must be one
+    ``application/dicom`` part (or a bare ``application/dicom`` body). Nothing is decoded here:
+    `core.io.dicom` bounds a deflated file's inflated size while inflating.
+    """
+    if not all(map(is_uid, (study, series, sop))):
+        raise PacsError(f"{what}: the PACS's search gave an identifier that is not a DICOM UID")
+    url = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
+    raw = dest.with_name(dest.name + ".part")
+
+    def request():
+        try:
+            with open(raw, "wb") as f:
+                content_type = _fetch(
+                    server, session, url, what, params=None, cap=MAX_INSTANCE_BYTES,
+                    accept='multipart/related; type="application/dicom"; transfer-syntax=*',
+                    sink=f.write)
+            _first_part(raw, content_type, dest, what)
+        finally:
+            raw.unlink(missing_ok=True)
+
+    call(server, what, request)
+
+
+def _media_type(header: str) -> tuple[str, dict[str, str]]:
+    kind, *params = header.split(";")
+    values = {}
+    for param in params:
+        key, _, value = param.strip().partition("=")
+        values[key.strip().lower()] = value.strip().strip('"')
+    return kind.strip().lower(), values
+
+
+def _first_part(raw: Path, content_type: str, dest: Path, what: str) -> None:
+    """Copy the one ``application/dicom`` part of the multipart answer in ``raw`` to ``dest``."""
+    kind, params = _media_type(content_type)
+    if kind == "application/dicom":
+        os.replace(raw, dest)
+        return
+    bad = f"{what}: the PACS's answer is not one DICOM instance"
+    boundary = params.get("boundary", "").encode("latin-1", "replace")
+    if kind != "multipart/related" or not 0 < len(boundary) <= 70:
+        raise PacsError(f"{bad} (neither multipart/related with a boundary nor "
+                        "application/dicom)")
+    if raw.stat().st_size == 0:
+        raise PacsError(f"{bad} (the answer is empty)")
+    delimiter = b"--" + boundary
+    with open(raw, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as body:
+        start = body.find(delimiter)
+        if start < 0:
+            raise PacsError(f"{bad} (no part)")
+        headers_at = start + len(delimiter)
+        headers_end = body.find(b"\r\n\r\n", headers_at, headers_at + 16384)
+        if body[headers_at:headers_at + 2] != b"\r\n" or headers_end < 0:
+            raise PacsError(f"{bad} (a part without headers)")
+        for line in body[headers_at + 2:headers_end].split(b"\r\n"):
+            key, _, value = line.decode("latin-1").partition(":")
+            if key.strip().lower() == "content-type" and \
+                    _media_type(value)[0] != "application/dicom":
+                raise PacsError(f"{bad} (a part that is not application/dicom)")
+        end = body.find(b"\r\n" + delimiter, headers_end + 4)
+        if end < 0:
+            raise PacsError(f"{bad} (it ends before its closing boundary: truncated)")
+        after = end + 2 + len(delimiter)
+        if body[after:after + 2] != b"--":
+            raise PacsError(f"{bad} (more than one part for one instance)")
+        with open(dest, "wb") as out:
+            for at in range(headers_end + 4, end, 1 << 20):
+                out.write(body[at:min(at + (1 << 20), end)])

@@ -106,7 +106,9 @@ def saliency_report(store: Store, *, test_set: str, model: str, compare: str | N
             if image_id not in files[m].index:
                 continue
             entry = files[m].loc[image_id]
-            saliency = read_saliency(store.files_dir / entry["saliency_path"])
+            size = images.loc[image_id, ["height", "width"]]   # checked before allocating
+            saliency = read_saliency(store.files_dir / entry["saliency_path"],
+                                     image_shape=tuple(size) if size.notna().all() else None)
             values = saliency.to_original(which)
             if values.shape != mask.shape:
                 raise InputError(f"annotation of {image_id} is {mask.shape[0]} x {mask.shape[1]} "

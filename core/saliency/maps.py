@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
+from core.io.pixels import MAX_SIDE
 
 __all__ = ["SALIENCY_FORMAT", "SaliencyFile", "SaliencyGeometry", "read_saliency",
            "saliency_to_original"]
@@ -84,9 +85,15 @@ class SaliencyFile:
         return saliency_to_original(getattr(self, which), self.geometry, mode=mode)
 
 
-def read_saliency(path: str | Path) -> SaliencyFile:
+def read_saliency(path: str | Path, *,
+                  image_shape: tuple[int, int] | None = None) -> SaliencyFile:
     """Load a saliency ``.npz`` written by `models.predict` (no pickles are read); formats 1
-    (maps and geometry) and 2 (plus the patch boxes and attention weights)."""
+    (maps and geometry) and 2 (plus the patch boxes and attention weights).
+
+    The geometry is checked before anything is allocated from it (`to_original` makes an
+    ``original_shape`` array): sides 1..`MAX_SIDE`, a crop box of positive size no larger,
+    2-D grids; with ``image_shape`` (the image's stored height, width), ``original_shape`` must
+    equal it. A crop box may reach past the image's edges (the NYU windows do)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"saliency file {path} does not exist; run `python -m core predict` first")
@@ -102,6 +109,8 @@ def read_saliency(path: str | Path) -> SaliencyFile:
                 flipped=bool(z["flipped"]),
                 input_shape=tuple(int(v) for v in z["input_shape"]),
                 scale=tuple(float(v) for v in z["scale"]))
+            malignant, benign = z["malignant"], z["benign"]
+            _check_geometry(path, geometry, (malignant, benign), image_shape)
             boxes = attention = None
             if version >= 2:
                 boxes = z["patch_boxes"].astype(np.float64).reshape(-1, 4)
@@ -110,13 +119,32 @@ def read_saliency(path: str | Path) -> SaliencyFile:
                     raise ValueError(f"{attention.size} attention weights for {len(boxes)} "
                                      "patch boxes")
             return SaliencyFile(str(z["model"]), str(z["image_id"]),
-                                z["malignant"].astype(np.float32), z["benign"].astype(np.float32),
+                                malignant.astype(np.float32), benign.astype(np.float32),
                                 geometry, boxes, attention, version)
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, TypeError, OverflowError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"saliency file {path} is not a saliency .npz ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); rerun predict") from None
+
+
+def _check_geometry(path: Path, geometry: SaliencyGeometry, grids, image_shape) -> None:
+    bad = f"saliency file {path} is damaged or not this image's"
+    if len(geometry.original_shape) != 2 or \
+            not all(1 <= v <= MAX_SIDE for v in geometry.original_shape):
+        raise InputError(f"{bad}: original_shape {geometry.original_shape} is not two sides of "
+                         f"1..{MAX_SIDE} pixels; rerun predict")
+    if len(geometry.crop_box) != 4 or not all(1 <= v <= MAX_SIDE for v in geometry.crop_box[2:]) \
+            or not all(abs(v) <= MAX_SIDE for v in geometry.crop_box[:2]):
+        raise InputError(f"{bad}: crop_box {geometry.crop_box} is not a box of 1..{MAX_SIDE} "
+                         "pixels a side near the image; rerun predict")
+    if any(g.ndim != 2 or 0 in g.shape for g in grids):
+        raise InputError(f"{bad}: its maps are not 2-D grids; rerun predict")
+    if image_shape is not None and tuple(int(v) for v in image_shape) != \
+            geometry.original_shape:
+        h, w = geometry.original_shape
+        raise InputError(f"{bad}: it maps to {h} x {w} pixels but the image is stored as "
+                         f"{int(image_shape[0])} x {int(image_shape[1])}; rerun predict for it")
 
 
 def saliency_to_original(saliency, geometry, *, mode: str = "bilinear") -> np.ndarray:

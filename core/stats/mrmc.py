@@ -113,6 +113,8 @@ class MRMCResult:
         """One plain sentence: the means, the difference with its CI, p and the analysis."""
         words, level = _ANALYSIS_WORDS[self.analysis], round(100 * (1 - self.alpha))
         means = self.modality_auc["auc"]
+        if math.isnan(self.p):
+            return self._untestable()
         if len(means) == 2:
             a, b = self.modalities
             d, (lo, hi) = self.diff, self.diff_ci
@@ -125,6 +127,20 @@ class MRMCResult:
         return (f"Readers' mean AUC across {len(means)} modalities ranged from {means[worst]:.3f}"
                 f" ({worst}) to {means[best]:.3f} ({best}) ({self.statistic_name}({df}) = "
                 f"{self.statistic:.2f}, {_fmt_p(self.p)}, {words})")
+
+    def _untestable(self) -> str:
+        """Why no p-value exists: the test divides by a variance that is zero here."""
+        aucs = self.auc.to_numpy(dtype=np.float64)
+        if np.ptp(aucs) == 0:
+            why = (f"every reader's AUC is {_f3(aucs.flat[0])} in every modality, so the AUCs "
+                   "have no variance to measure a difference against")
+            if aucs.flat[0] == 0.5:
+                why += " (ratings that never separate cancers from the others, e.g. all equal)"
+        else:
+            why = ("the variance the test divides by is zero or undefined (readers and cases "
+                   "leave no variation between modalities to measure)")
+        return (f"The study cannot be tested: {why}; check that the ratings were read from the "
+                "right column, or add readers or cases")
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """reader_auc (long), modalities, differences, components, test: plain DataFrames."""
