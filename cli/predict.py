@@ -42,10 +42,10 @@ def register(commands, report, common) -> None:
     which.add_argument("--model", help="checkpoint path, shipped model name or stored GMIC model")
     which.add_argument("--ensemble", type=comma_list, metavar="CKPT1,CKPT2,...",
                        help="comma-separated checkpoints averaged like the official ensemble")
-    p.add_argument("--family", help="model family (gmic, glam; default: guessed from the "
+    p.add_argument("--family", help="model family (gmic, glam, nyu-image; default: guessed from the "
                                     "checkpoint's keys)")
-    p.add_argument("--draws", type=int, help="GLAM: augmented windows averaged per image "
-                                             "(0 = the exact window, the default)")
+    p.add_argument("--draws", type=int, help="GLAM, NYU: augmented windows averaged per image "
+                                             "(0 = the exact window; default: GLAM 0, NYU 1)")
     p.add_argument("--test-set", required=True, help="named test set (see `testsets list`)")
     p.add_argument("--config", type=comma_list, metavar="NAME[,NAME...]",
                    help="GMIC config (paper, paper-1..5, cpu-small, tiny, demo), one for all or "
@@ -79,7 +79,8 @@ def cmd_predict(args):
     if fam.name != "gmic":
         return _predict_windows(args, store, fam, name, checkpoints)
     if args.draws is not None:
-        raise InputError("draws applies to the window families (glam); GMIC reads the breast box")
+        raise InputError("draws applies to the window families (glam, nyu-image); GMIC reads "
+                         "the breast box")
     with tqdm_progress("predict") as progress:
         summary = predict_test_set(
             store, checkpoints=checkpoints, name=args.name or name, test_set=args.test_set,

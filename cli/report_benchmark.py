@@ -20,7 +20,9 @@ def register(commands, report, common) -> None:
         help="AUC [95%% CI] per model and test set, pairwise DeLong, sensitivity at specificity",
         description="AUC with a 95%% CI per model on each test set; on --test-set also the "
                     "paired DeLong tests (Holm-adjusted) and the sensitivity at fixed "
-                    "specificities, with thresholds. The numbers the Benchmark page shows.",
+                    "specificities, with thresholds. The numbers the Benchmark page shows; "
+                    "'published' gives each model's AUC as its paper reports it (thesis "
+                    "Table 6.1), on the paper's own test data: not measured here.",
         epilog=EXAMPLE)
     p.add_argument("--test-set", required=True,
                    help="test set for the pairwise tests and operating points")

@@ -61,11 +61,20 @@ def _load_glam(path: Path, config: str):
     return load_glam_checkpoint(path, config)
 
 
+def _load_nyu(path: Path, config: str):
+    from models.networks.nyu_dmv import load_nyu_dmv_checkpoint
+    return load_nyu_dmv_checkpoint(path, config)
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gmic", "GMIC", "Shen et al., Medical Image Analysis 2021", "image", None, 0, "cam",
            ("ds_net.", "left_postprocess_net.", "mil_attn_"), _load_gmic),
     Family("glam", "GLAM", "Liu et al., MIDL 2021", "image", "glam", 0, "segmentation",
            ("global_network.downsampling_branch.", "detection_network.dn_resnet."), _load_glam),
+    # the metarepository's nyu_model: one augmented draw (--use-augmentation --num-epochs 1)
+    Family("nyu-image", "NYU image-only", "Wu et al., IEEE TMI 2020", "breast", "nyu", 1, None,
+           ("four_view_resnet.", "fc1_cc.", "output_layer_cc."), _load_nyu,
+           default_config="image"),
 )}
 
 

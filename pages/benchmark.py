@@ -6,12 +6,14 @@ import streamlit as st
 from core.reports import benchmark as benchmark
 from core.reports import findings
 from core.reports.caveats import IMAGE_LEVEL_DELONG, auc_caveats
+from core.reports.published import with_published
 from core.vocabulary import LEVELS
 from core.store import Store
 from ui import cached, download_popover, input_errors, require_test_set, show_caveats
 from ui.benchmark_view import piece, show_chart, table_formats
 from ui.charts import benchmark as charts
 from ui.links import linked_models
+from ui.published import container_models_note, published_columns
 from ui.url_state import follow
 
 SPECIFICITIES = [0.99, 0.98, 0.95, 0.9, 0.85, 0.8]
@@ -64,7 +66,8 @@ with input_errors():
 if table is None:
     st.info("Pick at least one test set for the table.", icon=":material/info:")
 else:
-    st.dataframe(benchmark.auc_wide(table), hide_index=True)
+    st.dataframe(with_published(benchmark.auc_wide(table), cached(Store.models)),
+                 hide_index=True, column_config=published_columns())
     with st.expander("All numbers (full precision)"):
         st.dataframe(table, hide_index=True, key="bench_auc_numbers")
     download_popover("benchmark_auc", "bench_auc", frame=table,
@@ -73,6 +76,7 @@ else:
                "cases are excluded and counted (n_excluded). " + ("DeLong interval." if ci ==
                "delong" else "Stratified bootstrap, 2000 resamples, seed 0."))
     show_caveats(auc_caveats(table, names=("model", "test_set")))
+    container_models_note()
 if level == "image":
     st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
 

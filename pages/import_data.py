@@ -12,6 +12,7 @@ from core.store import Store
 from ui import cached, download_popover, input_errors, read_only_notice, settings, store
 from ui.importing import FIELDS, import_and_rerun, keep_and_rerun, show_last_import, testset_form
 from ui.pacs import pacs_tab
+from ui.published import container_models_note
 from ui.sidebar import ALL
 
 LABELS = {
@@ -45,6 +46,8 @@ else:
                    "(other names the importer recognises work too).")
         download_popover(f"template_{kind}", "import_template", frame=example,
                          label="Template CSV")
+if kind == "predictions":   # end2end and Faster R-CNN come only this way
+    container_models_note()
 with st.expander("Options", expanded=kind in ("predictions", "readers", "png")):
     options = {"dataset": st.text_input("Dataset name (blank: from the folder or file name)",
                                         key="import_dataset", bind=QP).strip() or None}

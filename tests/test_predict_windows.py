@@ -103,3 +103,42 @@ def test_draws_average_augmented_windows_and_are_bounded(store_path, glam_file, 
     assert len(a) == len(b) and not np.allclose(a.to_numpy(), b.to_numpy())
     assert main(args + ["--name", "g9", "--draws", "1000"]) == 2
     assert "draws is 1000" in capsys.readouterr().err
+
+
+def test_nyu_image_only_scores_each_breast_as_the_official_run_model(store_path, tmp_path):
+    """Breast level: per exam, the four views' windows in the official draw order, the mean of
+    the CC and MLO heads per label; checked against the network run by hand on two exams."""
+    from models.inference.predict_windows import predict_windows
+    from models.inference.windows import draw_windows
+    from models.networks.nyu_dmv import LABELS, build_nyu_dmv
+
+    torch.manual_seed(5)
+    path = tmp_path / "nyu-image.p"
+    torch.save({"model": build_nyu_dmv("image").state_dict()}, path)     # the official format
+    assert guess_family(path).name == "nyu-image"
+    store = open_store(store_path)
+    windows = {"CC": (268, 194), "MLO": (297, 175)}      # the official windows at 1/10
+    summary = predict_windows(store, fam=FAMILIES["nyu-image"], checkpoint=path, name="nyu-x",
+                              test_set=TEST_SET, windows=windows, draws=1, device="cpu",
+                              batch_size=2)
+    preds = store.predictions(models=["nyu-x"], level="breast", test_set=TEST_SET)
+    images = store.images(test_set=TEST_SET)
+    assert len(preds) == 2 * images["exam_id"].nunique()
+    assert summary.n_predicted == len(images)
+    model = build_nyu_dmv("image", weights=path)
+    iterations, buffer = crop_settings(windows, FAMILIES["nyu-image"])
+    rng = np.random.RandomState(0)
+    for exam in sorted(images["exam_id"].unique())[:2]:
+        rows = images[images["exam_id"] == exam]
+        views = {f"{r.laterality}-{r.view}": prepare_view(read_pixels(r.abs_path), r.laterality,
+                                                          r.view, windows[r.view],
+                                                          iterations=iterations, buffer=buffer)
+                 for r in rows.itertuples()}
+        cut = draw_windows(views, windows, rng, 1)
+        with torch.inference_mode():
+            probs = model({v: torch.from_numpy(cut[v][0].image)[None, None] for v in cut})
+        p = dict(zip(LABELS, probs["breast_probs"][0].tolist()))
+        got = preds[preds["exam_id"] == exam].set_index("laterality")
+        assert got.loc["L", "score"] == pytest.approx(p["left_malignant"], abs=1e-5)
+        assert got.loc["R", "score"] == pytest.approx(p["right_malignant"], abs=1e-5)
+        assert got.loc["R", "benign"] == pytest.approx(p["right_benign"], abs=1e-5)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from core import stats
 from core.errors import InputError
+from core.reports.published import published_table
 from core.reports.scores import model_scores
 from core.store import Store
 from core.validation import check_aggregation, check_choice, check_level
@@ -361,16 +362,19 @@ class BenchmarkReport:
     auc: pd.DataFrame
     pairwise: pd.DataFrame
     operating_points: pd.DataFrame
+    published: pd.DataFrame | None = None   # `published.published_table` of ``models``
 
     def to_dict(self) -> dict:
         """JSON-ready: ``models`` holds the AUC rows; +inf thresholds become None (JSON has no
-        infinity; the row's note says nothing is called positive)."""
+        infinity; the row's note says nothing is called positive); ``published`` each model's
+        AUC as its paper reports it (thesis Table 6.1; not measured here), None where none
+        applies."""
         ops = self.operating_points.assign(
             threshold=self.operating_points["threshold"].replace([np.inf, -np.inf], np.nan))
         return {"test_set": self.test_set, "test_sets": list(self.test_sets),
                 "level": self.level, "how": self.how, "ci": self.ci,
                 "models": self.auc, "pairwise": self.pairwise,
-                "sensitivity_at_specificity": ops}
+                "sensitivity_at_specificity": ops, "published": self.published}
 
 
 def benchmark_report(store: Store, *, test_set: str, test_sets: Sequence[str] | None = None,
@@ -408,4 +412,5 @@ def benchmark_report(store: Store, *, test_set: str, test_sets: Sequence[str] | 
         ci=ci, models=tuple(models),
         auc=auc_summary(table_scores, ci=ci, n_boot=n_boot, seed=seed),
         pairwise=pairwise_tests(one),
-        operating_points=sensitivity_at_specificity(one, specificities=targets))
+        operating_points=sensitivity_at_specificity(one, specificities=targets),
+        published=published_table(store.models(), models))
