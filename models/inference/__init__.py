@@ -1,0 +1,1 @@
+"""Inference steps around the networks: preprocessing, prediction, sliding-window heatmaps."""
