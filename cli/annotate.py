@@ -57,13 +57,18 @@ def comma_floats(text: str) -> list[float]:
 
 def cmd_fill(args):
     from core.annotations import fill_drawing
-    from core.io.pixels import read_raster, write_mask
+    from core.io.pixels import check_mask_path, read_raster, write_mask
 
     if not args.drawing.is_file():
         raise InputError(f"{args.drawing} does not exist; pass a PNG of the drawing")
+    check_mask_path(args.out)
     drawing = read_raster(args.drawing)
     filled = fill_drawing(drawing, spacing_mm=args.spacing, sizes_mm=args.sizes_mm)
-    write_mask(args.out, filled.mask)
+    try:
+        write_mask(args.out, filled.mask)
+    except OSError as exc:   # a read-only folder, a full disk: the OS's reason, not a traceback
+        raise InputError(f"cannot write {args.out}: {exc.strerror or exc}; pass --out in a "
+                         "writable folder") from None
     return {"out": str(args.out), "step": filled.step, "size_px": filled.size_px,
             "size_mm": None if args.spacing is None else filled.size_px * args.spacing,
             "closed": filled.closed, "hull_used": filled.hull_used,

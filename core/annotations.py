@@ -274,7 +274,9 @@ def import_masks(store, folder: str | Path, *, dataset: str, author: str | None 
     if dataset not in store.dataset_names():
         raise InputError(f"dataset {dataset!r} is not in the store (known: "
                          f"{', '.join(store.dataset_names()) or 'none'}); import its images first")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    entries = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    _refuse_links_out(folder, entries)
+    files = [p for p in entries if p.is_file()]
     if not files:
         raise InputError(f"{folder} holds no .png masks; name each <image_key>.png")
     images = store.images(dataset=dataset)
@@ -304,6 +306,19 @@ def import_masks(store, folder: str | Path, *, dataset: str, author: str | None 
         store.write_tables({"annotations": rows})
     return ImportedMasks(dataset, dict(zip(rows["image_id"], rows["version"].astype(int))),
                          unchanged)
+
+
+def _refuse_links_out(folder: Path, entries: list[Path]) -> None:
+    """Refuse symbolic links that lead outside ``folder``, as manifest paths are
+    (`core.importers.common.safe_relative`): a mask folder must not make the import read
+    files elsewhere (``x.png -> /home/someone/...``). Links inside the folder are fine."""
+    root = folder.resolve()
+    outside = [p.name for p in entries if p.is_symlink() and not p.resolve().is_relative_to(root)]
+    if outside:
+        more = " ..." if len(outside) > 3 else ""
+        raise InputError(f"{len(outside)} mask file(s) are symbolic links that lead outside "
+                         f"{folder} ({', '.join(outside[:3])}{more}); copy the masks into the "
+                         "folder instead")
 
 
 def _names(images: pd.DataFrame, dataset: str) -> dict[str, int]:

@@ -236,12 +236,20 @@ def launch_runs(store: Store, request: TrainRequest, *, detach: bool) -> list[st
 
 
 def create_runs(store: Store, request: TrainRequest) -> list[str]:
-    """One ``runs`` row and folder per learning rate, not started (`launch_runs` starts them)."""
+    """One ``runs`` row and folder per learning rate, not started (`launch_runs` starts them).
+
+    Each is 'running' from here on, with this process recorded as its creator
+    (`models.train_launch.record_creator`): if it dies before a worker starts, `orphaned_runs`
+    finds the runs and `fail_orphaned_runs` fails them, rather than leaving them 'running'.
+    """
+    from models.train_launch import record_creator
+
     base = _jsonable(dataclasses.asdict(request))
     run_ids: list[str] = []
     for lr in request.lrs:
         params = base | {"lr": lr, "sweep": run_ids[0] if run_ids else None}
         run = RunFolder.open(store, KIND, params)
+        record_creator(store, [run.run_id])   # killed before the worker starts: an orphan
         if not run_ids:   # the sweep's id is its first run's
             run.record(sweep=run.run_id)
             write_run(store, run.row)

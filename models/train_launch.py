@@ -6,7 +6,9 @@ through submitit (`models.launchers`). In each run's folder ``launch.json`` reco
 worker was started (command, pid or Slurm job id, log, host), and ``worker.json`` the process that
 trains it (rank 0, or the CLI training in its own process): for the CLI, for a person, and for
 `fail_orphaned_runs`: a run left 'running' by workers that were killed, or by a machine that
-restarted, is recorded as failed, so that the page and the CLI offer to resume it.
+restarted, is recorded as failed, so that the page and the CLI offer to resume it. Before either
+exists, ``creator.json`` names the process that created the run (or is resuming it) and is to
+start its worker: killed before it did (``--runs 100``, Ctrl-C), its runs are orphans too.
 """
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ from core.store.runs import get_run, write_run
 from models.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
                               process_identity, stop, torchrun_command)
 
-__all__ = ["LAUNCH_FILE", "WORKER", "WORKER_FILE", "fail_orphaned_runs", "fail_run", "launch_record",
-           "orphaned_runs", "record_worker", "slurm_options", "start_worker", "worker_alive",
-           "worker_args"]
+__all__ = ["CREATOR_FILE", "LAUNCH_FILE", "WORKER", "WORKER_FILE", "fail_orphaned_runs", "fail_run",
+           "launch_record", "orphaned_runs", "record_creator", "record_worker", "slurm_options",
+           "start_worker", "worker_alive", "worker_args"]
 
 WORKER = "models.train_worker"
 LAUNCH_FILE = "launch.json"   # the launcher's process: torchrun, or the local worker itself
 WORKER_FILE = "worker.json"   # the process that trains: rank 0 (its own session under torchrun)
+CREATOR_FILE = "creator.json"  # the process that is to start the worker (until launch.json lands)
 
 
 def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> dict:
@@ -41,6 +44,7 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     Returns what was launched, also written to ``launch.json``."""
     folder = store.files_dir / get_run(store, run_ids[0])["folder"]
     args = worker_args(store, run_ids, request.device)
+    record_creator(store, run_ids)   # this process starts the worker now: a resume's creator
     for run_id in run_ids:   # a resumed run's old records name dead workers until new ones land
         for name in (LAUNCH_FILE, WORKER_FILE):
             _record_path(store, run_id, name).unlink(missing_ok=True)
@@ -71,6 +75,13 @@ def start_worker(store: Store, run_ids: list[str], request, *, detach: bool) -> 
     return record
 
 
+def record_creator(store: Store, run_ids: list[str]) -> None:
+    """Record this process as the one that is to start ``run_ids``' worker: until a launch or
+    worker record exists, the runs live only as long as it does (`orphaned_runs`)."""
+    _write_records(store, run_ids, CREATOR_FILE, {"pid": os.getpid(), "command": sys.argv,
+                                                  **_process_record(os.getpid())})
+
+
 def record_worker(store: Store, run_ids: list[str]) -> None:
     """Record this process as the one that trains ``run_ids`` (rank 0 of a worker, or the CLI
     training in its own process)."""
@@ -86,9 +97,11 @@ def worker_alive(store: Store, run_id: str) -> bool | None:
 
 
 def orphaned_runs(store: Store) -> dict[str, tuple]:
-    """The 'running' training runs whose worker is gone, with the records that say so."""
+    """The 'running' training runs whose worker is gone, with the records that say so: the
+    launch and worker records, or, where neither exists yet, the creator's (a process killed
+    after it created the runs and before it started their worker)."""
     running = store.select("runs", kind=TRAIN_KIND, status="running")["run_id"]
-    records = {run_id: _records(store, run_id) for run_id in running}
+    records = {run_id: _lifeline(store, run_id) for run_id in running}
     return {run_id: pair for run_id, pair in records.items() if _alive(pair) is False}
 
 
@@ -99,9 +112,11 @@ def fail_orphaned_runs(store: Store) -> list[str]:
     failed = []
     for run_id, pair in orphaned_runs(store).items():
         pids = " and ".join(str(p) for p in dict.fromkeys(r["pid"] for r in pair if r))
-        if _records(store, run_id) == pair and fail_run(
-                store, run_id, f"its worker (pid {pids}) is gone: killed, or the machine "
-                               "restarted; resume the run from its last epoch"):
+        gone = (f"the process that created it (pid {pids}) ended before starting its worker"
+                if len(pair) == 1 else f"its worker (pid {pids}) is gone")
+        if _lifeline(store, run_id) == pair and fail_run(
+                store, run_id, f"{gone}: killed, or the machine restarted; resume the run from "
+                               "its last epoch"):
             failed.append(run_id)
     return failed
 
@@ -150,12 +165,10 @@ def _fail_unfinished(store: Store, run_ids: list[str], log: Path) -> None:
         fail_run(store, run_id, f"the worker exited before the run ended; see {log}")
 
 
-def _alive(records: tuple[dict | None, dict | None]) -> bool | None:
-    """`worker_alive` of a run's (launch, worker) records: alive while either process is."""
-    launch, worker = records
-    if launch and launch.get("other_nodes"):   # rank 0 may train on another node
-        launch = None
-    states = [s for s in map(_process_alive, (launch, worker)) if s is not None]
+def _alive(records: tuple[dict | None, ...]) -> bool | None:
+    """`worker_alive` of a run's records (launch, worker; or creator): alive while any
+    recorded process is."""
+    states = [s for s in map(_process_alive, records) if s is not None]
     return any(states) if states else None
 
 
@@ -163,6 +176,8 @@ def _process_alive(record: dict | None) -> bool | None:
     """Whether the recorded process runs (None: not a process of this machine). A pid now used
     by another process counts as gone (`process_identity`)."""
     if not record or record.get("pid") is None or record.get("host") != socket.gethostname():
+        return None
+    if record.get("other_nodes"):   # a multi-node torchrun: rank 0 may train on another node
         return None
     pid, identity = record["pid"], record.get("identity")
     now = process_identity(pid)
@@ -173,6 +188,13 @@ def _process_alive(record: dict | None) -> bool | None:
 
 def _records(store: Store, run_id: str) -> tuple[dict | None, dict | None]:
     return _read_record(store, run_id, LAUNCH_FILE), _read_record(store, run_id, WORKER_FILE)
+
+
+def _lifeline(store: Store, run_id: str) -> tuple[dict | None, ...]:
+    """The records that say whether ``run_id`` still has a process behind it: (launch, worker)
+    once either exists, else (creator,) (None inside where there is no record)."""
+    records = _records(store, run_id)
+    return records if any(records) else (_read_record(store, run_id, CREATOR_FILE),)
 
 
 def _read_record(store: Store, run_id: str, name: str) -> dict | None:

@@ -14,6 +14,7 @@ from ui.canvas import (DRAW_COLOUR, ERASER_COLOUR, background_picture, canvas_si
                        default_window, plan_view, windowed)
 from ui.column_width import column_width
 from ui.images import image_pixels
+from ui.text import md_escape
 
 TOOLS = {"Free draw": ("freedraw", DRAW_COLOUR), "Polygon": ("polygon", DRAW_COLOUR),
          "Ellipse": ("circle", DRAW_COLOUR), "Eraser": ("freedraw", ERASER_COLOUR)}
@@ -99,6 +100,6 @@ if save_col.button("Save as new version", type="primary", icon=":material/save:"
         version = save_annotation(store(), image_id, filled.mask, author=author,
                                   source="drawn", note=note or None)
         drawn.clear()
-        st.toast(f"Saved version {version} of {image_id}", icon=":material/check:")
+        st.toast(f"Saved version {version} of {md_escape(image_id)}", icon=":material/check:")
         st.rerun()
 versions_section(image_id, grey)

@@ -14,6 +14,7 @@ from ui.benchmark_view import piece, show_chart, table_formats
 from ui.charts import benchmark as charts
 from ui.links import linked_models
 from ui.published import container_models_note, published_columns
+from ui.text import md_escape
 from ui.url_state import follow
 
 SPECIFICITIES = [0.99, 0.98, 0.95, 0.9, 0.85, 0.8]
@@ -43,7 +44,8 @@ ci = far.segmented_control("95% CI", benchmark.CI_METHODS, default="delong", key
 usable = benchmark.usable_models(levels, level)
 models = tuple(m for m in chosen if m in usable)
 if skipped := [m for m in chosen if m not in usable]:
-    st.caption(f"No scores at {level} level (nor image scores to aggregate): {', '.join(skipped)}")
+    st.caption(f"No scores at {level} level (nor image scores to aggregate): "
+               f"{md_escape(', '.join(skipped))}")
 if not models:
     st.info("Pick at least one model with scores at this level.", icon=":material/info:")
     st.stop()
@@ -80,9 +82,9 @@ else:
 if level == "image":
     st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
 
-st.subheader(f"Within {test_set}", help="The sidebar's active test set")
+st.subheader(f"Within {md_escape(test_set)}", help="The sidebar's active test set")
 if note:
-    st.info(note, icon=":material/info:")
+    st.info(md_escape(note), icon=":material/info:")
 spec_col, holm_col = st.columns([3, 1], vertical_alignment="bottom")
 targets = spec_col.multiselect(
     "Fixed specificities", SPECIFICITIES, default=[0.98, 0.9], key="bench_specificities",

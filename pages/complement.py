@@ -14,6 +14,7 @@ from ui import complement as view
 from ui.charts import complement as cc
 from ui.exam_view import EXAM_PAGE, exam_url
 from ui.tables import rate_table
+from ui.text import md_escape
 
 st.title("Radiologist complement")
 st.caption("Which cancers did the radiologists miss that the model would flag, and how many "
@@ -62,17 +63,18 @@ if not math.isfinite(res.threshold):
     st.warning("No model score reaches this specificity on these cases, so the model flags "
                "nothing. Try 98 % or 90 %, or move the slider.", icon=":material/warning:")
 for note in cases.notes:
-    st.caption(f":material/info: {note}")
+    st.caption(f":material/info: {md_escape(note)}")
 
 with st.container(border=True):
-    st.markdown("\n".join(f"- {s}" for s in report.sentences))
+    st.markdown("\n".join(f"- {md_escape(s)}" for s in report.sentences))   # plain, with names
     st.caption(f":material/info: {prevalence(res.cancers, res.n_cases, f'{level}s')}")
 if res.reader_missed == 0:   # a degenerate view: offer the nearest one with missed cancers
     nearest = cached(findings.nearest_missed_view, test_set=test_set, model=model,
                      reader=reader, level=level)
     if nearest:
-        st.info(f"{reader} missed no cancer here, so there is nothing for the model to catch. "
-                f"[Open {nearest['complement_reader']} at {nearest['complement_level']} "
+        st.info(f"{md_escape(reader)} missed no cancer here, so there is nothing for the model "
+                f"to catch. [Open {md_escape(nearest['complement_reader'])} at "
+                f"{nearest['complement_level']} "
                 f"level]({findings.link(findings.Finding('', '', 'complement', nearest))}), "
                 "the nearest view with missed cancers.", icon=":material/info:")
 show_caveats([few_positives(res.cancers, f"{test_set} at {level} level"),

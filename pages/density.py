@@ -13,6 +13,7 @@ from core.vocabulary import LEVELS
 from ui import cached, download_popover, input_errors, require_test_set, show_caveats, store
 from ui import density as view
 from ui.charts import density as charts
+from ui.text import md_code, md_escape
 
 st.title("Density")
 st.caption("Dense tissue hides tumours: the study found lower AUC in dense breasts (categories 2-3) "
@@ -37,8 +38,8 @@ models = usable_models(cached(Store.prediction_levels), level)
 chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models",
                                   bind="query-params"))
 if run := last_run(store(), source):
-    st.caption(f":material/info: **{source}** ({run.get('test_set')}, {run.get('created')}): "
-               f"{run.get('describe', '')}")
+    st.caption(f":material/info: **{md_escape(source)}** ({md_escape(run.get('test_set'))}, "
+               f"{run.get('created')}): {md_escape(run.get('describe', ''))}")
 names = cached(Store.testset_names)
 context = dict(source=source, models=list(chosen), level=level,
                aggregation=how if level != "image" else None)
@@ -55,7 +56,8 @@ with left:
                             key=f"density_dist_sets_{test_set}") if by == "test_set" else None
     counts = cached(dr.category_counts, source=source, by=by, test_sets=groups)
     if counts["exams"].sum() == 0:
-        st.info(f"Source '{source}' has no categories here (percentages only?).", icon=":material/info:")
+        st.info(f"Source '{md_escape(source)}' has no categories here (percentages only?).",
+                icon=":material/info:")
     else:
         dist = charts.distribution_chart(counts, title=f"Exams per category ({source})")
         st.altair_chart(dist, width="stretch")
@@ -114,7 +116,8 @@ with left:
     scatter = cached(dr.density_scatter, model=model, test_set=test_set, level=level,
                     density_source=source, how=how)
     if scatter.empty:
-        st.info(f"No case of {test_set} has both a {model} score and a '{source}' density "
+        st.info(f"No case of {md_escape(test_set)} has both a {md_escape(model)} score and a "
+                f"'{md_escape(source)}' density "
                 "score.", icon=":material/info:")
     else:
         unit = "expected category" if source == "nyu-histogram" else "percent dense area"
@@ -133,11 +136,11 @@ with right:
                              bind="query-params")
     shown = options[options["reader"].isin(readers)]
     if not names:
-        st.info(f"No radiologist has recall decisions at {level} level in `{test_set}`, so "
+        st.info(f"No radiologist has recall decisions at {level} level in {md_code(test_set)}, so "
                 "there is nobody to set beside the model: import reads (`python -m core import "
                 "readers FILE`) or pick a test set with readers.", icon=":material/info:")
     elif shown.empty:
-        st.info(f"Pick a reader with recall decisions at {level} level in {test_set}.",
+        st.info(f"Pick a reader with recall decisions at {level} level in {md_escape(test_set)}.",
                 icon=":material/info:")
     else:
         rc = charts.reader_chart(shown, title=f"{model} at each reader's specificity")

@@ -3,6 +3,7 @@ healthy pixels for each method (boxplots, figure 6.5), and one image's processed
 regions, histograms and pixel ROC curves (figures 6.1-6.4). `python -m core filters run`
 computes and prints the same numbers."""
 import json
+import shlex
 
 import streamlit as st
 
@@ -13,6 +14,7 @@ from ui import (ProgressBar, data_token, download_popover, input_errors, read_on
                 require_test_set, settings, store)
 from ui import filters as view
 from ui.charts import filters as charts
+from ui.text import md_code, md_escape
 
 st.title("Filters")
 st.caption("Does a filter make the tumour stand out? Per annotated cancer image and method: AUC "
@@ -68,16 +70,18 @@ if button.button("Run", type="primary", icon=":material/play_arrow:", key="filte
     st.toast(f"Computed {run.n_computed} images in {run.elapsed_s:.1f} s")
     if run.failures:
         st.warning(f"{run.n_failed} image(s) failed and stored nothing, e.g. "
-                   f"{run.failures[0][0]}: {run.failures[0][1]}", icon=":material/warning:")
+                   f"{md_escape(run.failures[0][0])}: {md_escape(run.failures[0][1])}",
+                   icon=":material/warning:")
 with input_errors():
     images, n_pending, results = view.stored(db, data_token(), scope_json)
 status.markdown(f"**{len(images) - n_pending} of {len(images)}** annotated images of "
-                f"`{test_set}` have stored results for these settings.")
+                f"{md_code(test_set)} have stored results for these settings.")
 
 shown = results if histology == "All" else results[results["histology"] == histology]
 if shown.empty:
     st.info(f"No stored results for these settings ({histology}) yet: press Run, or "
-            f"`python -m core filters run --test-set {test_set}`.", icon=":material/info:")
+            f"{md_code(f'python -m core filters run --test-set {shlex.quote(test_set)}')}.",
+            icon=":material/info:")
 else:
     chart_col, table_col = st.columns([3, 2], gap="large")
     box = charts.auc_boxplot(shown, facet=facet == "facet",
@@ -121,7 +125,8 @@ if "M7" in methods:
     view.grid(charts.subband_panels(bands, m7["level"], scale, box))
 regions_col, roc_col = st.columns(2, gap="large")
 with regions_col:
-    st.markdown(f"**Regions compared**: tumour red; healthy cyan, *{detail.healthy_label}*")
+    st.markdown("**Regions compared**: tumour red; healthy cyan, "
+                f"*{md_escape(detail.healthy_label)}*")
     view.grid(charts.region_panels(detail, zoom=zoom), n=2)
 with roc_col:
     roc_chart = charts.pixel_roc(roc, title="Tumour vs healthy pixels, ROC per method")

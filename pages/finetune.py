@@ -12,6 +12,7 @@ from ui import cached, download_popover, read_only_notice, settings, test_set
 from ui.links import model_url
 from ui.sidebar import ALL
 from ui.training import REFRESH_S, follow_default, launch, parse_lrs, run_panel
+from ui.text import md_escape
 
 LABELS = {"feature-extraction": "Feature extraction", "full": "Full fine-tuning",
           "scratch": "From scratch", "none": "None", "histeq": "Histogram equalisation",
@@ -33,7 +34,7 @@ known_sets = cached(Store.testset_names)
 models = cached(Store.models)
 dataset = st.session_state.get("dataset", ALL)
 if gaps := cached(training.finetune_gaps, dataset=None if dataset == ALL else dataset):
-    st.info("\n".join(f"- {g}" for g in gaps), icon=":material/info:")
+    st.info("\n".join(f"- {md_escape(g)}" for g in gaps), icon=":material/info:")
 
 with st.expander("Launch runs", expanded=cached(training.run_table).empty,
                  icon=":material/rocket_launch:"):
@@ -80,7 +81,8 @@ with st.expander("Launch runs", expanded=cached(training.run_table).empty,
                 st.session_state.ft_started = started
                 st.rerun()
     if started := st.session_state.pop("ft_started", None):
-        st.success(f"Started {len(started)} runs in the background: {', '.join(started)}",
+        st.success(f"Started {len(started)} runs in the background: "
+                   f"{md_escape(', '.join(started))}",
                    icon=":material/rocket_launch:")
 
 st.subheader("Runs")

@@ -14,6 +14,7 @@ from ui.importing import FIELDS, import_and_rerun, keep_and_rerun, show_last_imp
 from ui.pacs import pacs_tab
 from ui.published import container_models_note
 from ui.sidebar import ALL
+from ui.text import md_code, md_escape
 
 LABELS = {
     "dicom": "DICOM folder", "png": "PNG folder + label manifest", "mias": "mini-MIAS",
@@ -32,7 +33,7 @@ if read_only_notice("Importing"):
     st.stop()
 dataset = st.session_state.get("dataset", ALL)
 if gaps := cached(store_gaps, dataset=None if dataset == ALL else dataset):
-    st.info("What this store lacks so far:\n" + "\n".join(f"- {g}" for g in gaps),
+    st.info("What this store lacks so far:\n" + "\n".join(f"- {md_escape(g)}" for g in gaps),
             icon=":material/info:")
 
 kind = st.selectbox("What are you importing?", list(KINDS), format_func=LABELS.get,
@@ -112,4 +113,4 @@ st.divider()
 st.subheader("Test sets")
 st.dataframe(cached(Store.testsets), hide_index=True)
 testset_form()
-st.caption(f"Store: `{settings().db_path}`")
+st.caption(f"Store: {md_code(settings().db_path)}")

@@ -7,6 +7,7 @@ from core.reports.holdings import store_gaps
 from core.store import Store
 from ui import cached, charts, store, test_set
 from ui.sidebar import synthetic_datasets
+from ui.text import md_escape
 
 st.title("ILCscope")
 st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms: filters, "
@@ -14,7 +15,7 @@ st.markdown("Research dashboard for **invasive lobular carcinoma** on mammograms
 if synthetic := synthetic_datasets():
     everything = len(synthetic) == len(cached(Store.datasets))
     st.info(("All data in this store is **synthetic**" if everything else
-             f"Dataset{'s' if len(synthetic) > 1 else ''} {', '.join(synthetic)} "
+             f"Dataset{'s' if len(synthetic) > 1 else ''} {', '.join(map(md_escape, synthetic))} "
              f"{'are' if len(synthetic) > 1 else 'is'} **synthetic**")
             + ": rendered mammograms and simulated readers from `python -m core demo`. The "
             "numbers show what ILCscope computes, not findings about real patients.",
@@ -38,7 +39,7 @@ cols[4].metric("Readers", counts["readers"])
 cols[5].metric("Models", counts["models"])
 
 if gaps := cached(store_gaps):   # what the six questions still need, and where to get it
-    st.info("\n".join(f"- {gap}" for gap in gaps), icon=":material/info:")
+    st.info("\n".join(f"- {md_escape(gap)}" for gap in gaps), icon=":material/info:")
 
 st.subheader("Findings")
 choices = cached(fd.headline_models)
@@ -49,10 +50,10 @@ if choices:
                          index=choices.index(rule) if rule in choices else 0,
                          help="Every model question below is answered for this model.")
     if rule:
-        st.caption(f"Default: {rule}, {fd.HEADLINE_RULE}.")
+        st.caption(f"Default: {md_escape(rule)}, {fd.HEADLINE_RULE}.")
 items = cached(fd.findings, model=model)   # stored results only, cached per store state and model
-for item in items:
-    st.markdown(f"{item.sentence} [Open :material/open_in_new:]({fd.link(item)})")
+for item in items:   # core's sentences are plain text holding names: escaped whole
+    st.markdown(f"{md_escape(item.sentence)} [Open :material/open_in_new:]({fd.link(item)})")
 st.download_button("Download findings", lambda: findings_html(store(), items=items),
                    "ilcscope_findings.html", mime="text/html", key="overview_findings_html",
                    icon=":material/download:", on_click="ignore",
@@ -80,8 +81,9 @@ with right:
         st.altair_chart(charts.density_bars(shown, title="Exams per density category"),
                         width="stretch")
         if (covered := int(shown["exams"].sum())) < n_exams:
-            st.caption(f":material/info: Density '{source}' is recorded for {covered:,} of the "
-                       f"{n_exams:,} exams in this scope (e.g. estimated on one test set).")
+            st.caption(f":material/info: Density '{md_escape(source)}' is recorded for "
+                       f"{covered:,} of the {n_exams:,} exams in this scope (e.g. estimated "
+                       "on one test set).")
 
 left, right = st.columns(2)
 with left:

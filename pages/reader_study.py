@@ -9,6 +9,7 @@ from core.store import Store
 from ui import cached, download_popover, input_errors
 from ui.charts import mrmc as charts
 from ui.tables import na_as_text
+from ui.text import md_escape
 
 METHODS = {"or": "Obuchowski-Rockette", "dbm": "Dorfman-Berbaum-Metz"}
 ANALYSES = {"rrrc": "Random readers and cases", "frrc": "Fixed readers",
@@ -47,7 +48,7 @@ chosen = top[1].multiselect("Modalities (reference first)", known, default=known
 levels = cached(mrmc.study_levels, study)
 level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}", bind="query-params")
 if info["description"]:
-    st.caption(f":material/info: {info['description']}")
+    st.caption(f":material/info: {md_escape(info['description'])}")
 # the option rows wrap instead of scrolling: in a column they kept one row and cut
 # "Dorfman-..." and hid "Fixed cases" (issue 29); each control takes a full row when narrow
 row = st.columns([2.2, 1.8, 2.6, 2])
@@ -89,7 +90,7 @@ context = dict(study=study, modalities=list(chosen), level=level, method=method,
                cases=subgroup or "all")
 
 with st.container(border=True):
-    st.markdown(f"**{report.sentence}**")
+    st.markdown(f"**{md_escape(report.sentence)}**")   # plain text naming modalities
 metrics = st.columns(4)
 metrics[0].metric("Readers", len(data.readers))
 metrics[1].metric("Cases", f"{res.n_pos} + {res.n_neg}", help="cancers + healthy")
@@ -97,7 +98,7 @@ metrics[2].metric(f"{res.statistic_name} statistic", f"{res.statistic:.2f}",
                   help=f"df {res.df1:g}, {res.df2:.1f}")
 metrics[3].metric("p-value", f"{res.p:.4f}")
 for note in data.notes:
-    st.caption(f":material/info: {note}")
+    st.caption(f":material/info: {md_escape(note)}")
 
 left, right = st.columns([1, 1.2], gap="large")
 with left:
@@ -138,7 +139,7 @@ if report.comparison is None:
             "a store model scored on these cases.", icon=":material/info:")
 else:
     comp = report.comparison
-    st.markdown(comp.summary())
+    st.markdown(md_escape(comp.summary()))
     _chart(charts.model_vs_readers_chart(comp.tables()["reader_auc"], model=comp.model,
                                          model_auc=comp.model_auc,
                                          readers_mean=comp.readers_mean),

@@ -14,6 +14,7 @@ from ui.charts import saliency as charts
 from ui.exam_view import exam_view
 from ui.links import linked_model
 from ui.saliency import picture, test_set_tab
+from ui.text import md_code, md_escape
 
 GALLERY_PAGE = 12
 
@@ -60,11 +61,12 @@ context = dict(test_set=test_set, models=shown_models, map=which,
 if not (per_image["model"] == model).any():   # no masks, or only the compared model has maps
     unannotated = report.skipped.get("no annotation", [])
     if len(unannotated) == len(shapes):
-        st.info(f"No image of `{test_set}` has a tumour outline to score the maps against: "
+        st.info(f"No image of {md_code(test_set)} has a tumour outline to score the maps against: "
                 "draw one on the Annotate page or import masks (`python -m core annotate "
                 "import`).", icon=":material/info:")
     else:
-        st.info(f"{model} has no saliency map on an annotated image of `{test_set}`: pick the "
+        st.info(f"{md_escape(model)} has no saliency map on an annotated image of "
+                f"{md_code(test_set)}: pick the "
                 "model that has, or run `python -m core predict` for this one.",
                 icon=":material/info:")
     st.stop()
@@ -104,7 +106,7 @@ with one:
                      context=dict(context, image=image_id))
     download_popover(f"{stem}_image_metrics", "saliency_row", frame=rows,
                      context=dict(context, image=image_id), label="Download metrics")
-    with st.expander(f"Exam {rows['exam_id'].iloc[0]}: all four views"):
+    with st.expander(f"Exam {md_escape(rows['exam_id'].iloc[0])}: all four views"):
         exam_view(rows["exam_id"].iloc[0], models=shown_models, key="saliency_exam")
 
 with gallery:

@@ -17,6 +17,7 @@ from core.errors import InputError
 from core.stats import confusion_at, threshold_for_specificity
 from core.store import open_store
 from tests.conftest import REPO
+from ui.text import md_escape
 
 # ---------------------------------------------------------------------------- the tiny store
 # 8 exams; the left breast of E1-E3 has a cancer, everything else is healthy.
@@ -447,7 +448,7 @@ def _assert_page_equals_cli(at, doc):
     assert (here["cancers"], here["caught"]) == (neg["cancers"], neg["caught"])
     if doc["threshold"] is not None:
         assert at.slider(key="complement_threshold").value == doc["threshold"]
-    assert any(s in md.value for md in at.markdown for s in doc["sentences"][:1])
+    assert any(md_escape(s) in md.value for md in at.markdown for s in doc["sentences"][:1])
 
 
 def _triage(at) -> list[str]:

@@ -22,6 +22,7 @@ from core.store.runs import write_run
 from models.train import _child_name
 from tests.conftest import copy_store
 from tests.test_training_report import NOW, _params, _run, training_store
+from ui.text import md_escape
 from ui.training import progress_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ def test_finetune_on_mini_mias_alone_says_what_is_missing(mias_store, monkeypatc
     at = _page(mias_store, FINETUNE, monkeypatch, dataset="mias")
     (gaps,) = [i.value for i in at.info if "GMIC" in i.value]
     assert "No GMIC model in this store" in gaps
-    assert "mias has no ILC cases (52 cancerous breasts, histology unknown)" in gaps
+    assert md_escape("mias has no ILC cases (52 cancerous breasts, histology unknown)") in gaps
     assert "python -m core split --test-set mias --prefix mias" in gaps
     assert any(i.value == "No training runs in this store yet." for i in at.info)
 
@@ -190,7 +191,7 @@ def test_import_on_mini_mias_alone_says_what_is_missing(mias_store, monkeypatch)
     at = _page(mias_store, IMPORT, monkeypatch, dataset="mias")
     (gaps,) = [i.value for i in at.info if i.value.startswith("What this store lacks")]
     assert "No reader reads" in gaps and "No model predictions" in gaps
-    assert "No ILC cases in mias: its 52 cancerous breasts" in gaps
+    assert md_escape("No ILC cases in mias: its 52 cancerous breasts") in gaps   # plain text
     assert "density" not in gaps and "masks" not in gaps       # mini-MIAS brings both
 
 

@@ -113,6 +113,70 @@ def test_resume_that_fails_again_exits_1(db, tmp_path, capsys):
         ["failed"]
 
 
+_CREATE_THEN_DIE = """
+import os, signal, sys
+from core.store import open_store
+from models.train import TrainRequest, create_runs
+ids = create_runs(open_store(sys.argv[1]), TrainRequest(
+    model_init="gmic-demo", mode="full", train_set="sp-train", val_set="sp-val",
+    lrs=(1e-5, 2e-5, 3e-5), epochs=1, batch_size=4, device="cpu"))
+print(os.getpid(), " ".join(ids), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)   # killed before any worker starts (Ctrl-C, OOM, a reboot)
+"""
+
+
+def test_runs_whose_creator_was_killed_before_the_worker_are_failed_by_runs_list(db, capsys):
+    """Item 6's leftover: a process killed after creating its runs and before starting their
+    worker left them 'running' forever; now `runs list` fails them, once, naming its pid."""
+    import subprocess
+    import sys
+
+    from core.store.runs import get_run
+    from models.train_launch import CREATOR_FILE, fail_orphaned_runs, orphaned_runs
+
+    child = subprocess.run([sys.executable, "-c", _CREATE_THEN_DIE, str(db)],
+                           capture_output=True, text=True, timeout=600)
+    assert child.returncode == -9, child.stderr
+    pid, *run_ids = child.stdout.split()
+    store = open_store(db, read_only=True)
+    assert len(run_ids) == 3 and all(get_run(store, r)["status"] == "running" for r in run_ids)
+    folder = store.files_dir / get_run(store, run_ids[0])["folder"]
+    assert [p.name for p in folder.glob("*.json") if p.name != "params.json"] == [CREATOR_FILE]
+    assert sorted(orphaned_runs(store)) == sorted(run_ids)
+    del store
+    assert main(["runs", "list", "--db", str(db), "--json"]) == 0
+    capsys.readouterr()
+    store = open_store(db)
+    for run_id in run_ids:
+        row = get_run(store, run_id)
+        assert row["status"] == "failed", run_id
+        assert row["error"] == (f"the process that created it (pid {pid}) ended before starting "
+                                "its worker: killed, or the machine restarted; resume the run "
+                                "from its last epoch")
+    assert fail_orphaned_runs(store) == []                      # once
+
+
+def test_runs_created_by_a_live_process_are_no_orphans(db):
+    """The creator still runs (this test; a page's server between create and launch): the
+    runs wait for their worker, and a reused pid with another start time counts as gone."""
+    import json
+
+    from core.store.runs import get_run
+    from models.train_launch import CREATOR_FILE, orphaned_runs, worker_alive
+
+    store = open_store(db)
+    (run_id,) = create_runs(store, TrainRequest(
+        model_init="gmic-demo", mode="full", train_set="sp-train", val_set="sp-val",
+        lrs=(1e-4,), epochs=1, batch_size=4, device="cpu"))
+    assert orphaned_runs(store) == {} and worker_alive(store, run_id) is None
+    path = store.files_dir / get_run(store, run_id)["folder"] / CREATOR_FILE
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps(record | {"identity": record["identity"] + "0"}))
+    assert list(orphaned_runs(store)) == [run_id]
+    path.write_text(json.dumps(record | {"host": record["host"] + "-elsewhere"}))
+    assert orphaned_runs(store) == {}                             # another machine: cannot tell
+
+
 # ---------------------------------------------------------------------------- 8. saliency
 from tests.test_saliency import oracle_store  # noqa: E402,F401 - the report's store, reused
 

@@ -15,6 +15,7 @@ from core.reports.benchmark import default_test_sets
 from core.reports.findings import findings, link
 from core.store import open_store
 from tests.conftest import copy_store
+from ui.text import md_escape
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +67,7 @@ def test_overview_opens_from_the_url(demo_env):
         f"{len(store.exams(test_set='test-ILC')):,}"
     shown = " ".join(m.value for m in at.markdown)
     for f in findings(store, model="gmic-demo"):
-        assert f"{f.sentence} [Open :material/open_in_new:]({link(f)})" in shown
+        assert f"{md_escape(f.sentence)} [Open :material/open_in_new:]({link(f)})" in shown
     assert any("highest image-level AUC on test-all" in c.value for c in at.caption)
 
 

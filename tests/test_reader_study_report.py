@@ -19,6 +19,7 @@ from core.reports.scores import model_scores
 from core.stats import model_vs_readers, mrmc_test, sample_size
 from core.store import open_store
 from tests.conftest import REPO, copy_store
+from ui.text import md_escape
 
 PILOT = "pilot"                        # image level, the demo's 128 images, store cases
 READERS = ("p1", "p2", "p3", "p4")
@@ -351,7 +352,7 @@ def test_page_numbers_equal_the_cli(study_store, monkeypatch, capsys):
     assert main(["report", "mrmc", "--study", "demo-reader-study", "--model", "gmic-demo",
                  "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert at.markdown[0].value == f"**{doc['sentence']}**"
+    assert at.markdown[0].value == f"**{md_escape(doc['sentence'])}**"
     pd.testing.assert_frame_equal(frames["reader_auc"], pd.DataFrame(doc["reader_auc"]))
     for name in ("modality_auc", "differences"):
         page = frames["modalities" if name == "modality_auc" else name]

@@ -21,6 +21,7 @@ from core.reports.findings import QUESTIONS, best_model, findings, link
 from core.stats import delong_auc
 from core.store import open_store
 from models.finetune_demo import DEMO_RUN
+from ui.text import md_escape
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE_FILES = {"filters": "pages/filters.py", "benchmark": "pages/benchmark.py",
@@ -217,5 +218,5 @@ def test_overview_shows_every_finding_with_its_link(story_env, story_findings):
     assert not at.exception
     shown = " ".join(m.value for m in at.markdown)
     for f in story_findings.values():
-        assert f"{f.sentence} [Open :material/open_in_new:]({link(f)})" in shown
+        assert f"{md_escape(f.sentence)} [Open :material/open_in_new:]({link(f)})" in shown
     assert at.get("download_button")

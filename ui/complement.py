@@ -12,6 +12,7 @@ import math
 import streamlit as st
 
 from core.reports import complement as cr
+from ui.text import md_code, md_escape
 
 PRESETS = {"match": "Match reader specificity", **{p: f"{p:.0%} specificity"
                                                    for p in cr.PRESET_SPECIFICITIES}}
@@ -81,8 +82,8 @@ def operating_point_controls(cases, mode, res, *, low, high, step, reader_thresh
                       args=(key, cases, reader_threshold, high), help=PRESET_HELP[key],
                       type="primary" if mode == key else "secondary")
         shown = f"{res.threshold:.4f}" if math.isfinite(res.threshold) else "above every score"
-        st.caption(f"Threshold **{shown}** ({res.rule}) on {res.n_cases} {level}s of "
-                   f"`{test_set}`: {res.cancers} cancers, {res.healthy} healthy.")
+        st.caption(f"Threshold **{shown}** ({md_escape(res.rule)}) on {res.n_cases} {level}s of "
+                   f"{md_code(test_set)}: {res.cancers} cancers, {res.healthy} healthy.")
     st.caption(f":material/info: **89 % specificity**: {PRESET_HELP[0.89]}")
 
 
@@ -113,7 +114,7 @@ def headline_metrics(res, unit: str) -> None:
 def confusion_matrices(confusion) -> None:
     """The five 2x2 (+ totals) matrices, three then two per row."""
     for col, name in zip([*st.columns(3), *st.columns(3)[:2]], confusion["matrix"].unique()):
-        col.markdown(f"**{name.capitalize()}**")
+        col.markdown(f"**{md_escape(name.capitalize())}**")
         col.dataframe(confusion[confusion["matrix"] == name], hide_index=True,
                       column_order=["truth", "recall", "no_recall", "total"],
                       column_config={"no_recall": "no recall"}, key=f"complement_matrix_{name}")
@@ -122,10 +123,10 @@ def confusion_matrices(confusion) -> None:
 def missing_inputs(models, readers, *, level: str, test_set: str) -> str | None:
     """Why the page cannot compare anything here, in one sentence (None when it can)."""
     if not models:
-        return (f"No model has scores in this store: run one on `{test_set}` (Benchmark page) "
-                "or import predictions (`python -m core import predictions FILE`).")
+        return (f"No model has scores in this store: run one on {md_code(test_set)} (Benchmark "
+                "page) or import predictions (`python -m core import predictions FILE`).")
     if readers.empty:
-        return (f"No radiologist read `{test_set}` at {level} level, so there is nothing to "
-                "complement: import reads (`python -m core import readers FILE`) or pick a "
-                "test set with readers (the demo's `test-all`).")
+        return (f"No radiologist read {md_code(test_set)} at {level} level, so there is "
+                "nothing to complement: import reads (`python -m core import readers FILE`) or "
+                "pick a test set with readers (the demo's `test-all`).")
     return None

@@ -3,6 +3,7 @@ headline (AUC non-dense vs dense for one model), which says why a number is miss
 from __future__ import annotations
 
 import math
+import shlex
 
 import pandas as pd
 import streamlit as st
@@ -11,6 +12,7 @@ from core.jobs.density import estimate_classical
 from ui.errors import input_errors
 from ui.progress import ProgressBar
 from ui.session import read_only_notice, store
+from ui.text import md_code, md_escape
 
 ESTIMATED = ("classical", "nyu-histogram")
 
@@ -42,14 +44,15 @@ def estimate_panel(test_set: str, sources: list[str]) -> None:
         locked = read_only_notice("Estimating density")
         if st.button("Estimate now", key="density_estimate", disabled=locked,
                      icon=":material/play_arrow:",
-                     help=f"Percent dense area per image and exam of {test_set}; replaces "
-                          "earlier rows."):
+                     help=f"Percent dense area per image and exam of {md_escape(test_set)}; "
+                          "replaces earlier rows."):
             _estimate(test_set, cal)
         if done := st.session_state.pop("density_done", None):  # set by _estimate
             st.success(done, icon=":material/check:")
-        flag = f" --calibrate-on {cal}" if cal else ""
-        st.caption(f"Shell: `python -m core density estimate --test-set {test_set} --method "
-                   f"classical{flag} --json`, or `--method nyu-histogram --weights model.p`")
+        flag = f" --calibrate-on {shlex.quote(cal)}" if cal else ""
+        command = (f"python -m core density estimate --test-set {shlex.quote(test_set)} "
+                   f"--method classical{flag} --json")
+        st.caption(f"Shell: {md_code(command)}, or `--method nyu-histogram --weights model.p`")
 
 
 def _fmt(x, spec: str = ".3f") -> str:
@@ -59,14 +62,15 @@ def _fmt(x, spec: str = ".3f") -> str:
 def headline(head: pd.Series, *, level: str) -> None:
     """Three metrics for one (model, test set): AUC non-dense, dense (delta), p; with the
     reason in words beneath when one is n/a (the table's note: no scores, no categories ...)."""
-    st.markdown(f"**{head['model']}** on `{head['test_set']}`, {level} level: AUC")
+    st.markdown(f"**{md_escape(head['model'])}** on {md_code(head['test_set'])}, {level} level: "
+                "AUC")
     m = st.columns(3)
     m[0].metric("Non-dense (0-1)", _fmt(head["auc_nondense"]),
-                help=f"AUC of {head['model']} on {head['test_set']}")
+                help=f"AUC of {md_escape(head['model'])} on {md_escape(head['test_set'])}")
     diff = _fmt(head["diff"], "+.3f")
     m[1].metric("Dense (2-3)", _fmt(head["auc_dense"]), delta=None if diff == "n/a" else diff,
                 help="Delta: dense minus non-dense")
     m[2].metric("p, dense vs non-dense", _fmt(head["p"]),
-                help=head["note"] or "unpaired DeLong z test")
+                help=md_escape(head["note"]) or "unpaired DeLong z test")
     if isinstance(head["note"], str) and head["note"].startswith("n/a"):
-        st.caption(f":material/info: Why n/a: {head['note'].removeprefix('n/a: ')}")
+        st.caption(f":material/info: Why n/a: {md_escape(head['note'].removeprefix('n/a: '))}")

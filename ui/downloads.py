@@ -19,6 +19,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from ui.text import md_code
+
 # what makes Excel, LibreOffice and Google Sheets read a cell as a formula (OWASP, "CSV
 # Injection"): = + - @ first, or a tab / carriage return before them
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -113,7 +115,7 @@ def download_popover(stem: str, key: str, *, chart: alt.Chart | None = None,
     (PNG bytes), named and labelled with ``context`` (see the module docstring)."""
     stem = context_stem(stem, context)
     with st.popover(label, icon=":material/download:"):
-        st.caption(f"`{stem}`")
+        st.caption(md_code(stem))
         if picture is not None:
             st.download_button("PNG", picture, f"{stem}.png", "image/png", key=f"{key}_picture",
                                icon=":material/image:", on_click="ignore")

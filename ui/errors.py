@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import streamlit as st
 
 from core.errors import InputError
+from ui.text import md_escape
 
 __all__ = ["form_words", "input_errors", "show_input_error"]
 
@@ -35,7 +36,8 @@ def form_words(message: str, labels: dict[str, str]) -> str:
 
 def show_input_error(exc: Exception, labels: dict[str, str] | None = None) -> None:
     """One error line; with ``labels`` (parameter -> form label) in the form's words."""
-    st.error(form_words(str(exc), labels) if labels else str(exc), icon=":material/error:")
+    message = form_words(str(exc), labels) if labels else str(exc)
+    st.error(md_escape(message), icon=":material/error:")   # plain text that may hold names
 
 
 @contextmanager

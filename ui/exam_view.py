@@ -36,6 +36,7 @@ from ui.downloads import download_popover
 from ui.images import empty_tile, outline_box
 from ui.model_input import gmic_models, model_input
 from ui.errors import show_input_error
+from ui.text import md_escape
 
 __all__ = ["EXAM_PAGE", "exam_url", "exam_view"]
 
@@ -75,7 +76,7 @@ def exam_view(exam_id: str, *, models: Sequence[str] | None = None,
             with column, st.container(border=True):
                 _tile(report, position, tiles[position], overlays[position])
     for note in (*report.notes, *_missing(report)):
-        st.caption(f":material/info: {note}")
+        st.caption(f":material/info: {md_escape(note)}")
     with st.expander("Reads and scores as tables"):
         stem = report.exam_id.replace("/", "_")
         st.dataframe(report.reads, hide_index=True)
@@ -98,7 +99,8 @@ def _overlay_controls(report: ExamReport, tiles: list[HangingImage | None], key:
     outline = left.toggle("Stored outline", True, key=f"{key}_outline", bind="query-params",
                           help="The newest saved annotation of each view (Annotate page)")
     chosen = right.pills("Saliency map (malignant)", with_maps, key=f"{key}_map",
-                         bind="query-params", help="One model's map over every view")
+                         bind="query-params", help="One model's map over every view",
+                         format_func=md_escape)   # pills render Markdown; names are text
     if not with_maps:
         right.caption("No model has a saliency map on this exam.")
     geometry = tuple(None if t is None else (t.factor, t.flipped, tuple(t.pixels.shape))
@@ -131,8 +133,9 @@ def _truth(label, histology, presentation=None) -> str:
         return "no label"
     if int(label) == 0:
         return "healthy"
-    extra = f", {presentation}" if isinstance(presentation, str) and presentation != "none" else ""
-    return f"**cancer** ({histology}{extra})"
+    extra = (f", {md_escape(presentation)}" if isinstance(presentation, str)
+             and presentation != "none" else "")
+    return f"**cancer** ({md_escape(histology)}{extra})"
 
 
 def _decision(row) -> str:
@@ -141,13 +144,14 @@ def _decision(row) -> str:
             else "recall" if bool(recall) else "no recall")
     digits = {"0-1": 2, "1-5": 0, "0-6": 0}.get(row.scale, 1)
     score = ("" if row.score is None or pd.isna(row.score)
-             else f" ({row.score:.{digits}f} on {row.scale})")
-    return f"{row.reader} {said}{score}"
+             else f" ({row.score:.{digits}f} on {md_escape(row.scale)})")
+    return f"{md_escape(row.reader)} {said}{score}"
 
 
 def _rating(row) -> str:
     """A reader-study rating with its study, condition and scale."""
-    return f"{row.reader} {row.modality} {row.rating:.4g} ({row.rating_scale}; {row.study})"
+    return (f"{md_escape(row.reader)} {md_escape(row.modality)} {row.rating:.4g} "
+            f"({md_escape(row.rating_scale)}; {md_escape(row.study)})")
 
 
 def _score(value: float) -> str:
@@ -157,10 +161,11 @@ def _score(value: float) -> str:
 def _header(report: ExamReport) -> None:
     exam = report.exam
     age = exam.get("age")
-    facts = [f"dataset `{exam['dataset']}`", f"split {exam.get('split') or 'none'}"]
+    facts = [f"dataset {md_escape(exam['dataset'])}",
+             f"split {md_escape(exam.get('split') or 'none')}"]
     if age is not None and not pd.isna(age):
         facts.append(f"age {age:.0f}")
-    st.subheader(f"Exam {report.exam_id}")
+    st.subheader(f"Exam {md_escape(report.exam_id)}")
     st.caption(" · ".join(facts))
     reads = report.reads[report.reads["level"] == "exam"]
     scores = report.scores[report.scores["level"] == "exam"]
@@ -172,7 +177,8 @@ def _header(report: ExamReport) -> None:
         lines.append("Reader study (exam): " + " · ".join(_rating(r) for r in study.itertuples()))
     if len(scores):
         lines.append("Models (exam): " + " · ".join(
-            f"{r.model} {_score(r.score)} ({r.score_source})" for r in scores.itertuples()))
+            f"{md_escape(r.model)} {_score(r.score)} ({md_escape(r.score_source)})"
+            for r in scores.itertuples()))
     st.markdown("  \n".join(lines))
 
 
@@ -196,14 +202,16 @@ def _tile(report: ExamReport, position: int, image: HangingImage | None,
     image_id = tile["image_id"]
     if image is None:
         st.image(empty_tile(_EMPTY_SHAPE), width="stretch")
-        st.markdown(f"**{lat}-{view}**: " + ("no image in this exam" if image_id is None
-                                             else f"`{image_id}` has no pixels in the store"))
+        st.markdown(f"**{lat}-{view}**: " + (
+            "no image in this exam" if image_id is None
+            else f"{md_escape(image_id)} has no pixels in the store"))
     else:
         st.image(_picture(image, overlay), width="stretch")
         moved = ", mirrored to hang" if image.flipped else ""
-        st.markdown(f"**{lat}-{view}** · `{image_id}`")
+        st.markdown(f"**{lat}-{view}** · {md_escape(image_id)}")
         st.caption(f"Chest wall found on the file's {image.chest_wall}{moved}; "
-                   f"{image.source}; {image.original_shape[0]} x {image.original_shape[1]} px, "
+                   f"{md_escape(image.source)}; "
+                   f"{image.original_shape[0]} x {image.original_shape[1]} px, "
                    f"shown at 1/{image.factor}." + _overlay_caption(overlay))
     breast = report.breasts[report.breasts["laterality"] == lat]
     lines = [f"Breast {lat}: " + (_truth(*breast.iloc[0][["label", "histology",
@@ -225,10 +233,10 @@ def _tile(report: ExamReport, position: int, image: HangingImage | None,
         mine = scores[scores["model"] == model]
         on_image = mine.loc[(mine["level"] == "image") & (mine["image_id"] == image_id), "score"]
         on_breast = mine[(mine["level"] == "breast") & (mine["laterality"] == lat)]
-        text = f"{model}: {_score(on_image.iat[0]) if len(on_image) else 'n/a'}"
+        text = f"{md_escape(model)}: {_score(on_image.iat[0]) if len(on_image) else 'n/a'}"
         if len(on_breast):
             b = on_breast.iloc[0]
-            text += f" (breast {_score(b['score'])}, {b['score_source']})"
+            text += f" (breast {_score(b['score'])}, {md_escape(b['score_source'])})"
         lines.append(text)
     st.markdown("  \n".join(lines))
 
@@ -246,8 +254,9 @@ def _overlay_caption(overlay: TileOverlay | None) -> str:
         return ""
     said = [f"outline: annotation v{overlay.outline_version} (green)"
             if overlay.outline is not None else ""]
-    said += [f"{model}'s malignant map (dark to bright = 0 to 1)" for model in overlay.maps]
-    said += list(overlay.notes)
+    said += [f"{md_escape(model)}'s malignant map (dark to bright = 0 to 1)"
+             for model in overlay.maps]
+    said += [md_escape(note) for note in overlay.notes]
     said = [s for s in said if s]
     return (" " + "; ".join(said) + ".") if said else ""
 
@@ -282,10 +291,10 @@ def _model_input_section(report: ExamReport, tiles: list[HangingImage | None], k
                    f"{pre.crop_box[1] + pre.crop_box[3]}.")
     with right:
         st.image(got.display, width="stretch")
-        st.caption(f"{model}'s input: {pre.input_shape[0]} x {pre.input_shape[1]} px, "
+        st.caption(f"{md_escape(model)}'s input: {pre.input_shape[0]} x {pre.input_shape[1]} px, "
                    f"{'mirrored' if pre.flipped else 'not mirrored'} (laterality "
                    f"{HANGING_ORDER[position][0]}), standardised; "
-                   f"config `{got.config}` from {got.config_source}.")
+                   f"config {md_escape(got.config)} from {md_escape(got.config_source)}.")
     if chest_wall_side(got.display) != "left":
         st.warning("The model received this breast with its chest wall on the **right**; GMIC "
                    "expects it at column 0 (left). The stored laterality and the pixels "

@@ -15,6 +15,7 @@ from core.importers import run_import
 from ui.errors import input_errors, show_input_error
 from ui.progress import ProgressBar
 from ui.session import store
+from ui.text import md_escape
 
 __all__ = ["FIELDS", "import_and_rerun", "show_last_import", "testset_form"]
 
@@ -57,7 +58,7 @@ def show_last_import() -> None:
     last = st.session_state.get(LAST)
     if not last:
         return
-    st.subheader(f"Last import: {last['kind']} → {last['dataset']}")
+    st.subheader(f"Last import: {md_escape(last['kind'])} → {md_escape(last['dataset'])}")
     c = st.columns(4)
     for col, (status, n) in zip(c, last["counts"].items()):
         col.metric(status.capitalize(), n)
@@ -65,7 +66,7 @@ def show_last_import() -> None:
     st.dataframe(pd.DataFrame(last["files"]), hide_index=True)
     if last["unmatched"]:
         with st.expander("Rows that match no stored case"):
-            st.write(", ".join(map(str, last["unmatched"][:200])))
+            st.write(md_escape(", ".join(map(str, last["unmatched"][:200]))))
 
 
 def testset_form() -> None:
@@ -83,5 +84,6 @@ def testset_form() -> None:
         if st.form_submit_button("Create or replace"):
             with input_errors(stop=False):
                 n = store().create_testset(name.strip(), rule.strip())
-                st.session_state["import_testset_made"] = f"Test set {name} holds {n} exams."
+                st.session_state["import_testset_made"] = (f"Test set {md_escape(name)} holds "
+                                                           f"{n} exams.")
                 st.rerun()

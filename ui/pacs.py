@@ -19,6 +19,7 @@ from core.io.dicomweb import Server
 from ui.progress import ProgressBar
 from ui.errors import input_errors, show_input_error
 from ui.session import store
+from ui.text import md_escape
 
 
 def pacs_tab() -> dict | None:
@@ -64,7 +65,7 @@ def _search_and_pull(url: str, user: str, password: str, token: str, dataset: st
     if plan is None:
         return None
     table = plan.table()
-    st.caption(f"{len(table)} studies, {plan.n_instances} instances at {plan.url} "
+    st.caption(f"{len(table)} studies, {plan.n_instances} instances at {md_escape(plan.url)} "
                "(patients and studies shown as the store's pseudonyms)")
     st.dataframe(table, hide_index=True)
     # not in the URL: the studies are this search's, kept in the session only

@@ -15,6 +15,7 @@ from ui.charts import saliency as charts
 from ui.downloads import download_popover
 from ui.images import image_pixels
 from ui.session import data_token, store
+from ui.text import md_escape
 
 __all__ = ["picture", "test_set_tab"]
 
@@ -73,7 +74,7 @@ def test_set_tab(report, models: list[str], context: dict, stem: str = "saliency
                      frame=by_histology, context=context)
     st.dataframe(by_histology, hide_index=True, key="saliency_by_histology")
     if report.paired is not None:
-        st.markdown(f"**{models[0]} against {models[-1]}** on the "
+        st.markdown(f"**{md_escape(models[0])} against {md_escape(models[-1])}** on the "
                     f"{report.paired['n_images']} images both scored: McNemar on hits, "
                     "Wilcoxon signed-rank on best Dice")
         paired = pd.DataFrame([{"test": k, **v} for k, v in report.paired.items()
@@ -81,7 +82,7 @@ def test_set_tab(report, models: list[str], context: dict, stem: str = "saliency
         st.dataframe(paired, hide_index=True, key="saliency_paired")
         download_popover(f"{stem}_paired", "saliency_paired", frame=paired, context=context)
     if report.skipped:
-        st.caption("Left out: " + "; ".join(f"{len(ids)} {reason}"
+        st.caption("Left out: " + "; ".join(f"{len(ids)} {md_escape(reason)}"
                                              for reason, ids in report.skipped.items()))
     with st.expander("Per-image metrics"):
         st.dataframe(per_image, hide_index=True, key="saliency_per_image")

@@ -6,6 +6,7 @@ import streamlit as st
 from core.store import Store
 from ui.caching import cached
 from ui.session import settings, store
+from ui.text import md_code
 
 ALL = "All datasets"
 
@@ -40,7 +41,7 @@ def sidebar() -> tuple:
             st.caption(":material/science: **Synthetic** demo data"
                        + ("" if chosen != ALL else f" ({', '.join(synthetic)})")
                        + ": rendered images, simulated readers.")
-        st.caption(f"Store: `{s.path}`")
+        st.caption(f"Store: {md_code(s.path)}")
     return _lists()
 
 

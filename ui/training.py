@@ -16,6 +16,7 @@ from ui.charts.training import duration, loss_chart
 from ui.downloads import download_popover
 from ui.errors import input_errors
 from ui.session import store
+from ui.text import md_escape
 
 REFRESH_S = 2.0          # how often the run panel re-reads the runs while one is running
 MAX_CURVES = 12          # runs drawn by default (the newest); pick others explicitly
@@ -43,13 +44,14 @@ def launch(**fields) -> list[str]:
 def _resume(run_id: str) -> None:
     with input_errors(stop=False):
         train.resume_run(store(), run_id, detach=True)
-        st.toast(f"Resumed {run_id} from its last epoch", icon=":material/play_arrow:")
+        st.toast(f"Resumed {md_escape(run_id)} from its last epoch", icon=":material/play_arrow:")
 
 
 def _cancel(run_id: str) -> None:
     with input_errors(stop=False):
         request_cancel(store(), run_id)
-        st.toast(f"Cancel requested: {run_id} stops at its next batch", icon=":material/stop:")
+        st.toast(f"Cancel requested: {md_escape(run_id)} stops at its next batch",
+                 icon=":material/stop:")
 
 
 def follow_default(key: str, default: list) -> list | None:
@@ -76,11 +78,13 @@ def progress_text(row) -> str:
         parts = ["waiting for its worker (a sweep trains its rates one after another)"]
     elif row.state == "evaluating":
         best = "" if pd.isna(row.best_epoch) else f" (best epoch {int(row.best_epoch)})"
-        parts = [f"training done{best}", f"scoring {', '.join(row.evaluate) or 'no test set'}"]
+        parts = [f"training done{best}",
+                 f"scoring {md_escape(', '.join(row.evaluate)) or 'no test set'}"]
     else:
         parts = [f"{row.epochs_done} of {row.epochs} epochs done" if row.epochs else "",
-                 f"ETA {duration(row.eta_s)}" if duration(row.eta_s) else "", row.message]
-    return " · ".join([f"**{_label(row)}**", *(p for p in parts if p)])
+                 f"ETA {duration(row.eta_s)}" if duration(row.eta_s) else "",
+                 md_escape(row.message)]   # the worker's words: file and set names
+    return " · ".join([f"**{md_escape(_label(row))}**", *(p for p in parts if p)])
 
 
 def run_panel(*, polling: bool, read_only: bool) -> None:

@@ -114,9 +114,28 @@ def bit_depth(array: np.ndarray) -> int:
     return 16
 
 
-def write_mask(path: str | Path, mask: np.ndarray) -> None:
-    """A boolean mask as an 8-bit PNG (0 / 255)."""
+MASK_SUFFIXES = (".png",)   # masks are 0/255 PNGs: lossless, and what `read_mask` reads
+
+
+def check_mask_path(path: str | Path) -> Path:
+    """``path`` if a mask can be written there: a `MASK_SUFFIXES` name that is not a folder.
+
+    Why: Pillow picks the format from the suffix, so ``--out mask`` (no suffix) ended in its
+    ``unknown file extension`` traceback, and ``mask.jpg`` would have saved a lossy mask.
+    """
     path = Path(path)
+    if path.suffix.lower() not in MASK_SUFFIXES:
+        raise InputError(f"{path}: a mask is written as {' or '.join(MASK_SUFFIXES)}; got "
+                         f"{path.suffix or 'no extension'}, so name it e.g. "
+                         f"{path.stem or 'mask'}.png")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; pass a file name ending in .png")
+    return path
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """A boolean mask as an 8-bit PNG (0 / 255) at a `check_mask_path` name."""
+    path = check_mask_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255).save(path, optimize=True)
 
