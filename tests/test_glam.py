@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 
 import numpy as np
@@ -26,18 +25,13 @@ from models.networks.glam import (
     load_glam_checkpoint,
 )
 from models.networks.roi import gather_crops
+from tests.reference_fixtures import import_rule, load_outputs, reference_dir
 
 INPUT_SHA256 = "e185a284ac83d2dbfa0b0e2d0379589b93f7debe23afb97130245a8ad6738759"
 OUTPUT_KEYS = ("y_global", "saliency_map", "saliency_map_global", "patch_locations", "local_cam")
 #: smaller than "tiny" (16 x 10 grid, 2 x 2-cell window; the stride-1 local net is the cost) for speed.
 SMALL = GLAMConfig(input_shape=(256, 160), cam_size=(16, 10), crop_shape=(32, 32))
 
-
-def _import(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _stats(t: torch.Tensor, lead: int = 1) -> np.ndarray:
@@ -52,10 +46,7 @@ def _stats(t: torch.Tensor, lead: int = 1) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fixture_dir(shared_dir):
-    d = shared_dir / "fixtures" / "glam_reference"
-    if not (d / "outputs.npz").is_file():
-        pytest.skip(f"{d} has no outputs.npz")
-    return d
+    return reference_dir(shared_dir, "glam_reference")
 
 
 @pytest.fixture(scope="module")
@@ -65,19 +56,18 @@ def official_keys(fixture_dir):
 
 @pytest.fixture(scope="module")
 def rule_state(fixture_dir, official_keys):
-    rule = _import(fixture_dir / "weight_rule.py", "glam_weight_rule")
+    rule = import_rule(fixture_dir / "weight_rule.py", "glam_weight_rule")
     return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in official_keys}
 
 
 @pytest.fixture(scope="module")
 def reference(fixture_dir):
-    with np.load(fixture_dir / "outputs.npz") as z:
-        return dict(z)
+    return load_outputs(fixture_dir)
 
 
 @pytest.fixture(scope="module")
 def fixture_input(fixture_dir):
-    return torch.from_numpy(_import(fixture_dir / "input_rule.py", "glam_input_rule").make_input())
+    return torch.from_numpy(import_rule(fixture_dir / "input_rule.py", "glam_input_rule").make_input())
 
 
 def test_paper_state_dict_is_official(official_keys):

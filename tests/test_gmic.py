@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 
 import numpy as np
@@ -26,6 +25,7 @@ from models.gmic import (
     optimize_for_inference,
     top_t_percent_pool,
 )
+from tests.reference_fixtures import import_rule, load_outputs, reference_dir
 
 OUTPUT_KEYS = ("y_global", "y_local", "y_fusion", "saliency_map", "patch_locations", "patch_attns")
 
@@ -33,19 +33,10 @@ OUTPUT_KEYS = ("y_global", "y_local", "y_fusion", "saliency_map", "patch_locatio
 # --- the official fixture -----------------------------------------------------------------------
 
 
-def _import(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def fixture_dir(shared_dir):
-    d = shared_dir / "fixtures" / "gmic_reference"
-    if not (d / "outputs.npz").is_file():
-        pytest.skip(f"{d} has no outputs.npz")
-    return d
+    return reference_dir(shared_dir, "gmic_reference")
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +46,13 @@ def official_keys(fixture_dir):
 
 @pytest.fixture(scope="module")
 def rule_state(fixture_dir, official_keys):
-    rule = _import(fixture_dir / "weight_rule.py", "gmic_weight_rule")
+    rule = import_rule(fixture_dir / "weight_rule.py", "gmic_weight_rule")
     return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in official_keys}
 
 
 @pytest.fixture(scope="module")
 def reference(fixture_dir):
-    with np.load(fixture_dir / "outputs.npz") as z:
-        return {k: z[k] for k in z.files}
+    return load_outputs(fixture_dir)
 
 
 _STAGES = {  # fixture stage name -> (module path, which end of the net)
@@ -76,7 +66,7 @@ _STAGES = {  # fixture stage name -> (module path, which end of the net)
 
 @pytest.fixture(scope="module")
 def fixture_input(fixture_dir):
-    return torch.from_numpy(_import(fixture_dir / "input_rule.py", "gmic_input_rule").make_input())
+    return torch.from_numpy(import_rule(fixture_dir / "input_rule.py", "gmic_input_rule").make_input())
 
 
 @pytest.fixture(scope="module")

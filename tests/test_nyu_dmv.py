@@ -4,7 +4,6 @@ model, strict loading of every official checkpoint format, and the breast-level 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 
 import numpy as np
@@ -28,30 +27,21 @@ from models.networks.nyu_dmv import (
     single_state_from_image_state,
 )
 from models.networks.resnet22 import STAGE_NAMES
+from tests.reference_fixtures import import_rule, load_outputs, reference_dir
 
 NETWORKS = {"SplitBreastModel": SplitBreastModel, "ImageBreastModel": ImageBreastModel,
             "SingleImageBreastModel": SingleImageBreastModel}
 
 
-def _import(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def fixture_dir(shared_dir):
-    d = shared_dir / "fixtures" / "nyu_dmv_reference"
-    if not (d / "outputs.npz").is_file():
-        pytest.skip(f"{d} has no outputs.npz")
-    return d
+    return reference_dir(shared_dir, "nyu_dmv_reference")
 
 
 @pytest.fixture(scope="module")
 def reference(fixture_dir):
-    with np.load(fixture_dir / "outputs.npz") as z:
-        return {k: z[k] for k in z.files}
+    return load_outputs(fixture_dir)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +51,7 @@ def keys(fixture_dir):
 
 @pytest.fixture(scope="module")
 def rule(fixture_dir):
-    return _import(fixture_dir / "weight_rule.py", "nyu_dmv_weight_rule")
+    return import_rule(fixture_dir / "weight_rule.py", "nyu_dmv_weight_rule")
 
 
 def _rule_state(rule, entries):
@@ -81,7 +71,7 @@ def image_states(rule, keys):
 @pytest.fixture(scope="module")
 def exam_inputs(fixture_dir, reference):
     """dict channels -> dict view -> (1, C, H, W): the image, or [image, benign, malignant]."""
-    rule = _import(fixture_dir / "input_rule.py", "nyu_dmv_input_rule")
+    rule = import_rule(fixture_dir / "input_rule.py", "nyu_dmv_input_rule")
     exam, heat = rule.make_exam(), rule.make_exam_heatmaps()
     for v in VIEWS:
         tag = v.replace("-", "")

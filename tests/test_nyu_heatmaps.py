@@ -4,7 +4,6 @@ references for the patch grid and the accumulation."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 
@@ -32,30 +31,21 @@ from models.networks.nyu_patch import (
     optimize_for_inference,
     same_padding,
 )
+from tests.reference_fixtures import import_rule, load_outputs, reference_dir
 
 STAGES = ("conv0", "norm0", "pool0", "denseblock1", "transition1", "denseblock2", "transition2",
           "denseblock3", "transition3", "denseblock4", "norm5")
 
 
-def _import(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
 def fixture_dir(shared_dir):
-    d = shared_dir / "fixtures" / "nyu_dmv_reference"
-    if not (d / "outputs.npz").is_file():
-        pytest.skip(f"{d} has no outputs.npz")
-    return d
+    return reference_dir(shared_dir, "nyu_dmv_reference")
 
 
 @pytest.fixture(scope="module")
 def reference(fixture_dir):
-    with np.load(fixture_dir / "outputs.npz") as z:
-        return {k: z[k] for k in z.files}
+    return load_outputs(fixture_dir)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +55,7 @@ def official_keys(fixture_dir):
 
 @pytest.fixture(scope="module")
 def rule_state(fixture_dir, official_keys):
-    rule = _import(fixture_dir / "weight_rule.py", "nyu_weight_rule")
+    rule = import_rule(fixture_dir / "weight_rule.py", "nyu_weight_rule")
     return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in official_keys}
 
 
@@ -78,7 +68,7 @@ def model(rule_state):
 
 @pytest.fixture(scope="module")
 def step_image(fixture_dir, reference):
-    image = _import(fixture_dir / "input_rule.py", "nyu_input_rule").make_heatmap_step_image()
+    image = import_rule(fixture_dir / "input_rule.py", "nyu_input_rule").make_heatmap_step_image()
     assert hashlib.sha256(image.tobytes()).hexdigest() == str(reference["heatmap_input_sha256_float32"])
     return image
 
