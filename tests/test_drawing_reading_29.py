@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 from core.annotations import STUDY_SPACING_MM, fill_drawing, study_sizes_px
 from tests.test_browser import browser, server  # noqa: F401  (fixtures)
 from core.errors import InputError
-from ui.canvas import FALLBACK_COLUMN_PX, MAX_CANVAS_PX, canvas_size
+from ui.canvas import FALLBACK_COLUMN_PX, canvas_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,9 +88,8 @@ def test_a_column_too_narrow_to_draw_in_is_refused():
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core.importers.mias import import_mias  # noqa: E402
-from core.io.images import read_pixels  # noqa: E402
-from core.reports.exam import (HANGING_ORDER, exam_images, exam_overlays,  # noqa: E402
-                               exam_report, score_scale)
+from core.reports.exam import (exam_images, exam_overlays, exam_report,  # noqa: E402
+                               score_scale)
 from core.saliency import read_saliency  # noqa: E402
 from core.store import open_store  # noqa: E402
 
