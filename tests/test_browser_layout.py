@@ -126,3 +126,51 @@ def test_reader_study_options_show_their_whole_labels(layout_server, chromium, w
         assert o["scroll"] <= o["client"] and not o["cut"], (width, o)
         assert 0 <= o["left"] and o["right"] <= o["width"], (width, o)   # on screen, not scrolled
     assert visible
+
+
+# every chart against the box it sits in: the drawn canvas/SVG no wider than its container
+# (nothing left to scroll to inside the chart) and inside the window
+CHART_WIDTHS = """() => [...document.querySelectorAll("[data-testid='stVegaLiteChart']")].map(c => {
+  const drawn = c.querySelector('svg.marks, canvas.marks, canvas, svg');
+  if (!drawn) return {drawn: null};
+  const box = drawn.getBoundingClientRect(), holder = c.parentElement;
+  return {title: (c.querySelector('svg.marks text') || {}).textContent || '',
+          drawn: box.width, container: Math.min(c.clientWidth, holder.clientWidth),
+          right: box.right, window: window.innerWidth}; })"""
+
+# every option of a segmented control or pills and every multiselect tag: no text cut
+CUT_LABELS = """() => [...document.querySelectorAll(
+    "[data-testid='stButtonGroup'] button, [data-testid='stMultiSelect'] [data-baseweb='tag']")]
+  .filter(e => e.innerText.trim() && e.offsetParent !== null).map(e => ({
+    text: e.innerText.trim(),
+    cut: [e, ...e.querySelectorAll('*')].filter(x => x.scrollWidth > x.clientWidth + 1)
+           .map(x => [x.tagName, x.scrollWidth, x.clientWidth])}))
+  .filter(o => o.cut.length)"""
+
+# page -> (url path, what shows when it is ready)
+CHART_PAGES = {"finetune": "[data-testid='stVegaLiteChart']",
+               "density": "[data-testid='stVegaLiteChart']",
+               "benchmark": "[data-testid='stVegaLiteChart']",
+               "filters": "[data-testid='stVegaLiteChart']",
+               "reader_study": "[data-testid='stVegaLiteChart']",
+               "overview": "[data-testid='stVegaLiteChart']"}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_chart_and_option_fits_its_box(layout_server, chromium, width):
+    """Issue 29 item 10: on each chart page, at each width, no chart wider than its container
+    (a loss curve's validation panel, a forest plot's axis beyond 0.4) and no option, pill or
+    multiselect tag ending in '...'. Screenshots: artifacts/screenshots/fit_PAGE_WIDTH.png."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    problems = {}
+    for name, ready in CHART_PAGES.items():
+        page = _open(chromium, f"{layout_server}/{name}", width, ready)
+        time.sleep(1.0)        # the later charts of a long page
+        charts, cut = page.evaluate(CHART_WIDTHS), page.evaluate(CUT_LABELS)
+        page.screenshot(path=str(ARTIFACTS / f"fit_{name}_{width}.png"), full_page=True)
+        page.close()
+        wide = [c for c in charts if c["drawn"] is None or c["drawn"] > c["container"] + 1
+                or c["right"] > c["window"] + 1]
+        if wide or cut or not charts:
+            problems[name] = {"charts": len(charts), "too wide": wide, "cut": cut}
+    assert not problems, (width, problems)

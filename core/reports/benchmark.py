@@ -27,7 +27,7 @@ from core.validation import check_aggregation, check_choice, check_level
 __all__ = [
     "CI_METHODS", "DEFAULT_SPECIFICITIES", "GROUPS", "BenchmarkReport", "usable_models",
     "default_test_sets", "parse_specificities", "load_scores", "auc_summary", "auc_wide",
-    "class_note", "pairwise_tests", "sensitivity_at_specificity", "roc_points",
+    "class_note", "pairwise_tests", "unpaired_tests", "sensitivity_at_specificity", "roc_points",
     "score_histograms", "case_groups", "benchmark_report",
 ]
 
@@ -36,6 +36,8 @@ DEFAULT_SPECIFICITIES = (0.98, 0.90)       # the study's operating points
 PREFERRED_TEST_SETS = ("test-ILC", "test-all")
 GROUPS = ("healthy", "ILC", "IDC", "other")  # the study's figure 6.6 d-f
 SCORE_COLUMNS = ("test_set", "model", "case_id", "label", "histology", "score", "score_source")
+UNPAIRED_COLUMNS = ("model", "test_set_a", "test_set_b", "auc_a", "auc_b", "diff", "se", "z",
+                    "p", "n_shared", "note")
 PAIRWISE_COLUMNS = ("model_a", "model_b", "auc_a", "auc_b", "diff", "se", "z", "p", "p_holm",
                     "n_excluded")
 
@@ -213,6 +215,53 @@ def pairwise_tests(scores: pd.DataFrame) -> pd.DataFrame:
     if y.all() or not y.any():
         return empty
     return stats.delong_matrix(labels.to_numpy(), wide.to_numpy().T, models, holm=True)
+
+
+def unpaired_tests(scores: pd.DataFrame, *, test_sets: Sequence[str]) -> pd.DataFrame:
+    """Per model, the unpaired DeLong z test of its AUC on ``test_sets[0]`` against
+    ``test_sets[1]`` (`core.stats.unpaired_auc_test`: the study's ILC against IDC).
+
+    Why: the Overview quotes this p for its headline model; the Benchmark page shows it beside
+    the AUCs so the link reproduces it. The test takes the two sets as independent samples;
+    ``n_shared`` counts cases in both (e.g. healthy ones), which it ignores.
+
+    Returns
+    -------
+    DataFrame
+        One row per model scored on both: model, test_set_a, test_set_b, auc_a, auc_b, diff,
+        se, z, p (two-sided), n_shared, note ("n/a: ..." where a set lacks a class; NaN
+        numbers then).
+    """
+    a, b = (list(dict.fromkeys(test_sets)) + [None, None])[:2]
+    if a is None or b is None:
+        raise InputError(f"unpaired_tests compares two test sets; got {list(test_sets)}")
+    missing = [t for t in (a, b) if t not in set(scores["test_set"])]
+    if missing:
+        raise InputError(f"the scores hold no test set {', '.join(missing)}; load both first")
+    scored = scores[scores["score"].notna()]
+    rows = []
+    for model in _models(scores):
+        row = dict(model=model, test_set_a=a, test_set_b=b, auc_a=math.nan, auc_b=math.nan,
+                   diff=math.nan, se=math.nan, z=math.nan, p=math.nan, note="")
+        res = {}
+        for t in (a, b):
+            part = scored[(scored["model"] == model) & (scored["test_set"] == t)]
+            y = part["label"].to_numpy(int)
+            if y.all() or not y.any():
+                lacks = ("no positives" if y.size and not y.any() else "no negatives"
+                         if y.size else "no scored cases")
+                row["note"] = f"n/a: {t} has {lacks}"
+                break
+            res[t] = stats.delong_auc(y, part["score"].to_numpy(float))
+        if len(res) == 2:
+            test = stats.unpaired_auc_test(res[a], res[b])
+            row.update(auc_a=res[a].auc, auc_b=res[b].auc, diff=test.diff, se=test.se,
+                       z=test.z, p=test.p)
+        mine = scored[scored["model"] == model]
+        row["n_shared"] = len(set(mine.loc[mine["test_set"] == a, "case_id"])
+                              & set(mine.loc[mine["test_set"] == b, "case_id"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(UNPAIRED_COLUMNS))
 
 
 def sensitivity_at_specificity(scores: pd.DataFrame, *,
