@@ -4,16 +4,16 @@ is cached on its own until the store changes; `python -m core report benchmark` 
 import streamlit as st
 
 from core.reports import benchmark as benchmark
-from core.reports import findings
 from core.reports.caveats import IMAGE_LEVEL_DELONG, auc_caveats
 from core.reports.published import with_published
 from core.vocabulary import LEVELS
 from core.store import Store
 from ui import cached, download_popover, input_errors, require_test_set, show_caveats
-from ui.benchmark_view import piece, show_chart, table_formats
+from ui.benchmark_view import piece, show_chart, show_panels, table_formats
 from ui.charts import benchmark as charts
-from ui.links import linked_models
+from ui.links import headline_first, linked_models
 from ui.published import container_models_note, published_columns
+from ui.tables import readable
 from ui.text import md_escape
 from ui.url_state import follow
 
@@ -28,9 +28,7 @@ if levels.empty:
     st.stop()
 
 left, mid, right, far = st.columns([4, 2.4, 1.6, 2.2])
-all_models = list(dict.fromkeys(levels["model"]))
-best = cached(findings.best_model, test_set=test_set, level="image")  # the best model first
-all_models.sort(key=lambda m: m != best)
+all_models = headline_first(list(dict.fromkeys(levels["model"])))  # the Overview's model first
 chosen = left.multiselect("Models", all_models, key="bench_models", bind="query-params",
                           default=linked_models(all_models) or all_models)  # ?model=: it and its parent
 level = mid.segmented_control("Level", LEVELS, default="image", key="bench_level",
@@ -68,10 +66,10 @@ with input_errors():
 if table is None:
     st.info("Pick at least one test set for the table.", icon=":material/info:")
 else:
-    st.dataframe(with_published(benchmark.auc_wide(table), cached(Store.models)),
-                 hide_index=True, column_config=published_columns())
+    readable(with_published(benchmark.auc_wide(table), cached(Store.models)),
+             column_config=published_columns())
     with st.expander("All numbers (full precision)"):
-        st.dataframe(table, hide_index=True, key="bench_auc_numbers")
+        readable(table, key="bench_auc_numbers")
     download_popover("benchmark_auc", "bench_auc", frame=table,
                      context=dict(test_sets=list(test_sets), **context))
     st.caption(f"{level.capitalize()} level; n+ / n- = positive / negative cases; unscored "
@@ -79,6 +77,19 @@ else:
                "delong" else "Stratified bootstrap, 2000 resamples, seed 0."))
     show_caveats(auc_caveats(table, names=("model", "test_set")))
     container_models_note()
+if table is not None and len(test_sets) >= 2:   # the Overview's ILC-against-IDC p
+    a, b = test_sets[:2]
+    st.markdown(f"**{md_escape(a)} against {md_escape(b)}, per model** (unpaired DeLong test)")
+    with input_errors(stop=False):
+        unpaired = piece(benchmark.unpaired_tests, test_sets=(a, b), **scope,
+                         options=(("test_sets", (a, b)),))
+        readable(unpaired, key="bench_unpaired",
+                 column_order=["model", "auc_a", "auc_b", "diff", "p", "n_shared", "note"],
+                 column_config=table_formats(("auc_a", "auc_b", "diff"), digits=3,
+                                             auc_a=f"AUC {a}", auc_b=f"AUC {b}"))
+        st.caption("The first two test sets picked, each model's AUC on one against the other "
+                   "as independent samples; shared cases (e.g. healthy ones in both) are "
+                   "counted, not modelled.")
 if level == "image":
     st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
 
@@ -120,16 +131,16 @@ with pair_col:
             st.caption(f"{n_out} cases lacking a score from some model are left out of the tests.")
 if len(models) >= 2 and not pairs.empty:
     # full width: in the narrow column the last column (p_holm) was cut off
-    st.dataframe(pairs, hide_index=True, key="bench_pairs",
-                 column_order=["model_a", "model_b", "auc_a", "auc_b", "diff", "p", "p_holm"],
-                 column_config=table_formats(("auc_a", "auc_b", "diff", "p", "p_holm")))
+    readable(pairs, key="bench_pairs",
+             column_order=["model_a", "model_b", "auc_a", "auc_b", "diff", "p", "p_holm"],
+             column_config=table_formats(("auc_a", "auc_b", "diff")))
 
 if ops is not None and not ops.empty:
     st.markdown("**Sensitivity at fixed specificity**")
-    st.dataframe(ops, hide_index=True, key="bench_ops", column_order=list(ops.columns[1:]),
-                 column_config=table_formats(("sensitivity", "specificity"), digits=3,
-                                             percent=("target_specificity",),
-                                             target_specificity="target specificity"))
+    readable(ops, key="bench_ops", column_order=list(ops.columns[1:]),
+             column_config=table_formats(("sensitivity", "specificity"), digits=3,
+                                         percent=("target_specificity",),
+                                         target_specificity="target specificity"))
     download_popover("sensitivity_at_specificity", "bench_ops", frame=ops, context=here)
 
 st.markdown("**Score distributions: healthy, ILC, IDC, other cancers**")
@@ -140,5 +151,5 @@ hist = piece(benchmark.score_histograms, **one)
 if hist.empty:
     st.info("No scored cases in this test set.", icon=":material/info:")
 else:
-    show_chart(charts.score_histograms, "score_histograms", hist, y=scale or "share", frame=hist,
-               context=here)
+    show_panels(charts.score_histogram_panels, charts.score_histograms, "score_histograms", hist,
+                y=scale or "share", frame=hist, context=here)

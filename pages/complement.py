@@ -13,6 +13,7 @@ from ui import cached, download_popover, input_errors, require_test_set, show_ca
 from ui import complement as view
 from ui.charts import complement as cc
 from ui.exam_view import EXAM_PAGE, exam_url
+from ui.links import headline_first
 from ui.tables import rate_table
 from ui.text import md_escape
 
@@ -24,9 +25,7 @@ top = st.columns([1.3, 1, 1, 1])
 level = top[0].radio("Level", LEVELS, index=2, horizontal=True, key="complement_level",
                      bind="query-params", help="Reads are stored per level; at image level "
                      "each image may take its breast's read.")
-models = cached(Store.model_names)
-best = cached(findings.best_model, test_set=test_set, level=level)  # the best model first
-models = sorted(models, key=lambda m: m != best)
+models = headline_first(cached(Store.model_names))   # the Overview's headline model first
 readers = cached(cr.reader_options, level=level, test_set=test_set)
 if missing := view.missing_inputs(models, readers, level=level, test_set=test_set):
     st.info(missing, icon=":material/info:")

@@ -13,6 +13,8 @@ from core.vocabulary import LEVELS
 from ui import cached, download_popover, input_errors, require_test_set, show_caveats, store
 from ui import density as view
 from ui.charts import density as charts
+from ui.layout import chart_grid
+from ui.links import headline_first
 from ui.text import md_code, md_escape
 
 st.title("Density")
@@ -34,7 +36,7 @@ level = top[1].segmented_control("Level", LEVELS, default="exam", key="density_l
 how = top[2].segmented_control("Aggregate", ["max", "mean"], default="max", key="density_how",
                                bind="query-params", disabled=level == "image", required=True,
                                wrap=True, help="Image scores to breast/exam")
-models = usable_models(cached(Store.prediction_levels), level)
+models = headline_first(usable_models(cached(Store.prediction_levels), level))  # Overview's first
 chosen = tuple(top[3].multiselect("Models", models, default=models, key="density_models",
                                   bind="query-params"))
 if run := last_run(store(), source):
@@ -94,7 +96,7 @@ with right:
     if level == "image":
         st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
     forest = charts.auc_forest(table, title=f"AUC (95% CI), {level} level")
-    st.altair_chart(forest)
+    st.altair_chart(forest, width="stretch")
     # both tables have a note: name them, not note_x / note_y
     download_popover("auc_by_density", "density_auc", chart=forest,
                      frame=table.rename(columns={"note": "auc_note"}).merge(
@@ -144,7 +146,8 @@ with right:
                 icon=":material/info:")
     else:
         rc = charts.reader_chart(shown, title=f"{model} at each reader's specificity")
-        st.altair_chart(rc)
+        st.markdown(f"**{md_escape(model)} at each reader's specificity**")
+        chart_grid(charts.reader_panels(shown), per_row=1)   # the download: one figure
         download_popover("readers_by_density", "density_reader", chart=rc, frame=shown,
                          context=dict(context, test_set=test_set, models=model,
                                       readers=readers))

@@ -14,6 +14,7 @@ from ui import (ProgressBar, data_token, download_popover, input_errors, read_on
                 require_test_set, settings, store)
 from ui import filters as view
 from ui.charts import filters as charts
+from ui.layout import chart_grid
 from ui.text import md_code, md_escape
 
 st.title("Filters")
@@ -137,6 +138,6 @@ with roc_col:
 st.markdown("**Pixel values after processing, tumour vs healthy**: the less the two "
             "histograms overlap, the better the method separates them")
 hist_chart = charts.region_histograms(hist)
-st.altair_chart(hist_chart)
+chart_grid(charts.region_histogram_panels(hist), per_row=4)   # the download: one figure
 download_popover("filter_histograms", "filters_hist", chart=hist_chart, frame=hist,
                  context=dict(image=stem))

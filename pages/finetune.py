@@ -10,6 +10,7 @@ from models.preprocess import PREPROCESS_FILTERS
 from models.train_loop import MODES
 from ui import cached, download_popover, read_only_notice, settings, test_set
 from ui.links import model_url
+from ui.tables import readable
 from ui.sidebar import ALL
 from ui.training import REFRESH_S, follow_default, launch, parse_lrs, run_panel
 from ui.text import md_escape
@@ -106,12 +107,12 @@ else:
         benchmark=lambda f: [model_url("benchmark", m, test_set=test_set()) for m in f["child"]],
         saliency=lambda f: [model_url("saliency", m, test_set=test_set()) for m in f["child"]])
     link = st.column_config.LinkColumn
-    st.dataframe(wide, hide_index=True, key="ft_finished", column_config={
+    readable(wide, key="ft_finished", column_config={
         "benchmark": link("Benchmark", display_text="open in Benchmark"),
         "saliency": link("Saliency", display_text="open in Saliency")})
     st.caption("AUC [95 % DeLong CI] of each run's model (its best checkpoint) and of its "
                "parent on the same images; p: paired DeLong test, child against parent. The "
                "links open the model beside its parent on the Benchmark and Saliency pages.")
     with st.expander("All numbers (full precision)"):
-        st.dataframe(table, hide_index=True, key="ft_finished_numbers")
+        readable(table, key="ft_finished_numbers")
     download_popover("finetune_finished_runs", "ft_finished", frame=table)

@@ -7,6 +7,7 @@ from core.reports.holdings import store_gaps
 from core.store import Store
 from ui import cached, charts, store, test_set
 from ui.sidebar import synthetic_datasets
+from ui.tables import readable
 from ui.text import md_escape
 
 st.title("ILCscope")
@@ -95,12 +96,13 @@ with right:
                                    title="Images per view and side"), width="stretch")
 
 st.subheader("Datasets")
-st.dataframe(cached(Store.datasets), hide_index=True)
+readable(cached(Store.datasets))
 st.subheader("Test sets")
-st.dataframe(cached(Store.testsets), hide_index=True)
+readable(cached(Store.testsets))
 left, right = st.columns(2)
-left.subheader("Models")
-left.dataframe(cached(Store.models)[["model", "kind", "parent", "n_predictions", "description"]],
-               hide_index=True)
-right.subheader("Readers")
-right.dataframe(cached(Store.readers), hide_index=True)
+with left:
+    st.subheader("Models")
+    readable(cached(Store.models)[["model", "kind", "parent", "n_predictions", "description"]])
+with right:
+    st.subheader("Readers")
+    readable(cached(Store.readers))

@@ -1,6 +1,8 @@
 """Reader study: do radiologists read better with the model? Each reader's AUC unaided and
 aided, the MRMC test (readers and cases random), variance components, ROC curves, a sample-size
 table and the model against the readers. Same numbers as ``python -m core report mrmc``."""
+import re
+
 import streamlit as st
 
 from core.reports import mrmc
@@ -8,7 +10,8 @@ from core.stats.mrmc import MRMC_ANALYSES, MRMC_COVARIANCES, MRMC_METHODS
 from core.store import Store
 from ui import cached, download_popover, input_errors
 from ui.charts import mrmc as charts
-from ui.tables import na_as_text
+from ui.layout import chart_grid
+from ui.tables import na_as_text, readable
 from ui.text import md_escape
 
 METHODS = {"or": "Obuchowski-Rockette", "dbm": "Dorfman-Berbaum-Metz"}
@@ -19,7 +22,7 @@ _NUMBERS = st.column_config.NumberColumn(format="%.4f")
 
 
 def _table(frame, stem: str, **config) -> None:
-    st.dataframe(frame, hide_index=True, key=f"mrmc_{stem}", column_config=config or None)
+    readable(frame, key=f"mrmc_{stem}", column_config=config, missing="NA")
     download_popover(f"reader_study_{stem}", f"mrmc_{stem}", frame=frame, context=context)
 
 
@@ -48,7 +51,9 @@ chosen = top[1].multiselect("Modalities (reference first)", known, default=known
 levels = cached(mrmc.study_levels, study)
 level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}", bind="query-params")
 if info["description"]:
-    st.caption(f":material/info: {md_escape(info['description'])}")
+    # a source file named in a stored description is for developers, not readers of the page
+    about = re.sub(r";?\s*see [\w./-]+\.py", "", str(info["description"]))
+    st.caption(f":material/info: {md_escape(about)}")
 # the option rows wrap instead of scrolling: in a column they kept one row and cut
 # "Dorfman-..." and hid "Fixed cases" (issue 29); each control takes a full row when narrow
 row = st.columns([2.2, 1.8, 2.6, 2])
@@ -118,8 +123,10 @@ _table(report.tables["components"], "components", estimate=st.column_config.Numb
     format="%.3e"))
 
 st.subheader("ROC curves per reader and modality")
-_chart(charts.roc_chart(report.roc, readers=data.readers, modalities=data.modalities), "roc",
-       frame=report.roc)
+chart_grid(charts.roc_panels(report.roc, readers=data.readers, modalities=data.modalities))
+download_popover("reader_study_roc", "mrmc_roc_chart", frame=report.roc, context=context,
+                 chart=charts.roc_chart(report.roc, readers=data.readers,
+                                        modalities=data.modalities))
 
 st.subheader("Sample size", help="Hillis-Obuchowski power from this study's variance "
              "components as a pilot, for a two-modality study with the same case mix")
@@ -130,7 +137,7 @@ if report.sample_size.empty:
     st.info("A sample-size table needs a pilot with at least 2 readers.", icon=":material/info:")
 else:
     _table(na_as_text(report.sample_size, ["n_cases"]), "sample_size",
-           n_cases=st.column_config.TextColumn("n_cases", alignment="right"),
+           n_cases=st.column_config.TextColumn("cases", alignment="right"),
            power=st.column_config.NumberColumn(format="%.3f"))
 
 st.subheader("The model against the readers")

@@ -12,7 +12,7 @@ from core.store import Store
 from ui import cached, download_popover, input_errors, require_test_set
 from ui.charts import saliency as charts
 from ui.exam_view import exam_view
-from ui.links import linked_model
+from ui.links import default_model
 from ui.saliency import picture, test_set_tab
 from ui.text import md_code, md_escape
 
@@ -32,9 +32,9 @@ if not gmic:
             icon=":material/info:")
     st.stop()
 m_col, c_col, w_col, v_col = st.columns([2, 2, 1.6, 1.2])
-linked = linked_model(gmic)                    # ?model= from another page (Fine-tuning)
+first = default_model(gmic)   # ?model= from another page (Fine-tuning), else the headline model
 model = m_col.selectbox("Model", gmic, key="saliency_model", bind="query-params",
-                        index=gmic.index(linked) if linked else 0)
+                        index=gmic.index(first))
 others = [m for m in gmic if m != model]
 parent = models.set_index("model")["parent"].get(model)
 kin = [m for m in models[models["parent"] == model]["model"] if m in others] + \
@@ -70,7 +70,9 @@ if not (per_image["model"] == model).any():   # no masks, or only the compared m
                 "model that has, or run `python -m core predict` for this one.",
                 icon=":material/info:")
     st.stop()
-one, gallery, aggregate = st.tabs(["One image", "Gallery", "Test set"])
+# the open tab rides in the URL: the Overview's Saliency link opens "Test set", its numbers
+one, gallery, aggregate = st.tabs(["One image", "Gallery", "Test set"], key="saliency_view",
+                                  bind="query-params")
 with one:
     first = per_image[per_image["model"] == model].sort_values("best_dice", ascending=False)
     label = {r.image_id: f"{r.image_id} · {r.histology}" for r in first.itertuples()}

@@ -4,6 +4,7 @@ and the SVG inside its frame; every Reader study option shows its whole label, '
 included. Screenshots go to artifacts/screenshots/layout_*.png."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -136,6 +137,10 @@ CHART_WIDTHS = """() => [...document.querySelectorAll("[data-testid='stVegaLiteC
   const box = drawn.getBoundingClientRect(), holder = c.parentElement;
   return {title: (c.querySelector('svg.marks text') || {}).textContent || '',
           drawn: box.width, container: Math.min(c.clientWidth, holder.clientWidth),
+          cut_texts: [...c.querySelectorAll('svg.marks text')].filter(t => t.textContent.trim())
+            .filter(t => { const r = t.getBoundingClientRect();
+                           return r.left < box.left - 1 || r.right > box.right + 1; })
+            .map(t => t.textContent),
           right: box.right, window: window.innerWidth}; })"""
 
 # every option of a segmented control or pills and every multiselect tag: no text cut
@@ -145,7 +150,14 @@ CUT_LABELS = """() => [...document.querySelectorAll(
     text: e.innerText.trim(),
     cut: [e, ...e.querySelectorAll('*')].filter(x => x.scrollWidth > x.clientWidth + 1)
            .map(x => [x.tagName, x.scrollWidth, x.clientWidth])}))
-  .filter(o => o.cut.length)"""
+  .filter(o => o.cut.length).concat([...document.querySelectorAll(
+    "[data-testid='stMultiSelect'] [data-baseweb='tag']")].filter(t => {
+      const box = t.closest("[data-baseweb='select']").getBoundingClientRect();
+      const r = t.getBoundingClientRect(); return r.right > box.right + 1; })
+    .map(t => ({text: t.innerText.trim(), cut: [['outside its box']]}))).concat([...document.querySelectorAll(
+    "[data-testid='stButtonGroup'], [data-testid='stMultiSelect'] [data-baseweb='select'] > div")]
+  .filter(g => g.offsetParent !== null && g.scrollWidth > g.clientWidth + 1)
+  .map(g => ({text: g.innerText.trim().slice(0, 80), cut: [['group', g.scrollWidth, g.clientWidth]]})))"""
 
 # page -> (url path, what shows when it is ready)
 CHART_PAGES = {"finetune": "[data-testid='stVegaLiteChart']",
@@ -153,7 +165,7 @@ CHART_PAGES = {"finetune": "[data-testid='stVegaLiteChart']",
                "benchmark": "[data-testid='stVegaLiteChart']",
                "filters": "[data-testid='stVegaLiteChart']",
                "reader_study": "[data-testid='stVegaLiteChart']",
-               "overview": "[data-testid='stVegaLiteChart']"}
+               "": "[data-testid='stVegaLiteChart']"}     # the Overview
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -167,10 +179,14 @@ def test_every_chart_and_option_fits_its_box(layout_server, chromium, width):
         page = _open(chromium, f"{layout_server}/{name}", width, ready)
         time.sleep(1.0)        # the later charts of a long page
         charts, cut = page.evaluate(CHART_WIDTHS), page.evaluate(CUT_LABELS)
-        page.screenshot(path=str(ARTIFACTS / f"fit_{name}_{width}.png"), full_page=True)
+        tall = page.evaluate("() => document.querySelector(\"[data-testid='stMain']\")"
+                             ".scrollHeight")
+        page.set_viewport_size({"width": width, "height": min(int(tall), 9000)})  # whole page
+        time.sleep(0.5)
+        page.screenshot(path=str(ARTIFACTS / f"fit_{name or 'overview'}_{width}.png"))
         page.close()
         wide = [c for c in charts if c["drawn"] is None or c["drawn"] > c["container"] + 1
-                or c["right"] > c["window"] + 1]
+                or c["right"] > c["window"] + 1 or c["cut_texts"]]
         if wide or cut or not charts:
-            problems[name] = {"charts": len(charts), "too wide": wide, "cut": cut}
-    assert not problems, (width, problems)
+            problems[name or "overview"] = {"charts": len(charts), "too wide": wide, "cut": cut}
+    assert not problems, json.dumps({"width": width, **problems}, indent=1)

@@ -124,7 +124,7 @@ def test_saliency_finding_equals_report_saliency(demo_store_path, capsys):
             f"{s['hit_rate']:.0%}, 95 % CI {s['hit_ci_low']:.0%}-{s['hit_ci_high']:.0%})"
             ) in f.sentence
     assert f.params == {"test_set": "test-all", "saliency_model": model,
-                        "saliency_which": "malignant"}
+                        "saliency_which": "malignant", "saliency_view": "Test set"}
 
 
 def test_saliency_says_when_maps_or_outlines_are_missing(demo_store_path, tmp_path):

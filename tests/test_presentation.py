@@ -17,6 +17,7 @@ from ui.charts import PALETTE, model_colour, model_colours
 from ui.charts.filters import auc_boxplot
 from ui.downloads import context_stem, with_context
 from ui.errors import form_words
+from ui.text import md_escape
 from ui.session import is_planned
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ def test_benchmark_warns_where_an_auc_rests_on_few_cancers(demo_env):
     assert not few.empty                                 # the small demo has few cancers per set
     text = " ".join(w.value for w in at.warning)
     for row in few.itertuples():
-        assert f"{row.model} · {row.test_set} ({row.n_pos})" in text
+        assert md_escape(f"{row.model} · {row.test_set} ({row.n_pos})") in text
     assert not any("independent case" in c.value for c in at.caption)
     at.segmented_control(key="bench_level").set_value("image").run()
     assert any("independent case" in c.value for c in at.caption)

@@ -19,6 +19,7 @@ from core.reports.scores import model_scores
 from core.stats import model_vs_readers, mrmc_test, sample_size
 from core.store import open_store
 from tests.conftest import REPO, copy_store
+from ui.tables import P_COLUMNS, p_text
 from ui.text import md_escape
 
 PILOT = "pilot"                        # image level, the demo's 128 images, store cases
@@ -357,18 +358,19 @@ def test_page_numbers_equal_the_cli(study_store, monkeypatch, capsys):
     for name in ("modality_auc", "differences"):
         page = frames["modalities" if name == "modality_auc" else name]
         cli = pd.DataFrame(doc[name])
-        for col in cli.columns:                                     # exact, to the digit
-            np.testing.assert_array_equal(page[col], cli[col], f"{name}.{col}")
+        for col in cli.columns:    # exact, to the digit; p as the page writes it (< 0.001, 0.241)
+            want = cli[col].map(p_text) if col in P_COLUMNS else cli[col]
+            np.testing.assert_array_equal(page[col], want, f"{name}.{col}")
     test = frames["test"].iloc[0]
     assert (test["value"], test["df2"], test["p"]) == (
-        doc["test"]["statistic"], doc["test"]["df2"], doc["test"]["p"])
+        doc["test"]["statistic"], doc["test"]["df2"], p_text(doc["test"]["p"]))
     assert dict(zip(frames["components"]["component"], frames["components"]["estimate"])) == \
         doc["components"]
     plan = pd.DataFrame(doc["sample_size"]["table"])
     np.testing.assert_array_equal(frames["sample_size"]["power"], plan["power"])
     mvr = frames["model_vs_readers"].iloc[0]
     assert (mvr["model"], mvr["model_auc"], mvr["p"]) == (
-        "gmic-demo", doc["model_vs_readers"]["model_auc"], doc["model_vs_readers"]["p"])
+        "gmic-demo", doc["model_vs_readers"]["model_auc"], p_text(doc["model_vs_readers"]["p"]))
 
 
 def test_page_shows_an_input_error_in_one_line(study_store, monkeypatch):

@@ -15,9 +15,10 @@ import streamlit as st
 from core.reports import benchmark
 from ui.caching import qualified_name
 from ui.downloads import download_popover
+from ui.layout import chart_grid
 from ui.session import data_token, settings, store
 
-__all__ = ["piece", "show_chart", "table_formats"]
+__all__ = ["piece", "show_chart", "show_panels", "table_formats"]
 
 
 def _scores(models: tuple, test_set: str, level: str, how: str) -> pd.DataFrame:
@@ -48,6 +49,20 @@ def show_chart(builder, stem: str, *frames, width: str = "content", frame=None, 
                **options) -> None:
     """The chart ``builder(*frames, **options)`` with its Download popover (PNG, SVG, CSV)."""
     st.vega_lite_chart(_spec(qualified_name(builder), builder, *frames, **options), width=width)
+    download_popover(stem, f"bench_{builder.__name__}", chart=builder(*frames, **options),
+                     frame=frame, context=context)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _panel_specs(name: str, _builder, *frames, **options) -> list[dict]:
+    return [panel.to_dict() for panel in _builder(*frames, **options)]
+
+
+def show_panels(panels, builder, stem: str, *frames, per_row: int = 3, frame=None,
+                context=None, **options) -> None:
+    """``panels(*frames, **options)`` (fitted charts) ``per_row`` side by side, stacked on a
+    narrow screen, and the Download popover of the one figure ``builder(*frames, **options)``."""
+    chart_grid(_panel_specs(qualified_name(panels), panels, *frames, **options), per_row=per_row)
     download_popover(stem, f"bench_{builder.__name__}", chart=builder(*frames, **options),
                      frame=frame, context=context)
 

@@ -148,10 +148,19 @@ def _decision(row) -> str:
     return f"{md_escape(row.reader)} {said}{score}"
 
 
-def _rating(row) -> str:
-    """A reader-study rating with its study, condition and scale."""
-    return (f"{md_escape(row.reader)} {md_escape(row.modality)} {row.rating:.4g} "
-            f"({md_escape(row.rating_scale)}; {md_escape(row.study)})")
+def _study_lines(study: pd.DataFrame, where: str = "") -> list[str]:
+    """Reader-study ratings: one line per study naming it and its scale once, each reader's
+    ratings by condition ("r1 unaided 40, aided 55"); repeating both on every rating made a
+    card of ~14 lines."""
+    lines = []
+    for name, part in study.groupby("study", sort=False):
+        readers = " · ".join(
+            f"{md_escape(reader)} " + ", ".join(f"{md_escape(r.modality)} {r.rating:.4g}"
+                                                 for r in mine.itertuples())
+            for reader, mine in part.groupby("reader", sort=False))
+        lines.append(f"Reader study {md_escape(name)}{where} "
+                     f"({md_escape(part['rating_scale'].iloc[0])}): {readers}")
+    return lines
 
 
 def _score(value: float) -> str:
@@ -174,7 +183,7 @@ def _header(report: ExamReport) -> None:
         lines.append("Readers (exam): " + " · ".join(_decision(r) for r in reads.itertuples()))
     study = _study_reads(report, level="exam")
     if len(study):
-        lines.append("Reader study (exam): " + " · ".join(_rating(r) for r in study.itertuples()))
+        lines += _study_lines(study, " (exam)")
     if len(scores):
         lines.append("Models (exam): " + " · ".join(
             f"{md_escape(r.model)} {_score(r.score)} ({md_escape(r.score_source)})"
@@ -227,7 +236,7 @@ def _tile(report: ExamReport, position: int, image: HangingImage | None,
     study = pd.concat([_study_reads(report, level="breast", laterality=lat),
                        _study_reads(report, level="image", image_id=image_id)])
     if len(study):
-        lines.append("Reader study: " + " · ".join(_rating(r) for r in study.itertuples()))
+        lines += _study_lines(study)
     scores = report.scores
     for model in scores["model"].unique():
         mine = scores[scores["model"] == model]

@@ -2,6 +2,8 @@
 
 The Fine-tuning page links each run's child model to the Benchmark and Saliency pages; those
 pages open on the linked model (and its parent, to compare), so a link is also shareable.
+Without a link every page opens on one model, the Overview's headline model
+(`core.reports.findings.HEADLINE_RULE`), so no two pages open on different "best" models.
 """
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from core.reports import findings
 from core.store import Store
 from ui.caching import cached
 
-__all__ = ["linked_model", "linked_models", "model_url"]
+__all__ = ["default_model", "headline_first", "linked_model", "linked_models", "model_url"]
 
 
 def model_url(page: str, model: str, *, test_set: str | None = None) -> str:
@@ -36,3 +39,20 @@ def linked_models(known: list[str]) -> list[str] | None:
     parents = cached(Store.models).set_index("model")["parent"]
     parent = parents.get(model)
     return [model] + ([parent] if parent in known and parent != model else [])
+
+
+def default_model(known: list[str]) -> str | None:
+    """The model a page opens on: the URL's ``?model=`` when it names one of ``known``, else
+    the headline model (`core.reports.findings.headline_model`) when known, else the first."""
+    if not known:
+        return None
+    if (model := linked_model(known)) is not None:
+        return model
+    headline = cached(findings.headline_model)
+    return headline if headline in known else known[0]
+
+
+def headline_first(known: list[str]) -> list[str]:
+    """``known`` with `default_model` first (a selectbox then opens on it), order kept."""
+    first = default_model(list(known))
+    return sorted(known, key=lambda m: m != first)

@@ -12,9 +12,10 @@ from core.jobs.run_folder import request_cancel
 from core.reports import training
 from models import train
 from models.train_launch import fail_orphaned_runs
-from ui.charts.training import duration, loss_chart
+from ui.charts.training import duration, loss_chart, loss_panels
 from ui.downloads import download_popover
 from ui.errors import input_errors
+from ui.layout import chart_grid
 from ui.session import store
 from ui.text import md_escape
 
@@ -135,6 +136,8 @@ def run_panel(*, polling: bool, read_only: bool) -> None:
     if curves.empty:
         st.caption("Loss curves appear when the first epoch ends.")
         return
-    chart = loss_chart(curves, title="Loss per epoch (◆ best validation loss: the kept checkpoint)")
-    st.altair_chart(chart)
+    title = "Loss per epoch (◆ best validation loss: the kept checkpoint)"
+    st.markdown(f"**{title}**")
+    chart_grid(loss_panels(curves), per_row=2)     # fits any width; the download: one figure
+    chart = loss_chart(curves, title=title)
     download_popover("finetune_loss_curves", "ft_curves", chart=chart, frame=curves)

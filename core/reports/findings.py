@@ -208,15 +208,15 @@ def _density(store: Store, model: str | None) -> Finding:
     scores = dn.stratified_scores(store, models=[model], test_sets=[ALL_SET], level=level)
     table = dn.dense_vs_nondense(scores)
     row = table.iloc[0]
+    params = {"test_set": ALL_SET, "density_models": [model], "density_level": level,
+              "density_head_model": model, "density_model": model}
     if not math.isfinite(row.get("auc_dense", math.nan)):
         return Finding("density", f"Density: {model}'s AUC cannot be split by density on "
-                       f"{ALL_SET} ({row['note']}).", "density", table=table)
+                       f"{ALL_SET} ({row['note']}).", "density", params, table=table)
     return Finding(
         "density", f"Density: {model} reaches AUC {_fmt(row['auc_dense'])} in dense breasts "
         f"(categories 2-3) against {_fmt(row['auc_nondense'])} in non-dense ones ({ALL_SET}, "
-        f"{level} level, p = {_p(row['p'])}).", "density",
-        {"test_set": ALL_SET, "density_models": [model], "density_level": level,
-         "density_head_model": model, "density_model": model},
+        f"{level} level, p = {_p(row['p'])}).", "density", params,
         value=float(row["auc_dense"]), table=table)
 
 

@@ -38,27 +38,50 @@ def model_colours(models: Sequence[str]) -> alt.Scale:
     return alt.Scale(domain=list(models), range=colours)
 
 
+# A single (or layered) view as wide as its container, axes and legend included: Vega shrinks
+# the plot to leave them room (issue 29: charts wider than a 390 px phone scrolled inside
+# themselves). Compound views (facet, concat) cannot follow the container: pages show their
+# panels as separate fitted charts (`ui.layout.chart_grid`).
+FIT = alt.AutoSizeParams(type="fit-x", contains="padding")   # the height stays the plot's
+
+
+# room for the glyphs Vega measures short: a rotated axis title lost a pixel or two at the
+# SVG's left edge, the last axis label at its right (as `ui.charts.complement.PADDING`)
+FIT_PADDING = {"left": 6, "right": 12, "top": 4, "bottom": 4}
+
+
+def fit(chart: alt.TopLevelMixin) -> alt.TopLevelMixin:
+    """``chart`` sized to its container's width (``st.altair_chart(..., width="stretch")``)."""
+    return chart.properties(width="container", autosize=FIT, padding=FIT_PADDING)
+
+
 def bar(frame: pd.DataFrame, x: str, y: str, *, color: str | None = None,
         title: str = "", horizontal: bool = False, color_scale=None) -> alt.Chart:
-    """A bar chart with tooltips; ``color`` stacks the bars."""
-    enc_x = alt.X(f"{x}:N", title=None, sort="-y" if not horizontal else None)
+    """A bar chart with tooltips, as wide as its container; ``color`` stacks the bars. Category
+    labels are never cut ("architectural dist..."): slanted when vertical, whole when
+    horizontal; the legend sits below the bars."""
+    enc_x = alt.X(f"{x}:N", title=None, sort="-y" if not horizontal else None,
+                  axis=alt.Axis(labelAngle=-35, labelAlign="right", labelLimit=0))
     enc_y = alt.Y(f"{y}:Q", title=y)
     if horizontal:
-        enc_x, enc_y = alt.X(f"{y}:Q", title=y), alt.Y(f"{x}:N", title=None, sort="-x")
+        enc_x = alt.X(f"{y}:Q", title=y)
+        enc_y = alt.Y(f"{x}:N", title=None, sort="-x", axis=alt.Axis(labelLimit=0))
     chart = alt.Chart(frame, title=title).mark_bar().encode(
         x=enc_x, y=enc_y, tooltip=list(frame.columns))
     if color:
-        chart = chart.encode(color=alt.Color(f"{color}:N", scale=color_scale or alt.Undefined))
-    return chart.properties(height=alt.Step(22) if horizontal else 260)
+        chart = chart.encode(color=alt.Color(
+            f"{color}:N", scale=color_scale or alt.Undefined,
+            legend=alt.Legend(orient="bottom", columns=3, labelLimit=0, titleLimit=0)))
+    return fit(chart.properties(height=alt.Step(22) if horizontal else 260))
 
 
 def density_bars(frame: pd.DataFrame, *, count: str = "exams", title: str = "") -> alt.Chart:
-    """Exams per density category (0-3) with the category names (slanted: the full names
-    overlapped side by side in a half-width column)."""
+    """Exams per density category (0-3), one horizontal bar each with its whole name (slanted
+    names under vertical bars overlapped, and Vega dropped all but 0 and 3)."""
     frame = frame.assign(category=frame["category"].map(DENSITY_NAMES))
-    return alt.Chart(frame, title=title).mark_bar().encode(
-        x=alt.X("category:N", title="density category", sort=list(DENSITY_NAMES.values()),
-                axis=alt.Axis(labelAngle=-25, labelAlign="right", labelLimit=170)),
-        y=alt.Y(f"{count}:Q"),
+    return fit(alt.Chart(frame, title=title).mark_bar().encode(
+        y=alt.Y("category:N", title="density category", sort=list(DENSITY_NAMES.values()),
+                axis=alt.Axis(labelLimit=0)),
+        x=alt.X(f"{count}:Q"),
         color=alt.Color("category:N", scale=alt.Scale(scheme="purples"), legend=None),
-        tooltip=list(frame.columns)).properties(height=260)
+        tooltip=list(frame.columns)).properties(height=alt.Step(34)))

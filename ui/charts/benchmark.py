@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from core.reports.benchmark import GROUPS
-from ui.charts import HISTOLOGY_COLOURS, model_colours
+from ui.charts import HISTOLOGY_COLOURS, fit, model_colours
 
 _HIST = dict(zip(HISTOLOGY_COLOURS.domain, HISTOLOGY_COLOURS.range))
 GROUP_COLOURS = alt.Scale(domain=list(GROUPS),
@@ -70,7 +70,7 @@ def roc_chart(roc: pd.DataFrame, points: pd.DataFrame | None, *, models: Sequenc
                 alt.Tooltip("sensitivity:Q", format=".3f"),
                 alt.Tooltip("specificity:Q", format=".3f")])
         layers = [diagonal, rules, curves, marks, hits]
-    return alt.layer(*layers, title=title).properties(height=420)
+    return fit(alt.layer(*layers, title=title).properties(height=420))
 
 
 def pvalue_heatmap(pairs: pd.DataFrame, *, column: str = "p", title: str = "") -> alt.Chart:
@@ -111,20 +111,35 @@ def pvalue_heatmap(pairs: pd.DataFrame, *, column: str = "p", title: str = "") -
         width=alt.Step(84), height=alt.Step(56))
 
 
-def score_histograms(hist: pd.DataFrame, *, y: str = "share", columns: int = 3,
-                     title: str = "") -> alt.Chart:
-    """Per model (facet), the score distribution of healthy, ILC, IDC and other cases as
-    step outlines over a light fill (the study's figure 6.6 d-f). ``y``: 'share' or 'count'."""
+def _histogram_layers(hist: pd.DataFrame, y: str, legend: alt.Legend):
     hist = hist.assign(mid=(hist["bin_start"] + hist["bin_end"]) / 2)
     y_title = "share of the group's cases" if y == "share" else "cases"
     enc = dict(x=alt.X("mid:Q", title="score"), y=alt.Y(f"{y}:Q", title=y_title, stack=None),
                color=alt.Color("group:N", scale=GROUP_COLOURS, title=None,
-                               legend=alt.Legend(orient="top", symbolOpacity=1)),
+                               legend=legend),
                tooltip=[alt.Tooltip("group:N"), alt.Tooltip("bin_start:Q", format=".3g"),
                         alt.Tooltip("bin_end:Q", format=".3g"), alt.Tooltip("count:Q"),
                         alt.Tooltip("share:Q", format=".1%"), alt.Tooltip("n_group:Q")])
     area = alt.Chart().mark_area(interpolate="step", opacity=0.18).encode(**enc)
     line = alt.Chart().mark_line(interpolate="step", strokeWidth=1.8).encode(**enc)
-    return alt.layer(area, line, data=hist).properties(width=250, height=210).facet(
+    return alt.layer(area, line, data=hist)
+
+
+def score_histograms(hist: pd.DataFrame, *, y: str = "share", columns: int = 3,
+                     title: str = "") -> alt.Chart:
+    """Per model (facet), the score distribution of healthy, ILC, IDC and other cases as
+    step outlines over a light fill (the study's figure 6.6 d-f), at a fixed size (the
+    download; the page shows `score_histogram_panels`). ``y``: 'share' or 'count'."""
+    legend = alt.Legend(orient="top", symbolOpacity=1)
+    return _histogram_layers(hist, y, legend).properties(width=250, height=210).facet(
         facet=alt.Facet("model:N", title=None), columns=columns, title=title
     ).resolve_scale(x="independent")
+
+
+def score_histogram_panels(hist: pd.DataFrame, *, y: str = "share") -> list[alt.Chart]:
+    """`score_histograms`' panels as separate charts, one per model (titled by it), each as
+    wide as its container: side by side on a wide screen, stacked on a narrow one instead of
+    one model visible and the rest out of reach (issue 29)."""
+    legend = alt.Legend(orient="bottom", columns=2, symbolOpacity=1, labelLimit=0)
+    return [fit(_histogram_layers(part, y, legend).properties(height=210, title=str(model)))
+            for model, part in hist.groupby("model", sort=False)]

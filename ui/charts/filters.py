@@ -13,7 +13,7 @@ from scipy import ndimage as ndi
 from core.reports.filters import ImageDetail
 from core.image.filters import METHODS
 from core.io.pixels import to_display
-from ui.charts import HISTOLOGY_COLOURS
+from ui.charts import HISTOLOGY_COLOURS, fit
 
 METHOD_ORDER = list(METHODS)
 # what the axis says: the code and a short name (the full name and summary are on the page)
@@ -70,20 +70,32 @@ def region_histograms(frame: pd.DataFrame, *, columns: int = 4) -> alt.Chart:
 
     ``frame``: `core.reports.filters.region_histograms` (share of each region's pixels per bin).
     """
-    frame = frame.assign(order=frame["method"].map(METHOD_ORDER.index))
+    return _region_bars(frame, alt.Legend(orient="top")).properties(width=150, height=110).facet(
+        facet=alt.Facet("method:N", sort=METHOD_ORDER, title=None), columns=columns
+    ).resolve_scale(x="independent", y="independent")
+
+
+def region_histogram_panels(frame: pd.DataFrame) -> list[alt.Chart]:
+    """`region_histograms`' panels as separate charts, one per method (titled with its short
+    name), each as wide as its container: four to a row on a wide screen, stacked on a narrow
+    one (the facet ran off a 390 or 800 px window)."""
+    legend = alt.Legend(orient="bottom")
+    present = [m for m in METHOD_ORDER if m in set(frame["method"])]
+    return [fit(_region_bars(frame[frame["method"] == m], legend).properties(
+        height=110, title=METHOD_LABELS.get(m, m))) for m in present]
+
+
+def _region_bars(frame: pd.DataFrame, legend: alt.Legend) -> alt.Chart:
     return alt.Chart(frame).mark_bar(opacity=0.55, binSpacing=0).encode(
         x=alt.X("bin_start:Q", title="value after processing", axis=alt.Axis(tickCount=4),
                 scale=alt.Scale(zero=False, nice=False)),
         x2="bin_end:Q",
         y=alt.Y("share:Q", title="share of region", stack=None, axis=alt.Axis(format="%")),
         y2=alt.datum(0),
-        color=alt.Color("region:N", scale=_REGIONS, title=None, legend=alt.Legend(orient="top")),
+        color=alt.Color("region:N", scale=_REGIONS, title=None, legend=legend),
         tooltip=["method:N", "region:N", alt.Tooltip("bin_start:Q", format=".3g"),
                  alt.Tooltip("bin_end:Q", format=".3g"), alt.Tooltip("share:Q", format=".1%"),
-                 alt.Tooltip("n:Q", title="pixels")],
-    ).properties(width=150, height=110).facet(
-        facet=alt.Facet("method:N", sort=METHOD_ORDER, title=None), columns=columns
-    ).resolve_scale(x="independent", y="independent")
+                 alt.Tooltip("n:Q", title="pixels")])
 
 
 def pixel_roc(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
@@ -103,9 +115,10 @@ def pixel_roc(frame: pd.DataFrame, *, title: str = "") -> alt.Chart:
     lines = alt.Chart(frame).mark_line(strokeWidth=2).encode(
         x=x, y=y, order="fpr:Q",
         color=alt.Color("curve:N", sort=curves, title=None, scale=alt.Scale(scheme="tableau10"),
-                        legend=alt.Legend(orient="right", labelFontSize=12)),
+                        legend=alt.Legend(orient="bottom", columns=2, labelFontSize=12,
+                                          labelLimit=0)),
         tooltip=["method:N", alt.Tooltip("auc:Q", format=".3f")])
-    return alt.layer(diagonal, lines, title=title).properties(height=360)
+    return fit(alt.layer(diagonal, lines, title=title).properties(height=360))
 
 
 # --- image panels -----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import altair as alt
 import pandas as pd
 
-from ui.charts import model_colours
+from ui.charts import fit, model_colours
 
 MEAN = "readers' mean"
 MEAN_COLOUR = "#222222"
@@ -35,7 +35,7 @@ def slope_chart(reader_auc: pd.DataFrame, *, modalities: Sequence[str],
     tips = [alt.Tooltip("reader:N"), alt.Tooltip("modality:N"),
             alt.Tooltip("auc:Q", format=".3f")]
     colour = alt.Color("reader:N", scale=reader_colours(readers),
-                       legend=alt.Legend(orient="right", title="reader"))
+                       legend=alt.Legend(orient="bottom", title="reader", columns=2, labelLimit=0))
     lines = alt.Chart(reader_auc).mark_line(point=alt.OverlayMarkDef(size=60, filled=True),
                                             strokeWidth=1.8, opacity=0.85).encode(
         x=x, y=y, color=colour, detail="reader:N", tooltip=tips)
@@ -45,14 +45,15 @@ def slope_chart(reader_auc: pd.DataFrame, *, modalities: Sequence[str],
         color=MEAN_COLOUR, strokeWidth=4, point=alt.OverlayMarkDef(size=120, filled=True,
                                                                    color=MEAN_COLOUR)).encode(
         x=x, y=y, tooltip=tips)
-    return alt.layer(lines, mean_line).properties(width=380, height=360, title=alt.TitleParams(
+    return fit(alt.layer(lines, mean_line).properties(height=360, title=alt.TitleParams(
         title or "Each reader's AUC by modality",
-        subtitle=["One line per reader; black: the readers' mean."], anchor="start"))
+        subtitle=["One line per reader; black: the readers' mean."], anchor="start")))
 
 
 def roc_chart(roc: pd.DataFrame, *, readers: Sequence[str], modalities: Sequence[str],
               title: str = "") -> alt.Chart:
-    """Empirical ROC curves, colour = reader, one panel per modality (side by side).
+    """Empirical ROC curves, colour = reader, one panel per modality (side by side), at a
+    fixed size (the download; the page shows `roc_panels`).
 
     ``roc``: long, reader, modality, fpr, tpr, threshold (`MRMCReport.roc`), each curve's
     points in order from (0, 0) to (1, 1); the chance line is dashed.
@@ -62,7 +63,7 @@ def roc_chart(roc: pd.DataFrame, *, readers: Sequence[str], modalities: Sequence
     x = alt.X("fpr:Q", title="1 − specificity", scale=alt.Scale(domain=[0, 1]))
     y = alt.Y("tpr:Q", title="sensitivity", scale=alt.Scale(domain=[0, 1]))
     colour = alt.Color("reader:N", scale=reader_colours(readers),
-                       legend=alt.Legend(orient="bottom", title="reader"))
+                       legend=alt.Legend(orient="bottom", title="reader", columns=2, labelLimit=0))
     tips = [alt.Tooltip("reader:N"), alt.Tooltip("modality:N"),
             alt.Tooltip("threshold:Q", format=".4g"),
             alt.Tooltip("tpr:Q", format=".3f", title="sensitivity"),
@@ -74,6 +75,14 @@ def roc_chart(roc: pd.DataFrame, *, readers: Sequence[str], modalities: Sequence
     ).properties(width=300, height=300, title=m) for m in modalities]
     return alt.hconcat(*panels, title=alt.TitleParams(title or "ROC curves per reader",
                                                       anchor="start"))
+
+
+def roc_panels(roc: pd.DataFrame, *, readers: Sequence[str],
+               modalities: Sequence[str]) -> list[alt.Chart]:
+    """`roc_chart`'s panels as separate charts, one per modality, each as wide as its container
+    (side by side on a wide screen, stacked on a narrow one), the reader legend below each."""
+    chart = roc_chart(roc, readers=readers, modalities=modalities)
+    return [fit(panel) for panel in chart.hconcat]
 
 
 def model_vs_readers_chart(reader_auc: pd.DataFrame, *, model: str, model_auc: float,
@@ -94,5 +103,5 @@ def model_vs_readers_chart(reader_auc: pd.DataFrame, *, model: str, model_auc: f
                              scale=alt.Scale(domain=marks["what"].tolist(),
                                              range=["#c0392b", MEAN_COLOUR])),
         tooltip=["what:N", alt.Tooltip("auc:Q", format=".3f")])
-    return alt.layer(dots, rules).resolve_scale(color="independent").properties(
-        height=alt.Step(30), title=title or f"{model} against the readers")
+    return fit(alt.layer(dots, rules).resolve_scale(color="independent").properties(
+        height=alt.Step(30), title=title or f"{model} against the readers"))

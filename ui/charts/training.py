@@ -8,6 +8,7 @@ import altair as alt
 import pandas as pd
 
 from core.reports.training import SPLITS
+from ui.charts import fit
 
 
 def loss_chart(curves: pd.DataFrame, *, title: str = "") -> alt.Chart:
@@ -33,6 +34,37 @@ def loss_chart(curves: pd.DataFrame, *, title: str = "") -> alt.Chart:
         facet["row"] = alt.Row("mode:N", title=None)
     return alt.layer(lines, best, data=curves).properties(width=340, height=240).facet(
         **facet, title=title).resolve_scale(y="independent")
+
+
+def loss_panels(curves: pd.DataFrame) -> list[alt.Chart]:
+    """`loss_chart`'s panels as separate charts, each as wide as its container (the page sets
+    them side by side, stacked on a narrow screen): one per split, titled by it. Runs of
+    several modes differ by dash (``mode`` in the legend) instead of a row per mode. The
+    learning-rate legend sits below, so that it takes no width from the curves."""
+    runs = curves.drop_duplicates("run").sort_values("lr", kind="stable")["run"].tolist()
+    colour = alt.Color("run:N", title="learning rate", sort=runs,
+                       scale=alt.Scale(scheme="viridis"),
+                       legend=alt.Legend(orient="bottom", columns=3, labelLimit=0))
+    tips = [alt.Tooltip("run:N", title="learning rate"), alt.Tooltip("mode:N"),
+            alt.Tooltip("epoch:Q"), alt.Tooltip("split:N"), alt.Tooltip("loss:Q", format=".4f"),
+            alt.Tooltip("val_auc:Q", title="validation AUC", format=".3f"),
+            alt.Tooltip("run_id:N")]
+    dash = ({"strokeDash": alt.StrokeDash("mode:N", legend=alt.Legend(orient="bottom"))}
+            if curves["mode"].nunique() > 1 else {})
+    panels = []
+    for split in SPLITS:
+        part = curves[curves["split"] == split]
+        if part.empty:
+            continue
+        base = alt.Chart(part).encode(
+            x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")),
+            y=alt.Y("loss:Q", scale=alt.Scale(zero=False)), color=colour, detail="run_id:N",
+            tooltip=tips)
+        best = base.transform_filter(alt.datum.best).mark_point(
+            shape="diamond", size=140, filled=True, stroke="black", strokeWidth=0.8)
+        panels.append(fit(alt.layer(base.mark_line(point=alt.OverlayMarkDef(size=25)).encode(
+            **dash), best).properties(height=240, title=split)))
+    return panels
 
 
 def duration(seconds: float) -> str:
