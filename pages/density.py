@@ -103,12 +103,7 @@ with right:
                          tests.rename(columns={"note": "test_note"}),
                          on=["test_set", "model"], how="left"),
                      context=dict(context, test_sets=list(test_sets)))
-with st.expander("AUC numbers and tests", icon=":material/table:"):
-    num = st.column_config.NumberColumn(format="%.3f")
-    st.dataframe(table, hide_index=True, key="density_auc_table",
-                 column_config={c: num for c in ("auc", "ci_low", "ci_high")})
-    st.dataframe(tests, hide_index=True, key="density_tests",
-                 column_config={c: num for c in ("auc_dense", "auc_nondense", "diff", "se", "z", "p")})
+view.auc_numbers(table, tests)
 
 left, right = st.columns([1, 1.25], gap="large")
 with left:

@@ -92,7 +92,7 @@ def test_launch_a_tiny_run_see_its_curve_and_its_auc_beside_the_parent(split_env
     assert not at.exception
     curves = training.loss_curves(store, run_ids=[run_id])
     assert len(curves) == 2                                  # 1 epoch x training, validation
-    assert _charts_with(at, run_id) == 1, "no loss chart with the run"
+    assert _charts_with(at, run_id) == 2, "no loss charts (training, validation) with the run"
     finished = _table(at, "benchmark")
     child = get_run(store, run_id)["params"]["child_model"]
     assert finished["run_id"].tolist() == [run_id, DEMO_RUN]               # newest first

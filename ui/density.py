@@ -74,3 +74,14 @@ def headline(head: pd.Series, *, level: str) -> None:
                 help=md_escape(head["note"]) or "unpaired DeLong z test")
     if isinstance(head["note"], str) and head["note"].startswith("n/a"):
         st.caption(f":material/info: Why n/a: {md_escape(head['note'].removeprefix('n/a: '))}")
+
+
+def auc_numbers(table, tests) -> None:
+    """The stratified AUCs and the dense vs non-dense tests, to three decimals, in an expander."""
+    with st.expander("AUC numbers and tests", icon=":material/table:"):
+        num = st.column_config.NumberColumn(format="%.3f")
+        st.dataframe(table, hide_index=True, key="density_auc_table",
+                     column_config={c: num for c in ("auc", "ci_low", "ci_high")})
+        st.dataframe(tests, hide_index=True, key="density_tests",
+                     column_config={c: num for c in ("auc_dense", "auc_nondense", "diff", "se",
+                                                     "z", "p")})
