@@ -27,10 +27,10 @@ if levels.empty:
             "(labels without pixels are enough) or run a model.", icon=":material/info:")
     st.stop()
 
-left, mid, right, far = st.columns([4, 2.4, 1.6, 2.2])
 all_models = headline_first(list(dict.fromkeys(levels["model"])))  # the Overview's model first
-chosen = left.multiselect("Models", all_models, key="bench_models", bind="query-params",
-                          default=linked_models(all_models) or all_models)  # ?model=: it and its parent
+chosen = st.multiselect("Models", all_models, key="bench_models", bind="query-params",
+                        default=linked_models(all_models) or all_models)  # ?model=: it and its parent
+mid, right, far, _ = st.columns([2.4, 1.6, 2.2, 4])   # models on their own row: names are long
 level = mid.segmented_control("Level", LEVELS, default="image", key="bench_level",
                               bind="query-params") or "image"
 how = right.segmented_control("Aggregate", ["max", "mean"], default="max", key="bench_how",
@@ -69,7 +69,7 @@ else:
     readable(with_published(benchmark.auc_wide(table), cached(Store.models)),
              column_config=published_columns())
     with st.expander("All numbers (full precision)"):
-        readable(table, key="bench_auc_numbers")
+        readable(table, key="bench_auc_numbers", exact=True)
     download_popover("benchmark_auc", "bench_auc", frame=table,
                      context=dict(test_sets=list(test_sets), **context))
     st.caption(f"{level.capitalize()} level; n+ / n- = positive / negative cases; unscored "
@@ -137,7 +137,7 @@ if len(models) >= 2 and not pairs.empty:
 
 if ops is not None and not ops.empty:
     st.markdown("**Sensitivity at fixed specificity**")
-    readable(ops, key="bench_ops", column_order=list(ops.columns[1:]),
+    readable(ops, key="bench_ops", column_order=list(ops.columns[1:]), exact=True,
              column_config=table_formats(("sensitivity", "specificity"), digits=3,
                                          percent=("target_specificity",),
                                          target_specificity="target specificity"))

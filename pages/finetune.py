@@ -114,5 +114,5 @@ else:
                "parent on the same images; p: paired DeLong test, child against parent. The "
                "links open the model beside its parent on the Benchmark and Saliency pages.")
     with st.expander("All numbers (full precision)"):
-        readable(table, key="ft_finished_numbers")
+        readable(table, key="ft_finished_numbers", exact=True)
     download_popover("finetune_finished_runs", "ft_finished", frame=table)

@@ -21,6 +21,7 @@ from core import stats as metrics
 from cli import main
 from core.errors import InputError
 from core.store import open_store, write_result
+from ui.tables import P_COLUMNS, p_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -442,7 +443,7 @@ def _frames(at) -> dict[str, pd.DataFrame]:
         elif "target_specificity" in value.columns:
             out["ops"] = value
         elif "model" in value.columns and len(value.columns) > 1:
-            out["wide"] = value
+            out.setdefault("wide", value)        # the first: the AUC table (then the unpaired)
     return out
 
 
@@ -479,8 +480,9 @@ def test_page_numbers_equal_the_cli(bench_env, capsys):
     cli_pairs = pd.DataFrame(doc["pairwise"])
     # 6 models at breast level, ext-breast not run on test-all: 5 scored models, 10 pairs
     assert len(cli_pairs) == 10
-    for col in ("model_a", "model_b", "z", "p", "p_holm"):
-        np.testing.assert_array_equal(frames["pairs"][col], cli_pairs[col], col)
+    for col in ("model_a", "model_b", "z", "p", "p_holm"):     # p as shown: < 0.001, 0.426
+        want = cli_pairs[col].map(p_text) if col in P_COLUMNS else cli_pairs[col]
+        np.testing.assert_array_equal(frames["pairs"][col], want, col)
     cli_ops = pd.DataFrame(doc["sensitivity_at_specificity"])
     page_ops = frames["ops"]
     for col in ("model", "target_specificity", "sensitivity", "specificity", "tp", "fp", "note"):

@@ -190,14 +190,14 @@ def _page(path: str, **state) -> AppTest:
 def test_benchmark_page_shows_the_published_column(demo_env):
     at = _page("pages/benchmark.py", bench_models=["gmic-demo", "gmic-demo-ilc", "classical-dog"])
     [frame] = [d for d in at.dataframe if "Published AUC" in d.value.columns]
-    wide = frame.value.set_index("model")
-    assert wide.loc["gmic-demo", "Published AUC"] == 0.89
+    wide = frame.value.set_index("model")      # as shown: two decimals, a gap as "—"
+    assert wide.loc["gmic-demo", "Published AUC"] == "0.89"
     assert wide.loc["gmic-demo", "Published in"].startswith("GMIC: Y. Shen et al.")
     assert "synthetic demo model" in wide.loc["gmic-demo", "Published in"]
-    assert wide.loc["gmic-demo-ilc", "Published AUC"] == 0.89
+    assert wide.loc["gmic-demo-ilc", "Published AUC"] == "0.89"
     assert "fine-tuned from gmic-demo, not the published model" in \
         wide.loc["gmic-demo-ilc", "Published in"]
-    assert math.isnan(wide.loc["classical-dog", "Published AUC"])
+    assert wide.loc["classical-dog", "Published AUC"] == "—"
     config = json.loads(frame.proto.columns)          # the column's help says what it is
     assert config["Published AUC"]["help"] == ("as published in the model's paper, on its own "
                                                "test data (thesis Table 6.1); not measured here")

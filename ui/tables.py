@@ -75,10 +75,13 @@ def p_text(p) -> str | None:
 
 def readable(frame: pd.DataFrame, *, missing: str = "—", key: str | None = None,
              column_order: Sequence[str] | None = None,
-             column_config: Mapping | None = None, **options) -> None:
+             column_config: Mapping | None = None, exact: bool = False, **options) -> None:
     """``st.dataframe(frame)`` of a core frame as users read it: readable column labels
     (`label`), p-values as "< 0.001" or three decimals, missing cells as ``missing`` (not
     "None"). ``column_config`` entries keep their settings and get a label when they have none.
+
+    ``exact``: numbers stay numbers, to the last digit (the "full precision" tables a reader
+    checks against the CLI); only the labels change.
 
     Why here: core frames keep their names (the CLI's JSON keys); only the display changes.
     """
@@ -92,6 +95,9 @@ def readable(frame: pd.DataFrame, *, missing: str = "—", key: str | None = Non
         entry = {"label": given} if isinstance(given, str) else dict(
             given if given is not ... else {})
         entry["label"] = entry.get("label") or label(c)
+        if exact and pd.api.types.is_numeric_dtype(shown[c]):
+            config[c] = entry
+            continue
         if str(c) in P_COLUMNS and pd.api.types.is_numeric_dtype(shown[c]):
             shown[c] = shown[c].map(p_text)
             entry.pop("type_config", None)
