@@ -9,7 +9,7 @@ from core.reports.published import with_published
 from core.vocabulary import LEVELS
 from core.store import Store
 from ui import cached, download_popover, input_errors, require_test_set, show_caveats
-from ui.benchmark_view import piece, show_chart, show_panels, table_formats
+from ui.benchmark_view import piece, show_chart, show_panels, show_unpaired, table_formats
 from ui.charts import benchmark as charts
 from ui.links import headline_first, linked_models
 from ui.published import container_models_note, published_columns
@@ -78,18 +78,8 @@ else:
     show_caveats(auc_caveats(table, names=("model", "test_set")))
     container_models_note()
 if table is not None and len(test_sets) >= 2:   # the Overview's ILC-against-IDC p
-    a, b = test_sets[:2]
-    st.markdown(f"**{md_escape(a)} against {md_escape(b)}, per model** (unpaired DeLong test)")
     with input_errors(stop=False):
-        unpaired = piece(benchmark.unpaired_tests, test_sets=(a, b), **scope,
-                         options=(("test_sets", (a, b)),))
-        readable(unpaired, key="bench_unpaired",
-                 column_order=["model", "auc_a", "auc_b", "diff", "p", "n_shared", "note"],
-                 column_config=table_formats(("auc_a", "auc_b", "diff"), digits=3,
-                                             auc_a=f"AUC {a}", auc_b=f"AUC {b}"))
-        st.caption("The first two test sets picked, each model's AUC on one against the other "
-                   "as independent samples; shared cases (e.g. healthy ones in both) are "
-                   "counted, not modelled.")
+        show_unpaired(test_sets[:2], scope)
 if level == "image":
     st.caption(f":material/warning: {IMAGE_LEVEL_DELONG}")
 

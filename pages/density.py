@@ -146,8 +146,4 @@ with right:
         download_popover("readers_by_density", "density_reader", chart=rc, frame=shown,
                          context=dict(context, test_set=test_set, models=model,
                                       readers=readers))
-        with st.expander("Numbers", icon=":material/table:"):
-            st.dataframe(shown.assign(density=shown["density"].map(charts.SHORT_NAMES)), hide_index=True,
-                         key="density_reader_table",
-                         column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                        for c in shown.columns if "ity" in c or c == "threshold"})
+        view.reader_numbers(shown)

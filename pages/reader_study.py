@@ -1,8 +1,6 @@
 """Reader study: do radiologists read better with the model? Each reader's AUC unaided and
 aided, the MRMC test (readers and cases random), variance components, ROC curves, a sample-size
 table and the model against the readers. Same numbers as ``python -m core report mrmc``."""
-import re
-
 import streamlit as st
 
 from core.reports import mrmc
@@ -51,15 +49,11 @@ chosen = top[1].multiselect("Modalities (reference first)", known, default=known
 levels = cached(mrmc.study_levels, study)
 level = top[2].selectbox("Level", levels, key=f"mrmc_level_{study}", bind="query-params")
 if info["description"]:
-    # a source file named in a stored description is for developers, not readers of the page
-    about = re.sub(r";?\s*see [\w./-]+\.py", "", str(info["description"]))
-    st.caption(f":material/info: {md_escape(about)}")
-# the option rows wrap instead of scrolling: in a column they kept one row and cut
-# "Dorfman-..." and hid "Fixed cases" (issue 29); each control takes a full row when narrow
+    st.caption(f":material/info: {md_escape(mrmc.public_description(info['description']))}")
 row = st.columns([2.2, 1.8, 2.6, 2])
 method = row[0].segmented_control("Method", MRMC_METHODS, default="or", key="mrmc_method",
                                   bind="query-params", format_func=METHODS.get, required=True,
-                                  wrap=True)
+                                  wrap=True)   # options wrap: one row cut "Dorfman-..."
 cov = row[1].segmented_control("Covariance", MRMC_COVARIANCES, default="jackknife",
                                key="mrmc_cov", bind="query-params", disabled=method == "dbm",
                                required=True, wrap=True,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def reference_dir(shared_dir: Path, name: str) -> Path:
@@ -29,3 +30,8 @@ def import_rule(path: Path, name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def rule_state(rule, entries) -> dict[str, torch.Tensor]:
+    """The state dict the fixture's weight rule gives for ``entries`` (keys.json rows)."""
+    return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in entries}

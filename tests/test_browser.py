@@ -2,6 +2,7 @@
 every page opened in headless Chromium, no exception element, no traceback; a screenshot each."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -31,12 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    store = tmp_path_factory.mktemp("browser") / "ilcscope.duckdb"  # does not exist yet
+@contextlib.contextmanager
+def streamlit_server(store: Path, log_dir: Path):
+    """`streamlit run app.py` on a free port over ``store``; yields its URL once healthy."""
     port = free_port()
     env = {**os.environ, "ILCSCOPE_DB": str(store), "ILCSCOPE_MODE": ""}
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w+")
+    log = open(log_dir / "streamlit.log", "w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
@@ -52,9 +53,18 @@ def server(tmp_path_factory):
         proc.kill()
         log.seek(0)
         pytest.fail("streamlit did not start: " + log.read()[-2000:])
-    yield url, store
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("browser") / "ilcscope.duckdb"  # does not exist yet
+    with streamlit_server(store, tmp_path_factory.mktemp("log")) as url:
+        yield url, store
 
 
 @pytest.fixture(scope="module")

@@ -37,36 +37,12 @@ OPTIONS = """() => [...document.querySelectorAll("[data-testid='stButtonGroup'] 
 
 @pytest.fixture(scope="module")
 def layout_server(demo_store_path, tmp_path_factory):
-    """`streamlit run` on a copy of the small demo store (tests.test_browser's pattern)."""
-    import os
-    import subprocess
-    import sys
-    import urllib.request
-
-    from tests.test_browser import REPO, free_port
+    """`streamlit run` on a copy of the small demo store (no first-run build to wait for)."""
+    from tests.test_browser import streamlit_server
 
     store = copy_store(demo_store_path, tmp_path_factory.mktemp("layout"))
-    port = free_port()
-    env = {**os.environ, "ILCSCOPE_DB": str(store), "ILCSCOPE_MODE": ""}
-    log = open(tmp_path_factory.mktemp("layout_log") / "streamlit.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        log.seek(0)
-        pytest.fail("streamlit did not start: " + log.read()[-2000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with streamlit_server(store, tmp_path_factory.mktemp("layout_log")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

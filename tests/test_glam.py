@@ -26,6 +26,7 @@ from models.networks.glam import (
 )
 from models.networks.roi import gather_crops
 from tests.reference_fixtures import import_rule, load_outputs, reference_dir
+from tests.reference_fixtures import rule_state as state_from_rule
 
 INPUT_SHA256 = "e185a284ac83d2dbfa0b0e2d0379589b93f7debe23afb97130245a8ad6738759"
 OUTPUT_KEYS = ("y_global", "saliency_map", "saliency_map_global", "patch_locations", "local_cam")
@@ -57,7 +58,7 @@ def official_keys(fixture_dir):
 @pytest.fixture(scope="module")
 def rule_state(fixture_dir, official_keys):
     rule = import_rule(fixture_dir / "weight_rule.py", "glam_weight_rule")
-    return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in official_keys}
+    return state_from_rule(rule, official_keys)
 
 
 @pytest.fixture(scope="module")

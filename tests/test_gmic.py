@@ -26,6 +26,7 @@ from models.gmic import (
     top_t_percent_pool,
 )
 from tests.reference_fixtures import import_rule, load_outputs, reference_dir
+from tests.reference_fixtures import rule_state as state_from_rule
 
 OUTPUT_KEYS = ("y_global", "y_local", "y_fusion", "saliency_map", "patch_locations", "patch_attns")
 
@@ -47,7 +48,7 @@ def official_keys(fixture_dir):
 @pytest.fixture(scope="module")
 def rule_state(fixture_dir, official_keys):
     rule = import_rule(fixture_dir / "weight_rule.py", "gmic_weight_rule")
-    return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in official_keys}
+    return state_from_rule(rule, official_keys)
 
 
 @pytest.fixture(scope="module")

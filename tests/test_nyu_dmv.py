@@ -27,7 +27,7 @@ from models.networks.nyu_dmv import (
     single_state_from_image_state,
 )
 from models.networks.resnet22 import STAGE_NAMES
-from tests.reference_fixtures import import_rule, load_outputs, reference_dir
+from tests.reference_fixtures import import_rule, load_outputs, reference_dir, rule_state
 
 NETWORKS = {"SplitBreastModel": SplitBreastModel, "ImageBreastModel": ImageBreastModel,
             "SingleImageBreastModel": SingleImageBreastModel}
@@ -54,18 +54,16 @@ def rule(fixture_dir):
     return import_rule(fixture_dir / "weight_rule.py", "nyu_dmv_weight_rule")
 
 
-def _rule_state(rule, entries):
-    return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in entries}
 
 
 @pytest.fixture(scope="module")
 def split_states(rule, keys):
-    return {ch: _rule_state(rule, keys[f"SplitBreastModel_{ch}ch"]["keys"]) for ch in (1, 3)}
+    return {ch: rule_state(rule, keys[f"SplitBreastModel_{ch}ch"]["keys"]) for ch in (1, 3)}
 
 
 @pytest.fixture(scope="module")
 def image_states(rule, keys):
-    return {ch: _rule_state(rule, keys[f"ImageBreastModel_{ch}ch"]["keys"]) for ch in (1, 3)}
+    return {ch: rule_state(rule, keys[f"ImageBreastModel_{ch}ch"]["keys"]) for ch in (1, 3)}
 
 
 @pytest.fixture(scope="module")

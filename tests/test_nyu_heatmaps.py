@@ -32,6 +32,7 @@ from models.networks.nyu_patch import (
     same_padding,
 )
 from tests.reference_fixtures import import_rule, load_outputs, reference_dir
+from tests.reference_fixtures import rule_state as state_from_rule
 
 STAGES = ("conv0", "norm0", "pool0", "denseblock1", "transition1", "denseblock2", "transition2",
           "denseblock3", "transition3", "denseblock4", "norm5")
@@ -56,7 +57,7 @@ def official_keys(fixture_dir):
 @pytest.fixture(scope="module")
 def rule_state(fixture_dir, official_keys):
     rule = import_rule(fixture_dir / "weight_rule.py", "nyu_weight_rule")
-    return {e["key"]: torch.from_numpy(rule.rule_array(e["key"], e["shape"])) for e in official_keys}
+    return state_from_rule(rule, official_keys)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from ui.caching import qualified_name
 from ui.downloads import download_popover
 from ui.layout import chart_grid
 from ui.session import data_token, settings, store
+from ui.tables import readable
+from ui.text import md_escape
 
 __all__ = ["piece", "show_chart", "show_panels", "table_formats"]
 
@@ -75,3 +77,19 @@ def table_formats(columns, *, digits: int = 4, percent=(), **labels) -> dict:
     config.update({c: st.column_config.NumberColumn(labels.get(c), format="percent")
                    for c in percent})
     return config
+
+
+def show_unpaired(test_sets, scope: dict) -> None:
+    """Each model's AUC on the first test set against the second (unpaired DeLong), as the
+    Overview's Models finding quotes it."""
+    a, b = test_sets
+    st.markdown(f"**{md_escape(a)} against {md_escape(b)}, per model** (unpaired DeLong test)")
+    unpaired = piece(benchmark.unpaired_tests, test_sets=(a, b), **scope,
+                     options=(("test_sets", (a, b)),))
+    readable(unpaired, key="bench_unpaired",
+             column_order=["model", "auc_a", "auc_b", "diff", "p", "n_shared", "note"],
+             column_config=table_formats(("auc_a", "auc_b", "diff"), digits=3,
+                                         auc_a=f"AUC {a}", auc_b=f"AUC {b}"))
+    st.caption("The first two test sets picked, each model's AUC on one against the other as "
+               "independent samples; shared cases (e.g. healthy ones in both) are counted, not "
+               "modelled.")

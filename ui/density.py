@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.jobs.density import estimate_classical
+from ui.charts.density import SHORT_NAMES
 from ui.errors import input_errors
 from ui.progress import ProgressBar
 from ui.session import read_only_notice, store
@@ -85,3 +86,12 @@ def auc_numbers(table, tests) -> None:
         st.dataframe(tests, hide_index=True, key="density_tests",
                      column_config={c: num for c in ("auc_dense", "auc_nondense", "diff", "se",
                                                      "z", "p")})
+
+
+def reader_numbers(shown) -> None:
+    """The readers-by-density rows behind the chart, to three decimals, in an expander."""
+    with st.expander("Numbers", icon=":material/table:"):
+        st.dataframe(shown.assign(density=shown["density"].map(SHORT_NAMES)), hide_index=True,
+                     key="density_reader_table",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                    for c in shown.columns if "ity" in c or c == "threshold"})

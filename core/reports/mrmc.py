@@ -13,6 +13,7 @@ scores at the study's level when the study reads the store's cases.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -322,3 +323,9 @@ def to_dict(report: MRMCReport) -> dict:
                                        reader_auc=c.tables()["reader_auc"],
                                        components=c.components)
     return out
+
+
+def public_description(text) -> str:
+    """A stored study description for the page: without the source file it may name ("see
+    core/demo/reader_study.py" is for developers, not for readers of the results)."""
+    return re.sub(r";?\s*see [\w./-]+\.py", "", str(text))
