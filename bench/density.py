@@ -38,7 +38,7 @@ from core.density import estimator as dn  # noqa: E402
 from core.image.segmentation import breast_mask  # noqa: E402
 from core.demo.images import render_view  # noqa: E402
 from core.density import histogram as hist  # noqa: E402
-from models import density_nyu as nyu  # noqa: E402
+from models.networks import density_nyu as nyu  # noqa: E402
 
 
 def row(name: str, seconds: float, ref: float | None = None, note: str = "") -> None:

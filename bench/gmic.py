@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.gmic import CONFIGS, build_gmic, optimize_for_inference  # noqa: E402
+from models.networks.gmic import CONFIGS, build_gmic, optimize_for_inference  # noqa: E402
 
 PUBLIC_S_PER_IMAGE = 0.40   # quoted in the issue for the official code here (fp32, 2 threads)
 VARIANTS = ("naive", "cl", "ours")

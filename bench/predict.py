@@ -2,7 +2,7 @@
 
 * naive -- one image at a time: read, preprocess, the network as loaded (NCHW, BN unfused)
            under ``torch.no_grad()``, scores only (no files, no store writes);
-* ours  -- ``models.predict.predict_test_set``: batches, background prefetch of reading and
+* ours  -- ``models.inference.predict.predict_test_set``: batches, background prefetch of reading and
            preprocessing, ``optimize_for_inference`` + ``torch.inference_mode``, and it also
            writes every saliency file and ingests the predictions.
 
@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.demo.build import build_demo  # noqa: E402
 from core.io.images import read_pixels  # noqa: E402
 from core.store import open_store  # noqa: E402
-from models.gmic import load_gmic_checkpoint  # noqa: E402
-from models.predict import DEMO_CHECKPOINT, predict_test_set  # noqa: E402
-from models.preprocess import preprocess_image  # noqa: E402
+from models.networks.gmic import load_gmic_checkpoint  # noqa: E402
+from models.inference.predict import DEMO_CHECKPOINT, predict_test_set  # noqa: E402
+from models.inference.preprocess import preprocess_image  # noqa: E402
 
 
 def naive(store) -> float:

@@ -1,10 +1,10 @@
 """Benchmark: GMIC training throughput (images/s) and peak memory, the trainer beside a plain loop.
 
-Both variants train the same network (Adam, the study's loss from `models.train_loss`) on the
+Both variants train the same network (Adam, the study's loss from `models.training.loss`) on the
 same random batches in the same run:
 
 * plain   -- float32, NCHW, no autotuning: the straightforward loop;
-* trainer -- what `models.train_loop` does on the device: on CUDA bf16 autocast, channels_last,
+* trainer -- what `models.training.recipe` does on the device: on CUDA bf16 autocast, channels_last,
              cuDNN autotuning and fused Adam (``--compile`` adds torch.compile); on a CPU the
              same float32 NCHW step (bf16 and channels_last do not pay on a CPU), so the CPU
              figures say what a CPU run costs, not a speed-up.
@@ -14,7 +14,7 @@ part (only when ``torch.cuda.is_available()``): the paper config (2944 x 1920), 
 Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process RSS high-water mark
 (``ru_maxrss``) on a CPU (it only grows, so the CPU variants run plain first).
 
-Data pipeline: the rate at which `models.train_data` (cached float16 tensors, augmentation, a
+Data pipeline: the rate at which `models.training.data` (cached float16 tensors, augmentation, a
 DataLoader with workers) delivers images, beside the rate the trainer consumes them.
 
     python bench/train.py                    # CPU: demo config, batch 8
@@ -33,9 +33,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.gmic import CONFIGS, build_gmic  # noqa: E402
-from models.train_data import CachedImages, LabelledImages, make_loader  # noqa: E402
-from models.train_loss import gmic_loss  # noqa: E402
+from models.networks.gmic import CONFIGS, build_gmic  # noqa: E402
+from models.training.data import CachedImages, LabelledImages, make_loader  # noqa: E402
+from models.training.loss import gmic_loss  # noqa: E402
 
 
 def _step_fn(model, device, *, fast: bool, compile_: bool):

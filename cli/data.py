@@ -96,7 +96,7 @@ def cmd_demo(args):
                              metadata_only=args.metadata_only, progress=progress)
     result = dataclasses.asdict(summary)
     if not args.no_models and not args.metadata_only:
-        from models.demo_models import add_demo_models
+        from models.demo.models import add_demo_models
 
         with tqdm_progress("demo models") as progress:
             result["models"] = add_demo_models(store, progress=progress)

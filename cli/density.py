@@ -97,7 +97,7 @@ def cmd_estimate(args):
             raise InputError("--method nyu-histogram needs --weights PATH (the released model.p)")
         if args.calibrate_on or args.threshold is not None:
             raise InputError("--calibrate-on and --threshold apply to --method classical only")
-        from models.density_runs import estimate_nyu
+        from models.inference.density import estimate_nyu
 
         with tqdm_progress("nyu-histogram") as progress:
             run = estimate_nyu(store, test_set=args.test_set, weights=args.weights,
@@ -113,7 +113,7 @@ def cmd_estimate(args):
 
 
 def cmd_nyu_histogram(args):
-    from models.density_runs import predict_exam_folder
+    from models.inference.density import predict_exam_folder
 
     pred, files = predict_exam_folder(args.weights, args.images, recipe=args.recipe)
     p = [float(x) for x in pred.probabilities]

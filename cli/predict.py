@@ -63,7 +63,7 @@ def register(commands, report, common) -> None:
 
 
 def cmd_predict(args):
-    from models.predict import predict_test_set, resolve_model
+    from models.inference.predict import predict_test_set, resolve_model
 
     store = open_from_args(args)
     if args.ensemble is not None:

@@ -58,9 +58,9 @@ def _writable(args):
 
 def _settled(args):
     """The store (read-only), after recording as failed the training runs whose worker is gone
-    (`models.train_launch.fail_orphaned_runs`), where the store may be written: 'running' must
+    (`core.jobs.workers.fail_orphaned_runs`), where the store may be written: 'running' must
     mean running. A store that cannot be written now (demo mode, busy) is listed as it is."""
-    from models.train_launch import fail_orphaned_runs, orphaned_runs
+    from core.jobs.workers import fail_orphaned_runs, orphaned_runs
 
     store = open_from_args(args, read_only=True)
     if orphaned_runs(store):
@@ -95,7 +95,7 @@ def cmd_cancel(args):
 def cmd_resume(args):
     from core.reports.training import TRAIN_KIND
     from core.store.runs import get_run
-    from models.train import resume_run
+    from models.training.sweep import resume_run
 
     store = _writable(args)
     run = get_run(store, args.run_id)

@@ -1,4 +1,4 @@
-"""``train`` (GMIC fine-tuning runs, `models.train`) and ``split`` (train / val / test test sets
+"""``train`` (GMIC fine-tuning runs, `models.training.sweep`) and ``split`` (train / val / test test sets
 by exam, `core.splits`)."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _fractions(text: str) -> list[float]:
 
 def register(commands, report, common) -> None:
     """Add ``train`` and ``split`` (``report`` is unused)."""
-    # no models import here: torch loads only when a command runs (models.train checks values)
+    # no models import here: torch loads only when a command runs (models.training.sweep checks values)
     p = commands.add_parser("train", parents=[common], help="fine-tune GMIC (one run per lr)",
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             description="Fine-tune GMIC on a training test set, the study's "
@@ -62,7 +62,7 @@ def register(commands, report, common) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config", default=None, help="GMIC config (default: the parent's)")
     p.add_argument("--beta", type=float, default=None,
-                   help="saliency L1 weight of the loss (default: models.train_loss's)")
+                   help="saliency L1 weight of the loss (default: models.training.loss's)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader processes")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     p.add_argument("--freeze-bn", action="store_true",
@@ -89,8 +89,8 @@ def register(commands, report, common) -> None:
 def cmd_train(args):
     import os
 
-    from models.train import TrainRequest, launch_runs, parse_lrs, run_summary
-    from models.train_launch import launch_record
+    from models.training.sweep import TrainRequest, launch_runs, parse_lrs, run_summary
+    from core.jobs.workers import launch_record
 
     request = TrainRequest(
         model_init=args.model_init, mode=args.mode, train_set=args.train_set,

@@ -29,7 +29,7 @@ class Family:
     title, paper : how pages and the README name it.
     level : the level its scores are stored at ('image' or 'breast').
     windows : 'glam' or 'nyu' (`models.inference.windows.WINDOWS`), or None for GMIC, whose
-        ILCscope pipeline resizes the breast box (`models.preprocess`).
+        ILCscope pipeline resizes the breast box (`models.inference.preprocess`).
     default_draws : augmentation draws when ``--draws`` is not given (the metarepository's run).
     saliency : what its saliency files hold ('cam', 'segmentation', 'heatmaps') or None.
     signature : state-dict key prefixes only this family's checkpoints have.
@@ -52,7 +52,7 @@ class Family:
 
 
 def _load_gmic(path: Path, config: str):
-    from models.gmic import load_gmic_checkpoint
+    from models.networks.gmic import load_gmic_checkpoint
     return load_gmic_checkpoint(path, config)
 
 

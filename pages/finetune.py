@@ -6,8 +6,8 @@ import streamlit as st
 
 from core.reports import training
 from core.store import Store
-from models.preprocess import PREPROCESS_FILTERS
-from models.train_loop import MODES
+from models.inference.preprocess import PREPROCESS_FILTERS
+from models.training.recipe import MODES
 from ui import cached, download_popover, read_only_notice, settings, test_set
 from ui.links import model_url
 from ui.tables import readable

@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import torch
 
-from models.distributed import (DistContext, all_reduce_sum, gather_array, init_distributed, leave_process,
+from models.training.distributed import (DistContext, all_reduce_sum, gather_array, init_distributed, leave_process,
                                 leave_together, rank_batches, rank_slice, set_training, teardown, unwrap,
                                 wrap_model)
-from models.gmic import build_gmic
-from models.train_loss import gmic_labels, gmic_loss
+from models.networks.gmic import build_gmic
+from models.training.loss import gmic_labels, gmic_loss
 
 GLOBAL_BATCH = 4
 

@@ -61,7 +61,7 @@ def _demo_store(folder: Path, **build) -> Path:
     """A demo store with its models at ``folder``, built by `build_demo(**build)`."""
     from core.demo.build import build_demo
     from core.store import open_store
-    from models.demo_models import add_demo_models
+    from models.demo.models import add_demo_models
 
     path = folder / "ilcscope.duckdb"
     store = open_store(path)

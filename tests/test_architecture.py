@@ -44,8 +44,8 @@ def test_lint_imports_passes():
 @pytest.mark.parametrize("module, line, contract", [
     ("core/stats/delong.py", "import torch", "core is pure logic"),
     ("core/reports/scores.py", "import streamlit", "core is pure logic"),
-    ("core/complement.py", "import models.gmic", "Layers"),
-    ("models/preprocess.py", "import ui.session", "Layers"),
+    ("core/complement.py", "import models.networks.gmic", "Layers"),
+    ("models/inference/preprocess.py", "import ui.session", "Layers"),
     ("cli/data.py", "import ui.session", "Layers"),
     ("core/stats/delong.py", "import core.store", "core.stats stands alone"),
     ("core/store/facade.py", "import core.importers.common", "The store never imports"),

@@ -1,4 +1,4 @@
-"""models.density_nyu against the official fixture (shared/data/nyu_density/expected.json).
+"""models.networks.density_nyu against the official fixture (shared/data/nyu_density/expected.json).
 
 Every count, float32 statistic, feature and probability is compared with what the official code
 produced under NumPy 1.14.3 ('reference'), NumPy 2.4.6 ('modern') and the implementation-free
@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.errors import InputError
 from core.density import histogram as hist
-from models import density_nyu as nyu
+from models.networks import density_nyu as nyu
 
 CASES = ("baseline", "gamma_0.8", "hflip", "swap_lr")
 PROB_TOL = 1e-5   # same arithmetic as the environment: ~5e-8 expected (brief: 1e-4)

@@ -1,4 +1,4 @@
-"""core.density.calibration, core.jobs.density, core.reports.density, models.density_runs, the
+"""core.density.calibration, core.jobs.density, core.reports.density, models.inference.density, the
 density CLI and the Density page.
 
 Independent references: core.density.percent_density / estimate_exam (the fast threshold path),
@@ -51,7 +51,7 @@ def estimated(demo_store_path, tmp_path_factory, nyu_dir):
     code = main(["density", "estimate", "--db", str(db), "--test-set", "test-all", "--method",
                  "classical", "--calibrate-on", "label", "--json"])
     assert code == 0
-    from models.density_runs import estimate_nyu
+    from models.inference.density import estimate_nyu
 
     nyu = estimate_nyu(store, test_set="test-all", weights=nyu_dir / "histogram_model.p")
     return {"db": db, "store": store, "default": default, "default_rows": default_rows, "nyu": nyu}
@@ -273,7 +273,7 @@ def test_cli_nyu_histogram_missing_view_and_weights(nyu_dir, tmp_path, capsys):
 
 
 def test_nyu_store_exams_need_all_four_views():
-    from models.density_runs import _exam_views
+    from models.inference.density import _exam_views
 
     rows = [(f"d/E{e}", f"d/E{e}/{lat}-{view}", lat, view, f"/x/E{e}/{lat}-{view}.png")
             for e in (1, 2, 3) for lat in "LR" for view in ("CC", "MLO")

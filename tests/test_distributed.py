@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from core.errors import InputError
-from models.distributed import DistContext, init_distributed, rank_batches, rank_slice, wrap_model
-from models.gmic import build_gmic
+from models.training.distributed import DistContext, init_distributed, rank_batches, rank_slice, wrap_model
+from models.networks.gmic import build_gmic
 from tests._ddp_step import one_step
 from tests.conftest import REPO
 
@@ -102,11 +102,11 @@ def test_a_torchrun_run_equals_the_same_run_in_one_process(demo_store_path, tmp_
     only rank 0 writes (one set of checkpoints, one child model)."""
     from core.store import open_store
     from core.store.runs import get_run
-    from models.gmic import load_gmic_checkpoint
-    from models.predict import DEMO_CHECKPOINT
-    from models.train import TrainRequest, launch_runs
-    from models.train_loop import best_path, final_path
-    from models.train_launch import launch_record
+    from models.networks.gmic import load_gmic_checkpoint
+    from models.inference.predict import DEMO_CHECKPOINT
+    from models.training.sweep import TrainRequest, launch_runs
+    from models.training.recipe import best_path, final_path
+    from core.jobs.workers import launch_record
     from tests.conftest import copy_store
 
     store = open_store(copy_store(demo_store_path, tmp_path))
@@ -150,7 +150,7 @@ def _long_torchrun_run(demo_store_path, tmp_path, monkeypatch):
     """A copied demo store and a detached 200-epoch torchrun run on it (two gloo ranks); the
     caller stops it."""
     from core.store import open_store
-    from models.train import TrainRequest, launch_runs
+    from models.training.sweep import TrainRequest, launch_runs
     from tests.conftest import copy_store
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -175,9 +175,9 @@ def test_a_cancelled_torchrun_run_stops_every_rank_and_leaves_a_consistent_store
                                                                                  monkeypatch):
     from core.jobs.run_folder import request_cancel
     from core.store.runs import get_run
-    from models.launchers import is_alive, stop
-    from models.train_loop import final_path
-    from models.train_launch import launch_record
+    from core.jobs.launchers import is_alive, stop
+    from models.training.recipe import final_path
+    from core.jobs.workers import launch_record
 
     store, run_id = _long_torchrun_run(demo_store_path, tmp_path, monkeypatch)
     pid = launch_record(store, run_id)["pid"]
@@ -207,8 +207,8 @@ def test_torchrun_killed_alone_leaves_its_ranks_training_and_the_run_not_orphane
 
     from core.jobs.run_folder import request_cancel
     from core.store.runs import get_run
-    from models.launchers import is_alive, stop
-    from models.train_launch import WORKER_FILE, fail_orphaned_runs, launch_record, worker_alive
+    from core.jobs.launchers import is_alive, stop
+    from core.jobs.workers import WORKER_FILE, fail_orphaned_runs, launch_record, worker_alive
 
     store, run_id = _long_torchrun_run(demo_store_path, tmp_path, monkeypatch)
     torchrun = launch_record(store, run_id)["pid"]
@@ -242,11 +242,11 @@ def test_a_torchrun_worker_that_dies_before_its_run_leaves_it_failed(demo_store_
     """A worker that exits before ending its runs (here: a device torch does not know, refused
     in every rank before training) must not leave them 'running': the waiting CLI fails them
     and `train` exits 1."""
-    import models.train_launch as train_launch
+    import core.jobs.workers as train_launch
     from cli import main
     from core.store import open_store
     from core.store.runs import list_runs
-    from models.finetune_demo import DEMO_RUN
+    from models.demo.finetune import DEMO_RUN
     from tests.conftest import copy_store
 
     path = copy_store(demo_store_path, tmp_path)
@@ -273,9 +273,9 @@ def test_the_slurm_job_trains_a_run_with_two_tasks(demo_store_path, tmp_path, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     from core.store import open_store
     from core.store.runs import get_run
-    from models.launchers import slurm_job
-    from models.train import TrainRequest, create_runs
-    from models.train_launch import WORKER, slurm_options, worker_args
+    from core.jobs.launchers import slurm_job
+    from models.training.sweep import TrainRequest, create_runs
+    from core.jobs.workers import WORKER, slurm_options, worker_args
     from tests.conftest import copy_store
 
     store = open_store(copy_store(demo_store_path, tmp_path))

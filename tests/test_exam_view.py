@@ -26,8 +26,8 @@ from core.reports.exam import (
 )
 from core.reports.scores import model_scores
 from core.store import open_store
-from models.gmic import CONFIGS
-from models.preprocess import preprocess_image
+from models.networks.gmic import CONFIGS
+from models.inference.preprocess import preprocess_image
 from tests.conftest import copy_store
 from ui.exam_view import exam_url
 from ui.images import outline_box

@@ -18,7 +18,7 @@ from core.reports import training
 from core.reports.holdings import store_gaps
 from core.splits import create_splits
 from core.store import open_store
-from models.train import _child_name
+from models.training.sweep import _child_name
 from tests.conftest import copy_store
 from tests.test_training_report import NOW, _params, _run, training_store
 from ui.text import md_escape

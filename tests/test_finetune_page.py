@@ -14,7 +14,7 @@ from core.splits import create_splits
 from core.store import open_store
 from core.store.runs import get_run
 from tests.conftest import copy_store
-from models.finetune_demo import DEMO_RUN
+from models.demo.finetune import DEMO_RUN
 from tests.test_training_report import training_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,9 +133,9 @@ def test_a_run_whose_worker_is_gone_is_failed_and_offered_for_a_resume(split_env
     import socket
     import subprocess
 
-    from models.launchers import process_identity
-    from models.train import TrainRequest, create_runs
-    from models.train_launch import LAUNCH_FILE
+    from core.jobs.launchers import process_identity
+    from models.training.sweep import TrainRequest, create_runs
+    from core.jobs.workers import LAUNCH_FILE
 
     store = open_store(split_env)
     (run_id,) = create_runs(store, TrainRequest(model_init="gmic-demo", mode="full",

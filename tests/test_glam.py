@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
-from models.gmic import build_gmic
+from models.networks.gmic import build_gmic
 from models.networks.checkpoints import load_checkpoint
 from models.networks.glam import (
     CONFIGS,

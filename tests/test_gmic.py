@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.errors import InputError
-from models.gmic import (
+from models.networks.gmic import (
     CONFIGS,
     GMIC,
     GMICConfig,

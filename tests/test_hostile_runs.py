@@ -18,8 +18,8 @@ from core.errors import InputError
 from core.saliency import read_saliency
 from core.splits import create_splits
 from core.store import open_store
-from models.predict import DEMO_CHECKPOINT
-from models.train import MAX_RUNS, TrainRequest, create_runs
+from models.inference.predict import DEMO_CHECKPOINT
+from models.training.sweep import MAX_RUNS, TrainRequest, create_runs
 from tests.conftest import copy_store
 
 
@@ -65,7 +65,7 @@ def test_absurd_sizes_are_one_line_before_any_run(db, capsys, flags, message):
 
 def test_the_bounds_themselves_are_accepted(db):
     """The highest accepted values pass validation (checked without training)."""
-    from models.train import validate_request
+    from models.training.sweep import validate_request
 
     store = open_store(db)
     validate_request(store, TrainRequest(model_init="gmic-demo", mode="full",
@@ -116,7 +116,7 @@ def test_resume_that_fails_again_exits_1(db, tmp_path, capsys):
 _CREATE_THEN_DIE = """
 import os, signal, sys
 from core.store import open_store
-from models.train import TrainRequest, create_runs
+from models.training.sweep import TrainRequest, create_runs
 ids = create_runs(open_store(sys.argv[1]), TrainRequest(
     model_init="gmic-demo", mode="full", train_set="sp-train", val_set="sp-val",
     lrs=(1e-5, 2e-5, 3e-5), epochs=1, batch_size=4, device="cpu"))
@@ -132,7 +132,7 @@ def test_runs_whose_creator_was_killed_before_the_worker_are_failed_by_runs_list
     import sys
 
     from core.store.runs import get_run
-    from models.train_launch import CREATOR_FILE, fail_orphaned_runs, orphaned_runs
+    from core.jobs.workers import CREATOR_FILE, fail_orphaned_runs, orphaned_runs
 
     child = subprocess.run([sys.executable, "-c", _CREATE_THEN_DIE, str(db)],
                            capture_output=True, text=True, timeout=600)
@@ -162,7 +162,7 @@ def test_runs_created_by_a_live_process_are_no_orphans(db):
     import json
 
     from core.store.runs import get_run
-    from models.train_launch import CREATOR_FILE, orphaned_runs, worker_alive
+    from core.jobs.workers import CREATOR_FILE, orphaned_runs, worker_alive
 
     store = open_store(db)
     (run_id,) = create_runs(store, TrainRequest(

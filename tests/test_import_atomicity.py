@@ -208,7 +208,7 @@ def test_mias_real_kill_after_write_leaves_after(mias_dir, tmp_path):
 
 # ---------------------------------------------------------------------------- demo
 def _childs_set(name: str) -> bool:
-    from models.finetune_demo import SPLIT_PREFIX, TRAIN_SETS
+    from models.demo.finetune import SPLIT_PREFIX, TRAIN_SETS
     return name in TRAIN_SETS or name.startswith(f"{SPLIT_PREFIX}-")
 
 
@@ -231,10 +231,10 @@ def test_demo_killed_at_each_stage_is_completed_by_a_rerun(tmp_path):
     stages = {
         "rendering": lambda mp: kill_on_call(mp, "core.demo.cohort._render_all"),
         "in-transaction": lambda mp: kill_on_call(mp, "core.store.testsets.write_testsets"),
-        "before-models": lambda mp: kill_on_call(mp, "models.demo_models.add_demo_models"),
+        "before-models": lambda mp: kill_on_call(mp, "models.demo.models.add_demo_models"),
         "between-models": lambda mp: kill_on_call(
-            mp, "models.demo_models.add_gmic_demo_predictions"),
-        "before-child": lambda mp: kill_on_call(mp, "models.finetune_demo.add_demo_child"),
+            mp, "models.demo.models.add_gmic_demo_predictions"),
+        "before-child": lambda mp: kill_on_call(mp, "models.demo.finetune.add_demo_child"),
     }
     for stage, kill in stages.items():
         path = copy_store(base.path, tmp_path / stage)
@@ -245,7 +245,7 @@ def test_demo_killed_at_each_stage_is_completed_by_a_rerun(tmp_path):
         if stage in ("rendering", "in-transaction"):
             assert same(killed, empty), stage
         else:  # the cohort whole, with its test sets; models (and the sets the child's run
-            #    trained on: `models.finetune_demo`) missing until the re-run
+            #    trained on: `models.demo.finetune`) missing until the re-run
             for table in ("exams", "images", "annotations"):
                 assert killed[table].equals(after[table]), (stage, table)
             for table in ("testsets", "testset_exams"):

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from core.errors import InputError
-from models.launchers import (SlurmOptions, SlurmTask, is_alive, launch_local, launch_slurm,
+from core.jobs.launchers import (SlurmOptions, SlurmTask, is_alive, launch_local, launch_slurm,
                               process_identity, slurm_script, stop, torchrun_command)
 
 
@@ -47,17 +47,17 @@ def test_local_worker_that_ends_is_not_alive(tmp_path):
 
 
 def test_torchrun_commands():
-    one = torchrun_command("models.train", ["--epochs", 2], nproc_per_node=4, python="python")
+    one = torchrun_command("models.training.sweep", ["--epochs", 2], nproc_per_node=4, python="python")
     assert one == ["python", "-m", "torch.distributed.run", "--nproc-per-node", "4", "--standalone",
-                   "-m", "models.train", "--epochs", "2"]
-    multi = torchrun_command("models.train", ["--epochs", "2"], nproc_per_node=8, nnodes=2, node_rank=1,
+                   "-m", "models.training.sweep", "--epochs", "2"]
+    multi = torchrun_command("models.training.sweep", ["--epochs", "2"], nproc_per_node=8, nnodes=2, node_rank=1,
                              rdzv_endpoint="node0:29500", python="python")
     assert " ".join(multi) == ("python -m torch.distributed.run --nproc-per-node 8 --nnodes 2 --node-rank 1 "
-                               "--rdzv-backend c10d --rdzv-endpoint node0:29500 -m models.train --epochs 2")
+                               "--rdzv-backend c10d --rdzv-endpoint node0:29500 -m models.training.sweep --epochs 2")
     with pytest.raises(InputError, match="rdzv_endpoint"):
-        torchrun_command("models.train", [], nproc_per_node=2, nnodes=2)
+        torchrun_command("models.training.sweep", [], nproc_per_node=2, nnodes=2)
     with pytest.raises(InputError, match="node_rank"):
-        torchrun_command("models.train", [], nproc_per_node=2, nnodes=2, node_rank=2, rdzv_endpoint="h:1")
+        torchrun_command("models.training.sweep", [], nproc_per_node=2, nnodes=2, node_rank=2, rdzv_endpoint="h:1")
     with pytest.raises(InputError, match="module"):
         launch_local("os; rm -rf /", [], "/tmp/never")
 

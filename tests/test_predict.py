@@ -15,13 +15,13 @@ from core.errors import InputError
 from core.io.images import read_pixels
 from core.stats import roc_auc
 from core.store import open_store
-from models.gmic import CONFIGS, build_gmic, load_gmic_checkpoint
+from models.networks.gmic import CONFIGS, build_gmic, load_gmic_checkpoint
 from core.demo.cohort import generate_cohort
-from models.demo_models import DEMO_GMIC
-from models.predict import (DEMO_CHECKPOINT, checkpoint_config, predict_test_set, read_saliency,
+from models.demo.models import DEMO_GMIC
+from models.inference.predict import (DEMO_CHECKPOINT, checkpoint_config, predict_test_set, read_saliency,
                             resolve_model)
-from models.train_demo import image_labels
-from models.preprocess import preprocess_image
+from models.demo.train_gmic import image_labels
+from models.inference.preprocess import preprocess_image
 
 TEST_SET = "test-all"
 

@@ -41,7 +41,7 @@ def glam_file(tmp_path_factory) -> Path:
 
 
 def test_family_is_guessed_from_the_checkpoint_keys(glam_file, tmp_path):
-    from models.gmic import build_gmic
+    from models.networks.gmic import build_gmic
 
     assert guess_family(glam_file).name == "glam"
     gmic = tmp_path / "gmic.pt"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.errors import InputError
-from models.preprocess import Preprocessed, boxes_to_original, preprocess_image, saliency_to_original
+from models.inference.preprocess import Preprocessed, boxes_to_original, preprocess_image, saliency_to_original
 
 SHAPE = (700, 500)
 BREAST_BOX = (100, 40, 512, 320)           # row0, col0, height, width (original pixels)

@@ -20,8 +20,8 @@ from core.reports import filters as frep
 from core.store import open_store
 from core.store.runs import get_run, latest_run
 from core.store.schema import SCHEMA, SCHEMA_VERSION, STUDY_TABLES, table_ddl
-from models.gmic import build_gmic
-from models.predict import predict_test_set
+from models.networks.gmic import build_gmic
+from models.inference.predict import predict_test_set
 from tests.conftest import copy_store
 
 KEY = ["image_id", "method"]
@@ -203,7 +203,7 @@ def test_v2_store_gains_the_runs_table(tmp_path, monkeypatch):
     v2_sql = SCHEMA
     for table in ("runs", *STUDY_TABLES, "train_epochs"):   # v3 runs, v5 studies, v7 epochs
         v2_sql = v2_sql.replace(table_ddl(table), "")
-    v2_sql = re.sub(r",\n    preprocess VARCHAR[^\n]*", "", v2_sql)   # v7 added models.preprocess
+    v2_sql = re.sub(r",\n    preprocess VARCHAR[^\n]*", "", v2_sql)   # v7 added models.inference.preprocess
     assert "preprocess" not in v2_sql
     assert "CREATE TABLE runs" not in v2_sql and "CREATE TABLE cases" in v2_sql
     path = tmp_path / "v2.duckdb"
@@ -229,7 +229,7 @@ def test_v2_store_gains_the_runs_table(tmp_path, monkeypatch):
 
 
 def test_v6_store_gains_train_epochs_and_model_preprocess(tmp_path):
-    """v6 -> v7: the per-epoch metrics table and ``models.preprocess``; existing models keep theirs."""
+    """v6 -> v7: the per-epoch metrics table and ``models.inference.preprocess``; existing models keep theirs."""
     path = tmp_path / "v6.duckdb"
     open_store(path).write_tables(_models(["parent"]))
     con = duckdb.connect(str(path))

@@ -28,7 +28,7 @@ from tests.conftest import copy_store
                                       ((7, 3), (70, 21)), ((5, 6), (3, 4)), ((4, 4), (8, 8))])
 @pytest.mark.parametrize("flipped", [False, True])
 def test_mapping_equals_torch_interpolate(grid, box, flipped):
-    """The numpy mapping == what models/preprocess did with torch (bilinear to float32
+    """The numpy mapping == what models/inference/preprocess did with torch (bilinear to float32
     rounding, legacy nearest exactly), on up- and down-sampling and odd sizes."""
     rng = np.random.default_rng(sum(grid) + sum(box))
     g = rng.random((2, *grid)).astype(np.float32)
@@ -64,10 +64,10 @@ def test_a_point_round_trips_through_crop_flip_and_resize(flipped):
 
 def test_preprocessed_geometry_maps_like_the_stored_file(demo_store_path):
     """A stored file's geometry == the preprocessing's, and the map it gives is the one
-    models.preprocess gives for the same grid."""
+    models.inference.preprocess gives for the same grid."""
     from core.io.images import read_pixels
-    from models.gmic import CONFIGS
-    from models.preprocess import preprocess_image
+    from models.networks.gmic import CONFIGS
+    from models.inference.preprocess import preprocess_image
 
     store = open_store(demo_store_path, read_only=True)
     row = store.select("predictions", model="gmic-demo", level="image").iloc[0]

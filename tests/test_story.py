@@ -20,7 +20,7 @@ from core.demo.cohort import generate_cohort
 from core.reports.findings import QUESTIONS, best_model, findings, headline_model, link
 from core.stats import delong_auc
 from core.store import open_store
-from models.finetune_demo import DEMO_RUN
+from models.demo.finetune import DEMO_RUN
 from ui.text import md_escape
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from core.errors import InputError
-from models.tracking import MLflowTracker, NullTracker, make_tracker
+from models.training.tracking import MLflowTracker, NullTracker, make_tracker
 
 
 def test_no_uri_is_a_no_op(monkeypatch):

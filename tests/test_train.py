@@ -1,4 +1,4 @@
-"""GMIC fine-tuning (models.train, models.train_loop, models.train_data) and splits (core.splits).
+"""GMIC fine-tuning (models.training.sweep, models.training.recipe, models.training.data) and splits (core.splits).
 
 References: splits against hand-counted strata; modes tensor by tensor against the parent;
 checkpoints against the weights captured after each epoch; a resumed run against an
@@ -25,11 +25,11 @@ from core.jobs.run_folder import RunCancelled, request_cancel
 from core.splits import create_splits, split_exams, split_rules
 from core.store import open_store
 from core.store.runs import get_run
-from models.gmic import load_gmic_checkpoint
-from models.predict import DEMO_CHECKPOINT
-from models.train import TrainRequest, launch_runs, parse_lrs, validate_request
-from models.train_data import LabelledImages, augment, build_cache, epoch_sample, labelled_images
-from models.train_loop import (LoopSettings, best_path, final_path, reset_to_default_init,
+from models.networks.gmic import load_gmic_checkpoint
+from models.inference.predict import DEMO_CHECKPOINT
+from models.training.sweep import TrainRequest, launch_runs, parse_lrs, validate_request
+from models.training.data import LabelledImages, augment, build_cache, epoch_sample, labelled_images
+from models.training.recipe import (LoopSettings, best_path, final_path, reset_to_default_init,
                                train_epochs)
 from tests.conftest import copy_store
 
@@ -301,9 +301,9 @@ def test_a_killed_worker_s_run_is_failed_by_runs_list_and_resumes_its_mlflow_run
     on from the last epoch, logging into the same MLflow run (a real local file store)."""
     mlflow = pytest.importorskip("mlflow")
     from cli import main
-    from models.launchers import is_alive, stop
-    from models.train import resume_run
-    from models.train_launch import fail_orphaned_runs, launch_record, worker_alive
+    from core.jobs.launchers import is_alive, stop
+    from models.training.sweep import resume_run
+    from core.jobs.workers import fail_orphaned_runs, launch_record, worker_alive
 
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)   # the detached workers inherit it
@@ -360,8 +360,8 @@ def test_worker_alive_knows_its_process_and_no_other(small, tmp_path):
     start time (a reused pid) is gone; another host, or no record, cannot be told."""
     import socket
 
-    from models.train import create_runs
-    from models.train_launch import WORKER_FILE, record_worker, worker_alive
+    from models.training.sweep import create_runs
+    from core.jobs.workers import WORKER_FILE, record_worker, worker_alive
 
     store = open_store(copy_store(small["store"].path, tmp_path))
     (run_id,) = create_runs(store, _request())

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from core.errors import InputError
-from models.gmic import CONFIGS, load_gmic_checkpoint
-from models.preprocess import Preprocessed
-from models.train_demo import MASK_FULL, DemoRecipe, image_labels, main, mask_cells
+from models.networks.gmic import CONFIGS, load_gmic_checkpoint
+from models.inference.preprocess import Preprocessed
+from models.demo.train_gmic import MASK_FULL, DemoRecipe, image_labels, main, mask_cells
 
 
 def test_image_labels_follow_the_breast():

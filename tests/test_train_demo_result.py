@@ -1,5 +1,5 @@
 """The demo shows the study's result (issue 18): the demo GMIC fine-tuned on the demo's ILC and
-healthy training exams (`models.finetune_demo`, shipped as ``gmic-demo-ilc``) scores the held-out
+healthy training exams (`models.demo.finetune`, shipped as ``gmic-demo-ilc``) scores the held-out
 test-ILC above its parent, and the recipe reproduces the shipped child.
 
 Reference: the parent's AUC on the same images, both from the stored predictions, checked
@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 
 from core.store import open_store
 from core.store.runs import get_run
-from models.finetune_demo import CHILD_CHECKPOINT, DEMO_CHILD, DEMO_RUN, ChildRecipe, train_child
-from models.train import run_summary
+from models.demo.finetune import CHILD_CHECKPOINT, DEMO_CHILD, DEMO_RUN, ChildRecipe, train_child
+from models.training.sweep import run_summary
 from tests.conftest import copy_store
 
 MARGIN = 0.015   # measured: child 0.787 vs parent 0.754 (README, "Does fine-tuning help?")

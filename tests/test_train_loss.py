@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from core.errors import InputError
-from models.gmic import build_gmic, top_t_percent_pool
-from models.train_loss import DEFAULT_BETA, LOSS_TERMS, gmic_labels, gmic_loss, gmic_loss_terms
+from models.networks.gmic import build_gmic, top_t_percent_pool
+from models.training.loss import DEFAULT_BETA, LOSS_TERMS, gmic_labels, gmic_loss, gmic_loss_terms
 
 
 def _sig(v: float) -> float:

@@ -21,7 +21,7 @@ from core.errors import InputError
 from core.reports import training
 from core.store import open_store, write_result
 from core.store.runs import get_run, write_run
-from models.finetune_demo import DEMO_RUN   # the run that made the demo's shipped child
+from models.demo.finetune import DEMO_RUN   # the run that made the demo's shipped child
 from tests.conftest import copy_store
 
 NOW = datetime(2026, 12, 5, 3, 0, 0)

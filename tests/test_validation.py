@@ -19,7 +19,7 @@ from core.reports import complement as complement_report
 from core.validation import (check_aggregation, check_alpha, check_choice, check_fraction,
                              check_image, check_level, check_n_boot, check_positive_int)
 from core.vocabulary import AGGREGATIONS, LEVELS
-from models.preprocess import preprocess_image
+from models.inference.preprocess import preprocess_image
 
 
 def raises_naming(call, *words):

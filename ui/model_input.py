@@ -1,5 +1,5 @@
-"""The image exactly as a model received it: the real `models.preprocess.preprocess_image`,
-called as `models.predict` calls it, with the config recorded for the model's predictions.
+"""The image exactly as a model received it: the real `models.inference.preprocess.preprocess_image`,
+called as `models.inference.predict` calls it, with the config recorded for the model's predictions.
 
 Why here and not in ``core``: it runs the PyTorch preprocessing (``core`` never imports torch).
 Why a re-run and not a stored copy: predictions keep only the geometry (crop box, flip, scale,
@@ -18,9 +18,9 @@ from core.io.images import read_pixels
 from core.reports.exam import display_grey
 from core.store import Store
 from core.store.runs import latest_run
-from models.gmic import CONFIGS
-from models.predict import GMIC_KIND, checkpoint_config, read_saliency, resolve_model
-from models.preprocess import Preprocessed, preprocess_image
+from models.networks.gmic import CONFIGS
+from models.inference.predict import GMIC_KIND, checkpoint_config, read_saliency, resolve_model
+from models.inference.preprocess import Preprocessed, preprocess_image
 
 __all__ = ["ModelInput", "gmic_models", "model_config", "model_input"]
 
@@ -33,7 +33,7 @@ class ModelInput:
         chest wall at column 0; crop box, flip, scale).
     display : uint8, the input downscaled to a long side <= 512 and windowed to its 0.5-99.5
         percentiles for the screen (`core.reports.exam.display_grey`); chest wall on the left.
-    config, config_source : the `models.gmic.CONFIGS` name and where it was found.
+    config, config_source : the `models.networks.gmic.CONFIGS` name and where it was found.
     recorded : the geometry stored with the model's prediction for this image (its saliency
         file), or None when there is none; ``matches_record`` compares it with the re-run.
     """
@@ -69,7 +69,7 @@ def model_config(store: Store, model: str) -> tuple[str, str]:
 
     The ``predict`` run that landed the model's predictions records its members' configs (the
     run's parameters); without such a run (predictions imported, or a shipped model) the
-    config is the one its checkpoint names, as `models.predict.checkpoint_config` reads it.
+    config is the one its checkpoint names, as `models.inference.predict.checkpoint_config` reads it.
     """
     if model not in gmic_models(store):
         raise InputError(f"model {model!r} is not a GMIC model in the store (known: "
@@ -85,7 +85,7 @@ def model_config(store: Store, model: str) -> tuple[str, str]:
 
 
 def model_input(store: Store, model: str, image_id: str) -> ModelInput:
-    """Preprocess the stored image as ``models.predict`` did for ``model``.
+    """Preprocess the stored image as ``models.inference.predict`` did for ``model``.
 
     The call is predict's own: ``preprocess_image(pixels, CONFIGS[config].input_shape,
     laterality=<the image's stored laterality>)`` on `core.io.images.read_pixels`'s array.

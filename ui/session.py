@@ -96,7 +96,7 @@ def ensure_store() -> None:
         if cfg.db_path.exists():
             return
         from core.demo.build import build_demo
-        from models.demo_models import add_demo_models
+        from models.demo.models import add_demo_models
 
         tmp = cfg.db_path.with_name(cfg.db_path.stem + ".building.duckdb")
         for p in (tmp, tmp.with_name(tmp.name + ".wal")):

@@ -1,6 +1,6 @@
 """The Fine-tuning page's actions and its live run panel.
 
-Runs start as background processes (`models.train.launch_runs(..., detach=True)`): they outlive
+Runs start as background processes (`models.training.sweep.launch_runs(..., detach=True)`): they outlive
 a page reload and a closed tab, and the page finds them again in the store's ``runs`` table.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ import streamlit as st
 
 from core.jobs.run_folder import request_cancel
 from core.reports import training
-from models import train
-from models.train_launch import fail_orphaned_runs
+from models.training import sweep as train
+from core.jobs.workers import fail_orphaned_runs
 from ui.charts.training import duration, loss_chart, loss_panels
 from ui.downloads import download_popover
 from ui.errors import input_errors
@@ -27,7 +27,7 @@ __all__ = ["REFRESH_S", "follow_default", "launch", "parse_lrs", "progress_text"
 
 
 def parse_lrs(text: str, runs: int | None) -> tuple[float, ...] | None:
-    """The learning rates ``text`` gives (`models.train.parse_lrs`), or None with the error
+    """The learning rates ``text`` gives (`models.training.sweep.parse_lrs`), or None with the error
     shown under the field."""
     with input_errors(stop=False):
         return train.parse_lrs(text, runs)

@@ -33,7 +33,7 @@ DEMO_TESTSETS = {
 # The story's cohort (issue 20): 100 exams = 400 images (~85 MB, the same as 120 exams before
 # at a fifth of the cancers), enriched to half cancers, two thirds of each stratum in test, so
 # the test split holds 32 cancers (16 ILC) and the consensus reader misses some. The renderer
-# and image size are those `models/train_demo.py` trained gmic-demo on.
+# and image size are those `models/demo/train_gmic.py` trained gmic-demo on.
 DEMO_N_EXAMS = 100
 DEMO_CANCER_FRACTION = 0.5
 DEMO_TEST_FRACTION = 0.65

@@ -9,9 +9,9 @@ the model. Unaided ratings follow a binormal model with a case effect shared by 
 sqrt(rho) * c + sqrt(1 - rho) * e``, rating ``round(100 * Phi(z - d_r / 2))``. Less skilled
 readers rely more on the model. Everything is seeded: a seed gives the same study.
 
-It needs the model's scores, which exist only after ``models/demo_models.py`` has scored the
+It needs the model's scores, which exist only after ``models/demo/models.py`` has scored the
 demo, so that module calls `add_demo_reader_study` when its GMIC is done (a separate
-transaction: the model's predictions land in its run's chunks, `models.predict`).
+transaction: the model's predictions land in its run's chunks, `models.inference.predict`).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Why in core: the features are plain float32 arithmetic on gray-level counts, needed wherever
 an exam's histogram is checked or timed; only the small network that reads them
-(`models.density_nyu`) needs PyTorch.
+(`models.networks.density_nyu`) needs PyTorch.
 
 Histogram baseline, per exam:
 
@@ -11,7 +11,7 @@ Histogram baseline, per exam:
 2. a 50-bin histogram from the view's own min to its max, normalised to sum to 1;
 3. the four 50-vectors are concatenated in the order **L-CC, R-CC, L-MLO, R-MLO** (`VIEWS`; the
    upstream README lists the views in a different order, which is *not* the feature order);
-4. (in `models.density_nyu`) ``fc1`` 200 -> 100, ReLU, ``fc2`` 100 -> 4, softmax over the
+4. (in `models.networks.density_nyu`) ``fc1`` 200 -> 100, ReLU, ``fc2`` 100 -> 4, softmax over the
    BI-RADS density classes (0 almost entirely fatty .. 3 extremely dense).
 
 In exact arithmetic step 1 does not change the histogram. It matters only through float32

@@ -2,6 +2,6 @@
 progress in its folder, results ingested chunk by chunk, a row in the store's ``runs`` table.
 
 Modules: `run_folder` (the folder, the row, cancel and resume), `filters` (filter AUC batches),
-`density` (classical density estimates); `models.predict` and `models.density_runs` run the
+`density` (classical density estimates); `models.inference.predict` and `models.inference.density` run the
 PyTorch jobs through the same `RunFolder`.
 """

@@ -3,7 +3,7 @@
 Why: the Density page's questions (`core.reports.density`) need a density category per exam;
 labels are rare, so the classical estimator (`core.density.estimator`, calibrated by
 `core.density.calibration`) fills them in. The NYU histogram model lives in
-`models.density_runs` (core never imports torch) and stores through `store_density` here.
+`models.inference.density` (core never imports torch) and stores through `store_density` here.
 
 Each estimate is one run (`core.jobs.run_folder`): its folder under ``<store files>/runs/``
 holds params.json, progress.json and one result chunk that `Store.ingest` loads in one

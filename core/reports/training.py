@@ -12,7 +12,7 @@ Three tables, each a pure function of the store (and, for a running run, its liv
   its parent's and the paired DeLong p-value against the parent (the study's table 6.2). The
   AUCs and tests are the Benchmark's own (`core.reports.benchmark`), so both pages agree.
 
-A run's parameters are its `models.train.TrainRequest` fields plus ``parent_model`` and, once
+A run's parameters are its `models.training.sweep.TrainRequest` fields plus ``parent_model`` and, once
 registered, ``child_model``, ``best_epoch`` and ``best_val_loss``; one run trains one learning
 rate (``lr``; a request's ``lrs`` becomes one run per rate).
 """
@@ -27,6 +27,7 @@ import pandas as pd
 
 from core.errors import InputError
 from core.jobs.run_folder import read_progress
+from core.jobs.workers import TRAIN_KIND
 from core.reports.benchmark import (auc_summary, default_test_sets, load_scores, pairwise_tests,
                                     usable_models)
 from core.store import Store
@@ -37,7 +38,6 @@ __all__ = ["FINISHED_COLUMNS", "RUN_COLUMNS", "RUN_STATES", "TRAIN_KIND", "evalu
            "finetune_gaps", "finished_runs", "finished_wide", "loss_curves", "lr_label",
            "run_report", "run_table"]
 
-TRAIN_KIND = "train"
 RUN_COLUMNS = ("run_id", "kind", "status", "state", "mode", "lr", "parent", "child", "preprocess",
                "epochs", "epochs_done", "progress", "eta_s", "elapsed_s", "best_epoch",
                "best_val_loss", "train_set", "val_set", "device", "evaluate", "started_at",

@@ -1,13 +1,13 @@
 """Saliency files and their maps on the original image grid, in numpy only.
 
-`models.predict` writes one ``.npz`` per image (format in its module docstring): the raw grid
+`models.inference.predict` writes one ``.npz`` per image (format in its module docstring): the raw grid
 over the *model input* (cropped to the breast, chest wall at column 0, resized) and the geometry
 that made that input. Reading a file and mapping a grid back (undoing resize, flip and crop)
 needs no torch, so the Saliency page, the reports and the CLI work without it.
 
 The mapping reproduces ``torch.nn.functional.interpolate`` from the grid straight onto the
 crop box (``align_corners=False`` bilinear, or legacy 'nearest'), in float32 with torch's index
-arithmetic, so maps equal what `models.preprocess` produced with torch to float32 rounding.
+arithmetic, so maps equal what `models.inference.preprocess` produced with torch to float32 rounding.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ MAP_NAMES = ("malignant", "benign")
 @dataclass(frozen=True)
 class SaliencyGeometry:
     """How a model input was cut from the original image (pixel *edges*, see
-    `models.preprocess`).
+    `models.inference.preprocess`).
 
     original_shape : (rows, cols) of the stored image.
     crop_box : (row0, col0, height, width) of the breast box, original pixels.
@@ -87,7 +87,7 @@ class SaliencyFile:
 
 def read_saliency(path: str | Path, *,
                   image_shape: tuple[int, int] | None = None) -> SaliencyFile:
-    """Load a saliency ``.npz`` written by `models.predict` (no pickles are read); formats 1
+    """Load a saliency ``.npz`` written by `models.inference.predict` (no pickles are read); formats 1
     (maps and geometry) and 2 (plus the patch boxes and attention weights).
 
     The geometry is checked before anything is allocated from it (`to_original` makes an
@@ -155,7 +155,7 @@ def saliency_to_original(saliency, geometry, *, mode: str = "bilinear") -> np.nd
     saliency : array-like of shape (h, w) or (C, h, w)
         A grid over the model input (GMIC's ``saliency_map[i]``, 46 x 30 for the paper).
     geometry : SaliencyGeometry, or anything with ``original_shape``, ``crop_box`` and
-        ``flipped`` (`models.preprocess.Preprocessed`).
+        ``flipped`` (`models.inference.preprocess.Preprocessed`).
     mode : {'bilinear', 'nearest'}, keyword-only
         Interpolation between cell centres; 'nearest' keeps the blocky cells.
 

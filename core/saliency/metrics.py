@@ -41,7 +41,7 @@ def saliency_metrics(map_orig, mask, *, spacing_mm: float | None, patch_boxes=No
     spacing_mm : float or None, keyword-only
         Pixel size in mm (square pixels); None gives ``distance_mm`` NaN (``distance_px`` stays).
     patch_boxes : array-like of shape (K, 4) or None, keyword-only
-        ``[row, col, height, width]`` in original pixels (edges), as `models.predict` stores them.
+        ``[row, col, height, width]`` in original pixels (edges), as `models.inference.predict` stores them.
     attention : array-like of shape (K,) or None, keyword-only
         The patches' attention weights (sum 1 per model); None gives ``patch_attention`` NaN.
     thresholds : array-like of shape (T,), keyword-only

@@ -293,7 +293,7 @@ CREATE TABLE runs (                      -- one row per job (see core.jobs.run_f
     folder VARCHAR NOT NULL              -- relative to the files folder; gone once a filters run is done
 );
 
-CREATE TABLE train_epochs (              -- one row per finished epoch of a training run (models.train)
+CREATE TABLE train_epochs (              -- one row per finished epoch of a training run (models.training.sweep)
     run_id VARCHAR NOT NULL,             -- the run's row in ``runs`` (kind 'train')
     epoch INTEGER NOT NULL,              -- 1, 2, ...
     train_loss DOUBLE,                   -- mean training loss over the epoch's batches
@@ -399,7 +399,7 @@ MIGRATIONS: dict[int, str] = {
     4: "\n".join(table_ddl(t) for t in STUDY_TABLES),
     # v6: an annotation version records the version it was edited from (core.annotations)
     5: "ALTER TABLE annotations ADD COLUMN IF NOT EXISTS parent INTEGER;",
-    # v7: training runs' per-epoch metrics, and the preprocessing a model's inputs get (models.train);
+    # v7: training runs' per-epoch metrics, and the preprocessing a model's inputs get (models.training.sweep);
     # a later change to train_epochs must freeze its v7 DDL here
     6: "\n".join([table_ddl("train_epochs").replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
                   "ALTER TABLE models ADD COLUMN IF NOT EXISTS preprocess VARCHAR;"]),

@@ -1,6 +1,6 @@
 """Prediction for the families that read the official NYU windows (GLAM, the NYU models).
 
-Why beside `models.predict` and not inside it: GMIC in ILCscope resizes the breast box, one
+Why beside `models.inference.predict` and not inside it: GMIC in ILCscope resizes the breast box, one
 image at a time, and may run as an ensemble; these families cut the official window around the
 best centre (`models.inference.windows`) and may average several augmented draws, as the
 official runs do. Everything else is shared with GMIC's job: the run folder, chunked atomic
@@ -90,9 +90,9 @@ def predict_windows(
     module docstring for draws. ``windows`` overrides the family's window sizes (e.g. a scaled
     window for small images; the crop settings scale with it, and the run records both).
 
-    Returns a `models.predict.PredictSummary`.
+    Returns a `models.inference.predict.PredictSummary`.
     """
-    from models.predict import PredictSummary, _ingest, _stored_path
+    from models.inference.predict import PredictSummary, _ingest, _stored_path
 
     start = time.perf_counter()
     if fam.windows is None:
@@ -264,7 +264,7 @@ def _score_images(store: Store, model, batch: Sequence[tuple], windows, draws: i
                   rng: np.random.RandomState, name: str, device: torch.device) -> list[dict]:
     """Cut each image's windows (in order: the draws of one generator), run the network on
     every window of the batch at once, average the draws; save saliency files."""
-    from models.predict import _clip_boxes, _save_saliency, predict_saliency_path
+    from models.inference.predict import _clip_boxes, _save_saliency, predict_saliency_path
 
     cut = []
     batch = [(unit[0], next(iter(views.values()))) for unit, views in batch]
@@ -297,5 +297,5 @@ def _score_images(store: Store, model, batch: Sequence[tuple], windows, draws: i
 
 
 def _boxes(locations: np.ndarray, crop_shape, geometry) -> np.ndarray:
-    from models.preprocess import boxes_to_original
+    from models.inference.preprocess import boxes_to_original
     return boxes_to_original(locations, crop_shape, geometry)

@@ -2,7 +2,7 @@
 
 Users:
 
-* GMIC's global network (``models.gmic``, state-dict prefix ``ds_net.``);
+* GMIC's global network (``models.networks.gmic``, state-dict prefix ``ds_net.``);
 * GLAM's global network (``models.networks.glam``, prefix ``global_network.downsampling_branch.``),
   which also reads the stage outputs (``forward_intermediates``);
 * the NYU breast_cancer_classifier view-wise and single-image models (``view_resnet.`` /

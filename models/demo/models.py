@@ -1,10 +1,10 @@
 """The demo store's models: the classical baseline and, when its checkpoint ships, a small GMIC
-and its ILC-tuned child (`models.finetune_demo`).
+and its ILC-tuned child (`models.demo.finetune`).
 
 The baseline and the GMIC score every demo image, the child the test split only; all land
 through the store's ingest path like any other job. The GMIC is
-``models/checkpoints/gmic-demo.pt``, made by ``python -m models.train_demo`` (see there for the
-recipe) and run by `models.predict.predict_test_set`, saliency files included.
+``models/demo/checkpoints/gmic-demo.pt``, made by ``python -m models.demo.train_gmic`` (see there for the
+recipe) and run by `models.inference.predict.predict_test_set`, saliency files included.
 """
 from __future__ import annotations
 
@@ -42,14 +42,14 @@ def add_baseline_predictions(store: Store, *, test_set: str | None = None,
 DEMO_GMIC = "gmic-demo"
 DEMO_GMIC_DESCRIPTION = (
     "Small GMIC ('demo' config: 512 x 320 input, narrow ResNets) trained from scratch by "
-    "models/train_demo.py on a synthetic cohort (seed 7, not the demo's exams); a demonstration "
+    "models/demo/train_gmic.py on a synthetic cohort (seed 7, not the demo's exams); a demonstration "
     "of the pipeline, not a clinical model.")
 
 
 def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
                               progress: ProgressFn | None = None) -> int:
     """Score every image with pixels (of a test set) with the shipped demo GMIC; 0 if absent."""
-    from models.predict import DEMO_CHECKPOINT, predict_test_set
+    from models.inference.predict import DEMO_CHECKPOINT, predict_test_set
 
     if not DEMO_CHECKPOINT.is_file():
         return 0
@@ -62,9 +62,9 @@ def add_gmic_demo_predictions(store: Store, *, test_set: str | None = None,
 
 def add_demo_models(store: Store, *, progress: ProgressFn | None = None) -> dict[str, int]:
     """Predictions of every demo model on the demo dataset (the GMIC's fine-tuned child, with
-    its training run, on the test split only: `models.finetune_demo`), then the demo reader
+    its training run, on the test split only: `models.demo.finetune`), then the demo reader
     study aided by the GMIC; returns rows per model and the study's reads."""
-    from models.finetune_demo import DEMO_CHILD, add_demo_child
+    from models.demo.finetune import DEMO_CHILD, add_demo_child
 
     out = {BASELINE_MODEL: add_baseline_predictions(store, test_set="demo", progress=progress)}
     out[DEMO_GMIC] = add_gmic_demo_predictions(store, test_set="demo", progress=progress)

@@ -62,15 +62,15 @@ from core.store import Store
 from core.validation import check_positive_int
 from models.device import resolve_device
 from models.families import FAMILIES
-from models.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
-from models.preprocess import Preprocessed, check_preprocess, model_input
+from models.networks.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
+from models.inference.preprocess import Preprocessed, check_preprocess, model_input
 
 __all__ = ["DEMO_CHECKPOINT", "GMIC_KIND", "PredictSummary", "SaliencyFile", "checkpoint_config",
            "load_members", "predict_saliency_path", "predict_test_set", "read_saliency",
            "resolve_model"]
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gmic-demo.pt"
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo" / "checkpoints" / "gmic-demo.pt"
 SHIPPED = {"gmic-demo": DEMO_CHECKPOINT}   # model names known without a store row
 GMIC_KIND = "gmic"
 _SAMPLE_MODEL = re.compile(r"sample_model_([1-5])\b")
@@ -152,7 +152,7 @@ def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
 
 def checkpoint_config(path: str | Path) -> str:
     """The config a checkpoint was made for: its ``config`` entry (files from
-    ``models.train_demo``), ``paper-k`` for the released ``sample_model_k.p``, else ``paper``."""
+    ``models.demo.train_gmic``), ``paper-k`` for the released ``sample_model_k.p``, else ``paper``."""
     path = Path(path)
     match = _SAMPLE_MODEL.search(path.name)
     if match:
@@ -256,7 +256,7 @@ def predict_test_set(
     progress : ``progress(done, total, message)`` after each batch.
     resume : the run_id of a failed or cancelled run with these model, test set, checkpoints,
         configs and overwrite: its ``runs`` row continues (scored images are skipped anyway).
-    preprocess : filter applied before GMIC's preprocessing (`models.preprocess.model_input`:
+    preprocess : filter applied before GMIC's preprocessing (`models.inference.preprocess.model_input`:
         none, histeq, unsharp, sobel), recorded in the model's row; None: the stored model's
         (a fine-tuned model's training preprocessing), else 'none'.
 

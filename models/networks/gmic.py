@@ -157,7 +157,7 @@ CONFIGS: dict[str, GMICConfig] = {
     # demo cohort (~512 x 320): 8 x 5 grid; a 64 x 64 crop is exactly one cell; trains on a CPU.
     "tiny": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4),
     # "tiny" with narrow networks (global 8..128, local 8..64 channels): the shipped demo
-    # checkpoint (models/checkpoints/gmic-demo.pt, models/train_demo.py), 0.9 M parameters.
+    # checkpoint (models/demo/checkpoints/gmic-demo.pt, models/demo/train_gmic.py), 0.9 M parameters.
     "demo": GMICConfig(input_shape=(512, 320), cam_size=(8, 5), crop_shape=(64, 64), num_patches=4,
                        post_processing_dim=128, local_base_width=8),
 }
@@ -314,7 +314,7 @@ class GMIC(nn.Module):
         Parameters
         ----------
         x : Tensor of shape (N, 1, H, W), float
-            One standardised image per item, chest wall at column 0 (``models.preprocess``).
+            One standardised image per item, chest wall at column 0 (``models.inference.preprocess``).
             Usually ``config.input_shape``; other sizes work (grid and window follow H, W).
         intermediates : bool, keyword-only
             Also return the intermediate tensors listed below.

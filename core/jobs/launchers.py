@@ -3,7 +3,7 @@
 - ``local``: one detached process (its own session, stdout and stderr to ``RUN/worker.log``): it
   survives the page or CLI that started it, a page reload and a closed tab.
 - ``torchrun``: the same, detached, but ``python -m torch.distributed.run`` starts one worker per
-  GPU (``models.distributed`` reads its environment). :func:`torchrun_command` also gives the
+  GPU (``models.training.distributed`` reads its environment). :func:`torchrun_command` also gives the
   command to type on each node of a multi-node run.
 - ``slurm``: submitit writes an sbatch script (one task per GPU, ``srun``) whose tasks export
   torch's rendezvous variables and run the worker; :func:`slurm_script` shows that script
@@ -69,7 +69,7 @@ def _start_detached(command: list[str], run_dir: Path, env: dict | None) -> tupl
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
-                                cwd=Path(__file__).resolve().parents[1])
+                                cwd=Path(__file__).resolve().parents[2])
     return proc.pid, log_path
 
 
@@ -115,7 +115,7 @@ class SlurmTask:
     def __call__(self) -> int:
         import submitit
 
-        # keep every GPU visible: models.distributed picks cuda:LOCAL_RANK itself
+        # keep every GPU visible: models.training.distributed picks cuda:LOCAL_RANK itself
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         return subprocess.run(self.command, check=True).returncode
 

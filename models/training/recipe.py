@@ -1,6 +1,6 @@
 """The epoch loop of one fine-tuning run: Adam on the study's loss, validation, checkpoints.
 
-Why its own module: `models.train` decides *what* runs (store, run folders, evaluation); this
+Why its own module: `models.training.sweep` decides *what* runs (store, run folders, evaluation); this
 decides *how* one run trains, and knows nothing of the store. It writes two checkpoints into the
 run folder: ``final.pt`` after every epoch (weights, Adam state, history: the resume point, and
 after the last epoch the final model) and ``best.pt`` whenever the validation loss reaches a new
@@ -13,10 +13,10 @@ included, stays as loaded), ``full`` trains every weight from the loaded ones, `
 weight from PyTorch's default initialisation (`reset_to_default_init`).
 
 On CUDA the forward runs under bf16 autocast with channels_last inputs (the loss is computed
-from logits in float32, `models.train_loss`), cuDNN autotuning on; ``compile`` wraps the model in
+from logits in float32, `models.training.loss`), cuDNN autotuning on; ``compile`` wraps the model in
 ``torch.compile``. Unmeasured here (no GPU): see ``bench/train.py``.
 
-Under torchrun (a `models.distributed.DistContext` with several processes) the same loop runs on
+Under torchrun (a `models.training.distributed.DistContext` with several processes) the same loop runs on
 every rank: each takes its contiguous share of every global batch (`rank_batches`; the batch
 size is the global one), DDP averages the gradients, validation scores are gathered, and only
 rank 0 writes checkpoints, progress and epochs. BatchNorm must then be frozen (``freeze_bn``,
@@ -36,11 +36,11 @@ from torch import nn
 
 from core.jobs.run_folder import RunCancelled
 from core.stats import roc_auc
-from models.distributed import (ONE_PROCESS, DistContext, all_reduce_sum, gather_array, rank_batches,
+from models.training.distributed import (ONE_PROCESS, DistContext, all_reduce_sum, gather_array, rank_batches,
                                 rank_slice, unwrap, wrap_model)
-from models.gmic import GMIC
-from models.train_data import CachedImages, LabelledImages, epoch_sample, make_loader
-from models.train_loss import gmic_loss
+from models.networks.gmic import GMIC
+from models.training.data import CachedImages, LabelledImages, epoch_sample, make_loader
+from models.training.loss import gmic_loss
 
 __all__ = ["MODES", "LoopSettings", "best_path", "final_path", "reset_to_default_init",
            "set_mode", "train_epochs"]
@@ -50,7 +50,7 @@ MODES = ("feature-extraction", "full", "scratch")
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """What one run's loop needs (the rest of a `models.train.TrainRequest` is orchestration).
+    """What one run's loop needs (the rest of a `models.training.sweep.TrainRequest` is orchestration).
 
     ``freeze_bn`` keeps every BatchNorm in eval mode (running statistics as loaded; affine
     weights still train in full and scratch modes)."""

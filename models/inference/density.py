@@ -1,13 +1,13 @@
 """The NYU histogram density model over one exam folder or a store's test set.
 
-Why here: the model is PyTorch (`models.density_nyu`) and core never imports torch; storage,
+Why here: the model is PyTorch (`models.networks.density_nyu`) and core never imports torch; storage,
 agreement and reports stay in `core.jobs.density` and `core.reports.density`.
 
 The model needs the four views L-CC, R-CC, L-MLO, R-MLO of an exam (its input concatenates
 their histograms in that order). In a store, an exam lacking one of them is skipped and
 counted; a view present twice uses the first image by image_id (counted too). The default
 histogram arithmetic is ``recipe='reference'``, the one that reproduces the published numbers
-(NumPy 1.14.3's float32 summation; see `models.density_nyu`): the fixture's reference
+(NumPy 1.14.3's float32 summation; see `models.networks.density_nyu`): the fixture's reference
 probabilities to ~1e-7. Rows are exam level only (the model sees the exam, not an image):
 category = argmax, score = expected category sum(k p_k) in 0..3, p0..p3 the softmax.
 """
@@ -25,7 +25,7 @@ from core.io.images import read_pixels
 from core.progress import ProgressFn, report
 from core.store import Store
 from core.density.histogram import VIEWS
-from models.density_nyu import NYUDensityPrediction, load_nyu_density, predict_density
+from models.networks.density_nyu import NYUDensityPrediction, load_nyu_density, predict_density
 
 __all__ = ["IMAGE_SUFFIXES", "estimate_nyu", "predict_exam_folder", "read_exam_folder"]
 
@@ -91,7 +91,7 @@ def estimate_nyu(store: Store, *, test_set: str, weights: str | Path, recipe: st
     Parameters
     ----------
     weights : path of ``BreastDensity_BaselineHistogramModel/model.p``.
-    recipe : {'reference', 'modern', 'exact'}   histogram arithmetic (`models.density_nyu`).
+    recipe : {'reference', 'modern', 'exact'}   histogram arithmetic (`models.networks.density_nyu`).
     reference : density source to report agreement against, when present.
 
     Returns

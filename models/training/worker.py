@@ -1,11 +1,11 @@
 """The training worker: the process (or every rank of the torchrun/Slurm job) that trains a
-sweep's runs, ``python -m models.train_worker --db STORE --device D RUN_ID ...``, one run after
-another; started by `models.train_launch`.
+sweep's runs, ``python -m models.training.worker --db STORE --device D RUN_ID ...``, one run after
+another; started by `core.jobs.workers`.
 
 Under several processes only rank 0 touches the store: it opens each run, caches its inputs,
-then sends the other ranks what they need (`models.distributed.broadcast_object`: the cached
+then sends the other ranks what they need (`models.training.distributed.broadcast_object`: the cached
 sets, the loop settings, the run folder), exactly one message per run, None for a run that
-ended before training; every rank then trains its shares (`models.train_loop.train_epochs`)
+ended before training; every rank then trains its shares (`models.training.recipe.train_epochs`)
 and rank 0 alone registers and scores the child. A run that fails *during* training leaves the
 other ranks inside a collective, so rank 0 then ends the job (torchrun stops the others); a
 SIGTERM (torchrun stopping a job whose other rank failed, or a hard cancel) is recorded as the
@@ -21,15 +21,15 @@ import sys
 from pathlib import Path
 
 from core.jobs.run_folder import RunCancelled
-from models.distributed import Announcer, DistContext, broadcast_object, leave_together
+from models.training.distributed import Announcer, DistContext, broadcast_object, leave_together
 
 __all__ = ["follow_run", "main"]
 
 
 def follow_run(ctx: DistContext) -> None:
     """A rank other than 0: wait for rank 0's message, train its shares of that run."""
-    from models.gmic import build_gmic
-    from models.train_loop import train_epochs
+    from models.networks.gmic import build_gmic
+    from models.training.recipe import train_epochs
 
     work = broadcast_object(None, ctx)
     if work is None:   # the run ended before training (a cancel, a failure): nothing to do
@@ -48,11 +48,11 @@ def _stop_on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m models.train_worker --db STORE [--device D] RUN_ID ...``; every rank of a
+    """``python -m models.training.worker --db STORE [--device D] RUN_ID ...``; every rank of a
     torchrun or Slurm job runs the same command."""
-    from models.distributed import init_distributed, leave_process, teardown
+    from models.training.distributed import init_distributed, leave_process, teardown
 
-    parser = argparse.ArgumentParser(prog="python -m models.train_worker", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m models.training.worker", description=main.__doc__)
     parser.add_argument("--db", required=True)
     parser.add_argument("--device", default="auto")
     parser.add_argument("run_ids", nargs="+")
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(ctx: DistContext, db: str, run_ids: list[str]) -> int:
     """Rank 0 trains ``run_ids`` one after the other; the other ranks follow each."""
     from core.store import open_store
-    from models.train import execute_run
-    from models.train_launch import fail_run, record_worker
+    from models.training.sweep import execute_run
+    from core.jobs.workers import fail_run, record_worker
 
     if not ctx.is_main:
         for _ in run_ids:

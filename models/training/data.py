@@ -3,7 +3,7 @@ augmentation and the DataLoader.
 
 Why a cache: decoding a 16-bit PNG or a DICOM and cropping, filtering and resizing it costs far
 more than a GPU's forward pass, and every epoch needs every image again. So each image is
-prepared once (`models.preprocess.model_input`, the path `models.predict` takes too) and kept
+prepared once (`models.inference.preprocess.model_input`, the path `models.inference.predict` takes too) and kept
 as a float16 tensor file under ``<store files>/cache/train/``, keyed by the image's sha256, the
 preprocessing and the input size (`cache_key`): a second run, or another learning rate, reads
 tensors only. A DataLoader with workers and pinned memory reads them, so on a GPU the reading
@@ -33,7 +33,7 @@ from core.errors import InputError
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
 from core.store import Store
-from models.preprocess import model_input
+from models.inference.preprocess import model_input
 
 __all__ = ["CACHE_FOLDER", "CachedImages", "LabelledImages", "augment", "build_cache",
            "cache_key", "epoch_sample", "labelled_images", "make_loader"]

@@ -2,14 +2,14 @@
 
 One `TrainRequest` (a parent model, a mode, training and validation sets, learning rates) makes
 one run per learning rate, each a row of kind 'train' in the ``runs`` table with a run folder
-(`core.jobs.run_folder`). A run caches its input tensors (`models.train_data`), trains
-(`models.train_loop`: two checkpoints in its folder, one ``train_epochs`` row per epoch, written
+(`core.jobs.run_folder`). A run caches its input tensors (`models.training.data`), trains
+(`models.training.recipe`: two checkpoints in its folder, one ``train_epochs`` row per epoch, written
 in a short transaction as the epoch ends: the store's write lock is never held while training),
 then registers the child model (kind gmic, checkpoint = the best epoch's, its parent and
-preprocessing) and scores each ``evaluate`` test set with it through `models.predict` (scores and
+preprocessing) and scores each ``evaluate`` test set with it through `models.inference.predict` (scores and
 saliency maps land through the store's safe ingest path).
 
-``launch_runs(..., detach=True)`` starts the worker (`models.train_worker`) through the request's
+``launch_runs(..., detach=True)`` starts the worker (`models.training.worker`) through the request's
 launcher (local process, torchrun, Slurm), which runs the requested runs one after another: it
 survives the page or terminal that started it.
 A run stops at a cancel request (`core.jobs.run_folder.request_cancel`) before its next batch
@@ -34,8 +34,8 @@ from core.jobs.run_folder import RunCancelled, RunFolder
 from core.reports.training import lr_label
 from core.store import Store
 from core.store.runs import get_run, write_run
-from models.launchers import LAUNCHERS
-from models.train_loss import DEFAULT_BETA
+from core.jobs.launchers import LAUNCHERS
+from models.training.loss import DEFAULT_BETA
 
 __all__ = ["TrainRequest", "create_runs", "execute_run", "launch_runs", "parse_lrs", "request_of", "resume_run",
            "run_summary", "validate_request"]
@@ -126,9 +126,9 @@ def _check_runs(n: int) -> None:
 def validate_request(store: Store, request: TrainRequest) -> None:
     """Every check that can fail, before any work: an `InputError` names the first problem."""
     from models.device import resolve_device
-    from models.gmic import CONFIGS
-    from models.preprocess import check_preprocess
-    from models.train_loop import MODES
+    from models.networks.gmic import CONFIGS
+    from models.inference.preprocess import check_preprocess
+    from models.training.recipe import MODES
 
     if store.read_only:
         raise InputError(f"store {store.path} is open read-only (demo mode); training is disabled")
@@ -158,7 +158,7 @@ def validate_request(store: Store, request: TrainRequest) -> None:
         if name not in known:
             raise InputError(f"test set {name!r} is not in the store; create it (python -m core "
                              "split ...) or pick one of " + ", ".join(sorted(known)[:8]))
-    from models.train_data import labelled_images
+    from models.training.data import labelled_images
 
     exams = {}
     for role, name in (("train_set", request.train_set), ("val_set", request.val_set)):
@@ -197,7 +197,7 @@ def _check_checkpoint(request: TrainRequest, parent: str | None, checkpoint: Pat
 def _check_launch(request: TrainRequest) -> None:
     """How many processes, where, and whether BatchNorm can follow them."""
     from models.device import resolve_device
-    from models.launchers import check_slurm
+    from core.jobs.launchers import check_slurm
 
     if request.launcher not in LAUNCHERS:
         raise InputError(f"launcher is {request.launcher!r}; pass one of {', '.join(LAUNCHERS)}")
@@ -239,10 +239,10 @@ def create_runs(store: Store, request: TrainRequest) -> list[str]:
     """One ``runs`` row and folder per learning rate, not started (`launch_runs` starts them).
 
     Each is 'running' from here on, with this process recorded as its creator
-    (`models.train_launch.record_creator`): if it dies before a worker starts, `orphaned_runs`
+    (`core.jobs.workers.record_creator`): if it dies before a worker starts, `orphaned_runs`
     finds the runs and `fail_orphaned_runs` fails them, rather than leaving them 'running'.
     """
-    from models.train_launch import record_creator
+    from core.jobs.workers import record_creator
 
     base = _jsonable(dataclasses.asdict(request))
     run_ids: list[str] = []
@@ -265,7 +265,7 @@ def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
                          "core runs list`")
     if row["status"] == "done":
         raise InputError(f"run {run_id} is done; launch a new run instead")
-    from models.train_launch import worker_alive
+    from core.jobs.workers import worker_alive
 
     if row["status"] == "running" and worker_alive(store, run_id):
         raise InputError(f"run {run_id} is still training; cancel it first (`python -m core runs "
@@ -276,7 +276,7 @@ def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
 
 def _start(store: Store, run_ids: list[str], detach: bool) -> None:
     """Train in this process (local, not ``detach``), else through the launcher's worker."""
-    from models.train_launch import record_worker, start_worker
+    from core.jobs.workers import record_worker, start_worker
 
     request = request_of(get_run(store, run_ids[0])["params"])
     if request.launcher == "local" and not detach:
@@ -298,9 +298,9 @@ def execute_run(store: Store, run_id: str, *, ctx=None, announcer=None) -> dict:
 
     A cancel that arrived before the run began ends it at once (the resume below would clear
     the cancel file). Failures end in the row (status 'failed'), never in the caller.
-    ``ctx`` and ``announcer``: rank 0 of a torchrun job (`models.train_worker`).
+    ``ctx`` and ``announcer``: rank 0 of a torchrun job (`models.training.worker`).
     """
-    from models.distributed import ONE_PROCESS, Announcer
+    from models.training.distributed import ONE_PROCESS, Announcer
 
     ctx = ctx or ONE_PROCESS
     announcer = announcer or Announcer(ctx)
@@ -322,9 +322,9 @@ def execute_run(store: Store, run_id: str, *, ctx=None, announcer=None) -> dict:
 
 def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
     from models.device import resolve_device
-    from models.tracking import make_tracker
-    from models.train_data import build_cache, labelled_images
-    from models.train_loop import LoopSettings, best_path, train_epochs
+    from models.training.tracking import make_tracker
+    from models.training.data import build_cache, labelled_images
+    from models.training.recipe import LoopSettings, best_path, train_epochs
 
     p = run.params
     request = request_of(p)
@@ -386,7 +386,7 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
 
 
 def _register_and_evaluate(store, run, request, child, parent, checkpoint) -> None:
-    from models.predict import GMIC_KIND, _stored_path, predict_test_set
+    from models.inference.predict import GMIC_KIND, _stored_path, predict_test_set
 
     description = (f"GMIC fine-tuned ({request.mode}, lr {lr_label(run.params['lr'])}, best epoch "
                    f"{run.params['best_epoch']}) from {parent or request.model_init} on "
@@ -409,7 +409,7 @@ def _register_and_evaluate(store, run, request, child, parent, checkpoint) -> No
 
 def _parent(store: Store, spec: str) -> tuple[str | None, Path]:
     """(parent model name or None for a bare checkpoint file, its one checkpoint)."""
-    from models.predict import resolve_model
+    from models.inference.predict import resolve_model
 
     name, paths = resolve_model(store, spec)
     if len(paths) != 1:
@@ -423,9 +423,9 @@ def _parent(store: Store, spec: str) -> tuple[str | None, Path]:
 def _initial_model(request: TrainRequest, checkpoint: Path, device_type: str):
     """The starting network and its config name (scratch: the parent's architecture,
     PyTorch's default initialisation)."""
-    from models.gmic import load_gmic_checkpoint
-    from models.predict import checkpoint_config
-    from models.train_loop import reset_to_default_init
+    from models.networks.gmic import load_gmic_checkpoint
+    from models.inference.predict import checkpoint_config
+    from models.training.recipe import reset_to_default_init
 
     config = request.config or checkpoint_config(checkpoint)
     if request.config is None and device_type == "cpu" and config.startswith("paper"):

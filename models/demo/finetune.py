@@ -2,15 +2,15 @@
 
 Why it ships: the study's central experiment is a parent and its ILC-tuned child scored on the
 same ILC cases; the hosted demo cannot train (read-only, and 2 CPU cores), so the child that
-the recipe below makes ships as ``models/checkpoints/gmic-demo-ilc.pt`` with its training
+the recipe below makes ships as ``models/demo/checkpoints/gmic-demo-ilc.pt`` with its training
 history. ``python -m core demo`` (`add_demo_child`) registers it with its parent, scores the
 demo with it, and records its training run (a ``runs`` row with its per-epoch losses), so
 the Benchmark, Saliency and Fine-tuning pages show parent and child.
 
-The recipe (`ChildRecipe`; ``python -m models.finetune_demo`` re-makes the checkpoint): build
+The recipe (`ChildRecipe`; ``python -m models.demo.finetune`` re-makes the checkpoint): build
 the default demo store (seed 0) in a temporary folder; ``train-ILC`` = its train split's ILC and
 healthy exams, split by exam into ``ilc-train`` and ``ilc-val`` (`core.splits`, seed 0); full
-fine-tuning of the shipped demo GMIC (`models.train`, the CLI's own path) on ``ilc-train`` with
+fine-tuning of the shipped demo GMIC (`models.training.sweep`, the CLI's own path) on ``ilc-train`` with
 ``ilc-val`` choosing the best epoch. ``test-ILC``'s exams are never trained on.
 """
 from __future__ import annotations
@@ -69,9 +69,9 @@ def split_demo_ilc(store: Store, recipe: ChildRecipe = ChildRecipe()) -> bool:
 
 def train_child(store: Store, recipe: ChildRecipe = ChildRecipe(), *,
                 parent: str | Path = "gmic-demo", evaluate: tuple[str, ...] = ()) -> str:
-    """Run the recipe in a demo ``store`` (`models.train`, the CLI's own path); returns the
+    """Run the recipe in a demo ``store`` (`models.training.sweep`, the CLI's own path); returns the
     run id (its child model registered, ``evaluate`` scored)."""
-    from models.train import TrainRequest, launch_runs
+    from models.training.sweep import TrainRequest, launch_runs
 
     if not split_demo_ilc(store, recipe):
         raise InputError("this demo store has no ILC or healthy training exams to fine-tune on")
@@ -90,8 +90,8 @@ def make_child(out: Path, recipe: ChildRecipe = ChildRecipe(), *, parent: Path |
     from core.demo.build import build_demo
     from core.store import open_store
     from core.store.runs import get_run
-    from models.predict import DEMO_CHECKPOINT
-    from models.train_loop import best_path, final_path
+    from models.inference.predict import DEMO_CHECKPOINT
+    from models.training.recipe import best_path, final_path
 
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(Path(tmp) / "demo.duckdb")
@@ -120,7 +120,7 @@ def add_demo_child(store: Store, *, parent: str, test_set: str = "test-all",
     training run (one ``runs`` row, its ``train_epochs``); 0 when the checkpoint is absent.
     The test split only: scores on its own training exams would flatter the child (and it keeps
     the hosted demo's cold start: a third of the scoring saved)."""
-    from models.predict import predict_test_set
+    from models.inference.predict import predict_test_set
 
     if not CHILD_CHECKPOINT.is_file():
         return 0
@@ -131,7 +131,7 @@ def add_demo_child(store: Store, *, parent: str, test_set: str = "test-all",
         return 0
     description = (f"{parent} fine-tuned ({recipe.mode}, lr {recipe.lr:g}, {recipe.epochs} "
                    f"epochs, best epoch {saved['best_epoch']}) on the demo's ILC and healthy "
-                   "training exams (models/finetune_demo.py); never trained on test-ILC")
+                   "training exams (models/demo/finetune.py); never trained on test-ILC")
     summary = predict_test_set(store, checkpoints=[CHILD_CHECKPOINT], name=DEMO_CHILD,
                                test_set=test_set, parent=parent, description=description,
                                synthetic=True, device="cpu", batch_size=32, chunk_size=512,
@@ -163,8 +163,8 @@ def _record_run(store: Store, saved: dict, recipe: ChildRecipe, parent: str) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m models.finetune_demo [--out PATH] [--parent CKPT] [--lr] [--epochs]``."""
-    parser = argparse.ArgumentParser(prog="python -m models.finetune_demo", description=__doc__,
+    """``python -m models.demo.finetune [--out PATH] [--parent CKPT] [--lr] [--epochs]``."""
+    parser = argparse.ArgumentParser(prog="python -m models.demo.finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=CHILD_CHECKPOINT)
     parser.add_argument("--parent", type=Path, default=None, help="default: the demo GMIC")

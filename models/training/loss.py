@@ -111,7 +111,7 @@ def gmic_loss(outputs: Mapping[str, Tensor], labels: Tensor, *, percent_t: float
     """The study's loss, a float32 scalar: the mean (or ``reduction="sum"``) over the images.
 
     ``"sum"`` serves epoch totals and distributed steps whose ranks hold unequal shares of a
-    global batch (``models.distributed.rank_batches``): divide by the global batch size.
+    global batch (``models.training.distributed.rank_batches``): divide by the global batch size.
     """
     if reduction not in ("mean", "sum"):
         raise InputError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")

@@ -1,8 +1,8 @@
-"""Start the training worker (`models.train_worker`) of a sweep through its launcher.
+"""Start the training worker (`models.training.worker`) of a sweep through its launcher.
 
 ``local`` one detached process, ``torchrun`` one process per GPU (``nodes`` > 1: this node's
 share, with the command for each other node in ``launch.json``), ``slurm`` one task per GPU
-through submitit (`models.launchers`). In each run's folder ``launch.json`` records how its
+through submitit (`core.jobs.launchers`). In each run's folder ``launch.json`` records how its
 worker was started (command, pid or Slurm job id, log, host), and ``worker.json`` the process that
 trains it (rank 0, or the CLI training in its own process): for the CLI, for a person, and for
 `fail_orphaned_runs`: a run left 'running' by workers that were killed, or by a machine that
@@ -21,17 +21,17 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from core.reports.training import TRAIN_KIND
 from core.store import Store
 from core.store.runs import get_run, write_run
-from models.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
+from core.jobs.launchers import (SlurmOptions, is_alive, launch_local, launch_slurm, launch_torchrun,
                               process_identity, stop, torchrun_command)
 
 __all__ = ["CREATOR_FILE", "LAUNCH_FILE", "WORKER", "WORKER_FILE", "fail_orphaned_runs", "fail_run",
            "launch_record", "orphaned_runs", "record_creator", "record_worker", "slurm_options",
            "start_worker", "worker_alive", "worker_args"]
 
-WORKER = "models.train_worker"
+WORKER = "models.training.worker"
+TRAIN_KIND = "train"   # the runs table's kind for a training run
 LAUNCH_FILE = "launch.json"   # the launcher's process: torchrun, or the local worker itself
 WORKER_FILE = "worker.json"   # the process that trains: rank 0 (its own session under torchrun)
 CREATOR_FILE = "creator.json"  # the process that is to start the worker (until launch.json lands)
@@ -131,7 +131,7 @@ def fail_run(store: Store, run_id: str, error: str) -> bool:
 
 
 def worker_args(store: Store, run_ids: list[str], device: str) -> list[str]:
-    """The worker's arguments (after ``python -m models.train_worker``) for ``run_ids``."""
+    """The worker's arguments (after ``python -m models.training.worker``) for ``run_ids``."""
     return ["--db", str(store.path), "--device", device, *run_ids]
 
 

@@ -2,9 +2,9 @@
 
 Why: the demo should show real predictions of a real network, not invented numbers, yet it must
 ship with the repository (a checkpoint of ~3.6 MB) and be re-trainable by anyone on a laptop.
-This script is the whole recipe; its defaults made ``models/checkpoints/gmic-demo.pt``::
+This script is the whole recipe; its defaults made ``models/demo/checkpoints/gmic-demo.pt``::
 
-    python -m models.train_demo --out models/checkpoints/gmic-demo.pt
+    python -m models.demo.train_gmic --out models/demo/checkpoints/gmic-demo.pt
 
 Shipped run (2 threads): data 1 min, training 3.3 min; final validation AUC 0.83 (ILC 0.75,
 IDC 0.91, image level); on the demo store's test split (seed 0, never seen) the image / breast /
@@ -19,8 +19,8 @@ Recipe (`DemoRecipe`, all fixed by the seeds):
   (seed 0) is never seen, so its test *and* train splits are unseen data for this network.
 - labels, per image from its breast (``breasts`` table): malignant = ``cancer``, benign =
   ``pathology == 'benign'``, in GMIC's column order (benign, malignant).
-- inputs: ``models.preprocess.preprocess_image`` with the image's laterality, the same call
-  ``models.predict`` makes (crop to the breast, chest wall left, 512 x 320, standardised).
+- inputs: ``models.inference.preprocess.preprocess_image`` with the image's laterality, the same call
+  ``models.inference.predict`` makes (crop to the breast, chest wall left, 512 x 320, standardised).
 - network: ``CONFIGS["demo"]`` (the "tiny" grid with narrow ResNets), He init, ``torch_seed``.
 - phase 1, the global module (``global_epochs``): BCE of each saliency cell against the share of
   it the image's lesion masks cover (/ ``MASK_FULL``, capped at 1; the malignant map learns
@@ -39,7 +39,7 @@ Recipe (`DemoRecipe`, all fixed by the seeds):
 
 It prints loss and validation AUC (image level, malignant: y_global in phase 1, y_fusion with
 its ILC-only and IDC-only AUCs in phase 2) per epoch and saves ``{"state_dict", "config", "recipe", "history"}`` with ``torch.save``; the
-loader (`models.gmic.load_gmic_checkpoint`) unwraps ``state_dict`` and `models.predict` reads
+loader (`models.networks.gmic.load_gmic_checkpoint`) unwraps ``state_dict`` and `models.inference.predict` reads
 ``config`` so ``--config`` need not be given. Threads: ``torch.set_num_threads(threads)`` (2 by
 default: the recipe is sized to finish in ~15 minutes on two CPU cores).
 """
@@ -62,8 +62,8 @@ import torch.nn.functional as F
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.stats import roc_auc
-from models.gmic import CONFIGS, GMIC, build_gmic, top_t_percent_pool
-from models.preprocess import Preprocessed, preprocess_image
+from models.networks.gmic import CONFIGS, GMIC, build_gmic, top_t_percent_pool
+from models.inference.preprocess import Preprocessed, preprocess_image
 
 __all__ = ["DemoData", "DemoRecipe", "TrainResult", "image_labels", "load_demo_data", "main",
            "train_demo"]
@@ -78,7 +78,7 @@ class DemoRecipe:
 
     Attributes
     ----------
-    config : name in ``models.gmic.CONFIGS``.
+    config : name in ``models.networks.gmic.CONFIGS``.
     cohort_seed, n_exams, cancer_fraction : the synthetic cohort (`generate_cohort`).
     torch_seed : initialisation, shuffling and augmentation.
     global_epochs, global_lr : phase 1 (global module on the mask targets).
@@ -339,10 +339,10 @@ def save_checkpoint(result: TrainResult, recipe: DemoRecipe, out: str | Path) ->
 def _parser() -> argparse.ArgumentParser:
     d = DemoRecipe()
     p = argparse.ArgumentParser(
-        prog="python -m models.train_demo", description=__doc__.split("\n")[0],
-        epilog="example: python -m models.train_demo --out models/checkpoints/gmic-demo.pt")
+        prog="python -m models.demo.train_gmic", description=__doc__.split("\n")[0],
+        epilog="example: python -m models.demo.train_gmic --out models/demo/checkpoints/gmic-demo.pt")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="checkpoint file to write")
-    p.add_argument("--config", default=d.config, help="name in models.gmic.CONFIGS")
+    p.add_argument("--config", default=d.config, help="name in models.networks.gmic.CONFIGS")
     p.add_argument("--cohort-seed", type=int, default=d.cohort_seed)
     p.add_argument("--n-exams", type=int, default=d.n_exams)
     p.add_argument("--cancer-fraction", type=float, default=d.cancer_fraction)
