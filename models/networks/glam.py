@@ -189,6 +189,8 @@ class LocalResNet34(nn.Module):
     Shape: (M, 1, h, w) -> (M, 512, ~h/4, ~w/4); the crop is expanded to 3 identical channels.
     """
 
+    grey_stem = True   # conv1 -> bn1 on a repeated grey crop (`models.networks.fold`)
+
     def __init__(self, width: int = 64) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
@@ -204,7 +206,9 @@ class LocalResNet34(nn.Module):
         self.out_channels = in_ch
 
     def forward(self, crops: Tensor) -> Tensor:
-        h = self.conv1(crops.expand(-1, 3, -1, -1))
+        if self.conv1.in_channels == 3:  # 1 after optimize_for_inference (channels pre-summed)
+            crops = crops.expand(-1, 3, -1, -1)
+        h = self.conv1(crops)
         h = self.maxpool(F.relu(self.bn1(h), inplace=True))
         return self.layer4(self.layer3(self.layer2(self.layer1(h))))
 

@@ -23,7 +23,6 @@ global network, the local network, the attention and the fusion layer together (
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import InputError
-# The shared ResNet-22 and blocks; PreActBlock, BasicBlock and GlobalResNet22 stay importable from here.
-from models.networks.resnet22 import BasicBlock, PreActBlock, resnet22_out_size
+# The shared ResNet-22 and blocks; the inference copy is `models.networks.fold` for every family.
+from models.networks.fold import optimize_for_inference
+from models.networks.resnet22 import BasicBlock, resnet22_out_size
 from models.networks.resnet22 import ResNet22 as GlobalResNet22
 # The non-learned steps GLAM shares, under their historical names here.
 from models.networks.roi import cells_to_pixels as _cells_to_pixels
@@ -188,6 +188,8 @@ class LocalResNet18(nn.Module):
 
     Shape: (M, 1, h, w) -> (M, 8 w).
     """
+
+    grey_stem = True   # conv1 -> bn1 on a repeated grey crop (`models.networks.fold`)
 
     def __init__(self, width: int = 64) -> None:
         super().__init__()
@@ -453,54 +455,3 @@ def load_gmic_checkpoint(path: str | Path, config: str | GMICConfig = "paper") -
 def _key_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str]]:
     own = set(model.state_dict())
     return sorted(own - set(state)), sorted(set(state) - own)
-
-
-# --- inference-only speed-up --------------------------------------------------------------------
-
-
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """conv followed by eval-mode BN == one conv with scaled weights and a bias."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    bias = bn.bias - bn.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, conv.dilation, conv.groups, bias=True).to(conv.weight.device)
-    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    fused.bias.copy_(bias)
-    return fused
-
-
-@torch.no_grad()
-def optimize_for_inference(model: GMIC, *, channels_last: bool = True) -> GMIC:
-    """An eval-only copy of ``model`` that runs ~1.5x faster on CPU (see bench/gmic.py).
-
-    Every BatchNorm that directly follows a conv is folded into that conv (``bn2`` of the
-    pre-activation blocks, all of the local ResNet-18: 30 of 41), the local network's first conv
-    reads the 1-channel crop directly (its kernel summed over the 3 identical input channels) and
-    the weights move to ``channels_last`` (oneDNN's native layout). Outputs equal the original's to ~1e-6 and the
-    patch locations are the same (the fixture test checks both).
-
-    The copy's state dict no longer has the official keys and its folded BNs are gone, so it must
-    not be trained or saved as a checkpoint: keep ``model`` for that. Gradients are switched off.
-    """
-    fused = copy.deepcopy(model).eval()
-    for m in fused.modules():
-        if isinstance(m, PreActBlock):          # conv1 -> bn2 -> relu: foldable; bn1 follows an add
-            m.conv1, m.bn2 = _fold_bn(m.conv1, m.bn2), nn.Identity()
-        elif isinstance(m, BasicBlock):
-            m.conv1, m.bn1 = _fold_bn(m.conv1, m.bn1), nn.Identity()
-            m.conv2, m.bn2 = _fold_bn(m.conv2, m.bn2), nn.Identity()
-            if m.downsample is not None:
-                m.downsample = nn.Sequential(_fold_bn(m.downsample[0], m.downsample[1]))
-        elif isinstance(m, LocalResNet18):
-            m.conv1, m.bn1 = _fold_bn(m.conv1, m.bn1), nn.Identity()
-            # The crop is repeated to 3 identical channels: summing the kernel over them gives
-            # the same conv on 1 channel, a third of the first layer's work.
-            one = nn.Conv2d(1, m.conv1.out_channels, m.conv1.kernel_size, m.conv1.stride,
-                            m.conv1.padding, bias=True).to(m.conv1.weight.device)
-            one.weight.copy_(m.conv1.weight.sum(dim=1, keepdim=True))
-            one.bias.copy_(m.conv1.bias)
-            m.conv1 = one
-    fused.requires_grad_(False)
-    return fused.to(memory_format=torch.channels_last) if channels_last else fused
