@@ -43,12 +43,13 @@ from models.inference.heatmaps import patch_origins, patch_probabilities, stride
 from models.networks.fold import optimize_for_inference  # noqa: E402
 from models.networks.glam import build_glam  # noqa: E402
 from models.networks.gmic import build_gmic  # noqa: E402
-from models.networks.nyu_dmv import INPUT_SIZES, VIEWS, build_nyu_dmv  # noqa: E402
+from models.networks.nyu_dmv import INPUT_SIZES, VIEWS, DMVConfig, build_nyu_dmv  # noqa: E402
 from models.networks.nyu_patch import PatchDenseNet121  # noqa: E402
 from models.networks.nyu_patch import optimize_for_inference as optimize_patch_model  # noqa: E402
 
 SIZES = {"paper": {"gmic": "paper", "glam": "paper", "nyu": ("image", "image-heatmaps")},
-         "small": {"gmic": "cpu-small", "glam": "cpu-small", "nyu": ("tiny", "tiny-heatmaps")}}
+         "small": {"gmic": "cpu-small", "glam": "cpu-small",
+                   "nyu": ("demo", DMVConfig(input_channels=3, width=4, input_shape=(512, 320)))}}
 
 
 def _image_batch(shape: tuple[int, int], n: int, channels: int = 1, *, channels_last: bool = False):

@@ -7,10 +7,14 @@ never flags; `flag_names` turns them into the flags the user typed when the line
 
 Each command module exposes ``register(commands, report, common)`` and sets ``func`` on its
 parsers; ``func(args)`` returns a JSON-able value (dict, list, DataFrame) that main prints.
+Command modules import torch (``models``) and the other `OPTIONAL_DEPENDENCIES` only inside
+their handlers, so every command's parser and help work without them; a command that needs
+one that is missing says so in one line. Any other import error is a bug and shows whole.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import re
@@ -27,7 +31,9 @@ from core.jobs.run_folder import RunCancelled
 
 COMMAND_MODULES = ("data", "imports", "report_benchmark", "report_complement", "report_mrmc",
                    "report_saliency", "report_findings", "filters", "density", "predict", "annotate",
-                   "train", "runs")
+                   "train", "runs", "jobs")
+# imported only when a command runs: a store-and-reports install may lack them
+OPTIONAL_DEPENDENCIES = ("torch", "cv2", "submitit", "dicomweb_client")
 
 
 # Parameter names in core's error messages -> the flags that set them here.
@@ -88,16 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     report_parser = commands.add_parser("report", help="tables the pages show, as JSON")
     report = report_parser.add_subparsers(dest="report", metavar="REPORT", required=True)
-    import importlib
-
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cli.{name}")
-        except ModuleNotFoundError as exc:  # a command group not built yet
-            if exc.name != f"cli.{name}":
-                raise
-            continue
-        module.register(commands, report, common)
+        importlib.import_module(f"cli.{name}").register(commands, report, common)
     return parser
 
 
@@ -115,6 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandFailed, StoreBusy, RunCancelled) as exc:
         _fail(exc, debug)
         return 1
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in OPTIONAL_DEPENDENCIES:
+            raise   # our own code, or a package every command needs: a bug, shown whole
+        _fail(InputError(f"python -m core {args.command} needs {missing}, which is not installed "
+                         "here; pip install -r requirements.txt"), debug)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -1,15 +1,18 @@
 """``runs list|show|cancel|resume``: the jobs in the ``runs`` table (training first), as the
-Fine-tuning page shows them (`core.reports.training`)."""
+Fine-tuning page shows them (`core.reports.training`). ``list`` and ``show`` only read: a run
+whose worker is gone shows as 'worker gone'; ``cancel`` records it failed, ``resume`` takes it."""
 from __future__ import annotations
 
 import argparse
 
 from cli import CommandFailed, comma_list, open_from_args
-from core.errors import InputError, StoreBusy
+from core.errors import InputError
 from core.store.runs import RUN_STATUSES
 
 EXAMPLE = """A training run (`python -m core train`) is one learning rate; its progress and ETA come
-from the run's live progress file, its loss curves from the epochs it finished.
+from the run's live progress file, its loss curves from the epochs it finished. A run whose
+worker was killed lists as 'worker gone' (list and show never write): resume it, or cancel it
+to record it failed.
 
 examples:
   python -m core runs list --status running --json
@@ -37,7 +40,8 @@ def register(commands, report, common) -> None:
     p.add_argument("--test-sets", type=comma_list, metavar="T1,T2",
                    help="test sets of a finished run's evaluation (default: those it evaluated)")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("cancel", parents=[common], help="ask a running job to stop",
+    p = sub.add_parser("cancel", parents=[common],
+                       help="ask a running job to stop (a run whose worker is gone: failed)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
     p.add_argument("run_id")
     p.set_defaults(func=cmd_cancel)
@@ -56,38 +60,32 @@ def _writable(args):
     return open_from_args(args)
 
 
-def _settled(args):
-    """The store (read-only), after recording as failed the training runs whose worker is gone
-    (`core.jobs.workers.fail_orphaned_runs`), where the store may be written: 'running' must
-    mean running. A store that cannot be written now (demo mode, busy) is listed as it is."""
-    from core.jobs.workers import fail_orphaned_runs, orphaned_runs
-
-    store = open_from_args(args, read_only=True)
-    if orphaned_runs(store):
-        try:
-            fail_orphaned_runs(_writable(args))
-        except (InputError, StoreBusy):
-            pass
-    return store
-
-
 def cmd_list(args):
     from core.reports.training import run_table
 
-    return run_table(_settled(args), kind=None if args.kind == "all" else args.kind,
-                     status=args.status)
+    return run_table(open_from_args(args, read_only=True),
+                     kind=None if args.kind == "all" else args.kind, status=args.status)
 
 
 def cmd_show(args):
     from core.reports.training import run_report
 
-    return run_report(_settled(args), args.run_id, test_sets=args.test_sets)
+    return run_report(open_from_args(args, read_only=True), args.run_id,
+                      test_sets=args.test_sets)
 
 
 def cmd_cancel(args):
+    """A run whose worker is gone has nobody to honour a cancel file: it is recorded failed
+    (`fail_orphaned_runs`, one short transaction), with the reason, and can be resumed."""
     from core.jobs.run_folder import request_cancel
+    from core.jobs.workers import fail_orphaned_runs
+    from core.store.runs import get_run
 
     store = _writable(args)
+    if fail_orphaned_runs(store, [args.run_id]):
+        row = get_run(store, args.run_id)
+        return {"run_id": args.run_id, "cancel_requested": False, "status": row["status"],
+                "error": row["error"]}
     request_cancel(store, args.run_id)
     return {"run_id": args.run_id, "cancel_requested": True}
 

@@ -8,11 +8,11 @@ import shlex
 import streamlit as st
 
 from core.image.filters import METHODS, resolve_params, wavelet_subbands
-from core.jobs.filters import run_filters
 from core.reports import filters as fr
-from ui import (ProgressBar, data_token, download_popover, input_errors, read_only_notice,
-                require_test_set, settings, store)
+from ui import (data_token, download_popover, input_errors, read_only_notice,
+                require_test_set, settings)
 from ui import filters as view
+from ui import jobs
 from ui.charts import filters as charts
 from ui.layout import chart_grid
 from ui.text import md_code, md_escape
@@ -63,16 +63,11 @@ scope_json, db = json.dumps(scope, sort_keys=True), str(settings().db_path)
 status, button = st.columns([4, 1], vertical_alignment="center")
 locked = read_only_notice("Running the filter batch")
 if button.button("Run", type="primary", icon=":material/play_arrow:", key="filters_run",
-                 disabled=locked, width="stretch", help="Compute what is not stored yet"):
-    progress = ProgressBar("Starting worker processes…", unit="images")
-    with input_errors():
-        run = run_filters(store(), **scope, progress=progress)
-    progress.empty()
-    st.toast(f"Computed {run.n_computed} images in {run.elapsed_s:.1f} s")
-    if run.failures:
-        st.warning(f"{run.n_failed} image(s) failed and stored nothing, e.g. "
-                   f"{md_escape(run.failures[0][0])}: {md_escape(run.failures[0][1])}",
-                   icon=":material/warning:")
+                 disabled=locked, width="stretch",
+                 help="Compute what is not stored yet, in a background process: leaving the page "
+                      "does not stop it"):
+    jobs.start("filters", scope)
+jobs.job_panel("filters", key="filters_job", what="Filter run", test_set=test_set)
 with input_errors():
     images, n_pending, results = view.stored(db, data_token(), scope_json)
 status.markdown(f"**{len(images) - n_pending} of {len(images)}** annotated images of "

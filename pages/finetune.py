@@ -87,7 +87,7 @@ with st.expander("Launch runs", expanded=cached(training.run_table).empty,
                    icon=":material/rocket_launch:")
 
 st.subheader("Runs")
-polling = not cached(training.run_table, status="running").empty
+polling = cached(training.run_table, status="running")["state"].ne("worker gone").any()
 st.fragment(run_panel, run_every=REFRESH_S if polling else None)(polling=polling,
                                                                  read_only=read_only)
 

@@ -1,6 +1,7 @@
 """Saliency: does a model's saliency map point at the tumour? One image with the map as a
 heatmap, the segmentation's contour and the patch boxes, beside a second model (figure 6.12);
-the test set as a gallery; Dice distributions and hit rates (figure 6.13).
+the test set as a gallery; Dice distributions and hit rates (figure 6.13). Every model whose
+family leaves maps is listed (GMIC's CAM, GLAM's segmentation, the NYU patch heatmaps).
 `python -m core report saliency` prints the same numbers; `ui.saliency` draws the parts."""
 
 import numpy as np
@@ -13,7 +14,7 @@ from ui import cached, download_popover, input_errors, require_test_set
 from ui.charts import saliency as charts
 from ui.exam_view import exam_view
 from ui.links import default_model
-from ui.saliency import picture, test_set_tab
+from ui.saliency import map_caption, picture, saliency_models, test_set_tab
 from ui.text import md_code, md_escape
 
 GALLERY_PAGE = 12
@@ -25,17 +26,16 @@ st.caption("Per annotated image: Dice of the thresholded map with the segmentati
            "after fine-tuning.")
 test_set = require_test_set()
 models = cached(Store.models)
-gmic = models[models["kind"] == "gmic"]["model"].tolist()
-gmic.sort(key=lambda m: m not in set(models["parent"]))   # parents first: beside their child
-if not gmic:
-    st.info("No GMIC model in this store: run `python -m core predict` to write saliency maps.",
-            icon=":material/info:")
+mapped = saliency_models(models)           # parents first: beside their child
+if not mapped:
+    st.info("No model that leaves saliency maps (GMIC, GLAM, NYU image + heatmaps) is in this "
+            "store: run `python -m core predict` to write them.", icon=":material/info:")
     st.stop()
 m_col, c_col, w_col, v_col = st.columns([2, 2, 1.6, 1.2])
-first = default_model(gmic)   # ?model= from another page (Fine-tuning), else the headline model
-model = m_col.selectbox("Model", gmic, key="saliency_model", bind="query-params",
-                        index=gmic.index(first))
-others = [m for m in gmic if m != model]
+first = default_model(mapped)   # ?model= from another page (Fine-tuning), else the headline model
+model = m_col.selectbox("Model", mapped, key="saliency_model", bind="query-params",
+                        index=mapped.index(first))
+others = [m for m in mapped if m != model]
 parent = models.set_index("model")["parent"].get(model)
 kin = [m for m in models[models["parent"] == model]["model"] if m in others] + \
     ([parent] if parent in others else [])    # a parent beside its child, a child beside it
@@ -87,12 +87,7 @@ with one:
     for column, row in zip(st.columns(len(shown_models)), rows.itertuples()):
         image = picture(row, tuple(shapes.loc[row.image_id]), which=which, opacity=opacity,
                         threshold=threshold, max_side=700)
-        column.image(image, width="stretch", caption=(
-            f"{row.model}: best Dice {row.best_dice:.3f} at {row.best_threshold:.2f}; "
-            f"{'hit' if row.hit else 'miss'} ({row.distance_px:.0f} px away); relevance mass "
-            f"{row.relevance_mass:.2f}; patches on the tumour: {row.n_patches_hit}"
-            + ("" if pd.isna(row.patch_attention) else
-               f", attention on them {row.patch_attention:.2f}")))
+        column.image(image, width="stretch", caption=map_caption(row))
         with column:
             download_popover(f"{stem}_map", f"saliency_png_{row.model}",
                              picture=charts.png_bytes(image),

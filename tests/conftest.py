@@ -103,3 +103,18 @@ def story_store_path(tmp_path_factory) -> Path:
 def story_env(story_store_path, monkeypatch) -> Path:
     """ILCSCOPE_DB pointing at the default demo store."""
     return _env(monkeypatch, story_store_path)
+
+
+def wait_for_job(db: Path, run_id: str, timeout_s: float = 240.0):
+    """The run's `JobStatus` once it is no longer queued or running (a detached job's worker)."""
+    import time
+
+    from core.jobs.detached import job_status
+    from core.store import open_store
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = job_status(open_store(db), run_id)
+        if not state.active or time.monotonic() > deadline:
+            return state
+        time.sleep(0.5)

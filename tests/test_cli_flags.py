@@ -1,5 +1,9 @@
-"""Library errors name parameters; the CLI prints the flags the user typed."""
+"""Library errors name parameters; the CLI prints the flags the user typed; a missing optional
+dependency is one line, a missing module of ours a traceback."""
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -9,6 +13,7 @@ from core.errors import InputError
 from core.importers.csaw import import_csaw
 from core.importers.tables import import_predictions
 from core.store import open_store
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -69,3 +74,53 @@ def test_every_mapped_flag_is_a_real_option():
             if action.__class__.__name__ == "_SubParsersAction":
                 stack.extend(action.choices.values())
     assert set(FLAGS.values()) <= options
+
+
+_ABSENT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class Absent(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, Absent())
+from cli import main
+sys.exit(main(ARGV))
+"""
+
+
+def _cli_without(blocked: tuple[str, ...], argv: list[str]) -> subprocess.CompletedProcess:
+    """``main(argv)`` in a fresh interpreter where ``blocked`` modules cannot be found, as where
+    they are not installed."""
+    code = f"BLOCKED = {blocked!r}\nARGV = {argv!r}\n{_ABSENT}"
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_without_torch_the_cli_runs_and_a_torch_command_says_what_to_install(store_path):
+    info = _cli_without(("torch",), ["info", "--db", str(store_path), "--json"])
+    assert info.returncode == 0, info.stderr
+    assert _cli_without(("torch",), ["train", "--help"]).returncode == 0
+    train = _cli_without(("torch",), [
+        "train", "--db", str(store_path), "--model-init", "gmic-demo", "--mode", "full",
+        "--train-set", "a", "--val-set", "b", "--lr", "1e-5"])
+    assert train.returncode == 2, train.stderr
+    assert train.stderr.strip().splitlines() == [
+        "error: python -m core train needs torch, which is not installed here; "
+        "pip install -r requirements.txt"]
+
+
+def test_a_missing_module_of_ours_is_a_traceback_not_a_skipped_command(store_path):
+    """A command group that cannot be imported stops the CLI (it is not silently left out), and
+    an import error inside a command is shown whole, not as a missing dependency."""
+    group = _cli_without(("cli.runs",), ["info", "--db", str(store_path)])
+    assert group.returncode == 1
+    assert "ModuleNotFoundError: No module named 'cli.runs'" in group.stderr
+    inner = _cli_without(("models.training.sweep",), [
+        "train", "--db", str(store_path), "--model-init", "gmic-demo", "--mode", "full",
+        "--train-set", "a", "--val-set", "b", "--lr", "1e-5"])
+    assert inner.returncode == 1 and "Traceback" in inner.stderr
+    assert "ModuleNotFoundError: No module named 'models.training.sweep'" in inner.stderr
+    assert "error:" not in inner.stderr

@@ -20,7 +20,8 @@ from scipy.stats import norm
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import copy_store
+from tests.conftest import copy_store, wait_for_job
+from core.jobs.detached import latest_job
 from core.density import estimator as dens
 from core.density import calibration as dcal
 from core.jobs import density as djob
@@ -328,9 +329,13 @@ def test_page_estimate_now_writes_and_other_sources_render(demo_store_path, tmp_
     monkeypatch.setenv("ILCSCOPE_DB", str(db))
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
     at = _page()
-    at.button(key="density_estimate").click().run()
+    at.button(key="density_estimate").click().run()      # a worker process, not this script
     assert not at.exception, [e.value for e in at.exception]
-    assert any("exams in" in s.value for s in at.success)
+    run = latest_job(open_store(db), "density", source="classical", test_set="test-all")
+    assert run is not None and run.status in ("queued", "running", "done")
+    assert wait_for_job(db, run.run_id).status == "done"
+    at = _page()                                           # another session sees the result
+    assert any(run.run_id in c.value and "done" in c.value for c in at.caption)
     assert "classical" in open_store(db, read_only=True).density_sources()
     at.selectbox(key="density_source").select("classical").run()
     at.segmented_control(key="density_level").set_value("image").run()

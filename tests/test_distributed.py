@@ -1,5 +1,6 @@
-"""DDP: two gloo processes on CPU take the same Adam step as one process on the same global batch
-(tensor by tensor, within 1e-5), in full fine-tuning and in feature extraction; sharding helpers.
+"""DDP: two gloo processes on CPU run the fine-tuning recipe's epoch (`tests._ddp_step`: its real
+mode setter, step and validation) exactly as one process on the same global batch (tensor by
+tensor, within 1e-5), in full fine-tuning and in feature extraction; sharding helpers.
 
 Gradients are compared too (rtol 1e-3, atol 1e-5: float32 sums in another order): Adam's first step
 is about lr * sign(grad), so the parameters alone would only check signs. lr is 1e-5 (the top of the
@@ -17,9 +18,9 @@ import pytest
 import torch
 
 from core.errors import InputError
-from models.training.distributed import DistContext, init_distributed, rank_batches, rank_slice, wrap_model
 from models.networks.gmic import build_gmic
-from tests._ddp_step import one_step
+from models.training.distributed import DistContext, init_distributed, rank_batches, rank_slice, wrap_model
+from tests._ddp_step import GLOBAL_BATCH, MODES, one_epoch
 from tests.conftest import REPO
 
 
@@ -32,27 +33,31 @@ def test_two_gloo_processes_equal_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = torch.load(out)
     assert ddp["world_size"] == 2
-    for mode in ("full", "fx"):
-        single = one_step(DistContext(), feature_extraction=mode == "fx")
+    for mode in MODES:
+        single = one_epoch(DistContext(), mode=mode)
         assert ddp[mode]["grads"].keys() == single["grads"].keys()
         for name, g in single["grads"].items():
             torch.testing.assert_close(ddp[mode]["grads"][name], g, rtol=1e-3, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
         assert ddp[mode]["params"].keys() == single["params"].keys()
         for name, p in single["params"].items():
             torch.testing.assert_close(ddp[mode]["params"][name], p, rtol=0, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
-        torch.testing.assert_close(ddp[mode]["scores"], single["scores"], rtol=0, atol=1e-5)
-        torch.testing.assert_close(ddp[mode]["loss_sum"], single["loss_sum"], rtol=1e-5, atol=0)
-        assert ddp[mode]["loss_sum"][1].item() == 4
-    # the step really moved the weights, and feature extraction moved only the heads
+        # (mean loss, images) over both ranks; validation (loss, AUC) from gathered scores
+        torch.testing.assert_close(ddp[mode]["train"], single["train"], rtol=1e-5, atol=0)
+        assert ddp[mode]["train"][1].item() == GLOBAL_BATCH
+        torch.testing.assert_close(ddp[mode]["val"], single["val"], rtol=1e-5, atol=0)
+    # the step really moved the weights, feature extraction only the heads, and frozen BatchNorm
+    # kept its statistics
     torch.manual_seed(0)
     init = build_gmic("demo")
     heads = {id(p) for p in init.head_parameters()}
     fx_names = {n for n, p in init.named_parameters() if id(p) in heads}
     moved = {n for n, p in init.named_parameters()
-             if (ddp["fx"]["params"][n] - p.detach()).abs().max() > 5e-6}
+             if (ddp["feature-extraction"]["params"][n] - p.detach()).abs().max() > 5e-6}
     assert moved == fx_names
     assert all((ddp["full"]["params"][n] - p.detach()).abs().max() > 5e-6
                for n, p in init.named_parameters() if n.endswith("weight") and "fusion" in n)
+    for name, buffer in init.named_buffers():
+        assert torch.equal(ddp["full"]["params"][name], buffer), name
 
 
 def test_rank_batches_rebuild_the_single_process_batches():

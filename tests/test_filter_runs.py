@@ -11,7 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import copy_store
+from tests.conftest import copy_store, wait_for_job
+from core.jobs.detached import latest_job
 from core.jobs import filters as fr
 from core.reports import filters as frep
 from cli import main
@@ -333,9 +334,16 @@ def test_page_numbers_equal_the_cli_and_run_button_stores(base_path, tmp_path, m
     monkeypatch.delenv("ILCSCOPE_MODE", raising=False)
     at = open_page("demo")
     assert any("0 of 4" in m.value for m in at.markdown)
-    at.button(key="filters_run").click().run()                  # the batch, from the page
+    at.button(key="filters_run").click().run()   # the batch, from the page, in its own process
     assert not at.exception, [e.value for e in at.exception]
+    run = latest_job(open_store(path), "filters", test_set="demo")
+    assert run is not None and run.status in ("queued", "running", "done")
+    at.run()                                      # a rerun of the page does not stop it
+    del at                                        # nor does the session's end
+    assert wait_for_job(path, run.run_id).status == "done"
+    at = open_page("demo")                        # a new session sees it finished
     assert any("4 of 4" in m.value for m in at.markdown)
+    assert any(run.run_id in c.value and "done" in c.value for c in at.caption)
     shown = at.dataframe[0].value
     code, out, _ = run_cli(["--db", str(path), "--test-set", "demo", "--json"], capsys)
     assert code == 0 and json.loads(out)["run"]["n_computed"] == 0  # the page stored them all

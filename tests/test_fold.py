@@ -40,7 +40,7 @@ def test_glam_inference_copy_equals_the_original():
 
 def test_nyu_four_view_inference_copy_equals_the_original():
     torch.manual_seed(0)
-    model = _randomise_batchnorm(build_nyu_dmv("tiny"), 2)
+    model = _randomise_batchnorm(build_nyu_dmv("demo"), 2)
     fast = optimize_for_inference(model)
     assert sum(isinstance(m, nn.BatchNorm2d) for m in fast.modules()) < \
         sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())

@@ -5,11 +5,13 @@ refuses is one line and no row; `runs resume` of a run that fails again exits 1.
 """
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from cli import main
 from core.errors import InputError
 from core.saliency import read_saliency
 from core.splits import create_splits
+from core.jobs.workers import fail_run
 from core.store import open_store
 from models.inference.predict import DEMO_CHECKPOINT
 from models.training.sweep import MAX_RUNS, TrainRequest, create_runs
@@ -104,6 +107,7 @@ def test_resume_that_fails_again_exits_1(db, tmp_path, capsys):
     (run_id,) = create_runs(store, TrainRequest(
         model_init=str(checkpoint), mode="full", train_set="sp-train", val_set="sp-val",
         lrs=(1e-4,), epochs=1, batch_size=4, device="cpu", config="demo"))
+    fail_run(store, run_id, "its worker was killed")   # else this test is its live creator
     checkpoint.write_bytes(b"not a checkpoint any more")
     del store
     assert main(["runs", "resume", run_id, "--db", str(db)]) == 1
@@ -143,10 +147,14 @@ def test_runs_whose_creator_was_killed_before_the_worker_are_failed_by_runs_list
     folder = store.files_dir / get_run(store, run_ids[0])["folder"]
     assert [p.name for p in folder.glob("*.json") if p.name != "params.json"] == [CREATOR_FILE]
     assert sorted(orphaned_runs(store)) == sorted(run_ids)
+    before = store.select("runs")
     del store
     assert main(["runs", "list", "--db", str(db), "--json"]) == 0
-    capsys.readouterr()
+    listed = {r["run_id"]: r["state"] for r in json.loads(capsys.readouterr().out)}
+    assert all(listed[r] == "worker gone" for r in run_ids)      # said on read ...
     store = open_store(db)
+    pd.testing.assert_frame_equal(store.select("runs"), before)   # ... and nothing written
+    assert sorted(fail_orphaned_runs(store)) == sorted(run_ids)   # the liveness check writes
     for run_id in run_ids:
         row = get_run(store, run_id)
         assert row["status"] == "failed", run_id

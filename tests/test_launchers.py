@@ -11,7 +11,8 @@ import pytest
 
 from core.errors import InputError
 from core.jobs.launchers import (SlurmOptions, SlurmTask, is_alive, launch_local, launch_slurm,
-                              process_identity, slurm_script, stop, torchrun_command)
+                                 process_identity, slurm_script, stop, torchrun_command)
+from tests.conftest import REPO
 
 
 def _wait_for(path, timeout_s=60.0):
@@ -62,20 +63,38 @@ def test_torchrun_commands():
         launch_local("os; rm -rf /", [], "/tmp/never")
 
 
-def test_slurm_script_has_the_directives(tmp_path):
+def test_slurm_script_is_submitit_s_for_our_options(tmp_path):
+    """The whole script, line for line: `slurm_script` calls submitit's private
+    ``_make_sbatch_string``, so a submitit whose output changes shape must fail here (and the
+    pin in requirements.txt be revisited), not show users a script that is not submitted."""
     text = slurm_script(tmp_path, SlurmOptions(partition="gpu", time_min=90, nodes=2, gpus_per_node=4,
                                                cpus_per_task=6, account="ilc"), python="python3")
-    lines = text.splitlines()
-    for directive in ("--partition=gpu", "--time=90", "--nodes=2", "--gpus-per-node=4",
-                      "--ntasks-per-node=4", "--cpus-per-task=6", "--account=ilc", "--job-name=ilcscope-train"):
-        assert f"#SBATCH {directive}" in lines, directive
-    assert lines[0] == "#!/bin/bash"
-    assert any(line.startswith("srun ") and line.endswith(f"python3 -u -m submitit.core._submit {tmp_path / 'slurm'}")
-               for line in lines)
+    folder = tmp_path / "slurm"
+    assert text.splitlines() == [
+        "#!/bin/bash", "", "# Parameters",
+        "#SBATCH --account=ilc", "#SBATCH --cpus-per-task=6", f"#SBATCH --error={folder}/%j_0_log.err",
+        "#SBATCH --gpus-per-node=4", "#SBATCH --job-name=ilcscope-train", "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4", "#SBATCH --open-mode=append", f"#SBATCH --output={folder}/%j_0_log.out",
+        "#SBATCH --partition=gpu", "#SBATCH --signal=USR2@90", "#SBATCH --time=90", "#SBATCH --wckey=submitit",
+        "", "# command", "export SUBMITIT_EXECUTOR=slurm",
+        f"srun --unbuffered --output {folder}/%j_%t_log.out --error {folder}/%j_%t_log.err "
+        f"python3 -u -m submitit.core._submit {folder}"]
+    cpu = slurm_script(tmp_path, SlurmOptions(gpus_per_node=0), python="python3").splitlines()
+    assert "#SBATCH --ntasks-per-node=1" in cpu and not any("gpus" in line for line in cpu)
+    assert not any(line.startswith(("#SBATCH --partition", "#SBATCH --account")) for line in cpu)
     with pytest.raises(InputError, match="slurm options"):
         slurm_script(tmp_path, SlurmOptions(time_min=0))
     with pytest.raises(InputError, match="slurm options"):   # no tasks is no job
         slurm_script(tmp_path, SlurmOptions(tasks_per_node=0))
+
+
+def test_submitit_is_the_pinned_version():
+    """The script above was read from this submitit; requirements.txt pins it."""
+    from importlib.metadata import version
+
+    pins = [line.split("==") for line in (REPO / "requirements.txt").read_text().splitlines()
+            if line.startswith("submitit")]
+    assert pins == [["submitit", version("submitit")]], pins
 
 
 def test_slurm_task_runs_the_worker_with_rendezvous_variables(tmp_path):

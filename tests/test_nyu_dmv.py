@@ -24,6 +24,7 @@ from models.networks.nyu_dmv import (
     checkpoint_filter_fn,
     load_nyu_dmv_checkpoint,
     load_nyu_single_checkpoint,
+    load_nyu_single_views,
     single_state_from_image_state,
 )
 from models.networks.resnet22 import STAGE_NAMES
@@ -261,6 +262,25 @@ def test_single_image_checkpoint_formats(tmp_path, image_states, fmt):
     model = load_nyu_single_checkpoint(path, "R-MLO", "image")
     expected = single_state_from_image_state(image_states[1], "R-MLO")
     assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("ch", [1, 3])
+def test_four_views_from_one_read_score_each_row_with_its_views_model(tmp_path, image_states, ch):
+    """`SingleImageViews` (what predict runs for nyu-single) equals the per-view single-image
+    model that the fixture checks, row by row, whatever the views' order in the batch."""
+    path = tmp_path / "ImageHeatmaps__ModeImage_weights.p"
+    torch.save({"model": image_states[ch]}, path)
+    views = load_nyu_single_views(path, "image", channels=ch)
+    assert views.config.input_channels == ch
+    order = ["R-MLO", "L-CC", "R-CC", "L-MLO", "L-CC"]
+    x = torch.randn(len(order), ch, 96, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        got = views(x, order)["probs"]
+        for i, view in enumerate(order):
+            one = load_nyu_single_checkpoint(path, view, "image-heatmaps" if ch == 3 else "image")
+            torch.testing.assert_close(got[i], one(x[i:i + 1])["probs"][0], rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="one per row"):
+        views(x, order[:2])
 
 
 def test_filter_fills_aliases_from_any_name():

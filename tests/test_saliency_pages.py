@@ -404,3 +404,46 @@ def test_saliency_page_sets_a_fine_tuned_child_beside_its_parent(writable_demo):
         assert paired.at[test, "p_value"] == pytest.approx(report.paired[test]["p_value"],
                                                            nan_ok=True)
     assert report.per_image.groupby("model")["best_dice"].mean().nunique() == 2
+
+
+def test_the_models_with_maps_come_from_the_family_registry():
+    from ui.saliency import saliency_models
+
+    models = pd.DataFrame({
+        "model": ["ext", "nyu", "child", "heat", "glam", "parent", "single"],
+        "kind": ["external", "nyu-image", "gmic", "nyu-image-heatmaps", "glam", "gmic",
+                 "nyu-single-heatmaps"],
+        "parent": [None, None, "parent", None, None, None, None]})
+    # every family whose registry row leaves saliency, parents first, else the store's order
+    assert saliency_models(models) == ["parent", "child", "heat", "glam", "single"]
+
+
+def test_saliency_page_lists_a_glam_model_with_its_maps(writable_demo, tmp_path):
+    import torch
+
+    from models.families import FAMILIES
+    from models.inference.predict_windows import predict_windows
+    from models.networks.glam import build_glam
+
+    torch.manual_seed(3)
+    path = tmp_path / "glam-tiny.ckpt"
+    torch.save(build_glam("tiny").state_dict(), path)
+    test_set = "test-all"                                  # the sidebar's default test set
+    predict_windows(open_store(writable_demo), fam=FAMILIES["glam"], checkpoint=path,
+                    name="glam-tiny", test_set=test_set, config="tiny", device="cpu")
+    at = open_page("pages/saliency.py")
+    assert at.session_state["test_set"] == test_set
+    box = at.selectbox(key="saliency_model")
+    assert "glam-tiny" in box.options and "gmic-demo" in box.options
+    box.set_value("glam-tiny").run()
+    assert not at.exception, [(e.value, e.stack_trace[-4:]) for e in at.exception]
+    captions = [c for image in at.get("image") for c in image.captions]
+    assert any(c.startswith("glam-tiny: best Dice") and "patches on the tumour" in c
+               for c in captions), captions
+    report = saliency_report(open_store(writable_demo, read_only=True), test_set=test_set,
+                             model="glam-tiny", compare=at.selectbox(key="saliency_compare").value)
+    shown = next(d.value for d in at.dataframe if "hit_ci_low" in d.value
+                 and "histology" not in d.value).set_index("model")
+    assert shown.at["glam-tiny", "n_images"] == report.summary["glam-tiny"]["n_images"] > 0
+    assert shown.at["glam-tiny", "mean_best_dice"] == pytest.approx(
+        report.summary["glam-tiny"]["mean_best_dice"])

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import core.store.facade as store_module
+import core.store.opening as store_module
 from core.errors import InputError, StoreBusy, StoreVersionError
-from core.store import dataset_delete_plan, open_store, write_result
+from core.store import Store, dataset_delete_plan, open_store, write_result
 from core.store.schema import STUDY_TABLES
 
 
@@ -171,7 +171,7 @@ def test_busy_store_fails_cleanly_after_bounded_retry(tmp_path):
         """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        store = store_module.Store(path=path, busy_timeout_s=0.3)
+        store = Store(path=path, busy_timeout_s=0.3)
         with pytest.raises(StoreBusy, match="store is busy"):
             store.counts()
     finally:
@@ -458,10 +458,10 @@ def test_one_engine_per_process_shares_and_releases_the_file(tmp_path):
     path = tmp_path / "s.duckdb"
     small_cohort(open_store(path))
     reader = open_store(path, read_only=True)
-    writer = store_module.Store(path=path, busy_timeout_s=0.3)
+    writer = Store(path=path, busy_timeout_s=0.3)
     with reader.connection():
         # another read-only handle shares the attachment; a writable one waits for it
-        assert len(store_module.Store(path=path, read_only=True).exams()) == 4
+        assert len(Store(path=path, read_only=True).exams()) == 4
         with pytest.raises(StoreBusy, match="store is busy"):
             writer.write_tables({"exams": pd.DataFrame({
                 "exam_id": ["x/9"], "dataset": "x", "exam_key": ["9"]})})
@@ -472,7 +472,7 @@ def test_one_engine_per_process_shares_and_releases_the_file(tmp_path):
     # its own, the parent's being unusable after a fork
     pid = os.fork()
     if pid == 0:
-        code = 0 if len(store_module.Store(path=path, busy_timeout_s=30).exams()) == 5 else 1
+        code = 0 if len(Store(path=path, busy_timeout_s=30).exams()) == 5 else 1
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -79,3 +79,21 @@ def test_uri_without_mlflow_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
     with pytest.raises(InputError, match="mlflow is not installed"):
         make_tracker("file:///tmp/never")
+
+
+def test_params_past_one_batch_s_cap_all_arrive(tmp_path, monkeypatch):
+    """Parameters go in one `log_batch` (not a request each); past MLflow's 100 a request, its
+    client splits them, and every one is read back."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    tracker = make_tracker(uri)
+    params = {f"p{i:03d}": i / 7 for i in range(150)} | {"none": None, "sets": ("a", "b")}
+    tracker.log_params(params)
+    tracker.log_epoch(3, {"train_loss": 0.5, "val_loss": 0.25, "val_auc": None})
+    tracker.finish("done")
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    assert run.data.params == {k: str(v) for k, v in params.items()}
+    assert run.data.metrics == {"train_loss": 0.5, "val_loss": 0.25}
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "val_loss")] == [3]

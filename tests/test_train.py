@@ -29,8 +29,7 @@ from models.networks.gmic import load_gmic_checkpoint
 from models.inference.predict import DEMO_CHECKPOINT
 from models.training.sweep import TrainRequest, launch_runs, parse_lrs, validate_request
 from models.training.data import LabelledImages, augment, build_cache, epoch_sample, labelled_images
-from models.training.recipe import (LoopSettings, best_path, final_path, reset_to_default_init,
-                               train_epochs)
+from models.training.recipe import FineTuneRecipe, LoopSettings, best_path, final_path, reset_to_default_init
 from tests.conftest import copy_store
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -121,13 +120,13 @@ def small(demo_store_path, tmp_path_factory):
     return out
 
 
-def _run(small, folder, mode, epochs=2, lr=1e-3, model=None, freeze_bn=False, **kw):
+def _run(small, folder, mode, epochs=2, lr=1e-3, model=None, freeze_bn=False, **hooks):
     model = model or load_gmic_checkpoint(DEMO_CHECKPOINT, "demo")
     settings = LoopSettings(mode=mode, lr=lr, epochs=epochs, batch_size=4, seed=0, beta=1e-3,
                             device=torch.device("cpu"), freeze_bn=freeze_bn)
-    state = train_epochs(model, small["train"], small["val"], settings=settings, folder=folder,
-                         meta={"config": "demo"}, **kw)
-    return model, state
+    recipe = FineTuneRecipe(settings, folder=folder, meta={"config": "demo"}, **hooks)
+    recipe.setup(model, small["train"], small["val"])
+    return model, recipe.train()
 
 
 def test_feature_extraction_changes_only_the_heads(small, tmp_path):
@@ -328,6 +327,8 @@ def test_a_killed_worker_s_run_is_failed_by_runs_list_and_resumes_its_mlflow_run
         assert get_run(store, run_id)["status"] == "running"      # demo mode writes nothing
         monkeypatch.delenv("ILCSCOPE_MODE")
         assert main(["runs", "list", "--db", str(store.path), "--json"]) == 0
+        assert get_run(store, run_id)["status"] == "running"      # a listing never writes
+        assert main(["runs", "cancel", run_id, "--db", str(store.path), "--json"]) == 0
         row = get_run(store, run_id)
         assert row["status"] == "failed" and f"pid {pid}) is gone" in row["error"]
         assert fail_orphaned_runs(store) == []                    # once
@@ -375,3 +376,23 @@ def test_worker_alive_knows_its_process_and_no_other(small, tmp_path):
     assert worker_alive(store, run_id) is False
     path.write_text(json.dumps(record | {"host": record["host"] + "-elsewhere"}))
     assert worker_alive(store, run_id) is None
+
+
+def test_a_failed_run_keeps_one_line_in_its_row_and_its_traceback_in_its_log(small, tmp_path):
+    """The row's error is one line; the run folder's worker.log holds the traceback behind it
+    (where it failed), so a failure inside a detached worker can be traced."""
+    from core.jobs.launchers import LOG_NAME
+    from models.training.sweep import create_runs, execute_run
+
+    store = open_store(copy_store(small["store"].path, tmp_path))
+    parent = tmp_path / "parent.pt"
+    parent.write_bytes(DEMO_CHECKPOINT.read_bytes())
+    (run_id,) = create_runs(store, _request(model_init=str(parent)))
+    parent.write_bytes(b"not a checkpoint")   # broken after the run was created
+    row = execute_run(store, run_id)
+    assert row["status"] == "failed" and "\n" not in row["error"]
+    log = (store.files_dir / row["folder"] / LOG_NAME).read_text()
+    assert log.startswith(f"run {run_id} failed:\nTraceback (most recent call last):\n")
+    assert "in _initial_model" in log and "in _train" in log      # the frames, ours included
+    message = row["error"].split(": ", 1)[1]   # torch's reason spans several lines in the log
+    assert message in " ".join(log.split()) and len(message) > 100

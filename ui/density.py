@@ -8,22 +8,12 @@ import shlex
 import pandas as pd
 import streamlit as st
 
-from core.jobs.density import estimate_classical
 from ui.charts.density import SHORT_NAMES
-from ui.errors import input_errors
-from ui.progress import ProgressBar
-from ui.session import read_only_notice, store
+from ui import jobs
+from ui.session import read_only_notice
 from ui.text import md_code, md_escape
 
 ESTIMATED = ("classical", "nyu-histogram")
-
-
-def _estimate(test_set: str, calibrate_on: str | None) -> None:
-    with input_errors(stop=False):
-        run = estimate_classical(store(), test_set=test_set, calibrate_on=calibrate_on,
-                                 progress=ProgressBar("Reading images…"))
-        st.session_state.density_done = run.summary()
-        st.rerun()
 
 
 def estimate_panel(test_set: str, sources: list[str]) -> None:
@@ -45,11 +35,12 @@ def estimate_panel(test_set: str, sources: list[str]) -> None:
         locked = read_only_notice("Estimating density")
         if st.button("Estimate now", key="density_estimate", disabled=locked,
                      icon=":material/play_arrow:",
-                     help=f"Percent dense area per image and exam of {md_escape(test_set)}; "
-                          "replaces earlier rows."):
-            _estimate(test_set, cal)
-        if done := st.session_state.pop("density_done", None):  # set by _estimate
-            st.success(done, icon=":material/check:")
+                     help=f"Percent dense area per image and exam of {md_escape(test_set)}, in a "
+                          "background process; replaces earlier rows."):
+            jobs.start("density", {"source": "classical", "test_set": test_set, "method": "classical",
+                                   "calibrate_on": cal})
+        jobs.job_panel("density", key="density_job", what="Density estimate", source="classical",
+                       test_set=test_set)
         flag = f" --calibrate-on {shlex.quote(cal)}" if cal else ""
         command = (f"python -m core density estimate --test-set {shlex.quote(test_set)} "
                    f"--method classical{flag} --json")

@@ -1,6 +1,7 @@
-"""The Saliency page's parts: one image's picture (map, contour, patch boxes) and the test-set
-tab (summary, distributions, hit rates by histology, paired tests). Numbers come from
-`core.reports.saliency.saliency_report`; pictures and charts from `ui.charts.saliency`."""
+"""The Saliency page's parts: which models have maps, one image's picture (map, contour, patch
+boxes) and caption, and the test-set tab (summary, distributions, hit rates by histology, paired
+tests). Numbers come from `core.reports.saliency.saliency_report`; pictures and charts from
+`ui.charts.saliency`; which families leave maps from the registry (`models.families`)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,15 +10,38 @@ import streamlit as st
 
 from core.annotations import load_annotation
 from core.io.pixels import to_display
-from core.reports.saliency import patch_boxes
+from core.reports.saliency import patch_boxes, saliency_files
 from core.saliency import read_saliency
+from models.families import FAMILIES
 from ui.charts import saliency as charts
 from ui.downloads import download_popover
 from ui.images import image_pixels
 from ui.session import data_token, store
 from ui.text import md_escape
 
-__all__ = ["picture", "test_set_tab"]
+__all__ = ["map_caption", "picture", "saliency_models", "test_set_tab"]
+
+
+def saliency_models(models: pd.DataFrame) -> list[str]:
+    """The models whose family leaves saliency maps (`Family.saliency`), parents first (so a
+    fine-tuned child opens beside its parent), else in the store's order."""
+    kinds = {name for name, fam in FAMILIES.items() if fam.saliency is not None}
+    names = models.loc[models["kind"].isin(kinds), "model"].tolist()
+    parents = set(models["parent"].dropna())
+    return sorted(names, key=lambda m: m not in parents)
+
+
+def map_caption(row) -> str:
+    """One per-image row of the report as the picture's caption; the patch part only for maps
+    that come with patches (GMIC, GLAM; not the NYU heatmaps)."""
+    text = (f"{row.model}: best Dice {row.best_dice:.3f} at {row.best_threshold:.2f}; "
+            f"{'hit' if row.hit else 'miss'} ({row.distance_px:.0f} px away); relevance mass "
+            f"{row.relevance_mass:.2f}")
+    if pd.isna(row.n_patches_hit):
+        return text
+    text += f"; patches on the tumour: {row.n_patches_hit}"
+    return text + ("" if pd.isna(row.patch_attention) else
+                   f", attention on them {row.patch_attention:.2f}")
 
 
 @st.cache_data(show_spinner="Reading the image, its map and its annotation…", max_entries=64)
@@ -27,7 +51,7 @@ def _layers(db: str, token: tuple, model: str, image_id: str, which: str, versio
     weights (None in format 1 files) of one image."""
     s = store()
     image = s.image(image_id)
-    entry = s.select("predictions", model=model, level="image", image_id=image_id).iloc[0]
+    entry = saliency_files(s, model, [image_id]).iloc[0]
     stored = read_saliency(s.files_dir / entry["saliency_path"])
     saliency = stored.to_original(which)
     mask = load_annotation(s, image_id, version)

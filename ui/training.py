@@ -11,7 +11,6 @@ import streamlit as st
 from core.jobs.run_folder import request_cancel
 from core.reports import training
 from models.training import sweep as train
-from core.jobs.workers import fail_orphaned_runs
 from ui.charts.training import duration, loss_chart, loss_panels
 from ui.downloads import download_popover
 from ui.errors import input_errors
@@ -92,13 +91,11 @@ def run_panel(*, polling: bool, read_only: bool) -> None:
     """Runs with progress and ETA, cancel and resume buttons, and the loss curves. Drawn in a
     fragment that reruns every `REFRESH_S` while ``polling``; when the last running run ends it
     reruns the whole page once (the finished-runs table) and polling stops. A run whose worker
-    is gone (killed, a restart) is recorded as failed first, so that it can be resumed."""
-    if not read_only and (orphans := fail_orphaned_runs(store())):
-        what = "1 run" if len(orphans) == 1 else f"{len(orphans)} runs"
-        st.toast(f"{what} lost {'its' if len(orphans) == 1 else 'their'} worker (killed, or the "
-                 "machine restarted), now failed: resume below", icon=":material/warning:")
+    is gone (killed, a restart) shows as 'worker gone' (computed on read: the page never writes
+    from here) and can be resumed."""
     runs = training.run_table(store())
-    running = runs[runs["status"] == "running"]
+    gone = runs["state"].eq("worker gone")
+    running = runs[runs["status"].eq("running") & ~gone]
     if polling and running.empty:
         st.rerun()
     if runs.empty:
@@ -117,7 +114,7 @@ def run_panel(*, polling: bool, read_only: bool) -> None:
         "eta", "elapsed", "best_epoch", "best_val_loss", "child", "parent", "message", "error"],
         column_config={"progress": st.column_config.ProgressColumn(min_value=0, max_value=1),
                        "best_val_loss": st.column_config.NumberColumn(format="%.4f")})
-    stopped = runs[runs["status"].isin(STOPPED)]
+    stopped = runs[runs["status"].isin(STOPPED) | gone]
     if len(stopped) and not read_only:
         pick, button = st.columns([6, 1], vertical_alignment="bottom")
         labels = {r.run_id: _label(r) for r in stopped.itertuples()}

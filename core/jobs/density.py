@@ -81,19 +81,21 @@ class DensityRun:
 
 
 
-def density_run(store: Store, *, source: str, test_set: str, method: str) -> RunFolder:
-    """Open the run of a density estimate (use it as a context manager around the work)."""
+def density_run(store: Store, *, source: str, test_set: str, method: str,
+                resume: str | None = None) -> RunFolder:
+    """Open the run of a density estimate (use it as a context manager around the work);
+    ``resume``: a queued or stopped run of these settings (`core.jobs.detached`)."""
     if source not in DENSITY_SOURCES or source == "label":
         raise InputError(f"source {source!r}: estimates are stored as one of "
                          f"{', '.join(s for s in DENSITY_SOURCES if s != 'label')}")
     return RunFolder.open(store, "density",
-                          {"source": source, "test_set": test_set, "method": method})
+                          {"source": source, "test_set": test_set, "method": method}, resume=resume)
 
 
 def estimate_classical(store: Store, *, test_set: str, calibrate_on: str | None = None,
                        threshold: float | None = None, reference: str = "label",
                        weights: str = "linear", max_side: int = dens.DEFAULT_MAX_SIDE,
-                       progress: ProgressFn | None = None) -> DensityRun:
+                       progress: ProgressFn | None = None, resume: str | None = None) -> DensityRun:
     """Classical density of every exam (and image) of ``test_set``, written to the store.
 
     Parameters
@@ -105,6 +107,8 @@ def estimate_classical(store: Store, *, test_set: str, calibrate_on: str | None 
         Fix the threshold (fraction of full scale); with ``calibrate_on`` only the cut points
         are fitted, without it `core.density`'s rule applies (BIRADS cut points off 0.70).
     reference : str   the source agreement is reported against, when present.
+    resume : str or None   the run_id of a queued, failed or cancelled classical run of this
+        test set (a detached job's worker passes its own).
 
     Returns
     -------
@@ -117,7 +121,8 @@ def estimate_classical(store: Store, *, test_set: str, calibrate_on: str | None 
     images = store.images(test_set=test_set)
     if images.empty:
         raise InputError(f"test set {test_set!r} has no images; import images first")
-    with density_run(store, source="classical", test_set=test_set, method="classical") as run:
+    with density_run(store, source="classical", test_set=test_set, method="classical",
+                     resume=resume) as run:
         progress = run.tee(progress)
         values, skipped = read_breast_values(images, max_side, progress)
         if calibrate_on is not None:

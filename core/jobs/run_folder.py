@@ -38,10 +38,11 @@ from core.progress import ProgressFn, report
 from core.store import Store, write_result
 from core.store.runs import get_run, run_frame, to_json, write_run
 
-__all__ = ["PROGRESS_EVERY_S", "RUNS_FOLDER", "RunCancelled", "RunFolder", "code_version",
+__all__ = ["CANCEL_FILE", "PROGRESS_EVERY_S", "RUNS_FOLDER", "RunCancelled", "RunFolder", "code_version",
            "read_progress", "request_cancel"]
 
 RUNS_FOLDER = "runs"             # under the store's files folder
+CANCEL_FILE = "cancel"           # in a run's folder: a stop request, from any process
 PROGRESS_EVERY_S = 0.5           # progress.json rewrites at most this often (the last always)
 _REPO = Path(__file__).resolve().parents[2]
 _PACKAGES = ("core", "models", "cli", "ui", "pages")
@@ -73,9 +74,9 @@ class RunFolder:
     """A job's folder and ``runs`` row. Use as a context manager around the job's work.
 
     Leaving the block normally marks the run 'done'; `RunCancelled` or KeyboardInterrupt
-    'cancelled'; any other exception 'failed' with its message in ``error``. ``keep=False``
-    removes the folder once the run is done (filters: every result is in the store) and each
-    chunk's files once ingested; a failed or cancelled run keeps it for a resume.
+    'cancelled'; any other exception 'failed' with its message, on one line, in ``error``.
+    ``keep=False`` removes the folder once the run is done (filters: every result is in the
+    store) and each chunk's files once ingested; a failed or cancelled run keeps it for a resume.
     """
 
     def __init__(self, store: Store, row: dict, *, keep: bool) -> None:
@@ -99,16 +100,40 @@ class RunFolder:
         if resume is not None:
             run = cls._resumed(store, kind, params, resume, keep)
         else:
-            started = datetime.now()
-            run_id = f"{kind}-{started:%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"  # sorts by time
-            run = cls(store, {
-                "run_id": run_id, "kind": kind, "params": params, "code_version": code_version(),
-                "status": "running", "started_at": started, "progress_done": 0,
-                "ingested": {}, "chunks": [], "folder": f"{RUNS_FOLDER}/{run_id}"}, keep=keep)
-        run.path.mkdir(parents=True, exist_ok=True)
-        run._write_params()
-        write_run(store, run._row)
+            run = cls._new(store, kind, params, "running", keep)
+        run._start()
         return run
+
+    @classmethod
+    def queue(cls, store: Store, kind: str, params: Mapping, *, resume: str | None = None) -> RunFolder:
+        """A run waiting for its worker (`core.jobs.detached`): status 'queued', no work yet; the
+        job's own ``open(..., resume=run_id)`` takes it over. ``resume`` queues a stopped run again."""
+        if store.read_only:
+            raise InputError(f"store {store.path} is open read-only (demo mode); jobs are disabled")
+        if resume is None:
+            run = cls._new(store, kind, json.loads(to_json(dict(params))), "queued", True)
+        else:
+            row = get_run(store, resume)
+            if row is None or row["kind"] != kind or row["status"] == "done":
+                raise InputError(f"resume is {resume!r}, which is no unfinished {kind} run in this store")
+            run = cls(store, row | {"status": "queued", "ended_at": None, "error": None}, keep=True)
+            (run.path / CANCEL_FILE).unlink(missing_ok=True)
+        run._start()
+        return run
+
+    @classmethod
+    def _new(cls, store: Store, kind: str, params: dict, status: str, keep: bool) -> RunFolder:
+        started = datetime.now()
+        run_id = f"{kind}-{started:%Y%m%dT%H%M%S%f}-{secrets.token_hex(2)}"  # sorts by time
+        return cls(store, {
+            "run_id": run_id, "kind": kind, "params": params, "code_version": code_version(),
+            "status": status, "started_at": started, "progress_done": 0,
+            "ingested": {}, "chunks": [], "folder": f"{RUNS_FOLDER}/{run_id}"}, keep=keep)
+
+    def _start(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._write_params()
+        write_run(self.store, self._row)
 
     @classmethod
     def _resumed(cls, store: Store, kind: str, params: dict, run_id: str, keep: bool) -> RunFolder:
@@ -124,7 +149,7 @@ class RunFolder:
                              "with its own parameters or start a new run")
         run = cls(store, row | {"status": "running", "ended_at": None, "error": None,
                                 "code_version": code_version()}, keep=keep)
-        (run.path / "cancel").unlink(missing_ok=True)
+        (run.path / CANCEL_FILE).unlink(missing_ok=True)
         return run
 
     # ------------------------------------------------------------------ state
@@ -181,7 +206,7 @@ class RunFolder:
 
     def cancel_requested(self) -> bool:
         """Whether `request_cancel` was called for this run (a file, so any process can)."""
-        return (self.path / "cancel").exists()
+        return (self.path / CANCEL_FILE).exists()
 
     def check_cancel(self) -> None:
         """Raise `RunCancelled` if a cancel was requested (the job calls it between chunks)."""
@@ -229,9 +254,10 @@ class RunFolder:
             self.finish("done")
             return False
         cancelled = isinstance(exc, (RunCancelled, KeyboardInterrupt))
+        # one line, as tables and `runs list` show it (a library's message may span several)
+        error = " ".join(f"{type(exc).__name__}: {exc}".split())[:2000]
         try:
-            self.finish("cancelled" if cancelled else "failed",
-                        None if cancelled else f"{type(exc).__name__}: {exc}"[:2000])
+            self.finish("cancelled" if cancelled else "failed", None if cancelled else error)
         except Exception as second:  # the job's own error matters more than the bookkeeping's
             exc.add_note(f"(run {self.run_id} could not record its end: {second})")
         return False
@@ -250,7 +276,7 @@ def request_cancel(store: Store, run_id: str) -> None:
         raise InputError(f"run_id {run_id!r} is not in this store; see the runs table")
     if row["status"] != "running":
         raise InputError(f"run {run_id} is {row['status']}, not running; nothing to cancel")
-    (store.files_dir / row["folder"] / "cancel").touch()
+    (store.files_dir / row["folder"] / CANCEL_FILE).touch()
 
 
 def read_progress(store: Store, run_id: str) -> dict | None:

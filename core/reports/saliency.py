@@ -6,11 +6,17 @@ image's coordinates (`core.saliency.read_saliency`) and scored against the mask
 (`core.saliency.saliency_metrics`); the aggregates are `core.saliency.summarise_saliency`, per
 model and per histology, and with ``compare`` the paired tests on the images both models scored
 (`core.saliency.compare_saliency`). Pure over a `Store`; no Streamlit, no torch.
+
+Where an image's saliency file is (`saliency_files`): an image-level prediction names it
+(GMIC, GLAM); a model that scores breasts (NYU image + heatmaps) leaves one file per image at
+the path `saliency_file` gives, which `models.inference` writes to for every family.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,7 +29,8 @@ from core.saliency.maps import MAP_NAMES
 from core.store import Store
 from core.validation import check_choice
 
-__all__ = ["PER_IMAGE_COLUMNS", "SaliencyReport", "patch_boxes", "saliency_report"]
+__all__ = ["PER_IMAGE_COLUMNS", "SaliencyReport", "patch_boxes", "saliency_file", "saliency_files",
+           "saliency_report"]
 
 PER_IMAGE_COLUMNS = [
     "model", "image_id", "exam_id", "label", "histology", "annotation_version", "best_dice",
@@ -93,7 +100,7 @@ def saliency_report(store: Store, *, test_set: str, model: str, compare: str | N
     truth = store.cases(test_set=test_set, level="image").set_index("case_id")
     masks = _annotations(store, images.index, annotation_version)
     models = [model] if compare is None else [model, compare]
-    files = {m: _saliency_files(store, m, images.index) for m in models}
+    files = {m: saliency_files(store, m, images.index) for m in models}
     skipped = {"no annotation": sorted(set(images.index) - set(masks.index))}
     for m in models:
         skipped[f"no saliency file from {m}"] = sorted(set(masks.index) - set(files[m].index))
@@ -160,23 +167,45 @@ def _annotations(store: Store, image_ids, version: int | None) -> pd.DataFrame:
     return rows.set_index("image_id")[["version", "mask_path"]]
 
 
-def _saliency_files(store: Store, model: str, image_ids) -> pd.DataFrame:
+def saliency_file(model: str, image_id: str) -> Path:
+    """Where a model's saliency file for an image lives, relative to the store's files folder:
+    ``saliency/<model>/<image>-<8 hex>.npz`` (the digest keeps two ids that differ only in
+    characters unsafe in file names apart)."""
+    digest = hashlib.sha1(image_id.encode()).hexdigest()[:8]
+    return Path("saliency") / _safe(model) / f"{_safe(image_id)}-{digest}.npz"
+
+
+def saliency_files(store: Store, model: str, image_ids) -> pd.DataFrame:
+    """image_id -> saliency_path (relative to the files folder), patch_boxes (JSON or None) of
+    ``model``'s files on ``image_ids``: from its image-level predictions, else (a model that
+    scores breasts or exams) the files at `saliency_file` that exist."""
+    ids = list(image_ids)
     rows = store.select("predictions", model=model, level="image")
     if rows.empty:
-        raise InputError(f"model {model!r} has no image-level predictions in the store (models: "
-                         f"{', '.join(store.model_names()) or 'none'}); run predict first")
-    rows = rows[rows["image_id"].isin(image_ids) & rows["saliency_path"].notna()]
+        if model not in store.model_names():
+            raise InputError(f"model {model!r} has no predictions in the store (models: "
+                             f"{', '.join(store.model_names()) or 'none'}); run predict first")
+        found = [(i, saliency_file(model, i).as_posix()) for i in ids]
+        found = [(i, p) for i, p in found if (store.files_dir / p).is_file()]
+        return pd.DataFrame({"saliency_path": [p for _, p in found], "patch_boxes": None},
+                            index=pd.Index([i for i, _ in found], name="image_id"))
+    rows = rows[rows["image_id"].isin(ids) & rows["saliency_path"].notna()]
     return rows.set_index("image_id")[["saliency_path", "patch_boxes"]]
 
 
 def patch_boxes(saliency, stored_json) -> np.ndarray | None:
     """An image's patch boxes (K x 4, image pixels): format 2 files carry them beside their
-    attention weights; older files only the prediction row's JSON (attention then NaN)."""
-    if saliency.patch_boxes is not None:
+    attention weights; older files only the prediction row's JSON (attention then NaN); None
+    for maps that come without patches (the NYU heatmaps)."""
+    if saliency.patch_boxes is not None and len(saliency.patch_boxes):
         return saliency.patch_boxes
     if not isinstance(stored_json, str):
         return None
     return np.asarray(json.loads(stored_json), dtype=np.float64).reshape(-1, 4)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def _spacing(value) -> float | None:

@@ -18,6 +18,7 @@ rate (``lr``; a request's ``lrs`` becomes one run per rate).
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,7 +28,7 @@ import pandas as pd
 
 from core.errors import InputError
 from core.jobs.run_folder import read_progress
-from core.jobs.workers import TRAIN_KIND
+from core.jobs.workers import TRAIN_KIND, gone_workers
 from core.reports.benchmark import (auc_summary, default_test_sets, load_scores, pairwise_tests,
                                     usable_models)
 from core.store import Store
@@ -49,8 +50,9 @@ FINISHED_COLUMNS = ("run_id", "mode", "lr", "preprocess", "parent", "child", "te
 SPLITS = ("training", "validation")
 # What a person reads for a run: the store's status, with 'running' told apart into a training
 # run still waiting for its worker (a sweep trains its rates one after another), one training,
-# and one scoring its test sets after its last epoch.
-RUN_STATES = ("queued", "running", "evaluating", "done", "failed", "cancelled")
+# one scoring its test sets after its last epoch, and one whose worker is gone (killed, a
+# restart: seen on read, never written by a read; resume it, or cancel records it failed).
+RUN_STATES = ("queued", "running", "evaluating", "worker gone", "done", "failed", "cancelled")
 
 
 def lr_label(lr: float | None) -> str:
@@ -113,27 +115,44 @@ def run_table(store: Store, *, kind: str | None = TRAIN_KIND, status: str | None
         Columns `RUN_COLUMNS`. ``state`` is one of `RUN_STATES`: ``status``, except that a
         running training run is 'queued' before its first progress (no progress.json, no
         epoch, no total) and 'evaluating' once its last epoch is written or its child model
-        named (training over; the child is registered and its test sets scored). ``progress`` is done / total in [0, 1] (a running run's from its
-        live progress.json, written several times an epoch); ``elapsed_s`` runs from the start
-        to the end (or ``now``); ``eta_s`` = elapsed_s (1 - progress) / progress for a running
-        run with some progress (0 when done, NaN otherwise): a resumed run's elapsed time
+        named (training over; the child is registered and its test sets scored); any
+        running run is 'worker gone' when its worker's records name dead processes
+        (`core.jobs.workers.gone_workers`), ``error`` then saying which. ``progress`` is
+        done / total in [0, 1] (a running run's from its live progress.json, written several
+        times an epoch); ``elapsed_s`` runs from the start to the end (or ``now``); ``eta_s`` =
+        elapsed_s (1 - progress) / progress for a running run with some progress (0 when done,
+        NaN otherwise, and for a run whose worker is gone): a resumed run's elapsed time
         includes the pause, so its ETA errs long. ``epochs_done`` counts its ``train_epochs``
         rows. Training columns are NaN for other kinds.
+
+    Reads only: two store queries whatever the number of runs, plus a few small files per
+    running run (progress, worker records). Why: the list used to query the runs table again
+    for each record of each run, and fail orphans as it went (229 runs: 73 s); `bench/jobs.py`.
     """
     now = datetime.now() if now is None else now
     with store.connection():
         runs = _train_runs(store, kind, status=status)
         ids = [r["run_id"] for r in runs]
         epochs = store.select("train_epochs", run_id=ids) if ids else None
-        live = {r["run_id"]: read_progress(store, r["run_id"]) for r in runs
-                if r["status"] == "running"}
+    running = [r for r in runs if r["status"] == "running"]
+    live = {r["run_id"]: _live_progress(store, r) for r in running}
+    gone = gone_workers(store, running)
     done_epochs = {} if epochs is None else epochs.groupby("run_id")["epoch"].max().to_dict()
-    rows = [_run_row(r, done_epochs.get(r["run_id"], 0), live.get(r["run_id"]), now)
-            for r in runs]
+    rows = [_run_row(r, done_epochs.get(r["run_id"], 0), live.get(r["run_id"]), now,
+                     gone=gone.get(r["run_id"])) for r in runs]
     return pd.DataFrame(rows, columns=list(RUN_COLUMNS))
 
 
-def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime) -> dict:
+def _live_progress(store: Store, run: dict) -> dict | None:
+    """`read_progress` from the row in hand: its folder's progress.json (no store read)."""
+    try:
+        return json.loads((store.files_dir / run["folder"] / "progress.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime, *,
+             gone: str | None = None) -> dict:
     params = run["params"]
     done, total = ((live["done"], live["total"]) if live else
                    (run["progress_done"], run["progress_total"]))
@@ -143,13 +162,13 @@ def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime) -> d
         progress = min(float(done) / float(total), 1.0)
     else:
         progress = 0.0 if run["status"] == "running" else math.nan
-    state = _state(run, epochs_done, live, total)
+    state = "worker gone" if gone else _state(run, epochs_done, live, total)
     started = pd.Timestamp(run["started_at"])
     ended = pd.Timestamp(run["ended_at"]) if run["ended_at"] is not None else pd.Timestamp(now)
     elapsed = max((ended - started).total_seconds(), 0.0)
     if run["status"] == "done":
         eta = 0.0
-    elif run["status"] == "running" and 0 < progress < 1:
+    elif run["status"] == "running" and 0 < progress < 1 and not gone:
         eta = elapsed * (1 - progress) / progress
     else:
         eta = math.nan
@@ -164,7 +183,7 @@ def _run_row(run: dict, epochs_done: int, live: dict | None, now: datetime) -> d
         "val_set": params.get("val_set"), "device": params.get("device"),
         "evaluate": list(params.get("evaluate") or []),
         "started_at": started, "ended_at": run["ended_at"], "message": message,
-        "error": run["error"]}
+        "error": gone or run["error"]}
 
 
 def _state(run: dict, epochs_done: int, live: dict | None, total) -> str:

@@ -3,7 +3,7 @@
 Each function is the query behind the `Store` method of the same name: it takes the connection
 that method opened and returns the DataFrame whose columns that method documents. A test set
 narrows a query through its exams (`exam_filter`) or, on the ``cases`` table, through each
-row's own test-set ids (`case_filter`, which keeps the table's case order).
+row's own test-set ids (`case_filter`: a single-table scan, in the table's row order).
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def exam_filter(con: duckdb.DuckDBPyConnection, test_set: str | None) -> tuple[s
 def case_filter(con: duckdb.DuckDBPyConnection, test_set: str | None) -> tuple[str, list]:
     """SQL true for ``cases`` rows ``c`` in a test set (all when None) and its params.
 
-    It tests the row's own testset_ids: a single-table filter keeps the table's case order.
+    It tests the row's own testset_ids, so a scan reads ``cases`` alone, in its row order
+    (case order unless updates appended rows: `core.store.truth.read_truth` checks).
     """
     if test_set is None:
         return "TRUE", []

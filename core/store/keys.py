@@ -142,6 +142,47 @@ def adopt_salt(salt: str, key_file: str | Path | None = None) -> tuple[str, str 
                  "copies of the store made before this upgrade still hold the salt")
 
 
+class StoreKeys:
+    """`Store` verbs for pseudonyms: the key comes from outside the store (see the module doc)."""
+
+    def pseudonym(self, patient_id: str) -> str:
+        """A stable pseudonym for a patient identifier: HMAC-SHA256 under the pseudonym key.
+
+        The key lives outside the store (`core.store.keys`), so the store alone cannot be
+        re-identified; the same key gives the same pseudonym in every store (a site links its
+        stores by sharing the key file). The store records the key's fingerprint on first use
+        and refuses another key with `PseudonymKeyError`. The identifier itself is never kept.
+        """
+        return pseudonym(self._pseudonym_key(), patient_id)
+
+    def _pseudonym_key(self) -> bytes:
+        if self._key is not None:
+            return self._key
+        key = load_key(self.key_file, create=not self.read_only)
+        stored = self._scalar("SELECT value FROM meta WHERE key = 'key_fingerprint'")
+        check_fingerprint(self.path, stored, fingerprint(key), self.key_file)
+        self._key = key
+        return key
+
+    def _record_fingerprint(self, con) -> None:
+        """Store the key's fingerprint with the first rows written under it (same transaction,
+        so a killed import leaves no trace of its key either), refusing another key's rows."""
+        tag = fingerprint(self._key)
+        con.execute("INSERT OR IGNORE INTO meta VALUES ('key_fingerprint', ?)", [tag])
+        stored = con.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchall()[0][0]
+        check_fingerprint(self.path, stored, tag, self.key_file)
+
+
+def check_fingerprint(path: Path, stored: str | None, tag: str, key_file) -> None:
+    """Refuse a key whose fingerprint differs from the one the store recorded."""
+    if stored is not None and stored != tag:
+        raise PseudonymKeyError(
+            f"store {path} was pseudonymised with the key of fingerprint {stored}, not "
+            f"the configured one ({tag}, from {KEY_ENV} or {key_path(key_file)}): its "
+            f"pseudonyms would not match; set {KEY_FILE_ENV} to that key's file (a migrated "
+            f"store's salt was saved as pseudonym-{stored}.key) or import into another store")
+
+
 def _checked(text: str, where: str) -> bytes:
     key = text.strip().lower()
     if len(key) < MIN_KEY_HEX or not _HEX.fullmatch(key):

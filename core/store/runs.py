@@ -18,7 +18,7 @@ from core.store.schema import TABLE_COLUMNS
 if TYPE_CHECKING:
     from core.store import Store
 
-RUN_STATUSES = ("running", "done", "failed", "cancelled")
+RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 _JSON_COLUMNS = ("params", "ingested", "chunks")
 
 __all__ = ["RUN_STATUSES", "get_run", "latest_run", "list_runs", "run_frame", "to_json",

@@ -11,10 +11,11 @@ it writes it (`DERIVED_COLUMNS`), so no table needs another's numbering (a colli
 million cases has odds of about 3 in a million, and joins also match the level).
 
 The ``cases`` table is the case truth (label, histology, split, test sets, density label ...)
-of every case at every level, derived from exams, images, breasts, test sets and density and
-rebuilt in the same transaction as every write to them (`CASE_SOURCES`): the pages' busiest
-queries read it instead of joining those tables on text keys each time. Each rebuild renews
-``meta.truth_token``, on which readers key their caches.
+of every case at every level, derived from exams, images, breasts, test sets and density: the
+pages' busiest queries read it instead of joining those tables on text keys each time. Each row
+depends on its own exam's rows only, so every write re-derives it for the exams it touched, in
+the same transaction (`core.store.derived`); each update renews ``meta.truth_token``, on which
+readers key their caches.
 
 Pixels stay in files: ``images.path`` is relative to ``datasets.root``; masks, saliency maps and
 display copies live under the store's files folder (``Store.files_dir``) with relative paths.
@@ -27,7 +28,9 @@ from core.vocabulary import (ANNOTATION_SOURCES, DENSITY_SOURCES, HISTOLOGIES,  
                              HISTOLOGY_PRIORITY, LATERALITIES, LEVELS, PATHOLOGIES,
                              PRESENTATIONS, VIEWS)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
+# The first version whose derived tables are kept per exam: older files are re-derived whole.
+PER_EXAM_VERSION = 8
 # The last version that kept the pseudonym salt in ``meta`` (see `core.store.keys`).
 SALTED_VERSION = 3
 
@@ -47,26 +50,8 @@ def _md5_64(text: str) -> str:
     return f"(md5_number({text}) >> 64)::UBIGINT"
 
 
-def _histology_sql(column: str) -> str:
-    """The highest-priority histology among ``column`` (`HISTOLOGY_PRIORITY`); 'none' only if
-    every row is 'none', else 'unknown' when nothing ranks above it."""
-    ranked = [h for h in reversed(HISTOLOGY_PRIORITY) if h not in ("none", "unknown")]
-    whens = "\n".join(f"                WHEN bool_or({column} = '{h}') THEN '{h}'" for h in ranked)
-    return (f"CASE{whens[len('               '):]}\n"
-            f"                WHEN bool_and({column} = 'none') THEN 'none'\n"
-            f"                ELSE 'unknown' END")
-
-
-# An exam's truth: positive if any breast is; histology by HISTOLOGY_PRIORITY.
-EXAM_TRUTH = f"""
-    SELECT b.exam_id, max(b.cancer) AS label,
-           {_histology_sql('b.histology')} AS histology,
-           string_agg(b.presentation, ',') AS presentation
-    FROM breasts b GROUP BY b.exam_id"""
-
 CASES_TABLE = """
 CREATE TABLE cases (                     -- derived: see the module doc
-    case_rank INTEGER NOT NULL,          -- order of (level, case_id)
     level VARCHAR NOT NULL,
     case_hash UBIGINT NOT NULL,
     case_id VARCHAR NOT NULL,
@@ -84,36 +69,6 @@ CREATE TABLE cases (                     -- derived: see the module doc
 );
 """
 
-
-# The ``cases`` rows in (level, case_id) order (``case_rank``): a filter on the table alone (a
-# test set is a ``list_contains`` on testset_ids, not a join) returns rows in that order, as
-# DuckDB keeps insertion order for single-table scans. An image needs its breast's row to have
-# a label. The 'label' density is the default stratum, so it is kept here too.
-CASES_SELECT = f"""
-    SELECT row_number() OVER (ORDER BY level, case_id)::INTEGER AS case_rank, c.*,
-           coalesce(m.testset_ids, []::INTEGER[]) AS testset_ids, dn.category AS density_label
-    FROM (
-        SELECT 'image' AS level, {case_hash_sql("'image'", "i.image_id")} AS case_hash,
-               i.image_id AS case_id, {exam_hash_sql("i.exam_id")} AS exam_hash, i.exam_id,
-               i.laterality, e.dataset, e.split, b.cancer AS label, b.histology, b.presentation,
-               i.view
-        FROM images i JOIN exams e USING (exam_id)
-        JOIN breasts b ON b.exam_id = i.exam_id AND b.laterality = i.laterality
-        UNION ALL
-        SELECT 'breast', {case_hash_sql("'breast'", "b.exam_id || '/' || b.laterality")},
-               b.exam_id || '/' || b.laterality, {exam_hash_sql("b.exam_id")}, b.exam_id,
-               b.laterality, e.dataset, e.split, b.cancer, b.histology, b.presentation, NULL
-        FROM breasts b JOIN exams e USING (exam_id)
-        UNION ALL
-        SELECT 'exam', {case_hash_sql("'exam'", "e.exam_id")}, e.exam_id,
-               {exam_hash_sql("e.exam_id")}, e.exam_id, NULL, e.dataset, e.split, h.label,
-               h.histology, h.presentation, NULL
-        FROM exams e JOIN ({EXAM_TRUTH}) h USING (exam_id)) c
-    LEFT JOIN (SELECT x.exam_hash, list(t.id ORDER BY t.id) AS testset_ids
-               FROM testset_exams x JOIN testsets t USING (name) GROUP BY 1) m USING (exam_hash)
-    LEFT JOIN (SELECT exam_hash, category FROM density WHERE level = 'exam' AND source = 'label'
-               ) dn USING (exam_hash)
-    ORDER BY case_rank"""
 
 # One statement per table; the whole string runs in one transaction on a new file.
 SCHEMA = """
@@ -369,7 +324,7 @@ DERIVED_COLUMNS: dict[str, dict[str, str]] = {
     "testset_exams": {"exam_hash": exam_hash_sql("exam_id")},
 }
 
-# Run by every rebuild of ``cases``: readers key their caches on the token.
+# Run by every update of ``cases``: readers key their caches on the token.
 RENEW_TRUTH_TOKEN = """
     INSERT INTO meta VALUES ('truth_token', uuid()::VARCHAR) ON CONFLICT (key)
     DO UPDATE SET value = EXCLUDED.value"""
@@ -385,9 +340,7 @@ MIGRATIONS: dict[int, str] = {
         _rebuild_with_columns("density", DERIVED_COLUMNS["density"]),
         _rebuild_with_columns("testset_exams", DERIVED_COLUMNS["testset_exams"]),
         _rebuild_with_columns("testsets", {"id": "row_number() OVER (ORDER BY name)::INTEGER"}),
-        CASES_TABLE,
-        f"INSERT INTO cases {CASES_SELECT};",
-        RENEW_TRUTH_TOKEN + ";",
+        CASES_TABLE,  # filled when the file reaches PER_EXAM_VERSION
     ]),
     # v3: the runs table (core.jobs.run_folder); a later change to it must freeze this DDL here
     2: table_ddl("runs"),
@@ -403,9 +356,13 @@ MIGRATIONS: dict[int, str] = {
     # a later change to train_epochs must freeze its v7 DDL here
     6: "\n".join([table_ddl("train_epochs").replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1),
                   "ALTER TABLE models ADD COLUMN IF NOT EXISTS preprocess VARCHAR;"]),
+    # v8: derived tables kept per exam (core.store.derived); ``cases`` loses its global rank and
+    # the opening re-derives it, and every test set's members, whole
+    7: "DROP TABLE cases;\n" + CASES_TABLE,
 }
 
-# Writes to these tables rebuild the derived ``cases`` table.
+# The tables whose rows ``cases`` rows and test-set members are derived from (each row names
+# its exam: `core.store.derived` re-derives the exams a write to them touched).
 CASE_SOURCES = ("exams", "images", "breasts", "testsets", "testset_exams", "density")
 
 # Columns per table, in schema order: the ingest path and the importers build frames from these.

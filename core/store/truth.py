@@ -3,8 +3,9 @@
 The truth of a test set (one row per case, in case_id order) is the same for every model and
 survives a predictions import, and reading it is the larger part of `Store.scores` on big
 stores: so a `Store` keeps the last few in a `TruthCache`, keyed by the store's truth token,
-which every write that can change a truth renews (`rebuild_cases`). Each model's scores are then
-placed on the truth by the integer ``case_hash`` (`core.store.schema`), not by a string join.
+which every write that can change a truth renews (`core.store.derived`). Each model's scores
+are then placed on the truth by the integer ``case_hash`` (`core.store.schema`), not by a
+string join.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from typing import NamedTuple
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
-from core.store.schema import CASES_SELECT, RENEW_TRUTH_TOKEN
 
 SCORE_CASE_COLUMNS = ("case_id", "exam_id", "laterality", "image_id", "label", "histology",
                       "density")
@@ -61,15 +62,15 @@ def read_truth(con: duckdb.DuckDBPyConnection, level: str, where: str, params: l
                density_source: str, columns: Sequence[str]) -> Truth:
     """``columns`` of the ``cases`` rows ``c`` at ``level`` where ``where`` holds, in case_id
     order, with ``density`` (the exam category from ``density_source``) and ``case_hash``."""
-    fetched = [c for c in columns if c != "image_id"]  # an image case's id is its image_id
+    fetched = [c for c in dict.fromkeys(["case_id", *columns]) if c != "image_id"]
     fetched += ["density_label AS density"] if density_source == "label" else ["exam_hash"]
     table = con.sql(f"""
-        SELECT c.case_rank, c.case_hash, {", ".join("c." + c for c in fetched)}
+        SELECT c.case_hash, {", ".join("c." + c for c in fetched)}
         FROM cases c WHERE c.level = ? AND {where}""", params=[level, *params]).to_arrow_table()
-    rank = table["case_rank"].to_numpy()
-    if (np.diff(rank) < 0).any():  # a single-table scan keeps the order (CASES_SELECT)
-        table = table.take(np.argsort(rank, kind="stable"))
-    frame = table.to_pandas().drop(columns="case_rank")
+    ids = table["case_id"]
+    if len(ids) > 1 and pc.any(pc.less(ids[1:], ids[:-1])).as_py():  # rows appended by an update
+        table = table.take(pc.sort_indices(ids))
+    frame = table.to_pandas()
     if "image_id" in columns:
         frame["image_id"] = frame["case_id"] if level == "image" else pd.Series(
             pd.NA, index=frame.index, dtype=frame["case_id"].dtype)
@@ -99,13 +100,6 @@ def read_scores(con: duckdb.DuckDBPyConnection, truth: Truth, models: Sequence[s
         return truth.frame.iloc[:0].assign(model="", score=np.nan, benign=np.nan)[SCORE_FRAME]
     frame = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     return frame[SCORE_FRAME]
-
-
-def rebuild_cases(con: duckdb.DuckDBPyConnection) -> None:
-    """Recompute the derived ``cases`` table (inside the caller's write transaction)."""
-    con.execute("DELETE FROM cases")
-    con.execute(f"INSERT INTO cases {CASES_SELECT}")
-    con.execute(RENEW_TRUTH_TOKEN)
 
 
 def _lookup(keys, values, targets) -> np.ndarray:

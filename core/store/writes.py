@@ -4,7 +4,8 @@ A bulk write registers a DataFrame and runs ``INSERT ... SELECT ... ON CONFLICT 
 (idempotent: re-importing updates rows, never duplicates). A long job never writes to the store
 itself: it leaves a result folder (`write_result`: Parquet files and a ``result.json`` naming
 them and the structured deletes to run first) that `Store.ingest` checks (`read_result`) and
-loads in one transaction. Nothing in a result folder is executable.
+loads in one transaction. Nothing in a result folder is executable. Every write re-derives the
+derived rows of the exams it touched in the same transaction (`core.store.derived`).
 """
 from __future__ import annotations
 
@@ -16,10 +17,77 @@ import duckdb
 import pandas as pd
 
 from core.errors import InputError
+from core.store import testsets as _testsets
+from core.store.derived import touched_by_delete, touched_by_upsert, update_cases
 from core.store.match import check_table, delete_sql
 from core.store.schema import DERIVED_COLUMNS, PRIMARY_KEYS, TABLE_COLUMNS
 
 RESULT_MANIFEST = "result.json"
+# Derived from test-set rules (`core.store.testsets`): written through rules, never as rows.
+RULE_TABLES = ("testsets", "testset_exams")
+
+
+class StoreWrites:
+    """`Store` verbs that write rows (see the module doc)."""
+
+    def write_tables(self, frames: dict[str, pd.DataFrame], *,
+                     delete: Sequence[Mapping] = (), testsets: Mapping[str, str] | None = None,
+                     refresh_testsets: bool = False) -> dict[str, int]:
+        """Upsert several tables in one transaction; returns rows written per table.
+
+        ``delete`` holds ``{"table": name, "match": {column: value or values}}`` entries
+        (`core.store.match.match_sql`), run first in the same transaction, for replacing rows:
+        a dataset, a density source on some exams. Nothing in them is SQL: names are checked
+        against the schema and values travel as parameters.
+
+        The ``cases`` rows and test-set members of the exams touched are re-derived in the same
+        transaction. ``testsets`` (name -> rule) are created or replaced, and
+        ``refresh_testsets`` creates each dataset's own set where missing, also in it: rows and
+        the test sets they change land together, so a kill between them cannot leave a set stale.
+        """
+        for table, frame in frames.items():
+            check_frame(table, frame)
+            if table in RULE_TABLES:
+                raise InputError(f"table {table} is derived from test-set rules; pass "
+                                 "testsets={name: rule} instead of its rows")
+        deletes = [delete_sql(entry) for entry in delete]
+        with self.transaction() as con:
+            if self._key is not None:   # pseudonyms were made: their key's fingerprint lands too
+                self._record_fingerprint(con)
+            touched: set[str] = set()
+            for entry, (sql, params) in zip(delete, deletes):
+                touched |= touched_by_delete(con, entry)
+                con.execute(sql, params)
+            written = {}
+            for table, frame in frames.items():
+                touched |= touched_by_upsert(con, table, frame)
+                written[table] = upsert(con, table, frame)
+            _testsets.update_derived(con, touched)
+            rules = dict(testsets or {})
+            if refresh_testsets:
+                current = _testsets.current_rules(con)
+                rules = {n: current[n] for n in _testsets.stale_testsets(con, current)} | rules
+            if rules:  # members written: the changed exams' cases rows follow
+                update_cases(con, _testsets.write_testsets(con, rules)[1])
+            return written
+
+    def ingest(self, result_dir: str | Path) -> dict[str, int]:
+        """Load a job's result folder (see `write_result`) in one transaction.
+
+        The manifest names tables, their Parquet files and structured deletes only; anything
+        else in it (an SQL string, an unknown table or column, a file outside the folder) is
+        refused before any write (`core.store.writes.read_result`).
+        """
+        frames, delete = read_result(result_dir)
+        return self.write_tables(frames, delete=delete)
+
+
+def check_frame(table: str, frame: pd.DataFrame) -> None:
+    """Refuse rows for an unknown table, or without every column of its primary key."""
+    check_table(table)
+    missing = [c for c in PRIMARY_KEYS[table] if c not in frame.columns]
+    if missing:
+        raise InputError(f"rows for table {table} lack key column(s) {', '.join(missing)}")
 
 
 def upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> int:
@@ -28,11 +96,8 @@ def upsert(con: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> i
     Only the schema columns the frame carries are written, so ``created_at`` and any column a
     caller leaves out keep their stored values on a re-import. Returns the number of rows.
     """
-    check_table(table)
+    check_frame(table, frame)
     columns = TABLE_COLUMNS[table]
-    missing = [c for c in PRIMARY_KEYS[table] if c not in frame.columns]
-    if missing:
-        raise InputError(f"rows for table {table} lack key column(s) {', '.join(missing)}")
     if frame.empty:
         return 0
     cols = [c for c in columns if c in frame.columns]

@@ -38,6 +38,7 @@ __all__ = [
     "Heatmaps",
     "accumulate_heatmap",
     "exam_heatmaps",
+    "heatmaps_from_probs",
     "patch_origins",
     "patch_probabilities",
     "produce_heatmaps",
@@ -211,13 +212,26 @@ def produce_heatmaps(model: nn.Module, image: np.ndarray, *, rng: random.Random,
     p = config.patch_size
     row_strides = stride_list(image.shape[0], patch_size=p, stride=config.stride, rng=rng)
     col_strides = stride_list(image.shape[1], patch_size=p, stride=config.stride, rng=rng)
+    probs = patch_probabilities(model, standardise_float64(image), patch_origins(row_strides, col_strides),
+                                patch_size=p, batch_size=config.batch_size, progress=progress)
+    return heatmaps_from_probs(probs, row_strides, col_strides, image.shape, patch_size=p)
+
+
+def heatmaps_from_probs(probs: np.ndarray, row_strides: Sequence[int], col_strides: Sequence[int],
+                        shape: tuple[int, int], *, patch_size: int = 256) -> Heatmaps:
+    """The heatmaps of an image of ``shape`` from its patches' softmax (rows in origin order) and
+    its stride lists: what :func:`produce_heatmaps` returns, rebuilt exactly (the heatmap cache
+    keeps only these few numbers per patch)."""
     origins = patch_origins(row_strides, col_strides)
-    probs = patch_probabilities(model, standardise_float64(image), origins, patch_size=p,
-                                batch_size=config.batch_size, progress=progress)
+    probs = np.asarray(probs, np.float32)
+    if len(probs) != len(origins):
+        raise InputError(f"{len(probs)} patch probabilities for {len(origins)} patches; pass one "
+                         "row per patch")
     return Heatmaps(
-        malignant=accumulate_heatmap(probs[:, MALIGNANT_COLUMN], origins, image.shape, patch_size=p),
-        benign=accumulate_heatmap(probs[:, BENIGN_COLUMN], origins, image.shape, patch_size=p),
-        probs=probs, origins=origins, row_strides=tuple(row_strides), col_strides=tuple(col_strides))
+        malignant=accumulate_heatmap(probs[:, MALIGNANT_COLUMN], origins, shape, patch_size=patch_size),
+        benign=accumulate_heatmap(probs[:, BENIGN_COLUMN], origins, shape, patch_size=patch_size),
+        probs=probs, origins=origins, row_strides=tuple(int(s) for s in row_strides),
+        col_strides=tuple(int(s) for s in col_strides))
 
 
 def exam_heatmaps(model: nn.Module, images: Sequence[np.ndarray], *, seed: int = 0,

@@ -38,10 +38,8 @@ to the breast box (the part of the image the network saw).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import json
-import re
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -56,13 +54,14 @@ import torch
 from core.errors import InputError
 from core.io.images import read_pixels
 from core.progress import ProgressFn, report
+from core.reports.saliency import saliency_file
 from core.saliency import SALIENCY_FORMAT, SaliencyFile, SaliencyGeometry, read_saliency
 from core.jobs.run_folder import RunFolder
 from core.store import Store
 from core.validation import check_positive_int
 from models.device import resolve_device
 from models.families import FAMILIES
-from models.networks.gmic import CONFIGS, GMIC, load_gmic_checkpoint, optimize_for_inference
+from models.networks.gmic import CONFIGS, GMIC, config_name, load_gmic_checkpoint, optimize_for_inference
 from models.inference.preprocess import Preprocessed, check_preprocess, model_input
 
 __all__ = ["DEMO_CHECKPOINT", "GMIC_KIND", "PredictSummary", "SaliencyFile", "checkpoint_config",
@@ -73,7 +72,6 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "demo" / "checkpoints" / "gmic-demo.pt"
 SHIPPED = {"gmic-demo": DEMO_CHECKPOINT}   # model names known without a store row
 GMIC_KIND = "gmic"
-_SAMPLE_MODEL = re.compile(r"sample_model_([1-5])\b")
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,8 @@ class PredictSummary:
     ``n_images`` = ``n_no_pixels`` + ``n_existing`` + ``n_predicted`` + ``n_failed``: images of the
     test set, those without pixels (prediction-only datasets), those skipped because the model
     already scored them, those scored now, and those whose file could not be read (the first
-    few messages in ``failures``).
+    few messages in ``failures``). ``heatmaps`` (image + heatmaps families): how many views'
+    heatmaps were ``computed`` and how many read from the ``cached`` ones.
     """
 
     model: str
@@ -100,6 +99,7 @@ class PredictSummary:
     s_per_image: float | None
     run_dir: str | None
     failures: list[str] = field(default_factory=list)
+    heatmaps: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,18 +151,21 @@ def resolve_model(store: Store, spec: str) -> tuple[str, list[Path]]:
 
 
 def checkpoint_config(path: str | Path) -> str:
-    """The config a checkpoint was made for: its ``config`` entry (files from
-    ``models.demo.train_gmic``), ``paper-k`` for the released ``sample_model_k.p``, else ``paper``."""
+    """The config a checkpoint was made for (`models.networks.gmic.config_name`), for callers
+    that need the name only (a page's input preview, a fine-tuning request).
+
+    Why ``mmap``: reading one string must not read every tensor; a zip checkpoint is mapped
+    (tensors stay on disk), a legacy one is read. `load_members` reads it in its one load.
+    """
     path = Path(path)
-    match = _SAMPLE_MODEL.search(path.name)
-    if match:
-        return f"paper-{match.group(1)}"
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:   # legacy (non-zip) files cannot be mapped
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # unreadable: load_gmic_checkpoint raises the one-line error
-        return "paper"
-    config = raw.get("config") if isinstance(raw, dict) else None
-    return config if isinstance(config, str) else "paper"
+        raw = None
+    return config_name(path, raw)
 
 
 def load_members(checkpoints: Sequence[str | Path], configs: str | Sequence[str] | None = None,
@@ -172,7 +175,8 @@ def load_members(checkpoints: Sequence[str | Path], configs: str | Sequence[str]
     Parameters
     ----------
     checkpoints : one or more checkpoint paths (an ensemble when several).
-    configs : one config name for all, one per checkpoint, or None (`checkpoint_config`).
+    configs : one config name for all, one per checkpoint, or None (each file's own,
+        `models.networks.gmic.config_name`, read in its one load).
     device : where the copies live.
 
     Returns
@@ -185,7 +189,7 @@ def load_members(checkpoints: Sequence[str | Path], configs: str | Sequence[str]
                          "ensemble")
     paths = [Path(p) for p in checkpoints]
     if configs is None:
-        names = [checkpoint_config(p) for p in paths]
+        names = [None] * len(paths)
     elif isinstance(configs, str):
         names = [configs] * len(paths)
     else:
@@ -418,8 +422,9 @@ def _predict_batch(store: Store, members: list[GMIC], batch: list[tuple], name: 
 
 
 def predict_saliency_path(model: str, image_id: str) -> Path:
-    """Where a model's saliency file for an image lives, relative to the store's files folder."""
-    return Path("saliency") / _safe(model) / f"{_safe(image_id)}-{_digest(image_id)}.npz"
+    """Where a model's saliency file for an image lives, relative to the store's files folder
+    (`core.reports.saliency.saliency_file`: the reports find breast-level models' files there)."""
+    return saliency_file(model, image_id)
 
 
 def _clip_boxes(boxes: np.ndarray, pre: Preprocessed) -> np.ndarray:
@@ -455,12 +460,3 @@ def _ingest(run: RunFolder, model_row: pd.DataFrame | None, rows: list[dict]) ->
     if model_row is not None:
         frames["models"] = model_row
     run.ingest(f"chunk-{len(run.chunks):05d}", frames)
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
-def _digest(text: str) -> str:
-    """8 hex digits: two ids that differ only in unsafe characters get different files."""
-    return hashlib.sha1(text.encode()).hexdigest()[:8]

@@ -12,7 +12,16 @@ for the whole run in image order, as the official ``run_model`` keeps one genera
 exam list. The saliency file holds the first draw's map with that draw's geometry.
 
 Small configs (the demo's 512 x 320 models) scale the official crop settings with the window:
-erosion iterations and buffer are ``100`` and ``50`` pixels at the official window height.
+erosion iterations and buffer are ``100`` and ``50`` pixels at the official window height, and
+the heatmap patches ``256`` and their stride ``70``.
+
+Heatmaps (the image + heatmaps families): a first pass makes the benign and malignant heatmaps
+of every view the cache (`models.inference.heatmap_cache`) lacks, with the patch classifier on
+the cropped view facing right, as the official producer does; the scoring pass then reads
+every view's heatmaps back from the cache and cuts them with the image's window, channels
+[image, benign, malignant]. So a fresh and a cached run feed the model the same numbers, and a
+second run makes none. Each view's heatmaps are also its saliency file (a grid over the cropped
+view, `core.reports.saliency.saliency_file`), which the Saliency page and `report saliency` read.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +44,22 @@ from core.errors import InputError
 from core.io.images import read_pixels
 from core.jobs.run_folder import RunFolder
 from core.progress import ProgressFn, report
+from core.saliency import SaliencyGeometry
 from core.store import Store
 from core.validation import check_positive_int
 from models.device import resolve_device
 from models.families import Family
-from models.inference.windows import (NYU_VIEWS, WINDOWS, cut_window, draw_windows,
-                                      prepare_view, window_geometry)
+from models.networks.fold import optimize_for_inference
+from models.inference.heatmap_cache import HeatmapCache, file_sha256
+from models.inference.heatmaps import HeatmapConfig
+from models.inference.windows import (NYU_VIEWS, WINDOWS, PreparedView, Window, breast_points,
+                                      cut_window, draw_windows, prepare_view, window_geometry)
 
-__all__ = ["MAX_DRAWS", "crop_settings", "predict_windows", "windows_for"]
+__all__ = ["MAX_DRAWS", "crop_settings", "heatmap_settings", "predict_windows", "windows_for"]
 
 MAX_DRAWS = 100
 OFFICIAL_ITERATIONS, OFFICIAL_BUFFER = 100, 50
+OFFICIAL_PATCH, OFFICIAL_STRIDE = 256, 70     # run_producer.py's patch size and stride_fixed
 SALIENCY_CELL = 8          # input pixels per stored saliency cell (2944 x 1920 -> 368 x 240)
 
 
@@ -57,10 +72,23 @@ def windows_for(fam: Family, input_shape: tuple[int, int] | None) -> dict[str, t
     return {"CC": tuple(input_shape), "MLO": tuple(input_shape)}
 
 
+def _ratio(windows: dict[str, tuple[int, int]], fam: Family) -> float:
+    return windows["CC"][0] / WINDOWS[fam.windows]["CC"][0]
+
+
 def crop_settings(windows: dict[str, tuple[int, int]], fam: Family) -> tuple[int, int]:
     """(erosion iterations, buffer) scaled to the window height (official: 100 and 50)."""
-    ratio = windows["CC"][0] / WINDOWS[fam.windows]["CC"][0]
+    ratio = _ratio(windows, fam)
     return max(1, round(OFFICIAL_ITERATIONS * ratio)), max(1, round(OFFICIAL_BUFFER * ratio))
+
+
+def heatmap_settings(windows: dict[str, tuple[int, int]], fam: Family, *,
+                     batch_size: int = 100) -> HeatmapConfig:
+    """The heatmap producer's patch size and stride scaled to the window height (official:
+    256 and 70 pixels), and ``batch_size`` patches per forward pass."""
+    ratio = _ratio(windows, fam)
+    return HeatmapConfig(patch_size=max(1, round(OFFICIAL_PATCH * ratio)),
+                         stride=max(1, round(OFFICIAL_STRIDE * ratio)), batch_size=batch_size)
 
 
 def predict_windows(
@@ -74,6 +102,8 @@ def predict_windows(
     draws: int | None = None,
     windows: dict[str, tuple[int, int]] | None = None,
     seed: int = 0,
+    patch_model: str | Path | None = None,
+    heatmap_batch_size: int = 100,
     parent: str | None = None,
     description: str | None = None,
     synthetic: bool = False,
@@ -85,10 +115,13 @@ def predict_windows(
     progress: ProgressFn | None = None,
     resume: str | None = None,
 ):
-    """Score every image (GLAM) or every four-view exam (NYU, one score per breast) of
-    ``test_set`` and store the scores (GLAM also its saliency files and patch boxes); see the
-    module docstring for draws. ``windows`` overrides the family's window sizes (e.g. a scaled
-    window for small images; the crop settings scale with it, and the run records both).
+    """Score every image (GLAM, NYU single-image) or every four-view exam (NYU view-wise, one
+    score per breast) of ``test_set`` and store the scores (GLAM also its saliency files and
+    patch boxes, the heatmap families their heatmaps as saliency files); see the module
+    docstring for draws and heatmaps. ``windows`` overrides the family's window sizes (e.g. a
+    scaled window for small images; the crop and heatmap settings scale with it, and the run
+    records them). ``patch_model``: the patch classifier's checkpoint, required by the families
+    that read heatmaps and refused by the others; ``heatmap_batch_size`` patches per pass.
 
     Returns a `models.inference.predict.PredictSummary`.
     """
@@ -98,43 +131,52 @@ def predict_windows(
     if fam.windows is None:
         raise InputError(f"family {fam.name} does not read the official windows; its own "
                          "`predict` path runs it")
+    fam.check_patch_model(patch_model)
     draws = fam.default_draws if draws is None else draws
     if not isinstance(draws, int) or not 0 <= draws <= MAX_DRAWS:
         raise InputError(f"draws is {draws!r}; pass 0 (the exact window) to {MAX_DRAWS}")
     if not isinstance(name, str) or not name.strip() or name != name.strip():
         raise InputError(f"model name {name!r} must be non-empty without surrounding spaces")
     for label, value in (("batch_size", batch_size), ("chunk_size", chunk_size),
-                         ("workers", workers)):
+                         ("workers", workers), ("heatmap_batch_size", heatmap_batch_size)):
         check_positive_int(value, name=label)
     images = store.images(test_set=test_set)             # unknown test set -> InputError
     dev = resolve_device(device)
     config = config or fam.default_config
-    model = fam.load(Path(checkpoint), config).to(dev).eval()
+    model = optimize_for_inference(fam.load(Path(checkpoint), config)).to(dev)   # BN folded
     if windows is None:
         windows = windows_for(fam, getattr(model.config, "input_shape", None))
     elif set(windows) != {"CC", "MLO"}:
         raise InputError(f"windows has keys {sorted(windows)}; pass sizes for 'CC' and 'MLO'")
     iterations, buffer = crop_settings(windows, fam)
+    plain = _Cut(windows, iterations, buffer)
     with_pixels = images[images["abs_path"].notna()]
+    breasts = fam.level == "breast"
     existing = set()
     if not overwrite:
         existing = set(store.predictions(models=[name], level=fam.level,
-                                         test_set=test_set)["exam_id" if fam.level == "breast"
-                                                            else "case_id"])
-    todo = with_pixels[~with_pixels["exam_id" if fam.level == "breast" else "image_id"]
-                       .isin(existing)]
+                                         test_set=test_set)["exam_id" if breasts else "case_id"])
+    todo = with_pixels[~with_pixels["exam_id" if breasts else "image_id"].isin(existing)]
     stored = _stored_path(Path(checkpoint))
     preprocessing = {"windows": {k: list(v) for k, v in windows.items()}, "draws": draws,
                      "seed": seed, "crop_iterations": iterations, "crop_buffer": buffer}
+    heat = None
+    if fam.patch_model:
+        heat = _HeatmapSource.open(store, Path(patch_model), todo, plain,
+                                   heatmap_settings(windows, fam, batch_size=heatmap_batch_size),
+                                   seed=seed, device=dev)
+        preprocessing["heatmaps"] = heat.record(_stored_path(Path(patch_model)))
     model_row = pd.DataFrame([{
         "model": name, "kind": fam.name, "checkpoint": stored, "parent": parent,
         "synthetic": bool(synthetic), "preprocess": "official-window",
         "description": description or f"{fam.title} ({config} config) from {stored}; "
-                                      f"official windows, {draws} draws"}])
+                                      f"official windows, {draws} draws"
+                                      + (f"; heatmaps from {_stored_path(Path(patch_model))}"
+                                         if heat else "")}])
     store_model = bool(len(todo)) or name not in store.model_names()
-    rng = np.random.RandomState(seed)
+    job = _Job(store, fam, model, name, dev, windows, draws, np.random.RandomState(seed))
     n_predicted = n_failed = 0
-    images_per_row = 2 if fam.level == "breast" else 1   # a breast row stands for CC + MLO
+    images_per_row = 2 if breasts else 1   # a breast row stands for CC + MLO
 
     def n_scored(pending: list, landed: int) -> int:
         return (landed + len(pending)) * images_per_row
@@ -150,11 +192,14 @@ def predict_windows(
             resume=resume)
         run.record(device=str(dev), batch_size=batch_size, chunk_size=chunk_size, workers=workers)
         progress = run.tee(progress)
-    settings = (windows, iterations, buffer)
-    units = _exams(todo) if fam.level == "breast" else [[r] for r in todo.itertuples(index=False)]
-    score = _score_exams if fam.level == "breast" else _score_images
+    units = _exams(todo) if breasts else [[r] for r in todo.itertuples(index=False)]
+    score = _score_exams if breasts else _score_images
     with run or contextlib.nullcontext():
-        for batch in _prepared(units, settings, batch_size, workers):
+        cut = plain
+        if heat is not None:
+            heat.make_missing(batch_size, workers, progress, run)
+            cut = replace(plain, heatmaps=heat)
+        for batch in _prepared(units, cut, batch_size, workers):
             ok = []
             for unit, prepared, error in batch:
                 if error is None:
@@ -166,7 +211,7 @@ def predict_windows(
                                     f"{error}")
             if ok:
                 t0 = time.perf_counter()
-                rows += score(store, model, ok, windows, draws, rng, name, dev)
+                rows += score(job, ok)
                 compute_s += time.perf_counter() - t0
             while len(rows) >= chunk_size:
                 _ingest(run, model_row if store_model else None, rows[:chunk_size])
@@ -176,7 +221,7 @@ def predict_windows(
         if rows or store_model:
             _ingest(run, model_row if store_model else None, rows)
             n_predicted += len(rows)
-    if fam.level == "breast":   # the summary counts images, as GMIC's does
+    if breasts:   # the summary counts images, as GMIC's does
         n_predicted = n_scored([], n_predicted)
     return PredictSummary(
         model=name, test_set=test_set, checkpoints=[stored], configs=[config], device=str(dev),
@@ -184,7 +229,132 @@ def predict_windows(
         n_existing=len(with_pixels) - len(todo), n_predicted=n_predicted, n_failed=n_failed,
         elapsed_s=time.perf_counter() - start,
         s_per_image=compute_s / n_predicted if n_predicted else None,
-        run_dir=None if run is None else str(run.path), failures=failures)
+        run_dir=None if run is None else str(run.path), failures=failures,
+        heatmaps=None if heat is None else heat.counts())
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the scorers share: where results go, the network and the draws' generator."""
+
+    store: Store
+    fam: Family
+    model: torch.nn.Module
+    name: str
+    device: torch.device
+    windows: dict[str, tuple[int, int]]
+    draws: int
+    rng: np.random.RandomState
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """How every view is cut: windows, crop settings and, for the heatmap families, where its
+    heatmaps come from (None: the image alone)."""
+
+    windows: dict[str, tuple[int, int]]
+    iterations: int
+    buffer: int
+    heatmaps: _HeatmapSource | None = None
+
+
+@dataclass
+class _HeatmapSource:
+    """The heatmaps of a run's views: the cache, each image's key in it, the patch model
+    (loaded only when a view's heatmaps are missing) and why a view's could not be made."""
+
+    cache: HeatmapCache
+    keys: dict[str, str]
+    todo: pd.DataFrame
+    cut: _Cut
+    patch_model: Path
+    device: torch.device
+    errors: dict[str, str] = field(default_factory=dict)
+    computed: int = 0
+    cached: int = 0
+    compute_s: float = 0.0
+
+    @classmethod
+    def open(cls, store: Store, patch_model: Path, todo: pd.DataFrame, cut: _Cut,
+             config: HeatmapConfig, *, seed: int, device: torch.device) -> _HeatmapSource:
+        cache = HeatmapCache.open(store.files_dir, patch_model, config=config, seed=seed)
+        keys = {r.image_id: cache.key(r.sha256 if isinstance(r.sha256, str) and r.sha256
+                                      else file_sha256(r.abs_path),
+                                      points=breast_points(r.laterality),
+                                      iterations=cut.iterations, buffer=cut.buffer)
+                for r in todo.itertuples(index=False)}
+        return cls(cache, keys, todo, cut, patch_model, device)
+
+    def record(self, stored_patch_model: str) -> dict:
+        c = self.cache
+        return {"patch_model": stored_patch_model, "patch_model_sha256": c.patch_sha256,
+                "patch_size": c.config.patch_size, "stride": c.config.stride,
+                "seed": c.seed, "seed_per_image": True}
+
+    def counts(self) -> dict:
+        return {"computed": self.computed, "cached": self.cached, "failed": len(self.errors),
+                "compute_s": round(self.compute_s, 3),
+                "s_per_view": round(self.compute_s / self.computed, 3) if self.computed else None}
+
+    def make_missing(self, batch_size: int, workers: int, progress: ProgressFn | None,
+                     run: RunFolder | None) -> None:
+        """The first pass: heatmaps of every view the cache lacks, one view at a time (its
+        patches batched on the device), crops prepared ahead in threads."""
+        missing = self.todo[[not self.cache.has(self.keys[i]) for i in self.todo["image_id"]]]
+        self.cached = len(self.todo) - len(missing)
+        if missing.empty:
+            return
+        net = _patch_network(self.patch_model, self.cache.config.patch_size, self.device)
+        units = [[r] for r in missing.itertuples(index=False)]
+        done = 0
+        for batch in _prepared(units, self.cut, batch_size, workers):
+            for unit, prepared, error in batch:
+                image_id = unit[0].image_id
+                if error is None:
+                    view = next(iter(prepared.values()))[0]
+
+                    def patches(d: int, t: int, _message: str = "", k: int = done) -> None:
+                        report(progress, k, len(missing),
+                               f"heatmaps of {image_id}: {d}/{t} patches")
+                    t0 = time.perf_counter()
+                    try:
+                        self.cache.compute(net, view.image, self.keys[image_id], progress=patches)
+                        self.computed += 1
+                        self.compute_s += time.perf_counter() - t0
+                    except InputError as exc:    # e.g. a crop smaller than one patch
+                        error = str(exc)
+                if error is not None:
+                    self.errors[image_id] = error
+                done += 1
+                report(progress, done, len(missing), "heatmaps")
+                if run is not None:
+                    run.check_cancel()
+
+    def attach(self, image_id: str, view: PreparedView) -> PreparedView:
+        """``view`` with its heatmaps as auxiliary channels (benign, malignant), from the cache."""
+        heatmaps = self.cache.load(self.keys[image_id], view.image.shape)
+        if heatmaps is None:
+            raise InputError(self.errors.get(image_id) or
+                             f"the heatmaps of {image_id} are not in the cache; rerun predict")
+        return replace(view, auxiliary=np.stack([heatmaps.benign, heatmaps.malignant], axis=-1))
+
+
+def _patch_network(path: Path, patch_size: int, device: torch.device) -> torch.nn.Module:
+    """The patch classifier as the producer runs it (BN folded, one grey channel), checked on
+    one patch of the run's size: a DenseNet too deep for small patches fails here, in one line."""
+    from models.networks.nyu_patch import load_nyu_patch_checkpoint
+    from models.networks.nyu_patch import optimize_for_inference as optimize_patch_model
+
+    net = optimize_patch_model(load_nyu_patch_checkpoint(path, None)).to(device)
+    channels = net.features.conv0.in_channels
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, channels, patch_size, patch_size, device=device))
+    except RuntimeError as exc:
+        raise InputError(f"patch model {path} cannot read {patch_size} px patches ("
+                         f"{str(exc).splitlines()[0][:120]}); use larger windows or a shallower "
+                         "patch model") from None
+    return net
 
 
 def _exams(todo: pd.DataFrame) -> list[list]:
@@ -192,16 +362,18 @@ def _exams(todo: pd.DataFrame) -> list[list]:
     return [list(g.itertuples(index=False)) for _, g in todo.groupby("exam_id", sort=True)]
 
 
-def _prepare_unit(unit: list, settings) -> tuple[list, object, str | None]:
-    """Crop and centre every image of a unit (one image, or one exam's four views)."""
-    windows, iterations, buffer = settings
+def _prepare_unit(unit: list, cut: _Cut) -> tuple[list, object, str | None]:
+    """Crop and centre every image of a unit (one image, or one exam's four views); add its
+    heatmaps when the cut has them."""
     try:
         prepared = {}
         for row in unit:
             pixels = read_pixels(row.abs_path)
-            prepared[f"{row.laterality}-{row.view}"] = (
-                prepare_view(pixels, row.laterality, row.view, windows[row.view],
-                             iterations=iterations, buffer=buffer), pixels.shape)
+            view = prepare_view(pixels, row.laterality, row.view, cut.windows[row.view],
+                                iterations=cut.iterations, buffer=cut.buffer)
+            if cut.heatmaps is not None:
+                view = cut.heatmaps.attach(row.image_id, view)
+            prepared[f"{row.laterality}-{row.view}"] = (view, pixels.shape)
         if len(unit) > 1 or unit[0] is None:
             missing = [v for v in NYU_VIEWS if v not in prepared]
             if missing or len(prepared) != len(unit):
@@ -212,13 +384,13 @@ def _prepare_unit(unit: list, settings) -> tuple[list, object, str | None]:
         return unit, None, str(exc)
 
 
-def _prepared(units: Sequence[list], settings, batch_size: int, workers: int) -> Iterator[list]:
+def _prepared(units: Sequence[list], cut: _Cut, batch_size: int, workers: int) -> Iterator[list]:
     """Batches of (unit, prepared views | None, error | None), cropped and centred
     ``workers`` batches ahead in threads (the erosion is the slow part)."""
     chunks = (list(units[i:i + batch_size]) for i in range(0, len(units), batch_size))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         def submit(b):
-            return pool.submit(lambda: [_prepare_unit(u, settings) for u in b])
+            return pool.submit(lambda: [_prepare_unit(u, cut) for u in b])
         pending = deque(submit(b) for b in itertools.islice(chunks, workers + 1))
         while pending:
             result = pending.popleft().result()
@@ -233,26 +405,35 @@ def _noise(draws: int) -> dict:
             else {"max_crop_noise": (0, 0), "max_crop_size_noise": 0})
 
 
-def _score_exams(store: Store, model, batch: Sequence[tuple], windows, draws: int,
-                 rng: np.random.RandomState, name: str, device: torch.device) -> list[dict]:
+def _channels(window: Window) -> np.ndarray:
+    """(C, rows, cols): the window's image, then its heatmaps (benign, malignant) if it has any."""
+    if window.auxiliary is None:
+        return window.image[None]
+    return np.concatenate([window.image[None], np.moveaxis(window.auxiliary, -1, 0)])
+
+
+def _score_exams(job: _Job, batch: Sequence[tuple]) -> list[dict]:
     """Each exam's draws in the official order, the four views of every draw of the batch in
     one forward pass; breast probabilities averaged over the draws (official ``run_model``)."""
     from models.networks.nyu_dmv import LABELS
 
-    cut = [draw_windows({v: p for v, (p, _) in views.items()}, windows, rng, draws)
+    cut = [draw_windows({v: p for v, (p, _) in views.items()}, job.windows, job.rng, job.draws)
            for _, views in batch]
-    n_draws = max(draws, 1)
-    x = {v: torch.from_numpy(np.stack([w.image for exam in cut for w in exam[v]])[:, None])
-         .to(device) for v in NYU_VIEWS}
+    n_draws = max(job.draws, 1)
+    x = {v: torch.from_numpy(np.stack([_channels(w) for exam in cut for w in exam[v]]))
+         .to(job.device) for v in NYU_VIEWS}
     with torch.inference_mode():
-        probs = model(x)["breast_probs"].float().view(len(batch), n_draws, -1).mean(1)
-    probs = probs.cpu().numpy()
+        out = job.fam.forward(job.model, x, list(NYU_VIEWS))
+    probs = out[job.fam.scores].float().view(len(batch), n_draws, -1).mean(1).cpu().numpy()
     at = {label: i for i, label in enumerate(LABELS)}
     rows = []
-    for (unit, _), p in zip(batch, probs):
+    for (unit, views), p in zip(batch, probs):
+        if job.fam.saliency == "heatmaps":
+            for row in unit:
+                _save_heatmaps(job, row, *views[f"{row.laterality}-{row.view}"])
         exam = unit[0].exam_id
         for side, word in (("L", "left"), ("R", "right")):
-            rows.append({"model": name, "level": "breast", "case_id": f"{exam}/{side}",
+            rows.append({"model": job.name, "level": "breast", "case_id": f"{exam}/{side}",
                          "exam_id": exam, "laterality": side, "image_id": None,
                          "malignant": float(p[at[f"{word}_malignant"]]),
                          "benign": float(p[at[f"{word}_benign"]]),
@@ -260,42 +441,71 @@ def _score_exams(store: Store, model, batch: Sequence[tuple], windows, draws: in
     return rows
 
 
-def _score_images(store: Store, model, batch: Sequence[tuple], windows, draws: int,
-                  rng: np.random.RandomState, name: str, device: torch.device) -> list[dict]:
+def _score_images(job: _Job, batch: Sequence[tuple]) -> list[dict]:
     """Cut each image's windows (in order: the draws of one generator), run the network on
     every window of the batch at once, average the draws; save saliency files."""
-    from models.inference.predict import _clip_boxes, _save_saliency, predict_saliency_path
-
     cut = []
     batch = [(unit[0], next(iter(views.values()))) for unit, views in batch]
     for row, (prepared, _) in batch:
-        cut.append([cut_window(prepared.image, row.view, prepared.centre, windows[row.view], rng,
-                               **_noise(draws)) for _ in range(max(draws, 1))])
-    n_draws = max(draws, 1)
-    x = torch.from_numpy(np.stack([w.image for ws in cut for w in ws])[:, None]).to(device)
+        cut.append([cut_window(prepared.image, row.view, prepared.centre, job.windows[row.view],
+                               job.rng, auxiliary=prepared.auxiliary, **_noise(job.draws))
+                    for _ in range(max(job.draws, 1))])
+    n_draws = max(job.draws, 1)
+    x = torch.from_numpy(np.stack([_channels(w) for ws in cut for w in ws])).to(job.device)
+    views = [f"{row.laterality}-{row.view}" for row, _ in batch for _ in range(n_draws)]
     with torch.inference_mode():
-        out = model(x)
-    y = out["y_global"].float().view(len(batch), n_draws, -1).mean(1).cpu().numpy()
-    maps = F.avg_pool2d(out["saliency_map"].float(), SALIENCY_CELL, ceil_mode=True)
-    maps = maps.view(len(batch), n_draws, *maps.shape[1:])[:, 0].cpu().numpy()
-    locations = out["patch_locations"].view(len(batch), n_draws, -1, 2)[:, 0].cpu().numpy()
-    crop_shape = model.config.crop_shape
+        out = job.fam.forward(job.model, x, views)
+    y = out[job.fam.scores].float().view(len(batch), n_draws, -1).mean(1).cpu().numpy()
+    segmentation = _segmentation(job, out, len(batch), n_draws, batch, cut) \
+        if job.fam.saliency == "segmentation" else None
     rows = []
-    for i, ((row, (prepared, shape)), windows_i) in enumerate(zip(batch, cut)):
-        geometry = window_geometry(prepared, windows_i[0], shape)
-        boxes = _clip_boxes(_boxes(locations[i], crop_shape, geometry), geometry)
-        rel = predict_saliency_path(name, row.image_id)
-        (store.files_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-        _save_saliency(store.files_dir / rel, name, row.image_id, maps[i], geometry, boxes,
-                       np.full(len(boxes), 1 / len(boxes)))
-        rows.append({"model": name, "level": "image", "case_id": row.image_id,
+    for i, (row, (prepared, shape)) in enumerate(batch):
+        path = boxes = None
+        if segmentation is not None:
+            path, boxes = segmentation[i]
+        elif job.fam.saliency == "heatmaps":
+            path = _save_heatmaps(job, row, prepared, shape)
+        rows.append({"model": job.name, "level": "image", "case_id": row.image_id,
                      "exam_id": row.exam_id, "laterality": row.laterality,
                      "image_id": row.image_id, "malignant": float(y[i, 1]),
-                     "benign": float(y[i, 0]), "saliency_path": rel.as_posix(),
-                     "patch_boxes": json.dumps(np.round(boxes, 2).tolist())})
+                     "benign": float(y[i, 0]), "saliency_path": path, "patch_boxes": boxes})
     return rows
 
 
-def _boxes(locations: np.ndarray, crop_shape, geometry) -> np.ndarray:
+def _segmentation(job: _Job, out: dict, n: int, n_draws: int, batch, cut) -> list[tuple[str, str]]:
+    """GLAM: each image's first-draw segmentation map (pooled to ``SALIENCY_CELL``) and patch
+    boxes saved as its saliency file; (relative path, boxes JSON) per image."""
+    from models.inference.predict import _clip_boxes, _save_saliency, predict_saliency_path
     from models.inference.preprocess import boxes_to_original
-    return boxes_to_original(locations, crop_shape, geometry)
+
+    maps = F.avg_pool2d(out["saliency_map"].float(), SALIENCY_CELL, ceil_mode=True)
+    maps = maps.view(n, n_draws, *maps.shape[1:])[:, 0].cpu().numpy()
+    locations = out["patch_locations"].view(n, n_draws, -1, 2)[:, 0].cpu().numpy()
+    crop_shape = job.model.config.crop_shape
+    saved = []
+    for i, ((row, (prepared, shape)), windows_i) in enumerate(zip(batch, cut)):
+        geometry = window_geometry(prepared, windows_i[0], shape)
+        boxes = _clip_boxes(boxes_to_original(locations[i], crop_shape, geometry), geometry)
+        rel = predict_saliency_path(job.name, row.image_id)
+        (job.store.files_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        _save_saliency(job.store.files_dir / rel, job.name, row.image_id, maps[i], geometry, boxes,
+                       np.full(len(boxes), 1 / len(boxes)))
+        saved.append((rel.as_posix(), json.dumps(np.round(boxes, 2).tolist())))
+    return saved
+
+
+def _save_heatmaps(job: _Job, row, view: PreparedView, shape: tuple[int, int]) -> str:
+    """A view's heatmaps as its saliency file: a ``SALIENCY_CELL`` grid over the cropped view
+    facing right (no resize: scale 1), benign and malignant; no patches. Returns its path."""
+    from models.inference.predict import _save_saliency, predict_saliency_path
+
+    top, bottom, left, right = view.crop.box
+    geometry = SaliencyGeometry(tuple(int(v) for v in shape), (top, left, bottom - top, right - left),
+                                view.points == "left", tuple(view.image.shape), (1.0, 1.0))
+    maps = F.avg_pool2d(torch.from_numpy(np.moveaxis(view.auxiliary, -1, 0))[None], SALIENCY_CELL,
+                        ceil_mode=True)[0].numpy()
+    rel = predict_saliency_path(job.name, row.image_id)
+    (job.store.files_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+    _save_saliency(job.store.files_dir / rel, job.name, row.image_id, maps, geometry,
+                   np.zeros((0, 4)), np.zeros(0))
+    return rel.as_posix()

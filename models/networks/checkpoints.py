@@ -10,6 +10,8 @@ silently keeping random weights, as the official ``strict=False`` loaders would.
 """
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,9 +20,26 @@ from torch import Tensor, nn
 
 from core.errors import InputError
 
-__all__ = ["load_checkpoint", "read_state_dict"]
+__all__ = ["load_checkpoint", "read_error", "read_state_dict"]
 
 _CONTAINERS = ("model", "state_dict")
+
+
+def read_error(path: str | Path, family: str, exc: Exception) -> InputError:
+    """One line for a file ``torch.load(..., weights_only=True)`` refused or could not read.
+
+    torch's own text spans lines, carries terminal colour codes and advises ``weights_only=False``
+    (running the file's code): none of that reaches a user.
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).strip().splitlines()] or [""]
+    detail = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error")),
+                  lines[0])[:200]
+    if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in detail:
+        return InputError(f"{family} checkpoint {path} was refused (UnpicklingError), so it could not be read: "
+                          f"it holds pickled Python objects ({detail}), which are never loaded; pass a "
+                          "torch.save file of tensors only")
+    return InputError(f"{family} checkpoint {path} could not be read ({type(exc).__name__}: {detail}); "
+                      "pass a torch.save file of tensors")
 
 
 def read_state_dict(path: str | Path, *, family: str = "model") -> dict[str, Tensor]:
@@ -36,9 +55,7 @@ def read_state_dict(path: str | Path, *, family: str = "model") -> dict[str, Ten
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle and zip errors come in many types
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise InputError(f"{family} checkpoint {path} could not be read ({type(exc).__name__}: {first}); "
-                         "pass a torch.save file of tensors") from exc
+        raise read_error(path, family, exc) from exc
     for wrapper in _CONTAINERS:
         if isinstance(raw, dict) and isinstance(raw.get(wrapper), dict):
             raw = raw[wrapper]

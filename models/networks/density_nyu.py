@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from core.vocabulary import DENSITY_CATEGORY_NAMES as CATEGORY_NAMES
 from core.density.histogram import NUM_BINS, VIEWS, check_exam, exam_features
 from core.errors import InputError
+from models.networks.checkpoints import read_error
 
 __all__ = [
     "CLASS_NAMES",
@@ -170,9 +171,7 @@ def load_nyu_density(path: str | Path, *, variant: str | None = None) -> nn.Modu
     try:
         raw = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # pickle / zip errors come in many types
-        msg = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(f"NYU density weights {path} could not be read ({type(exc).__name__}: {msg}); "
-                         "pass a torch.save file of a state dict") from exc
+        raise read_error(path, "NYU density", exc) from exc
     if not isinstance(raw, Mapping) or not all(isinstance(v, Tensor) for v in raw.values()):
         raise InputError(f"NYU density weights {path} hold a {type(raw).__name__}, not a state dict "
                          "of tensors; pass the released model.p")

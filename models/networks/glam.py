@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from core.errors import InputError
 from models.networks.checkpoints import load_checkpoint
+from models.networks.config_checks import check_fraction, check_geometry, check_positive_ints
 from models.networks.resnet22 import BasicBlock, ResNet22, resnet22_out_size
 # GLAM's ROI search, crops and top-k pooling are GMIC's (both fixtures check them).
 from models.networks.roi import (
@@ -86,6 +87,8 @@ class GLAMConfig:
         detection_percent_k: the same for the local CAM's own score (``detection_pooling``,
             which the official model computes and discards).
         num_classes: output columns; 2 = (benign, malignant), the order of the checkpoints.
+        global_width, local_width: base widths of the ResNet-22 (16) and the local ResNet-34
+            (64) in every released model; narrower for the demo's small networks.
     """
 
     input_shape: tuple[int, int] = (2944, 1920)
@@ -95,37 +98,19 @@ class GLAMConfig:
     percent_k: float = 0.03
     detection_percent_k: float = 0.3
     num_classes: int = 2
+    global_width: int = 16
+    local_width: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("input_shape", "cam_size", "crop_shape"):
-            value = tuple(getattr(self, name))
-            if len(value) != 2 or any(int(v) != v or v < 1 for v in value):
-                raise InputError(f"GLAMConfig.{name} is {value!r}; pass two positive integers (rows, cols)")
-            object.__setattr__(self, name, tuple(int(v) for v in value))
-        if min(self.input_shape) < 128:
-            raise InputError(f"GLAMConfig.input_shape is {self.input_shape}; need at least 128 x 128 pixels")
-        expected = cam_size_for(self.input_shape)
-        if self.cam_size != expected:
-            raise InputError(
-                f"GLAMConfig.cam_size is {self.cam_size} but the stride-16 stage maps "
-                f"{self.input_shape} to {expected}; pass cam_size={expected}"
-            )
-        if self.crop_shape[0] > self.input_shape[0] or self.crop_shape[1] > self.input_shape[1]:
-            raise InputError(
-                f"GLAMConfig.crop_shape {self.crop_shape} exceeds input_shape {self.input_shape}; use a smaller crop"
-            )
-        if min(self.crop_shape) < 16:
-            raise InputError(f"GLAMConfig.crop_shape is {self.crop_shape}; the local network needs at least 16 x 16")
-        if not (isinstance(self.num_patches, int) and self.num_patches >= 1):
-            raise InputError(f"GLAMConfig.num_patches is {self.num_patches!r}; pass an integer >= 1 (paper: 1)")
+        check_geometry(self, cam_size_for, stride="stride-16 stage", min_input=128, min_crop=16,
+                       local="local network")
+        check_positive_ints(self, num_patches=1)
         for name in ("percent_k", "detection_percent_k"):
-            if not (0.0 < float(getattr(self, name)) <= 1.0):
-                raise InputError(f"GLAMConfig.{name} is {getattr(self, name)!r}; pass a fraction in (0, 1]")
+            check_fraction(self, name)
         top_t_count(self.cam_size[0] * self.cam_size[1], self.percent_k)
         local = [((c - 1) // 2) // 2 + 1 for c in self.crop_shape]   # 7x7/2 conv, 3x3/2 pool (pad 1)
         top_t_count(local[0] * local[1], self.detection_percent_k)
-        if not (isinstance(self.num_classes, int) and self.num_classes >= 1):
-            raise InputError(f"GLAMConfig.num_classes is {self.num_classes!r}; pass an integer >= 1 (paper: 2)")
+        check_positive_ints(self, num_classes=2, global_width=16, local_width=64)
 
     @property
     def window_cells(self) -> tuple[int, int]:
@@ -141,6 +126,9 @@ CONFIGS: dict[str, GLAMConfig] = {
     "cpu-small": GLAMConfig(input_shape=(1472, 960), cam_size=(92, 60), crop_shape=(256, 256)),
     # demo cohort size (512 x 320): 32 x 20 grid, a 128 x 128 crop (8 x 8 cells); tests use it.
     "tiny": GLAMConfig(input_shape=(512, 320), cam_size=(32, 20), crop_shape=(128, 128)),
+    # the demo's small GLAM (`models.demo.train_windows`): the tiny setting, narrow networks
+    "demo": GLAMConfig(input_shape=(512, 320), cam_size=(32, 20), crop_shape=(128, 128),
+                       global_width=8, local_width=16),
 }
 
 
@@ -169,10 +157,10 @@ class SaliencyHeads(nn.Module):
 class GlobalNetwork(nn.Module):
     """``global_network``: ``downsampling_branch`` (ResNet-22) + ``postprocess_module``."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, width: int = 16) -> None:
         super().__init__()
-        self.downsampling_branch = ResNet22(16)
-        self.postprocess_module = SaliencyHeads(num_classes)
+        self.downsampling_branch = ResNet22(width)
+        self.postprocess_module = SaliencyHeads(num_classes, width)
 
     def forward(self, x: Tensor) -> tuple[dict[str, Tensor], tuple[Tensor, Tensor, Tensor]]:
         """(N, 1, H, W) -> (ResNet-22 stages by name, (logits_1, logits_2, logits_last))."""
@@ -216,9 +204,9 @@ class LocalResNet34(nn.Module):
 class DetectionNetwork(nn.Module):
     """``detection_network``: ``dn_resnet`` + ``gn_conv_last`` (512 -> C, 1x1, no bias)."""
 
-    def __init__(self, num_classes: int) -> None:
+    def __init__(self, num_classes: int, width: int = 64) -> None:
         super().__init__()
-        self.dn_resnet = LocalResNet34()
+        self.dn_resnet = LocalResNet34(width)
         self.gn_conv_last = nn.Conv2d(self.dn_resnet.out_channels, num_classes, kernel_size=1, bias=False)
 
     def forward(self, crops: Tensor) -> Tensor:
@@ -230,8 +218,8 @@ class GLAM(nn.Module):
     """GLAM (see the module docstring). Build it with :func:`build_glam`.
 
     Args:
-        config: the variant; all variants with the same ``num_classes`` share one state-dict
-            layout, so paper weights load into "cpu-small" and "tiny" as well.
+        config: the variant; all variants with the same ``num_classes`` and widths share one
+            state-dict layout, so paper weights load into "cpu-small" and "tiny" as well.
 
     Attributes follow the official checkpoint keys: ``global_network`` (``downsampling_branch``
     ResNet-22 + ``postprocess_module`` heads) and ``detection_network`` (``dn_resnet`` +
@@ -241,8 +229,8 @@ class GLAM(nn.Module):
     def __init__(self, config: GLAMConfig = _PAPER) -> None:
         super().__init__()
         self.config = config
-        self.global_network = GlobalNetwork(config.num_classes)
-        self.detection_network = DetectionNetwork(config.num_classes)
+        self.global_network = GlobalNetwork(config.num_classes, config.global_width)
+        self.detection_network = DetectionNetwork(config.num_classes, config.local_width)
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.kernel_size != (1, 1):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

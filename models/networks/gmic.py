@@ -24,6 +24,7 @@ global network, the local network, the attention and the fusion layer together (
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from torch import Tensor, nn
 
 from core.errors import InputError
 # The shared ResNet-22 and blocks; the inference copy is `models.networks.fold` for every family.
+from models.networks.checkpoints import read_error
+from models.networks.config_checks import check_fraction, check_geometry, check_positive_ints
 from models.networks.fold import optimize_for_inference
 from models.networks.resnet22 import BasicBlock, resnet22_out_size
 from models.networks.resnet22 import ResNet22 as GlobalResNet22
@@ -53,6 +56,7 @@ __all__ = [
     "build_gmic",
     "cam_size_for",
     "checkpoint_filter_fn",
+    "config_name",
     "greedy_roi_cells",
     "load_gmic_checkpoint",
     "optimize_for_inference",
@@ -103,43 +107,16 @@ class GMICConfig:
     num_classes: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("input_shape", "cam_size", "crop_shape"):
-            value = tuple(getattr(self, name))
-            if len(value) != 2 or any(int(v) != v or v < 1 for v in value):
-                raise InputError(f"GMICConfig.{name} is {value!r}; pass two positive integers (rows, cols)")
-            object.__setattr__(self, name, tuple(int(v) for v in value))
-        if min(self.input_shape) < 64:
-            raise InputError(f"GMICConfig.input_shape is {self.input_shape}; need at least 64 x 64 pixels")
-        expected = cam_size_for(self.input_shape)
-        if self.cam_size != expected:
-            raise InputError(
-                f"GMICConfig.cam_size is {self.cam_size} but the stride-64 global network maps "
-                f"{self.input_shape} to {expected}; pass cam_size={expected}"
-            )
-        if self.crop_shape[0] > self.input_shape[0] or self.crop_shape[1] > self.input_shape[1]:
-            raise InputError(
-                f"GMICConfig.crop_shape {self.crop_shape} exceeds input_shape {self.input_shape}; "
-                "use a smaller crop"
-            )
-        if min(self.crop_shape) < 32:
-            raise InputError(
-                f"GMICConfig.crop_shape is {self.crop_shape}; the local ResNet-18 needs at least 32 x 32"
-            )
-        if not (isinstance(self.num_patches, int) and self.num_patches >= 1):
-            raise InputError(f"GMICConfig.num_patches is {self.num_patches!r}; pass an integer >= 1")
-        if not (0.0 < float(self.percent_t) <= 1.0):
-            raise InputError(f"GMICConfig.percent_t is {self.percent_t!r}; pass a fraction in (0, 1]")
+        check_geometry(self, cam_size_for, stride="stride-64 global network", min_input=64, min_crop=32,
+                       local="local ResNet-18")
+        check_positive_ints(self, num_patches=None)
+        check_fraction(self, "percent_t")
         _top_t_count(self.cam_size[0] * self.cam_size[1], self.percent_t)
         if self.post_processing_dim < 16 or self.post_processing_dim % 16:
             raise InputError(
                 f"GMICConfig.post_processing_dim is {self.post_processing_dim}; pass a multiple of 16 (paper: 256)"
             )
-        if not (isinstance(self.local_base_width, int) and self.local_base_width >= 1):
-            raise InputError(
-                f"GMICConfig.local_base_width is {self.local_base_width!r}; pass an integer >= 1 (paper: 64)"
-            )
-        if not (isinstance(self.num_classes, int) and self.num_classes >= 1):
-            raise InputError(f"GMICConfig.num_classes is {self.num_classes!r}; pass an integer >= 1 (paper: 2)")
+        check_positive_ints(self, local_base_width=64, num_classes=2)
 
     @property
     def window_cells(self) -> tuple[int, int]:
@@ -413,30 +390,47 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module | None = None) -> di
     return out
 
 
-def load_gmic_checkpoint(path: str | Path, config: str | GMICConfig = "paper") -> GMIC:
+_SAMPLE_MODEL = re.compile(r"sample_model_([1-5])\b")
+
+
+def config_name(path: str | Path, raw: object) -> str:
+    """The config a checkpoint was made for: ``paper-k`` for the released ``sample_model_k.p``,
+    else its ``config`` entry (files from ``models.demo.train_gmic`` and fine-tuning), else
+    ``paper``. ``raw`` is what ``torch.load`` returned."""
+    match = _SAMPLE_MODEL.search(Path(path).name)
+    if match:
+        return f"paper-{match.group(1)}"
+    config = raw.get("config") if isinstance(raw, dict) else None
+    return config if isinstance(config, str) else "paper"
+
+
+def load_gmic_checkpoint(path: str | Path, config: str | GMICConfig | None = "paper") -> GMIC:
     """Load a GMIC checkpoint (legacy or zip ``torch.save`` format) on the CPU, strictly.
 
     Parameters
     ----------
     path : path to a ``sample_model_*.p`` or a file written by ``torch.save(model.state_dict())``.
     config : name in ``CONFIGS`` or a GMICConfig. For the released files choose the matching
-        percent_t ("paper-1" .. "paper-5"); it only changes ``y_global``.
+        percent_t ("paper-1" .. "paper-5"); it only changes ``y_global``. None: the one the
+        file names (`config_name`), read in the same load.
 
     Returns
     -------
     GMIC in eval mode, on the CPU (move it with ``.to(device)``).
     """
-    cfg = _resolve_config(config)
     path = Path(path)
+    if config is not None:
+        cfg = _resolve_config(config)
     if not path.is_file():
         raise InputError(f"GMIC checkpoint {path} does not exist; pass the path of a sample_model_*.p file")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types
-        raise InputError(f"GMIC checkpoint {path} could not be read ({type(exc).__name__}: {exc}); "
-                         "pass a torch.save file of tensors") from exc
+        raise read_error(path, "GMIC", exc) from exc
     if not isinstance(raw, dict):
         raise InputError(f"GMIC checkpoint {path} holds a {type(raw).__name__}, not a state dict")
+    if config is None:
+        cfg = _resolve_config(config_name(path, raw))
     model = GMIC(cfg)
     state = checkpoint_filter_fn(raw)
     missing, unexpected = _key_mismatch(model, state)

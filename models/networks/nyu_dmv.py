@@ -25,6 +25,7 @@ heatmap, in that order; see ``models.inference.heatmaps``):
   malignant). Its weights are a slice of an ``ImageBreastModel`` checkpoint
   (:func:`single_state_from_image_state`). The official forward ends with ``[:2]`` on the batch
   axis (a batch of more than two is silently truncated); this port returns every row.
+  ``SingleImageViews`` holds the four views' slices of one checkpoint, for scoring whole exams.
 
 Preprocessing each expects (``models.inference.windows``): the cropped view flipped to face right,
 a window of CC 2677 x 1942 / MLO 2974 x 1748 pixels, the image channel standardised per image (mean
@@ -32,7 +33,8 @@ a window of CC 2677 x 1942 / MLO 2974 x 1748 pixels, the image channel standardi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -52,6 +54,7 @@ __all__ = [
     "FourViewResNet",
     "ImageBreastModel",
     "SingleImageBreastModel",
+    "SingleImageViews",
     "SplitBreastModel",
     "breast_probabilities",
     "build_nyu_dmv",
@@ -59,6 +62,7 @@ __all__ = [
     "checkpoint_filter_fn",
     "load_nyu_dmv_checkpoint",
     "load_nyu_single_checkpoint",
+    "load_nyu_single_views",
     "single_state_from_image_state",
 ]
 
@@ -77,11 +81,14 @@ class DMVConfig:
         input_channels: 1 = image only; 3 = image + benign + malignant heatmaps.
         width: base width of the ResNet-22 columns (16: 256 output channels).
         gaussian_noise_std: sd of the input noise added in training mode only (0.01 officially).
+        input_shape: None for the official windows (``INPUT_SIZES``, one per view angle); else
+            one (rows, cols) window for both angles, for small test and demo configs.
     """
 
     input_channels: int = 1
     width: int = 16
     gaussian_noise_std: float = 0.01
+    input_shape: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.input_channels not in (1, 3):
@@ -93,7 +100,13 @@ class DMVConfig:
         return 16 * self.width
 
 
-CONFIGS = {"image": DMVConfig(input_channels=1), "image-heatmaps": DMVConfig(input_channels=3)}
+CONFIGS = {
+    "image": DMVConfig(input_channels=1),
+    "image-heatmaps": DMVConfig(input_channels=3),
+    # the official networks at a quarter of the width on one 512 x 320 window: the demo's
+    # models (models.demo.train_windows) and the tests; the heatmap families load it with 3 channels
+    "demo": DMVConfig(input_channels=1, width=4, input_shape=(512, 320)),
+}
 
 
 def _column(cfg: DMVConfig) -> ResNet22:
@@ -263,15 +276,38 @@ class SingleImageBreastModel(nn.Module):
         return {"log_softmax": y, "probs": y[:, :, 1].exp()}
 
 
+class SingleImageViews(nn.Module):
+    """The single-image model of each of the four views, sliced from one checkpoint: what
+    scoring a whole exam image by image needs (L-CC and R-CC share a column but not ``fc1``)."""
+
+    def __init__(self, config: DMVConfig = DMVConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.view_models = nn.ModuleDict({_view_keys(v)[1]: SingleImageBreastModel(config) for v in VIEWS})
+
+    def forward(self, x: Tensor, views: Sequence[str]) -> dict[str, Tensor]:
+        """Score ``x`` (N, input_channels, H, W), row i through the model of ``views[i]``
+        ('L-CC', ...); returns ``probs`` (N, 2), columns (benign, malignant)."""
+        if len(views) != len(x):
+            raise InputError(f"{len(views)} view names for a batch of {len(x)}; pass one per row")
+        probs = x.new_empty(len(x), len(SINGLE_LABELS))
+        for view in sorted(set(views)):
+            rows = [i for i, v in enumerate(views) if v == view]
+            probs[rows] = self.view_models[_view_keys(view)[1]](x[rows])["probs"]
+        return {"probs": probs}
+
+
 # --- building and loading -----------------------------------------------------------------------
 
 
-def _resolve_config(config: str | DMVConfig) -> DMVConfig:
-    if isinstance(config, DMVConfig):
-        return config
-    if config not in CONFIGS:
-        raise InputError(f"unknown NYU model config {config!r}; pass one of {sorted(CONFIGS)}")
-    return CONFIGS[config]
+def _resolve_config(config: str | DMVConfig, channels: int | None = None) -> DMVConfig:
+    """The config named ``config``; ``channels`` overrides its input channels (a family says
+    whether heatmaps come in, the config only the size)."""
+    if not isinstance(config, DMVConfig):
+        if config not in CONFIGS:
+            raise InputError(f"unknown NYU model config {config!r}; pass one of {sorted(CONFIGS)}")
+        config = CONFIGS[config]
+    return config if channels is None else replace(config, input_channels=channels)
 
 
 def build_nyu_dmv(config: str | DMVConfig = "image", *, weights: str | Path | None = None) -> SplitBreastModel:
@@ -314,11 +350,13 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module | None = None) -> di
     return out
 
 
-def load_nyu_dmv_checkpoint(path: str | Path, config: str | DMVConfig = "image") -> SplitBreastModel:
+def load_nyu_dmv_checkpoint(path: str | Path, config: str | DMVConfig = "image", *,
+                            channels: int | None = None) -> SplitBreastModel:
     """Load ``sample_image_model.p`` (config "image") or ``sample_imageheatmaps_model.p``
-    ("image-heatmaps") strictly, ``weights_only=True``, on the CPU; eval mode."""
-    return load_checkpoint(path, SplitBreastModel(_resolve_config(config)), filter_fn=checkpoint_filter_fn,
-                           family="NYU view-wise")
+    ("image-heatmaps") strictly, ``weights_only=True``, on the CPU; eval mode. ``channels``
+    overrides the config's input channels."""
+    return load_checkpoint(path, SplitBreastModel(_resolve_config(config, channels)),
+                           filter_fn=checkpoint_filter_fn, family="NYU view-wise")
 
 
 def _view_keys(view: str) -> tuple[str, str]:
@@ -350,6 +388,21 @@ def load_nyu_single_checkpoint(path: str | Path, view: str,
     model = SingleImageBreastModel(_resolve_config(config))
     _view_keys(view)
     raw = checkpoint_filter_fn(read_state_dict(path, family="NYU single-image"))
+    return _load_single(model, raw, view, path)
+
+
+def load_nyu_single_views(path: str | Path, config: str | DMVConfig = "image", *,
+                          channels: int | None = None) -> SingleImageViews:
+    """:func:`load_nyu_single_checkpoint` for all four views from one read of ``path``; a file
+    holding one single-image state dict serves every view."""
+    model = SingleImageViews(_resolve_config(config, channels))
+    raw = checkpoint_filter_fn(read_state_dict(path, family="NYU single-image"))
+    for view in VIEWS:
+        _load_single(model.view_models[_view_keys(view)[1]], raw, view, path)
+    return model.eval()
+
+
+def _load_single(model: SingleImageBreastModel, raw: dict, view: str, path) -> SingleImageBreastModel:
     state = raw if any(k.startswith("view_resnet.") for k in raw) else single_state_from_image_state(raw, view)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))

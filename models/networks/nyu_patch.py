@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.errors import InputError
-from models.networks.checkpoints import load_checkpoint
+from models.networks.checkpoints import load_checkpoint, read_state_dict
+from models.networks.fold import fold_bn, grey_conv
 
 __all__ = [
     "CLASS_NAMES",
@@ -42,6 +43,7 @@ __all__ = [
     "checkpoint_filter_fn",
     "load_nyu_patch_checkpoint",
     "optimize_for_inference",
+    "patch_config_from_state",
     "same_padding",
 ]
 
@@ -49,6 +51,8 @@ CLASS_NAMES = ("malignant", "benign", "class2", "class3")
 #: softmax column -> heatmap (run_producer.py's heatmap_type = [0, 1]).
 HEATMAP_COLUMNS = {"malignant": 0, "benign": 1}
 
+_FAMILY = "NYU patch-classifier"
+_DENSELAYER = re.compile(r"^features\.denseblock(\d+)\.denselayer(\d+)\.")
 # torchvision <= 0.2.1 spelled denselayer modules norm.1 / conv.1 / norm.2 / conv.2.
 _OLD_DENSELAYER = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\."
@@ -241,25 +245,52 @@ def checkpoint_filter_fn(state_dict: dict, model: nn.Module | None = None) -> di
     return out
 
 
-def load_nyu_patch_checkpoint(path: str | Path, config: str | PatchConfig = "paper") -> PatchDenseNet121:
+def load_nyu_patch_checkpoint(path: str | Path,
+                              config: str | PatchConfig | None = "paper") -> PatchDenseNet121:
     """Load ``sample_patch_model.p`` (or any format ``checkpoint_filter_fn`` accepts) strictly,
-    with ``weights_only=True``, on the CPU; returns the model in eval mode."""
+    with ``weights_only=True``, on the CPU; returns the model in eval mode.
 
-    return load_checkpoint(path, PatchDenseNet121(_resolve_config(config)), filter_fn=checkpoint_filter_fn,
-                           family="NYU patch-classifier")
+    ``config=None`` builds the DenseNet the file holds (`patch_config_from_state`): what
+    ``predict --patch-model`` does, so smaller DenseNets (tests, demos) load through it too.
+    """
+    if config is not None:
+        return load_checkpoint(path, PatchDenseNet121(_resolve_config(config)),
+                               filter_fn=checkpoint_filter_fn, family=_FAMILY)
+    state = checkpoint_filter_fn(read_state_dict(path, family=_FAMILY))
+    model = PatchDenseNet121(patch_config_from_state(state, source=str(path)))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:   # keys or shapes the inferred DenseNet does not have
+        detail = " ".join(str(exc).split())[:300]
+        raise InputError(f"{path} is not a consistent {_FAMILY} checkpoint (wrong shape or stray "
+                         f"keys: {detail}); pass the patch model file (sample_patch_model.p)") from None
+    return model.eval()
 
 
-# --- inference-only speed-up --------------------------------------------------------------------
+def patch_config_from_state(state: dict, *, source: str = "the checkpoint") -> PatchConfig:
+    """The DenseNet a (filtered) state dict describes: widths from the tensors' shapes, dense
+    layers counted per block. The patch size is not in the weights; it stays 256."""
+    layers: dict[int, int] = {}
+    for key in state:
+        if m := _DENSELAYER.match(key):
+            block, layer = int(m.group(1)), int(m.group(2))
+            layers[block] = max(layers.get(block, 0), layer)
+    try:
+        conv0, classifier = state["features.conv0.weight"], state["classifier.weight"]
+        first = "features.denseblock1.denselayer1."
+        growth, mid = state[first + "conv2.weight"].shape[0], state[first + "conv1.weight"].shape[0]
+    except KeyError as missing:
+        raise InputError(f"{source} is not a {_FAMILY} checkpoint (it has no {missing.args[0]}); pass "
+                         "the DenseNet patch model file (sample_patch_model.p)") from None
+    if sorted(layers) != list(range(1, len(layers) + 1)) or conv0.dim() != 4 or mid % growth:
+        raise InputError(f"{source} is not a {_FAMILY} checkpoint: dense blocks {sorted(layers)}, conv0 "
+                         f"{tuple(conv0.shape)}; pass the DenseNet patch model file")
+    return PatchConfig(in_channels=int(conv0.shape[1]), num_classes=int(classifier.shape[0]),
+                       growth_rate=int(growth), block_config=tuple(layers[b] for b in sorted(layers)),
+                       num_init_features=int(conv0.shape[0]), bn_size=int(mid // growth))
 
 
-def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """conv followed by eval-mode BN == one conv with scaled weights and a bias."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, bias=True).to(conv.weight.device)
-    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    fused.bias.copy_(bn.bias - bn.running_mean * scale)
-    return fused
+# --- inference-only speed-up (the folds are `models.networks.fold`'s) ---------------------------
 
 
 @torch.no_grad()
@@ -276,17 +307,13 @@ def optimize_for_inference(model: PatchDenseNet121, *, grey_input: bool = True,
     """
     fast = copy.deepcopy(model).eval()
     feats = fast.features
-    feats.conv0 = _fold_bn(feats.conv0, feats.norm0)
+    feats.conv0 = fold_bn(feats.conv0, feats.norm0)
     feats.norm0 = nn.Identity()
     if grey_input:
-        conv0 = feats.conv0
-        grey = nn.Conv2d(1, conv0.out_channels, conv0.kernel_size, conv0.stride, bias=True).to(conv0.weight.device)
-        grey.weight.copy_(conv0.weight.sum(dim=1, keepdim=True))
-        grey.bias.copy_(conv0.bias)
-        feats.conv0 = grey
+        feats.conv0 = grey_conv(feats.conv0)
     for module in feats.modules():
         if isinstance(module, _DenseLayer):
-            module.conv1 = _fold_bn(module.conv1, module.norm2)
+            module.conv1 = fold_bn(module.conv1, module.norm2)
             module.norm2 = nn.Identity()
     for p in fast.parameters():
         p.requires_grad_(False)

@@ -10,8 +10,8 @@ still trained). Each image is then computed independently of its batch, so N pro
 a global batch take exactly the step one process takes on the whole batch (tested with gloo).
 ``"sync"`` converts BatchNorm to SyncBatchNorm (batch statistics over the global batch, for
 ``scratch`` training on GPUs; one process simply uses its batch statistics); PyTorch supports
-SyncBatchNorm on GPUs only, so several CPU processes refuse it. Pass the same ``batchnorm`` to
-:func:`wrap_model` and :func:`set_training`.
+SyncBatchNorm on GPUs only, so several CPU processes refuse it. The recipe's one mode setter
+(`models.training.recipe.set_mode`) keeps frozen BatchNorm in eval mode at every epoch.
 In feature-extraction mode the backbones (the only BatchNorm layers) are frozen anyway.
 """
 from __future__ import annotations
@@ -25,14 +25,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from core.errors import InputError
 from models.device import resolve_device
 
 __all__ = ["BATCHNORM_MODES", "ONE_PROCESS", "Announcer", "DistContext", "all_reduce_sum", "broadcast_object",
            "gather_array", "init_distributed", "leave_process", "leave_together", "rank_batches",
-           "rank_slice", "set_training", "teardown", "unwrap", "wrap_model"]
+           "rank_slice", "teardown", "unwrap", "wrap_model"]
 
 BATCHNORM_MODES = ("frozen", "sync")
 # Rank 0 alone caches a run's inputs and scores its test sets while the other ranks wait in a
@@ -135,23 +134,6 @@ def wrap_model(model: nn.Module, ctx: DistContext, *, batchnorm: str = "frozen")
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside DDP (for ``state_dict``, ``config``, ``freeze_backbones``)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-def set_training(model: nn.Module, *, batchnorm: str = "frozen", frozen_backbones: bool = False) -> nn.Module:
-    """``model.train()`` that keeps frozen BatchNorm (and frozen backbones) in eval mode.
-
-    A bare ``train()`` would put every BatchNorm back into batch statistics; call this at the
-    start of every training epoch instead.
-    """
-    model.train()
-    inner = unwrap(model)
-    if frozen_backbones and hasattr(inner, "freeze_backbones"):
-        inner.freeze_backbones(True)
-    if batchnorm == "frozen":
-        for m in inner.modules():
-            if isinstance(m, _BatchNorm):
-                m.eval()
-    return model
 
 
 def rank_batches(indices, global_batch: int, ctx: DistContext) -> list[tuple[np.ndarray, int]]:

@@ -3,11 +3,11 @@
 One `TrainRequest` (a parent model, a mode, training and validation sets, learning rates) makes
 one run per learning rate, each a row of kind 'train' in the ``runs`` table with a run folder
 (`core.jobs.run_folder`). A run caches its input tensors (`models.training.data`), trains
-(`models.training.recipe`: two checkpoints in its folder, one ``train_epochs`` row per epoch, written
-in a short transaction as the epoch ends: the store's write lock is never held while training),
-then registers the child model (kind gmic, checkpoint = the best epoch's, its parent and
-preprocessing) and scores each ``evaluate`` test set with it through `models.inference.predict` (scores and
-saliency maps land through the store's safe ingest path).
+(`models.training.recipe.FineTuneRecipe`: two checkpoints in its folder, one ``train_epochs`` row
+per epoch, written in a short transaction as the epoch ends: the store's write lock is never
+held while training), then registers the child model (kind gmic, checkpoint = the best epoch's,
+its parent and preprocessing) and scores each ``evaluate`` test set with it through
+`models.inference.predict` (scores and saliency maps land through the store's safe ingest path).
 
 ``launch_runs(..., detach=True)`` starts the worker (`models.training.worker`) through the request's
 launcher (local process, torchrun, Slurm), which runs the requested runs one after another: it
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +31,11 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from core.jobs.run_folder import RunCancelled, RunFolder
+from core.jobs.launchers import LAUNCHERS, LOG_NAME
+from core.jobs.run_folder import CANCEL_FILE, RunCancelled, RunFolder
 from core.reports.training import lr_label
 from core.store import Store
 from core.store.runs import get_run, write_run
-from core.jobs.launchers import LAUNCHERS
 from models.training.loss import DEFAULT_BETA
 
 __all__ = ["TrainRequest", "create_runs", "execute_run", "launch_runs", "parse_lrs", "request_of", "resume_run",
@@ -183,15 +184,7 @@ def _check_checkpoint(request: TrainRequest, parent: str | None, checkpoint: Pat
 
     device_type = ("cpu" if request.device == "cpu" else "cuda") \
         if request.launcher == "slurm" else resolve_device(request.device).type
-    try:
-        _initial_model(request, checkpoint, device_type)
-    except InputError as exc:
-        if "\n" not in str(exc):
-            raise
-        cause = type(exc.__cause__ or exc).__name__
-        raise InputError(f"model_init {request.model_init!r}: checkpoint {checkpoint} was "
-                         f"refused ({cause}); pass a torch.save file holding tensors only "
-                         "(pickled objects are never loaded)") from None
+    _initial_model(request, checkpoint, device_type)   # its errors are one line (InputError)
 
 
 def _check_launch(request: TrainRequest) -> None:
@@ -263,14 +256,14 @@ def resume_run(store: Store, run_id: str, *, detach: bool) -> str:
     if row is None or row["kind"] != KIND:
         raise InputError(f"run_id {run_id!r} is no training run in this store; see `python -m "
                          "core runs list`")
-    if row["status"] == "done":
-        raise InputError(f"run {run_id} is done; launch a new run instead")
-    from core.jobs.workers import worker_alive
+    from core.jobs.workers import claim_run, fail_run
 
-    if row["status"] == "running" and worker_alive(store, run_id):
-        raise InputError(f"run {run_id} is still training; cancel it first (`python -m core runs "
-                         f"cancel {run_id}`) or let it finish")
-    _start(store, [run_id], detach)
+    claim_run(store, run_id)   # of concurrent resumes exactly one gets past; the others: one line
+    try:
+        _start(store, [run_id], detach)
+    except Exception as exc:   # before its worker began: free the run for the next resume
+        fail_run(store, run_id, f"its resume failed: {type(exc).__name__}: {exc}"[:2000])
+        raise
     return run_id
 
 
@@ -297,7 +290,8 @@ def execute_run(store: Store, run_id: str, *, ctx=None, announcer=None) -> dict:
     """Train one created run to its end (or its cancel); returns its final ``runs`` row.
 
     A cancel that arrived before the run began ends it at once (the resume below would clear
-    the cancel file). Failures end in the row (status 'failed'), never in the caller.
+    the cancel file). Failures end in the row (status 'failed', the error's one line) and in the
+    run folder's ``worker.log`` (the traceback), never in the caller.
     ``ctx`` and ``announcer``: rank 0 of a torchrun job (`models.training.worker`).
     """
     from models.training.distributed import ONE_PROCESS, Announcer
@@ -306,25 +300,34 @@ def execute_run(store: Store, run_id: str, *, ctx=None, announcer=None) -> dict:
     announcer = announcer or Announcer(ctx)
     row = get_run(store, run_id)
     base = {k: row["params"][k] for k in (*_REQUEST_FIELDS, "lr", "sweep") if k in row["params"]}
-    cancelled_early = (store.files_dir / row["folder"] / "cancel").exists()
+    cancelled_early = (store.files_dir / row["folder"] / CANCEL_FILE).exists()
     run = RunFolder.open(store, KIND, base, resume=run_id)
     try:
         with run:   # records 'done', 'cancelled' or 'failed' with the error's message
             if cancelled_early:
                 raise RunCancelled(f"run {run_id} was cancelled before it began")
             _train(store, run, ctx, announcer)
-    except Exception:   # noqa: BLE001 - in the row; the next run of a sweep still runs
+    except RunCancelled:   # recorded as 'cancelled'; no failure to explain
         pass
+    except Exception:   # noqa: BLE001 - recorded; the next run of a sweep still runs
+        _log_failure(run)
     finally:
         announcer.send(None)   # the other ranks learn that this run ended before training
     return get_run(store, run_id)
 
 
+def _log_failure(run: RunFolder) -> None:
+    """The traceback behind the row's one-line error, appended to the run folder's log (where a
+    detached worker's own output goes too)."""
+    with open(run.path / LOG_NAME, "a") as log:
+        log.write(f"run {run.run_id} failed:\n{traceback.format_exc()}\n")
+
+
 def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
     from models.device import resolve_device
-    from models.training.tracking import make_tracker
     from models.training.data import build_cache, labelled_images
-    from models.training.recipe import LoopSettings, best_path, train_epochs
+    from models.training.recipe import FineTuneRecipe, LoopSettings, best_path
+    from models.training.tracking import make_tracker
 
     p = run.params
     request = request_of(p)
@@ -362,13 +365,14 @@ def _train(store: Store, run: RunFolder, ctx, announcer) -> None:
         if row:
             tracker.log_epoch(row["epoch"], {k: v for k, v in row.items() if k != "epoch"})
 
+    recipe = FineTuneRecipe(settings, folder=run.path, meta=meta, ctx=ctx, on_epoch=on_epoch,
+                            check_cancel=run.check_cancel, progress=run.progress)
     announcer.send({"train": data["train"], "val": data["val"], "settings": settings,
                     "meta": meta, "config": config, "folder": str(run.path)})
     announcer.training = True
     try:
-        state = train_epochs(model, data["train"], data["val"], settings=settings,
-                             folder=run.path, meta=meta, on_epoch=on_epoch,
-                             check_cancel=run.check_cancel, progress=run.progress, ctx=ctx)
+        recipe.setup(model, data["train"], data["val"])
+        state = recipe.train()
     except (RunCancelled, KeyboardInterrupt):   # as the run folder records them
         tracker.finish("cancelled")
         raise

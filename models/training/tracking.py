@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping
 
 from core.errors import InputError
@@ -59,14 +60,19 @@ class MLflowTracker(NullTracker):
         experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
         self.run_id = self._client.create_run(experiment_id, run_name=run_name).info.run_id
 
+    # one log_batch per call, not one request per value: each is an HTTP round trip to a server
     def log_params(self, params: Mapping) -> None:
-        for key, value in params.items():
-            self._client.log_param(self.run_id, key, value)
+        from mlflow.entities import Param
+
+        self._client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        for key, value in metrics.items():
-            if value is not None and math.isfinite(float(value)):  # an undefined AUC is not logged
-                self._client.log_metric(self.run_id, key, float(value), step=int(epoch))
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        self._client.log_batch(self.run_id, metrics=[
+            Metric(k, float(v), now_ms, int(epoch)) for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))])   # an undefined AUC is not logged
 
     def log_checkpoint(self, name: str, path) -> None:
         self._client.set_tag(self.run_id, f"checkpoint.{name}", str(path))
@@ -75,7 +81,6 @@ class MLflowTracker(NullTracker):
         if status not in _STATUS:
             raise InputError(f"run status must be one of {sorted(_STATUS)}; got {status!r}")
         self._client.set_terminated(self.run_id, status=_STATUS[status])
-
 
 
 def make_tracker(uri: str | None = None, *, experiment: str = "ilcscope", run_name: str | None = None,

@@ -5,7 +5,7 @@ another; started by `core.jobs.workers`.
 Under several processes only rank 0 touches the store: it opens each run, caches its inputs,
 then sends the other ranks what they need (`models.training.distributed.broadcast_object`: the cached
 sets, the loop settings, the run folder), exactly one message per run, None for a run that
-ended before training; every rank then trains its shares (`models.training.recipe.train_epochs`)
+ended before training; every rank then trains its shares (`models.training.recipe.FineTuneRecipe`)
 and rank 0 alone registers and scores the child. A run that fails *during* training leaves the
 other ranks inside a collective, so rank 0 then ends the job (torchrun stops the others); a
 SIGTERM (torchrun stopping a job whose other rank failed, or a hard cancel) is recorded as the
@@ -29,15 +29,16 @@ __all__ = ["follow_run", "main"]
 def follow_run(ctx: DistContext) -> None:
     """A rank other than 0: wait for rank 0's message, train its shares of that run."""
     from models.networks.gmic import build_gmic
-    from models.training.recipe import train_epochs
+    from models.training.recipe import FineTuneRecipe
 
     work = broadcast_object(None, ctx)
     if work is None:   # the run ended before training (a cancel, a failure): nothing to do
         return
     settings = dataclasses.replace(work["settings"], device=ctx.device)
+    recipe = FineTuneRecipe(settings, folder=Path(work["folder"]), meta=work["meta"], ctx=ctx)
     try:   # DDP copies rank 0's starting weights into this model
-        train_epochs(build_gmic(work["config"]), work["train"], work["val"], settings=settings,
-                     folder=Path(work["folder"]), meta=work["meta"], ctx=ctx)
+        recipe.setup(build_gmic(work["config"]), work["train"], work["val"])
+        recipe.train()
     except RunCancelled:
         pass
 
