@@ -32,7 +32,7 @@ def register(commands, report, common) -> None:
               "Every DICOM file under FOLDER becomes an image; exams are grouped by the hashed "
               "StudyInstanceUID, patients by a keyed hash of PatientID (the pseudonym key is kept outside the store); names, birth dates, "
               "accession numbers and institutions are never stored. Laterality and view come "
-              "from the header (else the file name); an 8-bit display copy is written.",
+              "from the header (else the file name); the screen copy is made on first view.",
               "python -m core import dicom scans/ --dataset hospital-a")
     p.add_argument("folder", type=Path, help="folder searched recursively for DICOM files")
     p.add_argument("--dataset", help="dataset name (default: the folder's name)")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cli import main
+from core.io.display import display_image
 from core.store.schema import TABLE_COLUMNS
 from core.store import open_store
 from tests.test_import_dicom import make_dicom
@@ -72,8 +73,9 @@ def test_identifiers_appear_nowhere(tmp_path, capsys):
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("store.duckdb*") if p.is_file())
     _assert_clean(raw, "the .duckdb file")
     assert b"ControlVendorQ" in raw  # the control: kept strings are visible in the bytes
+    display_image(store.files_dir, store.images().iloc[0].to_dict(), long_side=64)   # a first view
     written = [p for p in store.files_dir.rglob("*") if p.is_file()]
-    assert written  # display copies were written
+    assert written  # the first view's screen copy
     for path in written:
         _assert_clean(path.read_bytes(), str(path.relative_to(store.files_dir)))
         _assert_clean(str(path).encode(), "a file name")

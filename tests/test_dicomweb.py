@@ -24,12 +24,14 @@ from cli import main
 from core.errors import InputError
 from core.importers.dicomweb import Filters, pull, search
 from core.io.dicomweb import PacsError, Server, clean_url
+from core.io.display import display_image
 from core.io.images import read_pixels
+from core.io.pixels import to_display
 from core.store import open_store
 from core.store.schema import TABLE_COLUMNS
 from tests.orthanc import PASSWORD, USER, Orthanc, free_port
 from tests.test_deidentification import NEEDLES as FILE_NEEDLES, PHI
-from tests.test_import_dicom import dump, make_dicom
+from tests.test_import_dicom import dump, linear_window, make_dicom
 
 PW_ENV = "ILCSCOPE_TEST_PACS_PASSWORD"
 PRIVATE_VALUE = "Hiddenprivate^Gundersdottir"
@@ -46,6 +48,7 @@ LAYOUT = [
     ("B", "1", "L", "MLO", "laterality-tag", "MG", None),
 ]
 PULLED = [row for row in LAYOUT if row[5] == "MG" and row[6] in (None, "BREAST")]
+WINDOW = (2000, 1001)   # the first instance's WindowCenter, WindowWidth
 
 
 def _uid(*parts: str) -> str:
@@ -87,14 +90,15 @@ def pacs(orthanc, tmp_path):
                             view_code="cranio-caudal" if how == "code" else None,
                             pixels=np.random.default_rng(n).integers(0, 4096, (48, 36),
                                                                      dtype=np.uint16),
-                            extra=extra)
+                            window=WINDOW if n == 0 else None, extra=extra)
         _add_private(path)
         orthanc.upload(path.read_bytes())
         path.unlink()
         needles += [uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["StudyInstanceUID"],
                     extra["PatientID"]]
         if modality == "MG" and body in (None, "BREAST"):
-            expected[uids["SOPInstanceUID"]] = (uids["StudyInstanceUID"], side, view, pixels)
+            expected[uids["SOPInstanceUID"]] = (uids["StudyInstanceUID"], side, view, pixels,
+                                                WINDOW if n == 0 else None)
     needles += [PRIVATE_VALUE, SEQUENCE_VALUE, "Gundersdottir", "Oyelaran", PASSWORD]
     return {"server": orthanc, "expected": expected, "needles": needles}
 
@@ -143,13 +147,21 @@ def test_pull_imports_views_and_leaks_nothing(pacs, tmp_path, capsys, caplog, mo
     store = open_store(db)
     images = store.images(dataset="hosp")
     assert len(images) == len(PULLED)
-    for sop, (study, side, view, pixels) in pacs["expected"].items():
+    for sop, (study, side, view, pixels, window) in pacs["expected"].items():
         exam_id = "hosp/S" + store.pseudonym("study:" + study)[1:]
         key = f"{side}-{view}-{store.pseudonym('sop:' + sop)[1:9]}"
         row = images.set_index("image_id").loc[f"{exam_id}/{key}"]
         assert row["laterality_source"] == "dicom-tag"
         assert row["photometric"] == "MONOCHROME2" and row["bit_depth"] == 12
         np.testing.assert_array_equal(read_pixels(row["abs_path"]), pixels)  # the kept copy
+        shown = display_image(store.files_dir, row.to_dict(), long_side=64)  # a first view
+        if window is None:
+            assert shown.source == "percentile window"
+            np.testing.assert_array_equal(shown.pixels, to_display(pixels))
+        else:   # the header's window travelled with the copy
+            assert shown.source == "DICOM window"
+            reference = linear_window(pixels, *window, bits=12)
+            assert np.abs(shown.pixels.astype(int) - reference).max() <= 1
     exams = store.exams(dataset="hosp")
     assert sorted(exams["patient"]) == sorted(store.pseudonym(PHI["PatientID"] + s)
                                               for s in "AB")
@@ -167,7 +179,7 @@ def test_pull_imports_views_and_leaks_nothing(pacs, tmp_path, capsys, caplog, mo
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("store.duckdb*") if p.is_file())
     _clean(raw, needles, "the store file")
     written = [p for p in store.files_dir.rglob("*") if p.is_file()]
-    assert len(written) == 2 * len(PULLED)  # a display copy and a pixel copy each
+    assert len(written) == 2 * len(PULLED)  # a pixel copy each, and the first view's screen copy
     for path in written:
         _clean(path.read_bytes() + str(path).encode(), needles, str(path))
     assert list(private_tmp.iterdir()) == []
@@ -186,12 +198,15 @@ def test_a_retrieved_again_instance_is_compared_and_skipped(pacs, tmp_path):
     plan = search(store, server)
     assert pull(store, server, plan).counts()["imported"] == len(PULLED)
     before = dump(store)
-    for path in (store.files_dir / "display").rglob("*.png"):
+    copies = sorted((store.files_dir / "pixels").rglob("*.pgm"))
+    kept = {p: p.read_bytes() for p in copies}
+    assert len(copies) == len(PULLED)
+    for path in copies:
         path.unlink()
     assert pull(store, server, plan).counts() == {"imported": len(PULLED), "skipped": 0,
                                                   "failed": 0}
-    assert dump(store) == before   # same rows, same sha256: only the display copies came back
-    assert len(list((store.files_dir / "display").rglob("*.png"))) == len(PULLED)
+    assert dump(store) == before   # same rows, same sha256: only the pixel copies came back
+    assert {p: p.read_bytes() for p in copies} == kept
 
 
 def test_dry_run_shows_pseudonyms_only(pacs, tmp_path, capsys, monkeypatch, private_tmp):
@@ -302,7 +317,7 @@ def test_study_deleted_between_search_and_retrieval(pacs, tmp_path, private_tmp)
     images = store.images()
     assert len(images) == 2 and set(images["laterality"] + images["view"]) == {"RCC", "LMLO"}
     assert all(Path(p).is_file() for p in images["abs_path"])
-    assert len(list(store.files_dir.rglob("*.*"))) == 4  # only the imported ones' files
+    assert len(list(store.files_dir.rglob("*.*"))) == 2  # only the imported ones' pixel copies
     assert list(private_tmp.iterdir()) == []
 
 

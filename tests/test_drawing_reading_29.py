@@ -282,7 +282,7 @@ def test_exam_on_mias_says_what_is_missing(mias_env):
 
 def test_saliency_on_mias_says_there_is_no_model(mias_env):
     at = open_page("pages/saliency.py")
-    assert any("No GMIC model in this store" in i.value for i in at.info)
+    assert any("No model that leaves saliency maps" in i.value for i in at.info)
 
 
 # ------------------------------------------------------------------ the canvas in a browser (8)

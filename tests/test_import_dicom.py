@@ -1,5 +1,5 @@
-"""DICOM importer: tags, pixels (12/16-bit, MONOCHROME1, JPEG 2000, RLE), display copies,
-idempotence, and malformed files that fail alone and leave the store unchanged."""
+"""DICOM importer: tags, pixels (12/16-bit, MONOCHROME1, JPEG 2000, RLE), the header's display
+window, idempotence, and malformed files that fail alone and leave the store unchanged."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
-from PIL import Image
 
 from cli import main
 from core.importers.dicom import dicom_pixels, import_dicom
+from core.io.display import display_image
 from core.store.schema import TABLE_COLUMNS
 from core.store import open_store
 
@@ -68,6 +68,17 @@ def make_dicom(path: Path, *, pixels: np.ndarray | None = None, laterality: str 
     return pixels
 
 
+def linear_window(stored: np.ndarray, center: float, width: float, *, bits: int) -> np.ndarray:
+    """DICOM's linear VOI window (PS3.3 C.11.2.1.2.1) by hand, to 8 bits: the reference the
+    screen's grey levels are checked against."""
+    x, top = stored.astype(np.float64), 2.0 ** bits - 1
+    with np.errstate(divide="ignore", invalid="ignore"):   # width 1: a step, no ramp
+        ramp = ((x - (center - 0.5)) / (width - 1) + 0.5) * top
+    y = np.where(x <= center - 0.5 - (width - 1) / 2, 0.0,
+                 np.where(x > center - 0.5 + (width - 1) / 2, top, ramp))
+    return np.round(y / top * 255).astype(np.uint8)
+
+
 def dump(store) -> dict:
     """Every table's rows, sorted: equal dumps mean an unchanged store."""
     out = {}
@@ -113,21 +124,24 @@ def test_import_reads_tags_pixels_and_groups_exams(tmp_path):
     np.testing.assert_array_equal(dicom_pixels(root / "a.dcm"), cc)
     np.testing.assert_array_equal(dicom_pixels(root / "sub" / "b.dcm"), 65535 - mlo)
     np.testing.assert_array_equal(dicom_pixels(root / "c.dcm"), other)
-    for row in images.itertuples():
-        display = np.array(Image.open(store.files_dir / row.display_path))
-        assert display.dtype == np.uint8 and display.shape == (40, 32)
+    # no display copy at import: the screen makes its own on first view (core.io.display)
+    assert images["display_path"].isna().all()
+    assert not [p for p in store.files_dir.rglob("*") if p.is_file()]
     # no labels yet: breasts exist so the images are cases, histology unknown
     cases = store.cases(level="image", test_set="hosp")
     assert len(cases) == 3 and set(cases["histology"]) == {"unknown"}
 
 
-def test_window_is_applied_to_the_display_copy(tmp_path):
+def test_window_is_applied_on_the_screen(tmp_path):
     pixels = np.tile(np.arange(0, 4000, 100, dtype=np.uint16), (32, 1)).T.copy()  # (40, 32)
     make_dicom(tmp_path / "d" / "w.dcm", pixels=pixels, window=(2000, 1001))
     store = open_store(tmp_path / "s.duckdb")
     import_dicom(store, tmp_path / "d")
-    row = store.images().iloc[0]
-    display = np.array(Image.open(store.files_dir / row["display_path"]))
+    shown = display_image(store.files_dir, store.images().iloc[0].to_dict(), long_side=64)
+    display = shown.pixels
+    assert shown.source == "DICOM window" and shown.factor == 1 and display.shape == (40, 32)
+    reference = linear_window(pixels, 2000, 1001, bits=12)
+    assert np.abs(display.astype(int) - reference).max() <= 1   # float rounding at most
     # DICOM linear window (PS3.3 C.11.2.1.2.1): below c - 0.5 - (w-1)/2 -> 0, above -> max
     assert display[14, 0] == 0 and display[25, 0] == 255  # 1400 and 2500
     expected = ((2000 - (2000 - 0.5)) / 1000 + 0.5) * 255  # pixel value 2000 mid-window
@@ -194,6 +208,21 @@ def test_malformed_file_fails_alone_and_stores_nothing(tmp_path, problem, match)
     report = import_dicom(store, root)
     assert report.failed and dump(store) == before
     assert sorted(store.files_dir.rglob("*")) == files_before
+
+
+def test_a_cut_inside_the_file_meta_group_fails_in_one_line(tmp_path):
+    """pydicom raises its own BytesLengthException for a value cut short there (found by the
+    truncation test below, one seed in many)."""
+    make_dicom(tmp_path / "x.dcm")
+    data = (tmp_path / "x.dcm").read_bytes()
+    store = open_store(tmp_path / "s.duckdb")
+    for cut in range(133, 160):   # the group length (0002,0000) and the next elements
+        folder = tmp_path / f"cut{cut}"
+        folder.mkdir()
+        (folder / "x.dcm").write_bytes(data[:cut])
+        (outcome,) = import_dicom(store, folder).outcomes
+        assert outcome.status == "failed" and "\n" not in outcome.reason, (cut, outcome)
+    assert store.counts()["images"] == 0
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import numpy as np
 
 from core.errors import InputError
 from core.io.images import read_pixels
-from core.reports.exam import display_grey
+from core.io.display import display_grey
+from core.reports.exam import DISPLAY_LONG_SIDE
 from core.store import Store
 from core.store.runs import latest_run
 from models.networks.gmic import CONFIGS
@@ -32,7 +33,7 @@ class ModelInput:
     preprocessed : the `Preprocessed` (image tensor (1, H_in, W_in) float32, standardised,
         chest wall at column 0; crop box, flip, scale).
     display : uint8, the input downscaled to a long side <= 512 and windowed to its 0.5-99.5
-        percentiles for the screen (`core.reports.exam.display_grey`); chest wall on the left.
+        percentiles for the screen (`core.io.display.display_grey`); chest wall on the left.
     config, config_source : the `models.networks.gmic.CONFIGS` name and where it was found.
     recorded : the geometry stored with the model's prediction for this image (its saliency
         file), or None when there is none; ``matches_record`` compares it with the re-run.
@@ -103,6 +104,6 @@ def model_input(store: Store, model: str, image_id: str) -> ModelInput:
         path = store.files_dir / rows["saliency_path"].iat[0]
         if path.is_file():
             recorded = read_saliency(path).geometry
-    return ModelInput(model=model, image_id=image_id, preprocessed=pre,
-                      display=display_grey(pre.image[0].numpy())[0], config=config,
-                      config_source=source, recorded=recorded)
+    display, _ = display_grey(pre.image[0].numpy(), long_side=DISPLAY_LONG_SIDE)
+    return ModelInput(model=model, image_id=image_id, preprocessed=pre, display=display,
+                      config=config, config_source=source, recorded=recorded)

@@ -47,6 +47,7 @@ import numpy as np
 
 from core.errors import InputError
 from core.io.mias import parse_info
+from core.io.pixels import block_mean
 from core.vocabulary import DENSITY_CATEGORY_NAMES, MIAS_DENSITY
 from core.stats.kappa import KAPPA_WEIGHTS, weighted_kappas
 from core.progress import ProgressFn, report
@@ -251,28 +252,6 @@ def _dense(values: np.ndarray, method: str, threshold: float, scale: str, top: f
     if hi <= lo:
         return np.zeros(values.shape, bool)
     return (values - lo) > threshold * (hi - lo)
-
-
-def block_mean(img: np.ndarray, factor: int) -> np.ndarray:
-    """float32 means of factor x factor blocks; the ragged last (< factor) rows/columns are dropped.
-
-    Integers are summed exactly (uint64 / int64), so the means do not depend on summation order.
-    """
-    if factor == 1:
-        return img.astype(np.float32, copy=False)
-    h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
-    if np.issubdtype(img.dtype, np.unsignedinteger):
-        acc = np.uint64
-    elif np.issubdtype(img.dtype, np.integer):
-        acc = np.int64
-    else:
-        acc = np.float64
-    rows = img[:h, :w].reshape(h, w // factor, factor).sum(axis=2, dtype=acc)
-    blocks = rows.reshape(h // factor, factor, w // factor).sum(axis=1, dtype=acc)
-    return (blocks / float(factor * factor)).astype(np.float32)
-
-
-# --- categories -------------------------------------------------------------------------------
 
 
 def density_category(percent: float, *, cut_points: Sequence[float] = CALIBRATED_CUT_POINTS) -> int:

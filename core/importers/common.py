@@ -10,11 +10,11 @@ importer idempotent without an "already imported" table.
 batch (default 500 files): one transaction holding the rows *and* the test sets they change, so
 files land whole or not at all and a kill never leaves a set stale. Batching matters because
 each upsert statement costs ~5-10 ms in DuckDB here (MIAS: 24 s with one transaction per image,
-~5 s batched). Files an importer writes itself (masks, display copies) are written before the
-transaction and removed if it fails.
+~5 s batched). Files an importer writes itself (masks, pulled pixel copies) are written before
+the transaction and removed if it fails.
 
 The store file is locked only while a connection is open, so an importer reads its `Snapshot`
-in one short operation and does the slow work (decoding, hashing, display copies) holding no
+in one short operation and does the slow work (decoding, hashing, pixel copies) holding no
 connection: other processes (the app, ``info``) wait at most one batch's insert, never the import.
 `finish` re-checks the test sets, so a re-import that finds every file unchanged still repairs a
 set that an older, interrupted import left stale.
@@ -245,7 +245,7 @@ class FileRows:
     """Everything one input file adds to the store.
 
     rows : {table: [row dict, ...]}; missing columns are NULL.
-    new_files : files written for this input (masks, display copies), removed if the write fails.
+    new_files : files written for this input (masks, pixel copies), removed if the write fails.
     replace : (table, column, value): stored rows with ``column = value`` are deleted first,
         in the same transaction (e.g. an image's lesions, so a finding removed at the source
         disappears).

@@ -36,9 +36,9 @@ is scrubbed of the file's identifying values first). File and folder *names* are
 ``images.path``; if they hold names or hospital numbers, rename the files before importing.
 
 Pixels: `dicom_pixels` returns the stored values (uint8/uint16), MONOCHROME1 inverted so that
-brighter = denser everywhere. A display copy (8-bit PNG, VOI LUT or the first window applied,
-else a percentile window) is written under ``<files>/display/<dataset>/``; it carries no
-metadata.
+brighter = denser everywhere; models and filters read the file itself. No display copy is
+written: the screen copy is made on first view (`core.io.display`), with the header's own
+window (VOI LUT or the first window) read from the file then.
 """
 from __future__ import annotations
 
@@ -52,10 +52,10 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.io.dicom import (PHI_KEYWORDS, display_pixels, denser_brighter, dicom_pixels,
+from core.io.dicom import (PHI_KEYWORDS, display_window, denser_brighter, dicom_pixels,
                            grey_photometric, header_errors, manufacturer, read_dataset,
                            read_header, stored_pixels)
-from core.io.pixels import pgm_bytes, sha256_file, write_bytes, write_png
+from core.io.pixels import pgm_bytes, sha256_file, write_bytes
 from core.vocabulary import DICOM_SUFFIXES, MAX_AGE_YEARS
 from core.importers import ImportReport
 from core.importers.common import (
@@ -82,29 +82,35 @@ class DicomImage:
     """One decoded DICOM mammogram; ``identifiers`` are for hashing only, never for storing.
 
     pixels : (H, W) uint8 or uint16, brighter = denser (MONOCHROME1 inverted).
-    display : (H, W) uint8, the VOI LUT / window applied (else a percentile window).
+    window : the header's display mapping as a uint8 table over pixel values
+        (`core.io.dicom.display_window`), or None; a pulled copy keeps it.
     meta : images/exams columns that are not identifying (laterality, view, age, ...).
     identifiers : StudyInstanceUID, SOPInstanceUID, PatientID (may be None).
     note : a one-line remark for the import report (e.g. an impossible age not stored).
     """
 
     pixels: np.ndarray
-    display: np.ndarray
+    window: np.ndarray | None
     meta: dict
     identifiers: dict
     note: str = ""
 
 
-def read_dicom(path: str | Path, *, name: str | None = None) -> DicomImage:
+def read_dicom(path: str | Path | bytes, *, name: str | None = None) -> DicomImage:
     """Decode one mammogram and pick out what ILCscope keeps (see the module docstring).
 
-    ``name`` (default: the file name) is how errors refer to the file.
+    ``path`` may be the file's bytes, in memory (a PACS instance), with ``name`` then required.
+    ``name`` (default: the file name) is how errors refer to the file; for bytes, its last part
+    stands in for the file name where laterality and view fall back on one.
     """
-    path = Path(path)
-    name = name or path.name
-    ds = read_dataset(path, name)
+    in_memory = isinstance(path, (bytes, bytearray, memoryview))
+    if in_memory and name is None:
+        raise ValueError("read_dicom: pass name= with a file's bytes")
+    source = path if in_memory else Path(path)
+    name = name or source.name
+    ds = read_dataset(source, name)
     with header_errors(name):
-        return _decode(ds, path, name)
+        return _decode(ds, Path(name) if in_memory else source, name)
 
 
 def _decode(ds, path: Path, name: str) -> DicomImage:
@@ -134,7 +140,7 @@ def _decode(ds, path: Path, name: str) -> DicomImage:
     identifiers = {"study": _text(ds.get("StudyInstanceUID")),
                    "sop": _text(ds.get("SOPInstanceUID")),
                    "patient": _text(ds.get("PatientID"))}
-    return DicomImage(pixels, display_pixels(ds, stored, pixels), meta, identifiers, note)
+    return DicomImage(pixels, display_window(ds, pixels.dtype), meta, identifiers, note)
 
 
 def _text(value) -> str | None:
@@ -245,7 +251,7 @@ def import_dicom(store: Store, root: str | Path, *, dataset: str | None = None,
     files = sorted(p for p in root.rglob("*") if p.is_file())
     report = ImportReport(kind="dicom", dataset=dataset)
     snapshot = Snapshot(store, dataset, ("datasets", "exams", "images", "breasts"))
-    # No connection around the loop: decoding and display copies hold no lock.
+    # No connection around the loop: decoding and hashing hold no lock.
     with Batch(store, report) as batch:
         for done, path in enumerate(files):
             rel = path.relative_to(root).as_posix()
@@ -268,13 +274,18 @@ def _import_file(store: Store, snapshot: Snapshot, root: Path, path: Path, rel: 
 
 def image_rows(store: Store, snapshot: Snapshot, image: DicomImage, *, dataset: str, name: str,
                source: dict, pixel_file: tuple[str, str] | None) -> FileRows | Skipped:
-    """The rows (and display copy) of one decoded image, or `Skipped` when all are stored.
+    """The rows (and, for a pull, the pixel copy) of one decoded image, or `Skipped` when all
+    are stored.
 
     source : the ``datasets`` row's ``source``, ``root`` and ``notes``.
     pixel_file : (path relative to ``root``, its sha256) of the file the pixels stay in; None
         when the source file does not stay (a PACS pull): a de-identified PGM (8/16-bit) of the
-        pixels (brighter = denser, no metadata) is kept under ``<files>/pixels/<dataset>/``
-        and ``root`` must be ``@files/pixels/<dataset>``.
+        pixels (brighter = denser, no metadata; the header's display window after them) is kept
+        under ``<files>/pixels/<dataset>/`` and ``root`` must be ``@files/pixels/<dataset>``.
+
+    No display copy is written (`core.io.display` makes one on first view). A row imported
+    before that keeps its ``display_path`` while its file's sha256 is unchanged: the copy still
+    shows these pixels, and the re-import stays a skip.
     """
     ids = image.identifiers
     if ids["study"] is None:
@@ -289,12 +300,15 @@ def image_rows(store: Store, snapshot: Snapshot, image: DicomImage, *, dataset: 
     previous = snapshot.get("images", image_id=image_id)
     if previous is not None and previous["laterality_source"] == "corrected":
         meta["laterality"], meta["laterality_source"] = previous["laterality"], "corrected"
-    display_rel = Path("display") / dataset / exam_key / f"{image_key}.png"
     copy = None
     if pixel_file is None:  # the copy is stored brighter = denser, so MONOCHROME2
-        copy = pgm_bytes(image.pixels)
+        copy = pgm_bytes(image.pixels, window=image.window)
         pixel_file = (f"{exam_key}/{image_key}.pgm", hashlib.sha256(copy).hexdigest())
         meta["photometric"] = "MONOCHROME2"
+    display = None  # a pre-issue-33 display copy stays while it shows these very pixels
+    if previous is not None and previous["sha256"] == pixel_file[1] and \
+            isinstance(previous["display_path"], str):
+        display = previous["display_path"]
     rows = {
         "datasets": [dict(source, dataset=dataset, kind="imported")],
         "exams": [{"exam_id": exam_id, "dataset": dataset, "exam_key": exam_key,
@@ -302,18 +316,16 @@ def image_rows(store: Store, snapshot: Snapshot, image: DicomImage, *, dataset: 
                    "exam_date": meta.pop("exam_date"), "age": meta.pop("age")}],
         "images": [dict(meta, image_id=image_id, exam_id=exam_id, dataset=dataset,
                         image_key=image_key, path=pixel_file[0], sha256=pixel_file[1],
-                        display_path=display_rel.as_posix())],
+                        display_path=display)],
     }
     breast = {"exam_id": exam_id, "laterality": meta["laterality"]}
     if snapshot.get("breasts", **breast) is None:  # never overwrite labels
         rows["breasts"] = [dict(breast, histology="unknown")]
-    targets = [store.files_dir / display_rel]
-    if copy is not None:
-        targets.append(store.files_dir / PIXEL_COPIES / dataset / pixel_file[0])
-    if all(t.is_file() for t in targets) and snapshot.unchanged(rows):
+    target = None if copy is None else store.files_dir / PIXEL_COPIES / dataset / pixel_file[0]
+    if (target is None or target.is_file()) and snapshot.unchanged(rows):
         return Skipped("unchanged (same file and header fields already stored)")
-    new_files = [t for t in targets if not t.is_file()]
-    write_png(targets[0], image.display, compress_level=1)  # a cache for the screen
-    if copy is not None:
-        write_bytes(targets[1], copy)
+    if target is None:
+        return FileRows(rows, note=image.note)
+    new_files = [] if target.is_file() else [target]
+    write_bytes(target, copy)
     return FileRows(rows, new_files=new_files, note=image.note)

@@ -7,19 +7,21 @@ store's pseudonyms (`Plan.table`): exam key ``S`` + HMAC of the StudyInstanceUID
 ``P`` + HMAC of the PatientID, exactly as the DICOM importer stores them, so a dry run never
 prints an identifier and its keys are the ones the pull will write.
 
-`pull` retrieves the chosen studies' instances one at a time (WADO-RS) into a private
-temporary folder and imports each through the DICOM importer (`core.importers.dicom`: the same
-de-identification, laterality and view, display copy). Each instance is all-or-nothing; the
-DICOM file is deleted as soon as it is imported and the folder when the pull ends, however it
-ends, so nothing identifiable stays on disk. What is kept of the pixels is a de-identified PGM
-under ``<files>/pixels/<dataset>/`` (``datasets.root`` is ``@files/pixels/<dataset>``), since
-models and filters need pixels the PACS cannot lend them; ``datasets.notes`` names the PACS by
-its URL without credentials.
+`pull` retrieves the chosen studies' instances one at a time (WADO-RS) into memory and imports
+each through the DICOM importer (`core.importers.dicom`: the same de-identification, laterality
+and view). Each instance is all-or-nothing; the DICOM file itself is never written, so nothing
+identifiable reaches the disk. What is kept of the pixels is a de-identified PGM under
+``<files>/pixels/<dataset>/`` (``datasets.root`` is ``@files/pixels/<dataset>``), since models
+and filters need pixels the PACS cannot lend them; the header's display window follows the
+pixels in the same file, so the screen copy made on first view (`core.io.display`) shows the
+image as the modality meant it. ``datasets.notes`` names the PACS by its URL without
+credentials. No display copy is written: it cost more than the retrieval itself
+(bench/dicomweb.py).
 
 Idempotent: an instance whose SOP Instance UID is already an image of the dataset (with its
-files) is skipped without being retrieved; one retrieved again is compared field by field and
-by the sha256 of its pixel copy, so a re-pull writes nothing. A failed instance (deleted since
-the search, a bad file) fails alone, with its reason; when the PACS stops answering, the
+pixel copy) is skipped without being retrieved; one retrieved again is compared field by field
+and by the sha256 of its pixel copy, so a re-pull writes nothing. A failed instance (deleted
+since the search, a bad file) fails alone, with its reason; when the PACS stops answering, the
 instances not yet tried are reported "not retrieved" instead of each waiting out the timeout.
 A cancel (``cancel()`` returning True, Ctrl-C, a closed page) keeps the instances already
 written and writes nothing half.
@@ -27,10 +29,8 @@ written and writes nothing half.
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 
@@ -275,8 +275,7 @@ def pull(store: Store, server: Server, plan: Plan, *, dataset: str = "pacs",
               "notes": f"pulled over DICOMweb from {server.url}"}
     session = open_session(server)
     stopped = ""  # why the rest is not retrieved: the PACS stopped answering, or a cancel
-    with tempfile.TemporaryDirectory(prefix="ilcscope-pull-") as tmp, \
-            Batch(store, report, size=BATCH_SIZE) as batch:
+    with Batch(store, report, size=BATCH_SIZE) as batch:
         for done, (study, instance) in enumerate(items):
             name = f"{study.exam_key}/{instance.key}"
             if not stopped and cancel is not None and cancel():
@@ -290,8 +289,8 @@ def pull(store: Store, server: Server, plan: Plan, *, dataset: str = "pacs",
 
                 def job(study=study, instance=instance, name=name, unreachable=unreachable):
                     try:
-                        return _pull_one(store, snapshot, session, server, Path(tmp), study,
-                                         instance, name, dataset, source)
+                        return _pull_one(store, snapshot, session, server, study, instance,
+                                         name, dataset, source)
                     except PacsUnreachable as exc:
                         unreachable.append(exc)
                         raise  # Batch reports it as this instance's failure
@@ -305,31 +304,26 @@ def pull(store: Store, server: Server, plan: Plan, *, dataset: str = "pacs",
 
 
 def _pulled(store: Store, snapshot: Snapshot) -> set[tuple[str, str]]:
-    """(exam_key, 8 hex of the SOP pseudonym) of the dataset's images whose files exist."""
+    """(exam_key, 8 hex of the SOP pseudonym) of the dataset's images whose pixel copy exists
+    (a display copy, in stores from before issue 33, is not needed: the screen makes one)."""
     have = set()
     for row in snapshot.rows("images"):
         exam_key = row["exam_id"].rsplit("/", 1)[1]
         root = store.files_dir / PIXEL_COPIES / row["dataset"]
-        if row["path"] and (root / row["path"]).is_file() and row["display_path"] and \
-                (store.files_dir / row["display_path"]).is_file():
+        if row["path"] and (root / row["path"]).is_file():
             have.add((exam_key, row["image_key"].rsplit("-", 1)[1]))
     return have
 
 
-def _pull_one(store: Store, snapshot: Snapshot, session, server: Server, tmp: Path,
-              study: _Study, instance: _Instance, name: str, dataset: str,
-              source: dict) -> FileRows | Skipped:
-    """One instance: retrieve, write to ``tmp``, import, delete. PacsUnreachable propagates.
+def _pull_one(store: Store, snapshot: Snapshot, session, server: Server, study: _Study,
+              instance: _Instance, name: str, dataset: str, source: dict) -> FileRows | Skipped:
+    """One instance: retrieve it into memory, import it. PacsUnreachable propagates.
 
-    The file is read only by `read_dicom`, which refuses a deflated file that inflates past
+    The bytes are read only by `read_dicom`, which refuses a deflated file that inflates past
     what a mammogram needs while inflating it (a DICOM bomb costs a few MB, not gigabytes)."""
-    path = tmp / f"{instance.key}.dcm"
-    try:
-        retrieve_instance(server, session, study.uid, instance.series, instance.sop, path,
-                          f"retrieve {name}")
-        image = read_dicom(path, name=name)
-    finally:
-        path.unlink(missing_ok=True)
+    data = retrieve_instance(server, session, study.uid, instance.series, instance.sop,
+                             f"retrieve {name}")
+    image = read_dicom(data, name=name)
     if image.identifiers["study"] != study.uid or image.identifiers["sop"] != instance.sop:
         raise InputError(f"{name}: the PACS sent another instance than the one asked for; "
                          "the PACS's index is inconsistent")

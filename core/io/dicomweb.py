@@ -16,14 +16,14 @@ before anyone can look at its size). Every answer is streamed with a byte cap
 (`MAX_SEARCH_BYTES`, `MAX_INSTANCE_BYTES`) and an overall deadline per request
 (``Server.deadline_s``: a watchdog closes the socket, so a server sending a byte a second is cut
 off); a search answer must be a list of DICOM JSON objects, parsed without recursion errors; a
-retrieved instance is written to disk unparsed, for `core.io.dicom` to bound its inflated size.
+retrieved instance's one part is written to disk unparsed, for `core.io.dicom` to bound its
+inflated size.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
-import mmap
 import os
 import socket
 import threading
@@ -32,7 +32,6 @@ import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -51,7 +50,7 @@ MAX_SEARCH_BYTES = 16 * 2**20
 MAX_INSTANCE_BYTES = MAX_FILE_BYTES + 2**20
 MAX_DEADLINE_S = 24 * 3600.0
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20  # a 6 MB instance in 6 reads: per-chunk Python overhead was ~5 ms of CPU
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _STATUS_WORDS = {
     400: "the PACS rejected the query (HTTP 400); check the search filters",
@@ -406,31 +405,30 @@ def _dicom_json(body: bytes, what: str) -> list[dict]:
     return answer
 
 
-def retrieve_instance(server: Server, session, study: str, series: str, sop: str, dest: Path,
-                      what: str) -> None:
-    """WADO-RS one instance into ``dest`` as the PACS sent it (a DICOM Part 10 file, unparsed).
+def retrieve_instance(server: Server, session, study: str, series: str, sop: str,
+                      what: str) -> bytes:
+    """WADO-RS one instance: the bytes of the DICOM Part 10 file the PACS sent, unparsed.
 
-    At most `MAX_INSTANCE_BYTES` are read, to disk; the answer must be one
-    ``application/dicom`` part (or a bare ``application/dicom`` body). Nothing is decoded here:
-    `core.io.dicom` bounds a deflated file's inflated size while inflating.
+    At most `MAX_INSTANCE_BYTES` are read, into memory; the answer must be one
+    ``application/dicom`` part (or a bare ``application/dicom`` body). Why in memory: the
+    identifying header never touches the disk, and writing and reading back a temporary file
+    cost 12 ms of CPU per 2,048 x 1,536 mammogram, half of what a pull adds to the transfer.
+    Nothing is decoded here: `core.io.dicom` bounds a deflated file's inflated size while
+    inflating.
     """
     if not all(map(is_uid, (study, series, sop))):
         raise PacsError(f"{what}: the PACS's search gave an identifier that is not a DICOM UID")
     url = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
-    raw = dest.with_name(dest.name + ".part")
 
     def request():
-        try:
-            with open(raw, "wb") as f:
-                content_type = _fetch(
-                    server, session, url, what, params=None, cap=MAX_INSTANCE_BYTES,
-                    accept='multipart/related; type="application/dicom"; transfer-syntax=*',
-                    sink=f.write)
-            _first_part(raw, content_type, dest, what)
-        finally:
-            raw.unlink(missing_ok=True)
+        body = bytearray()
+        content_type = _fetch(
+            server, session, url, what, params=None, cap=MAX_INSTANCE_BYTES,
+            accept='multipart/related; type="application/dicom"; transfer-syntax=*',
+            sink=body.extend)
+        return _first_part(body, content_type, what)
 
-    call(server, what, request)
+    return call(server, what, request)
 
 
 def _media_type(header: str) -> tuple[str, dict[str, str]]:
@@ -442,39 +440,35 @@ def _media_type(header: str) -> tuple[str, dict[str, str]]:
     return kind.strip().lower(), values
 
 
-def _first_part(raw: Path, content_type: str, dest: Path, what: str) -> None:
-    """Copy the one ``application/dicom`` part of the multipart answer in ``raw`` to ``dest``."""
+def _first_part(body: bytearray, content_type: str, what: str) -> bytes:
+    """The one ``application/dicom`` part of the multipart answer ``body``."""
     kind, params = _media_type(content_type)
     if kind == "application/dicom":
-        os.replace(raw, dest)
-        return
+        return bytes(body)
     bad = f"{what}: the PACS's answer is not one DICOM instance"
     boundary = params.get("boundary", "").encode("latin-1", "replace")
     if kind != "multipart/related" or not 0 < len(boundary) <= 70:
         raise PacsError(f"{bad} (neither multipart/related with a boundary nor "
                         "application/dicom)")
-    if raw.stat().st_size == 0:
+    if not body:
         raise PacsError(f"{bad} (the answer is empty)")
     delimiter = b"--" + boundary
-    with open(raw, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as body:
-        start = body.find(delimiter)
-        if start < 0:
-            raise PacsError(f"{bad} (no part)")
-        headers_at = start + len(delimiter)
-        headers_end = body.find(b"\r\n\r\n", headers_at, headers_at + 16384)
-        if body[headers_at:headers_at + 2] != b"\r\n" or headers_end < 0:
-            raise PacsError(f"{bad} (a part without headers)")
-        for line in body[headers_at + 2:headers_end].split(b"\r\n"):
-            key, _, value = line.decode("latin-1").partition(":")
-            if key.strip().lower() == "content-type" and \
-                    _media_type(value)[0] != "application/dicom":
-                raise PacsError(f"{bad} (a part that is not application/dicom)")
-        end = body.find(b"\r\n" + delimiter, headers_end + 4)
-        if end < 0:
-            raise PacsError(f"{bad} (it ends before its closing boundary: truncated)")
-        after = end + 2 + len(delimiter)
-        if body[after:after + 2] != b"--":
-            raise PacsError(f"{bad} (more than one part for one instance)")
-        with open(dest, "wb") as out:
-            for at in range(headers_end + 4, end, 1 << 20):
-                out.write(body[at:min(at + (1 << 20), end)])
+    start = body.find(delimiter)
+    if start < 0:
+        raise PacsError(f"{bad} (no part)")
+    headers_at = start + len(delimiter)
+    headers_end = body.find(b"\r\n\r\n", headers_at, headers_at + 16384)
+    if body[headers_at:headers_at + 2] != b"\r\n" or headers_end < 0:
+        raise PacsError(f"{bad} (a part without headers)")
+    for line in bytes(body[headers_at + 2:headers_end]).split(b"\r\n"):
+        key, _, value = line.decode("latin-1").partition(":")
+        if key.strip().lower() == "content-type" and \
+                _media_type(value)[0] != "application/dicom":
+            raise PacsError(f"{bad} (a part that is not application/dicom)")
+    end = body.find(b"\r\n" + delimiter, headers_end + 4)
+    if end < 0:
+        raise PacsError(f"{bad} (it ends before its closing boundary: truncated)")
+    after = end + 2 + len(delimiter)
+    if body[after:after + 2] != b"--":
+        raise PacsError(f"{bad} (more than one part for one instance)")
+    return bytes(memoryview(body)[headers_end + 4:end])

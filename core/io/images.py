@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.io.dicom import dicom_pixels
-from core.io.pixels import PNG_MAGIC, read_raster
+from core.io.dicom import dicom_display_source, dicom_pixels
+from core.io.pixels import PNG_MAGIC, pgm_window, read_raster
 
-__all__ = ["read_pixels", "sniff_format"]
+__all__ = ["read_display_source", "read_pixels", "sniff_format"]
 
 
 def sniff_format(path: Path) -> str:
@@ -31,10 +31,24 @@ def sniff_format(path: Path) -> str:
 
 def read_pixels(path: str | Path) -> np.ndarray:
     """The image as a 2-D integer array (uint8 or uint16), brighter = denser."""
+    path = _existing(path)
+    if sniff_format(path) == "dicom":
+        return dicom_pixels(path)
+    return read_raster(path)
+
+
+def read_display_source(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """`read_pixels` and the display window the file carries, or None: a DICOM's own
+    (`core.io.dicom.display_window`), a pulled copy's (`core.io.pixels.pgm_window`)."""
+    path = _existing(path)
+    kind = sniff_format(path)
+    if kind == "dicom":
+        return dicom_display_source(path)
+    return read_raster(path), (pgm_window(path) if kind == "pgm" else None)
+
+
+def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file {path} does not exist")
-    kind = sniff_format(path)
-    if kind == "dicom":
-        return dicom_pixels(path)
-    return read_raster(path)
+    return path

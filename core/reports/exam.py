@@ -25,16 +25,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.density.estimator import block_mean
 from core.errors import InputError
 from core.image.segmentation import chest_wall_side
 from core.saliency.maps import read_saliency
-from core.io.images import read_pixels
-from core.io.pixels import to_display
+from core.io.display import ScreenImage, display_image, render_display
+from core.io.pixels import block_mean
 from core.stats import aggregate_scores
 from core.reports.scores import prediction_levels_of
 from core.store import Store
-from core.validation import check_aggregation, check_positive_int
+from core.validation import check_aggregation
 from core.vocabulary import HISTOLOGY_RANK, LEVELS
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "ExamReport",
     "HangingImage",
     "TileOverlay",
-    "display_grey",
     "exam_id_of",
     "exam_images",
     "exam_overlays",
@@ -109,8 +107,9 @@ class HangingImage:
         denser; mirrored when ``flipped``.
     chest_wall : 'left' or 'right', where the chest wall is in the stored file's pixels.
     flipped : whether the tile is the file's mirror image (chest wall moved to its hanging side).
-    source : 'display copy' (the store's 8-bit copy) or 'percentile window' (0.5-99.5 % of the
-        non-air pixels of the downscaled image, `core.io.pixels.to_display`).
+    source : 'display copy' (a pre-issue-33 store's 8-bit copy), 'DICOM window' (the file's
+        own) or 'percentile window' (0.5-99.5 % of the non-air pixels of the downscaled image,
+        `core.io.pixels.to_display`); see `core.io.display`.
     original_shape : (rows, cols) of the file that was read.
     factor : the file's pixels per tile pixel along each axis (block means of factor x factor).
     """
@@ -326,62 +325,49 @@ def _scores(store: Store, exam_id: str, images: pd.DataFrame, breasts: pd.DataFr
 
 # ---------------------------------------------------------------------------- pixels
 
-def display_grey(pixels: np.ndarray, *, long_side: int = DISPLAY_LONG_SIDE,
-                 window: bool = True) -> tuple[np.ndarray, int]:
-    """(uint8 screen copy, factor): block means of factor x factor pixels so the long side is at
-    most ``long_side``, then the 0.5-99.5 percentile window of `core.io.pixels.to_display`
-    (``window``) or a plain rounding (pixels that are already an 8-bit display copy).
-
-    Downscaling first makes the window's percentiles cost ~200k pixels, not the file's 8.5 M;
-    a display copy loses nothing it could show at this size.
-    """
-    long_side = check_positive_int(long_side, name="long_side", minimum=16)
-    factor = max(1, math.ceil(max(pixels.shape) / long_side))
-    small = block_mean(np.asarray(pixels), factor)
-    if window:
-        return to_display(small), factor
-    return np.clip(np.rint(small), 0, 255).astype(np.uint8), factor
-
-
-def hanging_image(path: str | Path, *, laterality: str, display_path: str | Path | None = None,
+def hanging_image(path: str | Path | None, *, laterality: str,
+                  display_path: str | Path | None = None,
                   long_side: int = DISPLAY_LONG_SIDE) -> HangingImage:
-    """Read one view and turn it into its hanging-protocol tile (see the module docstring).
+    """Read one image file (nothing cached) and turn it into its hanging-protocol tile.
 
-    The store's 8-bit display copy is used when it exists (it carries the source's own window,
-    e.g. a DICOM's VOI LUT), else the pixels are windowed to their 0.5-99.5 percentiles. Why
-    the order downscale -> window -> orient: the block means cost one pass over the file, and
-    the percentiles and `chest_wall_side` then run on ~512 x 400 pixels, so a 3328 x 2560
-    16-bit view costs its decoding plus a few tens of milliseconds (bench/exam_view.py).
+    Grey levels as `core.io.display.render_display` makes them (a pre-issue-33 display copy
+    when ``display_path`` exists, else the file's own DICOM window, else percentiles).
     """
+    return _hang(render_display(path, long_side=long_side, display_path=display_path),
+                 laterality)
+
+
+def _hang(shown: ScreenImage, laterality: str) -> HangingImage:
+    """Why the order downscale -> orient: `chest_wall_side` then runs on ~512 x 400 pixels, so a
+    3328 x 2560 16-bit view costs its decoding plus a few tens of milliseconds, and nothing
+    at all once its screen copy is cached (bench/exam_view.py)."""
     if laterality not in ("L", "R"):
         raise InputError(f"laterality is {laterality!r}; pass 'L' or 'R'")
-    use_copy = display_path is not None and Path(display_path).is_file()
-    if not use_copy and path is None:
-        raise InputError("this image has no pixels in the store (a predictions-only dataset) "
-                         "and no display copy; there is nothing to show")
-    pixels = read_pixels(display_path if use_copy else path)
-    grey, factor = display_grey(pixels, long_side=long_side, window=not use_copy)
-    side = chest_wall_side(grey)
+    side = chest_wall_side(shown.pixels)
     flipped = side != screen_chest_wall(laterality)
+    grey = shown.pixels
     return HangingImage(pixels=np.ascontiguousarray(grey[:, ::-1] if flipped else grey),
-                        chest_wall=side, flipped=flipped,
-                        source="display copy" if use_copy else "percentile window",
-                        original_shape=(int(pixels.shape[0]), int(pixels.shape[1])),
-                        factor=factor)
+                        chest_wall=side, flipped=flipped, source=shown.source,
+                        original_shape=shown.original_shape, factor=shown.factor)
 
 
 def exam_images(store: Store, exam_id: str, *,
                 long_side: int = DISPLAY_LONG_SIDE) -> list[HangingImage | None]:
     """The four tiles of `exam_report` in `HANGING_ORDER` (None where a view is missing or has
-    no pixels). Takes the store first so a page can cache it per store state."""
+    no pixels). Each view's screen copy is made on its first view and cached under the store's
+    files folder (`core.io.display.display_image`). Takes the store first so a page can cache
+    it per store state."""
     tiles = exam_report(store, exam_id, models=[]).tiles
+    ids = [i for i in tiles["image_id"] if i is not None]
+    rows = store.images(image_ids=ids).set_index("image_id") if ids else None
     out = []
     for row in tiles.itertuples():
         if row.abs_path is None and row.display_abs is None:
             out.append(None)
             continue
-        out.append(hanging_image(row.abs_path, laterality=row.laterality,
-                                 display_path=row.display_abs, long_side=long_side))
+        image = rows.loc[row.image_id].to_dict()
+        out.append(_hang(display_image(store.files_dir, image, long_side=long_side),
+                         row.laterality))
     return out
 
 
@@ -411,7 +397,8 @@ def exam_overlays(store: Store, exam_id: str, geometry: Sequence, *,
 
     geometry : per `HANGING_ORDER` position, None (no tile) or (factor, flipped, (h, w)) of its
         `HangingImage`: maps and masks are block-averaged by ``factor`` exactly as the pixels
-        were (`display_grey`), then mirrored with the tile, so they lie on what is shown.
+        were (`core.io.display.display_grey`), then mirrored with the tile, so they lie on what
+        is shown.
     models : the models whose maps to read (their image-level predictions' saliency files).
     which : 'malignant' or 'benign'.
     """

@@ -92,7 +92,7 @@ class Store(StoreOpening, StoreReads, StoreWrites, StoreAnnotations, StoreTestSe
 
     @property
     def files_dir(self) -> Path:
-        """Folder for files the store owns (masks, saliency maps, display copies)."""
+        """Folder for files the store owns (masks, saliency maps, pixel and screen copies)."""
         return self.path.with_name(self.path.stem + "_files")
 
     @contextlib.contextmanager

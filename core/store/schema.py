@@ -18,7 +18,9 @@ the same transaction (`core.store.derived`); each update renews ``meta.truth_tok
 readers key their caches.
 
 Pixels stay in files: ``images.path`` is relative to ``datasets.root``; masks, saliency maps and
-display copies live under the store's files folder (``Store.files_dir``) with relative paths.
+pixel copies live under the store's files folder (``Store.files_dir``) with relative paths.
+``images.display_path`` names an old store's display copy (still shown); new imports leave it
+NULL, the screen copy being made on first view (`core.io.display`).
 """
 from __future__ import annotations
 
