@@ -238,7 +238,7 @@ def test_v6_store_gains_train_epochs_and_model_preprocess(tmp_path):
     con.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     con.close()
     store = open_store(path)
-    assert store.schema_version() == SCHEMA_VERSION == 7
+    assert store.schema_version() == SCHEMA_VERSION == 8
     assert store.model_names() == ["parent"] and store.select("models")["preprocess"].isna().all()
     epochs = pd.DataFrame([{"run_id": "train-1", "epoch": 1, "train_loss": 0.7, "val_loss": 0.6,
                             "val_auc": 0.55, "lr": 1e-5, "images": 32, "elapsed_s": 1.5}])

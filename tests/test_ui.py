@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_qualified_name_names_module_and_class():
-    assert caching.qualified_name(Store.datasets) == f"{Store.__module__}.Store.datasets"
+    assert caching.qualified_name(Store.datasets) == "core.store.reading.StoreReads.datasets"
     assert caching.qualified_name(test_qualified_name_names_module_and_class) == \
         f"{__name__}.test_qualified_name_names_module_and_class"
 
