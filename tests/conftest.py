@@ -118,3 +118,16 @@ def wait_for_job(db: Path, run_id: str, timeout_s: float = 240.0):
         if not state.active or time.monotonic() > deadline:
             return state
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def small_demo_path(tmp_path_factory) -> Path:
+    """An 8-exam demo store with 4 annotated cancer images (test set 'demo'): the jobs' tests
+    copy it (`copy_store`) and never write to it."""
+    from core.demo.build import build_demo
+    from core.store import open_store
+
+    path = tmp_path_factory.mktemp("small-demo") / "ilc.duckdb"
+    build_demo(open_store(path), n_exams=8, seed=0, **SMALL_MIX)
+    open_store(path).checkpoint()
+    return path

@@ -29,15 +29,9 @@ METHODS = ["original", "M2"]
 
 
 @pytest.fixture(scope="module")
-def base_path(tmp_path_factory):
-    """An 8-exam demo store: 4 annotated cancer images for the filters."""
-    from core.demo.build import build_demo
-    from tests.conftest import SMALL_MIX
-
-    path = tmp_path_factory.mktemp("runs") / "ilc.duckdb"
-    build_demo(open_store(path), n_exams=8, seed=0, **SMALL_MIX)
-    open_store(path).checkpoint()
-    return path
+def base_path(small_demo_path):
+    """An 8-exam demo store: 4 annotated cancer images for the filters (copied, never written)."""
+    return small_demo_path
 
 
 @pytest.fixture

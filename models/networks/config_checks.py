@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from core.errors import InputError
 
-__all__ = ["check_fraction", "check_geometry", "check_positive_ints"]
+__all__ = ["check_fraction", "check_geometry", "check_positive_ints", "resolve_config"]
 
 
 def check_geometry(cfg, cam_size_for: Callable[[tuple[int, int]], tuple[int, int]], *,
@@ -46,3 +46,13 @@ def check_fraction(cfg, name: str) -> None:
     """The field is a fraction in (0, 1]."""
     if not (0.0 < float(getattr(cfg, name)) <= 1.0):
         raise InputError(f"{type(cfg).__name__}.{name} is {getattr(cfg, name)!r}; pass a fraction in (0, 1]")
+
+
+def resolve_config(config, configs: dict, kind: type, family: str):
+    """``config`` itself when it is a ``kind``, else the config ``configs`` names so (one line
+    naming the known names otherwise)."""
+    if isinstance(config, kind):
+        return config
+    if isinstance(config, str) and config in configs:
+        return configs[config]
+    raise InputError(f"{family} config {config!r} is unknown; pass one of {sorted(configs)} or a {kind.__name__}")

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from core.errors import InputError
 from models.networks.checkpoints import load_checkpoint
-from models.networks.config_checks import check_fraction, check_geometry, check_positive_ints
+from models.networks.config_checks import check_fraction, check_geometry, check_positive_ints, resolve_config
 from models.networks.resnet22 import BasicBlock, ResNet22, resnet22_out_size
 # GLAM's ROI search, crops and top-k pooling are GMIC's (both fixtures check them).
 from models.networks.roi import (
@@ -346,11 +346,7 @@ def _paste_local_cams(local_cam: Tensor, locations: Tensor, crop_shape: tuple[in
 
 
 def _resolve_config(config: str | GLAMConfig) -> GLAMConfig:
-    if isinstance(config, GLAMConfig):
-        return config
-    if isinstance(config, str) and config in CONFIGS:
-        return CONFIGS[config]
-    raise InputError(f"GLAM config {config!r} is unknown; pass one of {sorted(CONFIGS)} or a GLAMConfig")
+    return resolve_config(config, CONFIGS, GLAMConfig, "GLAM")
 
 
 def build_glam(config: str | GLAMConfig = "paper", *, weights: str | Path | None = None) -> GLAM:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from core.errors import InputError
 # The shared ResNet-22 and blocks; the inference copy is `models.networks.fold` for every family.
 from models.networks.checkpoints import read_error
-from models.networks.config_checks import check_fraction, check_geometry, check_positive_ints
+from models.networks.config_checks import check_fraction, check_geometry, check_positive_ints, resolve_config
 from models.networks.fold import optimize_for_inference
 from models.networks.resnet22 import BasicBlock, resnet22_out_size
 from models.networks.resnet22 import ResNet22 as GlobalResNet22
@@ -349,11 +349,7 @@ class GMIC(nn.Module):
 
 
 def _resolve_config(config: str | GMICConfig) -> GMICConfig:
-    if isinstance(config, GMICConfig):
-        return config
-    if isinstance(config, str) and config in CONFIGS:
-        return CONFIGS[config]
-    raise InputError(f"GMIC config {config!r} is unknown; pass one of {sorted(CONFIGS)} or a GMICConfig")
+    return resolve_config(config, CONFIGS, GMICConfig, "GMIC")
 
 
 def build_gmic(config: str | GMICConfig = "paper", *, weights: str | Path | None = None) -> GMIC:
